@@ -1,0 +1,5 @@
+//! kvs-signaling: a client for the Amazon Kinesis Video Streams WebRTC
+//! signaling service, with a C ABI (`include/kvs_signaling.h`), a safe async
+//! Rust API ([`client`]) and a local emulator of the service ([`emulator`]).
+
+pub mod protocol;
