@@ -3,3 +3,6 @@
 //! Rust API ([`client`]) and a local emulator of the service ([`emulator`]).
 
 pub mod protocol;
+
+#[cfg(feature = "emulator")]
+pub mod emulator;

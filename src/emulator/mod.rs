@@ -1,0 +1,1 @@
+//! Local emulator of the signaling service (being written).
