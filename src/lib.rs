@@ -6,3 +6,8 @@ pub mod protocol;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
+
+pub mod client;
+pub mod ffi;
+pub mod log;
+pub mod runtime;

@@ -1,0 +1,87 @@
+//! Errors of the client API.
+
+use crate::protocol::ValidationError;
+use std::fmt;
+
+/// Why a client call failed. Each variant maps to one C result code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The configuration breaks a rule; the text says which.
+    InvalidConfig(String),
+    /// A message field breaks the spec; nothing was sent.
+    Invalid(ValidationError),
+    /// The payload, once encoded, is over the service's 10,000-character limit.
+    PayloadTooLarge { encoded_len: usize },
+    /// The client is not connected (before connect, after disconnect or a drop).
+    NotConnected,
+    /// `connect` while connected or connecting.
+    AlreadyConnected,
+    /// The send queue is full; nothing was queued.
+    QueueFull,
+    /// The connect did not finish in time.
+    Timeout,
+    /// TCP connect or DNS failed.
+    Network(String),
+    /// The service refused the WebSocket upgrade with an HTTP status; the
+    /// error type comes from the `x-amzn-ErrorType` header when present.
+    Refused {
+        status: u16,
+        error_type: Option<String>,
+        body: String,
+    },
+    /// The WebSocket handshake or protocol failed otherwise.
+    Handshake(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::InvalidConfig(text) => write!(f, "invalid configuration: {text}"),
+            ClientError::Invalid(e) => write!(f, "invalid message: {e}"),
+            ClientError::PayloadTooLarge { encoded_len } => write!(
+                f,
+                "payload is {encoded_len} base64 characters; the service accepts at most {}",
+                crate::protocol::MAX_PAYLOAD_LEN
+            ),
+            ClientError::NotConnected => {
+                f.write_str("not connected: call connect first (or again after a drop)")
+            }
+            ClientError::AlreadyConnected => f.write_str("already connected or connecting"),
+            ClientError::QueueFull => {
+                f.write_str("send queue is full; retry after earlier sends went out")
+            }
+            ClientError::Timeout => f.write_str("connect timed out"),
+            ClientError::Network(text) => write!(f, "network error: {text}"),
+            ClientError::Refused {
+                status,
+                error_type,
+                body,
+            } => {
+                write!(f, "the service refused the connection with HTTP {status}")?;
+                if let Some(error_type) = error_type {
+                    write!(f, " {error_type}")?;
+                }
+                if !body.is_empty() {
+                    write!(f, ": {body}")?;
+                }
+                Ok(())
+            }
+            ClientError::Handshake(text) => write!(f, "WebSocket handshake failed: {text}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<ValidationError> for ClientError {
+    fn from(e: ValidationError) -> ClientError {
+        match e {
+            ValidationError::TooLong {
+                field: crate::protocol::Field::MessagePayload,
+                len,
+                ..
+            } => ClientError::PayloadTooLarge { encoded_len: len },
+            other => ClientError::Invalid(other),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! What a client reports to the application.
+
+use crate::protocol::{IceCandidate, MessageType, SessionDescription};
+
+/// Connection state as the application sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not connected: before the first connect, after a disconnect, or after the
+    /// connection was lost.
+    Disconnected,
+    /// Opening the socket.
+    Connecting,
+    /// The socket is open; sends are written to it.
+    Connected,
+    /// Closing the socket at the application's request.
+    Closing,
+}
+
+/// Why the state changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateReason {
+    /// The application asked for it (connect or disconnect).
+    Requested,
+    /// The connect attempt failed; the text says why.
+    ConnectFailed(String),
+    /// The service closed the socket (close frame, with its code if any).
+    ClosedByService(Option<u16>),
+    /// The socket failed (read or write error); the text says why.
+    ConnectionLost(String),
+}
+
+/// A state change, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub state: ConnectionState,
+    pub reason: StateReason,
+}
+
+/// An SDP offer, SDP answer or ICE candidate from the other side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_type: MessageType,
+    /// The viewer that sent it (when the master receives); `None` on messages
+    /// from the master.
+    pub sender_client_id: Option<String>,
+    /// The decoded payload (JSON text in practice).
+    pub payload: Vec<u8>,
+    /// Set for offers and answers whose payload parsed.
+    pub sdp: Option<SessionDescription>,
+    /// Set for candidates whose payload parsed.
+    pub ice: Option<IceCandidate>,
+}
+
+/// Where a failure report comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusOrigin {
+    /// A STATUS_RESPONSE frame from the service.
+    Service,
+    /// The library: an accepted send that could not be written to the socket.
+    Local,
+}
+
+/// A report that a send identified by `correlation_id` failed (or, for service
+/// reports with a 2xx code, succeeded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    pub origin: StatusOrigin,
+    pub correlation_id: String,
+    pub error_type: Option<String>,
+    /// Numeric status code; 0 when the service sent none or a non-numeric one.
+    pub status_code: u32,
+    pub description: Option<String>,
+}
+
+/// Everything a client reports, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    Message(ReceivedMessage),
+    Status(StatusReport),
+    State(StateChange),
+    /// GO_AWAY or RECONNECT_ICE_SERVER from the service.
+    ServiceNotice(MessageType),
+}

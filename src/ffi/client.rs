@@ -1,0 +1,909 @@
+//! `kvs_client`: configuration, lifecycle, sends and callbacks.
+
+use super::dispatch;
+use super::result::{fail, fail_client, fail_runtime};
+use super::{StrError, arg_str, boundary, c_str, require_non_null, write_out_str};
+use crate::client::{
+    Client, ClientConfig, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason,
+    StatusOrigin, StatusReport,
+};
+use crate::ffi::kvs_result::{self, *};
+use crate::protocol::{Action, IceCandidate, MAX_ID_LEN, MAX_PAYLOAD_LEN, MessageType, Role};
+use crate::runtime;
+use std::ffi::{CString, c_char, c_void};
+use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Size for a buffer that receives a correlation id: 256 characters and a NUL.
+pub const KVS_CORRELATION_ID_CAPACITY: usize = 257;
+
+/// Longest SDP text accepted by the send functions, in bytes (its JSON and
+/// base64 encoding must still fit in 10,000 characters).
+pub const KVS_MAX_SDP_LEN: usize = 10_000;
+
+/// Role of a client (`kvs_client_config.role`).
+#[repr(u32)]
+pub enum kvs_role {
+    /// The single master of the channel (the camera).
+    Master = 0,
+    /// A viewer, identified by its client id.
+    Viewer = 1,
+}
+
+/// Connection state reported to `on_state` and by `kvs_client_state`.
+#[repr(u32)]
+pub enum kvs_state {
+    Disconnected = 0,
+    Connecting = 1,
+    Connected = 2,
+    Closing = 3,
+}
+
+/// Type of a received message (`kvs_message.message_type`) and the `action` of
+/// `kvs_send_message`.
+#[repr(u32)]
+pub enum kvs_message_type {
+    SdpOffer = 1,
+    SdpAnswer = 2,
+    IceCandidate = 3,
+    GoAway = 4,
+    ReconnectIceServer = 5,
+}
+
+/// Where a status report comes from (`kvs_status.origin`).
+#[repr(u32)]
+pub enum kvs_status_origin {
+    /// A STATUS_RESPONSE from the service about a message it received.
+    Service = 0,
+    /// The library: an accepted send that could not be written to the socket.
+    Local = 1,
+}
+
+/// A received SDP offer, SDP answer or ICE candidate, or a service notice
+/// (GO_AWAY, RECONNECT_ICE_SERVER: only `message_type` is set).
+///
+/// Every pointer is borrowed for the duration of the callback only; strings are
+/// NUL-terminated UTF-8 and NULL when absent.
+#[repr(C)]
+pub struct kvs_message {
+    /// A `kvs_message_type` value.
+    pub message_type: u32,
+    /// The viewer that sent it (when the master receives); NULL on messages from
+    /// the master.
+    pub sender_client_id: *const c_char,
+    /// The decoded payload (JSON text), NUL-terminated, `payload_len` bytes.
+    pub payload: *const c_char,
+    pub payload_len: usize,
+    /// "offer" or "answer" for SDP messages whose payload parsed; else NULL.
+    pub sdp_type: *const c_char,
+    /// The SDP text; NULL unless `sdp_type` is set.
+    pub sdp: *const c_char,
+    pub sdp_len: usize,
+    /// The candidate line for ICE messages whose payload parsed; else NULL.
+    pub candidate: *const c_char,
+    pub candidate_len: usize,
+    /// `sdpMid`, or NULL.
+    pub sdp_mid: *const c_char,
+    /// `sdpMLineIndex`, or -1 when absent.
+    pub sdp_mline_index: i32,
+    /// `usernameFragment`, or NULL.
+    pub username_fragment: *const c_char,
+}
+
+/// A report that a send failed, identified by its correlation id. Pointers are
+/// borrowed for the duration of the callback only; NULL when absent.
+#[repr(C)]
+pub struct kvs_status {
+    /// A `kvs_status_origin` value.
+    pub origin: u32,
+    pub correlation_id: *const c_char,
+    /// E.g. "InvalidArgumentException", "ClientLimitExceededException"; for
+    /// local reports "SendFailed".
+    pub error_type: *const c_char,
+    /// The service's status code (e.g. 400); 0 when absent and for local reports.
+    pub status_code: u32,
+    pub description: *const c_char,
+}
+
+/// An ICE candidate to send (`kvs_send_ice_candidate`). Borrowed for the call.
+#[repr(C)]
+pub struct kvs_ice_candidate {
+    /// The candidate line, e.g. "candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host". Required.
+    pub candidate: *const c_char,
+    /// `sdpMid`, or NULL to leave it out.
+    pub sdp_mid: *const c_char,
+    /// `sdpMLineIndex`, or a negative value to leave it out.
+    pub sdp_mline_index: i32,
+    /// `usernameFragment`, or NULL to leave it out.
+    pub username_fragment: *const c_char,
+}
+
+/// Called for every received offer, answer, candidate and service notice.
+/// `message` is borrowed for the call only. Runs on the dispatcher thread.
+pub type kvs_message_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, message: *const kvs_message)>;
+/// Called when the service or the library reports a send failed. `status` is
+/// borrowed for the call only. Runs on the dispatcher thread.
+pub type kvs_status_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, status: *const kvs_status)>;
+/// Called on every state change, with a `kvs_state` value and a reason text
+/// (borrowed for the call only). Runs on the dispatcher thread.
+pub type kvs_state_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, state: u32, reason: *const c_char)>;
+/// Releases `userdata`; called exactly once.
+pub type kvs_free_callback = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
+
+/// Configuration of a client. Initialise it with `kvs_client_config_default()`
+/// and set the fields you need; new fields will keep working defaults.
+///
+/// All pointers are borrowed by `kvs_client_new` for the call only (the library
+/// copies the strings), except `userdata`, which the client keeps until it calls
+/// `free_userdata`.
+#[repr(C)]
+pub struct kvs_client_config {
+    /// A `kvs_role` value.
+    pub role: u32,
+    /// Channel ARN, `arn:aws:kinesisvideo:REGION:ACCOUNT:channel/NAME/EPOCH`. Required.
+    pub channel_arn: *const c_char,
+    /// The viewer's client id (required for a viewer, NULL for a master).
+    pub client_id: *const c_char,
+    /// Data-plane endpoint for this role, `ws://host:port` or `wss://host`. Required.
+    pub endpoint: *const c_char,
+    /// AWS region; NULL takes it from the ARN.
+    pub region: *const c_char,
+    /// Connect timeout in milliseconds; 0 means 5000.
+    pub connect_timeout_ms: u32,
+    /// Sends that may wait for the socket at once; 0 means 256.
+    pub send_queue_capacity: u32,
+    pub on_message: kvs_message_callback,
+    pub on_status: kvs_status_callback,
+    pub on_state: kvs_state_callback,
+    /// Passed first to every callback.
+    pub userdata: *mut c_void,
+    /// Called exactly once with `userdata`: on the dispatcher thread after the
+    /// client's last callback, or on the calling thread if `kvs_client_new` fails.
+    pub free_userdata: kvs_free_callback,
+}
+
+/// An opaque signaling client, made by `kvs_client_new`, released by `kvs_client_free`.
+pub struct kvs_client {
+    _private: [u8; 0],
+}
+
+pub(crate) fn config_defaults() -> kvs_client_config {
+    kvs_client_config {
+        role: kvs_role::Master as u32,
+        channel_arn: ptr::null(),
+        client_id: ptr::null(),
+        endpoint: ptr::null(),
+        region: ptr::null(),
+        connect_timeout_ms: 0,
+        send_queue_capacity: 0,
+        on_message: None,
+        on_status: None,
+        on_state: None,
+        userdata: ptr::null_mut(),
+        free_userdata: None,
+    }
+}
+
+/// The application's callbacks and userdata. Dropping it calls `free_userdata`.
+struct Callbacks {
+    on_message: kvs_message_callback,
+    on_status: kvs_status_callback,
+    on_state: kvs_state_callback,
+    userdata: *mut c_void,
+    free_userdata: kvs_free_callback,
+}
+
+// SAFETY: the header states that callbacks and free_userdata run on the
+// dispatcher thread, so the application hands `userdata` to that thread.
+unsafe impl Send for Callbacks {}
+// SAFETY: the callbacks are only ever invoked from the dispatcher thread.
+unsafe impl Sync for Callbacks {}
+
+impl Drop for Callbacks {
+    fn drop(&mut self) {
+        if let Some(free) = self.free_userdata {
+            // SAFETY: the application's finalizer, called exactly once with its own pointer.
+            unsafe { free(self.userdata) };
+        }
+    }
+}
+
+/// What `*mut kvs_client` points at.
+struct ClientHandle {
+    client: Client,
+    callbacks: Arc<Callbacks>,
+}
+
+fn handle_ref<'a>(client: *const kvs_client) -> &'a ClientHandle {
+    // SAFETY: every caller has checked for NULL; a non-NULL kvs_client pointer
+    // comes from kvs_client_new (a Box<ClientHandle>) and stays valid until
+    // kvs_client_free, as the header requires.
+    unsafe { &*client.cast::<ClientHandle>() }
+}
+
+fn opt_cstring(text: Option<&str>) -> Option<CString> {
+    text.map(|t| CString::new(t.replace('\0', "")).unwrap_or_default())
+}
+
+fn ptr_of(text: &Option<CString>) -> *const c_char {
+    text.as_ref().map_or(ptr::null(), |t| t.as_ptr())
+}
+
+fn message_type_code(message_type: &MessageType) -> u32 {
+    match message_type {
+        MessageType::SdpOffer => kvs_message_type::SdpOffer as u32,
+        MessageType::SdpAnswer => kvs_message_type::SdpAnswer as u32,
+        MessageType::IceCandidate => kvs_message_type::IceCandidate as u32,
+        MessageType::GoAway => kvs_message_type::GoAway as u32,
+        MessageType::ReconnectIceServer => kvs_message_type::ReconnectIceServer as u32,
+        MessageType::StatusResponse | MessageType::Unknown(_) => 0,
+    }
+}
+
+fn state_code(state: ConnectionState) -> u32 {
+    match state {
+        ConnectionState::Disconnected => kvs_state::Disconnected as u32,
+        ConnectionState::Connecting => kvs_state::Connecting as u32,
+        ConnectionState::Connected => kvs_state::Connected as u32,
+        ConnectionState::Closing => kvs_state::Closing as u32,
+    }
+}
+
+fn reason_text(reason: &StateReason) -> String {
+    match reason {
+        StateReason::Requested => "requested".into(),
+        StateReason::ConnectFailed(text) => format!("connect failed: {text}"),
+        StateReason::ClosedByService(Some(code)) => format!("closed by the service (code {code})"),
+        StateReason::ClosedByService(None) => "closed by the service".into(),
+        StateReason::ConnectionLost(text) => format!("connection lost: {text}"),
+    }
+}
+
+impl Callbacks {
+    /// Calls the matching callback; runs on the dispatcher thread.
+    fn deliver(&self, event: ClientEvent) {
+        match event {
+            ClientEvent::Message(message) => self.deliver_message(message),
+            ClientEvent::ServiceNotice(kind) => self.deliver_message(ReceivedMessage {
+                message_type: kind,
+                sender_client_id: None,
+                payload: Vec::new(),
+                sdp: None,
+                ice: None,
+            }),
+            ClientEvent::Status(status) => self.deliver_status(status),
+            ClientEvent::State(change) => {
+                if let Some(cb) = self.on_state {
+                    let reason = opt_cstring(Some(&reason_text(&change.reason)));
+                    // SAFETY: the application's callback; arguments live for the call.
+                    unsafe { cb(self.userdata, state_code(change.state), ptr_of(&reason)) };
+                }
+            }
+        }
+    }
+
+    fn deliver_message(&self, message: ReceivedMessage) {
+        let Some(cb) = self.on_message else { return };
+        let sender = opt_cstring(message.sender_client_id.as_deref());
+        let payload_len = message.payload.len();
+        let mut payload = message.payload;
+        payload.push(0);
+        let sdp_type = message.sdp.as_ref().map(|s| s.sdp_type.as_str());
+        let sdp_type = opt_cstring(sdp_type);
+        let sdp = opt_cstring(message.sdp.as_ref().map(|s| s.sdp.as_str()));
+        let ice = message.ice.as_ref();
+        let candidate = opt_cstring(ice.map(|i| i.candidate.as_str()));
+        let sdp_mid = opt_cstring(ice.and_then(|i| i.sdp_mid.as_deref()));
+        let ufrag = opt_cstring(ice.and_then(|i| i.username_fragment.as_deref()));
+        let view = kvs_message {
+            message_type: message_type_code(&message.message_type),
+            sender_client_id: ptr_of(&sender),
+            payload: payload.as_ptr().cast(),
+            payload_len,
+            sdp_type: ptr_of(&sdp_type),
+            sdp: ptr_of(&sdp),
+            sdp_len: sdp.as_ref().map_or(0, |s| s.as_bytes().len()),
+            candidate: ptr_of(&candidate),
+            candidate_len: candidate.as_ref().map_or(0, |s| s.as_bytes().len()),
+            sdp_mid: ptr_of(&sdp_mid),
+            sdp_mline_index: ice.and_then(|i| i.sdp_mline_index).map_or(-1, i32::from),
+            username_fragment: ptr_of(&ufrag),
+        };
+        // SAFETY: the application's callback; `view` and its strings live for the call.
+        unsafe { cb(self.userdata, &view) };
+    }
+
+    fn deliver_status(&self, status: StatusReport) {
+        let Some(cb) = self.on_status else { return };
+        let correlation_id = opt_cstring(Some(&status.correlation_id));
+        let error_type = opt_cstring(status.error_type.as_deref());
+        let description = opt_cstring(status.description.as_deref());
+        let view = kvs_status {
+            origin: match status.origin {
+                StatusOrigin::Service => kvs_status_origin::Service as u32,
+                StatusOrigin::Local => kvs_status_origin::Local as u32,
+            },
+            correlation_id: ptr_of(&correlation_id),
+            error_type: ptr_of(&error_type),
+            status_code: status.status_code,
+            description: ptr_of(&description),
+        };
+        // SAFETY: the application's callback; `view` and its strings live for the call.
+        unsafe { cb(self.userdata, &view) };
+    }
+}
+
+/// A configuration with every field at its default: role master, all strings
+/// NULL, timeouts and capacities 0 (library defaults), no callbacks.
+///
+/// Ownership: returns a value; nothing to free. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_config_default() -> kvs_client_config {
+    boundary(config_defaults)
+}
+
+/// Reads a required or optional config string, or returns the failing code.
+fn config_str(ptr: *const c_char, name: &str, max: usize) -> Result<Option<String>, kvs_result> {
+    // SAFETY: the header requires config strings to be NUL-terminated.
+    unsafe { arg_str(ptr, name, max, KVS_ERR_INVALID_CONFIG) }.map(|s| s.map(str::to_owned))
+}
+
+fn client_config(config: &kvs_client_config) -> Result<ClientConfig, kvs_result> {
+    let role = match config.role {
+        0 => Role::Master,
+        1 => Role::Viewer,
+        other => {
+            return Err(fail(
+                KVS_ERR_INVALID_CONFIG,
+                format!("role {other} is neither KVS_ROLE_MASTER nor KVS_ROLE_VIEWER"),
+            ));
+        }
+    };
+    let Some(channel_arn) = config_str(
+        config.channel_arn,
+        "channel_arn",
+        crate::protocol::MAX_ARN_LEN,
+    )?
+    else {
+        return Err(fail(
+            KVS_ERR_NULL_PARAMETER,
+            "config.channel_arn must not be NULL",
+        ));
+    };
+    let Some(endpoint) = config_str(config.endpoint, "endpoint", 2048)? else {
+        return Err(fail(
+            KVS_ERR_NULL_PARAMETER,
+            "config.endpoint must not be NULL",
+        ));
+    };
+    let client_id = config_str(config.client_id, "client_id", MAX_ID_LEN)?;
+    let region = config_str(config.region, "region", 64)?;
+    let mut out = match (role, client_id) {
+        (Role::Viewer, Some(id)) => ClientConfig::viewer(&channel_arn, &id, &endpoint),
+        (Role::Viewer, None) => {
+            return Err(fail(
+                KVS_ERR_NULL_PARAMETER,
+                "config.client_id must be set for a viewer",
+            ));
+        }
+        (Role::Master, id) => ClientConfig {
+            client_id: id,
+            ..ClientConfig::master(&channel_arn, &endpoint)
+        },
+    };
+    if let Some(region) = region {
+        out.region = region;
+    }
+    if config.connect_timeout_ms > 0 {
+        out.connect_timeout = Duration::from_millis(u64::from(config.connect_timeout_ms));
+    }
+    if config.send_queue_capacity > 0 {
+        out.send_queue_capacity = config.send_queue_capacity as usize;
+    }
+    out.validate().map_err(|e| fail_client(&e))?;
+    Ok(out)
+}
+
+/// Makes a client from `config`; nothing is opened until `kvs_client_connect`.
+///
+/// Ownership: `config` and its strings are borrowed for the call. `config.userdata`
+/// is taken over: `config.free_userdata` is called exactly once, on the calling
+/// thread before this returns if it fails, otherwise after the client's last
+/// callback. On success `*out_client` receives a client the caller owns; free it
+/// with `kvs_client_free`. `*out_client` is untouched on failure.
+///
+/// Threading: any non-library thread (it starts the library's threads on first use).
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_new(
+    config: *const kvs_client_config,
+    out_client: *mut *mut kvs_client,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(config, "config");
+        // SAFETY: checked non-NULL; the caller passes a valid config.
+        let config = unsafe { &*config };
+        let callbacks = Arc::new(Callbacks {
+            on_message: config.on_message,
+            on_status: config.on_status,
+            on_state: config.on_state,
+            userdata: config.userdata,
+            free_userdata: config.free_userdata,
+        });
+        // From here on, every return path drops `callbacks` and so frees userdata.
+        require_non_null!(out_client, "out_client");
+        if let Err(e) = runtime::handle() {
+            return fail_runtime(e);
+        }
+        let client_config = match client_config(config) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let for_sink = Arc::clone(&callbacks);
+        let sink: EventSink = Arc::new(move |event| {
+            let callbacks = Arc::clone(&for_sink);
+            dispatch::post(Box::new(move || callbacks.deliver(event)));
+        });
+        let client = match Client::with_sink(client_config, sink) {
+            Ok(c) => c,
+            Err(e) => return fail_client(&e),
+        };
+        let handle = Box::new(ClientHandle { client, callbacks });
+        // SAFETY: checked non-NULL; the caller provides a writable pointer.
+        unsafe { *out_client = Box::into_raw(handle).cast() };
+        KVS_OK
+    })
+}
+
+/// Opens the connection and blocks until it is open, or fails with the reason
+/// within the configured connect timeout. `on_state` sees CONNECTING, then
+/// CONNECTED or DISCONNECTED.
+///
+/// Ownership: `client` is borrowed for the call.
+/// Threading: blocks; call it from an application thread. From a callback or a
+/// library thread it returns KVS_ERR_WOULD_DEADLOCK.
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_TIMEOUT,
+/// KVS_ERR_NETWORK, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED,
+/// KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
+    boundary(|| {
+        require_non_null!(client, "client");
+        let handle = handle_ref(client);
+        match runtime::block_on(handle.client.connect()) {
+            Ok(Ok(())) => KVS_OK,
+            Ok(Err(e)) => fail_client(&e),
+            Err(e) => fail_runtime(e),
+        }
+    })
+}
+
+/// Closes the connection: sends a close frame, waits up to one second for the
+/// service, and reports every send still queued as failed through `on_status`.
+/// Returns KVS_OK when not connected.
+///
+/// Ownership: `client` is borrowed for the call.
+/// Threading: blocks; from a callback or a library thread it returns
+/// KVS_ERR_WOULD_DEADLOCK.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_disconnect(client: *const kvs_client) -> kvs_result {
+    boundary(|| {
+        require_non_null!(client, "client");
+        let handle = handle_ref(client);
+        match runtime::block_on(handle.client.disconnect(Duration::from_secs(1))) {
+            Ok(()) => KVS_OK,
+            Err(e) => fail_runtime(e),
+        }
+    })
+}
+
+/// The client's current `kvs_state`; KVS_STATE_DISCONNECTED for NULL.
+///
+/// Ownership: `client` is borrowed for the call. Threading: any thread, callbacks included.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
+    boundary(|| {
+        if client.is_null() {
+            return kvs_state::Disconnected as u32;
+        }
+        state_code(handle_ref(client).client.state())
+    })
+}
+
+/// Disconnects (as `kvs_client_disconnect`) and releases the client. Callbacks
+/// already queued still run; then `free_userdata` runs on the dispatcher thread.
+/// NULL is a no-op. Must not be called twice for the same client.
+///
+/// Ownership: consumes `client` on success. On KVS_ERR_IN_CALLBACK or
+/// KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid.
+/// Threading: blocks; call it from an application thread, not from a callback.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
+    boundary(|| {
+        if client.is_null() {
+            return KVS_OK;
+        }
+        if dispatch::on_dispatcher() {
+            return fail(
+                KVS_ERR_IN_CALLBACK,
+                "kvs_client_free was called from a callback; call it from an application thread",
+            );
+        }
+        if runtime::on_library_thread() {
+            return fail_runtime(runtime::RuntimeError::WouldDeadlock);
+        }
+        // SAFETY: non-NULL and made by kvs_client_new; the caller gives it up here.
+        let handle = unsafe { Box::from_raw(client.cast::<ClientHandle>()) };
+        let ClientHandle { client, callbacks } = *handle;
+        // After the shutdown of the runtime there is no task left to stop.
+        let _ = runtime::block_on(client.disconnect(Duration::from_secs(1)));
+        drop(client);
+        // The last reference is dropped on the dispatcher, after every queued
+        // callback of this client, so free_userdata runs last and there.
+        dispatch::post(Box::new(move || drop(callbacks)));
+        KVS_OK
+    })
+}
+
+fn action_of(code: u32) -> Option<Action> {
+    match code {
+        1 => Some(Action::SdpOffer),
+        2 => Some(Action::SdpAnswer),
+        3 => Some(Action::IceCandidate),
+        _ => None,
+    }
+}
+
+/// Shared tail of every send: checks ids and the output buffer, sends, writes
+/// the correlation id out.
+#[allow(clippy::too_many_arguments)]
+fn send_common(
+    client: *const kvs_client,
+    action: Action,
+    recipient: *const c_char,
+    payload: &[u8],
+    correlation_id: *const c_char,
+    out_correlation_id: *mut c_char,
+    out_capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    // SAFETY (both): the header requires NUL-terminated strings or NULL.
+    let recipient = match unsafe {
+        arg_str(
+            recipient,
+            "recipient_client_id",
+            MAX_ID_LEN,
+            KVS_ERR_ID_TOO_LONG,
+        )
+    } {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let correlation = match unsafe {
+        arg_str(
+            correlation_id,
+            "correlation_id",
+            MAX_ID_LEN,
+            KVS_ERR_ID_TOO_LONG,
+        )
+    } {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if !out_correlation_id.is_null() && out_capacity < KVS_CORRELATION_ID_CAPACITY {
+        return fail(
+            KVS_ERR_BUFFER_TOO_SMALL,
+            format!(
+                "out_correlation_id holds {out_capacity} bytes; KVS_CORRELATION_ID_CAPACITY ({KVS_CORRELATION_ID_CAPACITY}) are needed"
+            ),
+        );
+    }
+    let handle = handle_ref(client);
+    match handle
+        .client
+        .send_payload(action, recipient, payload, correlation)
+    {
+        // SAFETY: the caller passes a buffer of out_capacity bytes (checked above) or NULL.
+        Ok(id) => unsafe { write_out_str(&id, out_correlation_id, out_capacity, out_len) },
+        Err(e) => fail_client(&e),
+    }
+}
+
+/// Reads a required payload-sized string argument.
+fn payload_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, kvs_result> {
+    // SAFETY: the header requires a NUL-terminated string; the scan is bounded.
+    match unsafe { c_str(ptr, KVS_MAX_SDP_LEN) } {
+        Ok(s) if s.is_empty() => Err(fail(KVS_ERR_PAYLOAD_EMPTY, format!("{name} is empty"))),
+        Ok(s) => Ok(s),
+        Err(StrError::Null) => Err(fail(
+            KVS_ERR_NULL_PARAMETER,
+            format!("{name} must not be NULL"),
+        )),
+        Err(StrError::TooLong) => Err(fail(
+            KVS_ERR_PAYLOAD_TOO_LARGE,
+            format!(
+                "{name} is longer than {KVS_MAX_SDP_LEN} bytes; it cannot fit the 10,000-character payload limit"
+            ),
+        )),
+        Err(StrError::Utf8) => Err(fail(
+            KVS_ERR_INVALID_UTF8,
+            format!("{name} is not valid UTF-8"),
+        )),
+    }
+}
+
+fn send_sdp(
+    client: *const kvs_client,
+    action: Action,
+    recipient: *const c_char,
+    sdp: *const c_char,
+    correlation_id: *const c_char,
+    out_correlation_id: *mut c_char,
+    out_capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    require_non_null!(client, "client");
+    let sdp = match payload_str(sdp, "sdp") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let sdp_type = if action == Action::SdpOffer {
+        crate::protocol::SdpType::Offer
+    } else {
+        crate::protocol::SdpType::Answer
+    };
+    let json = crate::protocol::SessionDescription {
+        sdp_type,
+        sdp: sdp.to_owned(),
+    }
+    .to_json();
+    send_common(
+        client,
+        action,
+        recipient,
+        json.as_bytes(),
+        correlation_id,
+        out_correlation_id,
+        out_capacity,
+        out_len,
+    )
+}
+
+/// Sends an SDP offer. The library wraps `sdp` as `{"type":"offer","sdp":...}`,
+/// base64-encodes it and queues it; it never blocks on the network.
+///
+/// - `recipient_client_id`: the viewer, required when the master sends; must be
+///   NULL when a viewer sends.
+/// - `correlation_id`: NULL to let the library make one (unique per client), or
+///   1–256 characters of `[a-zA-Z0-9_.-]`.
+/// - `out_correlation_id`: NULL, or a buffer of at least
+///   KVS_CORRELATION_ID_CAPACITY bytes that receives the id used (NUL-terminated);
+///   `out_len` (nullable) receives its length.
+///
+/// Any failure the service reports for this message comes back through
+/// `on_status` with that correlation id, as does a send the library could not
+/// write. Validation failures return a code and send nothing.
+///
+/// Ownership: every pointer is borrowed for the call. Threading: any thread,
+/// callbacks included.
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_PAYLOAD_EMPTY,
+/// KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY, KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN,
+/// KVS_ERR_RECIPIENT_REQUIRED, KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED,
+/// KVS_ERR_QUEUE_FULL, KVS_ERR_BUFFER_TOO_SMALL.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_send_sdp_offer(
+    client: *const kvs_client,
+    recipient_client_id: *const c_char,
+    sdp: *const c_char,
+    correlation_id: *const c_char,
+    out_correlation_id: *mut c_char,
+    out_capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    boundary(|| {
+        send_sdp(
+            client,
+            Action::SdpOffer,
+            recipient_client_id,
+            sdp,
+            correlation_id,
+            out_correlation_id,
+            out_capacity,
+            out_len,
+        )
+    })
+}
+
+/// Sends an SDP answer; arguments, ownership, threading and errors as
+/// `kvs_send_sdp_offer` (the payload is `{"type":"answer","sdp":...}`).
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_send_sdp_answer(
+    client: *const kvs_client,
+    recipient_client_id: *const c_char,
+    sdp: *const c_char,
+    correlation_id: *const c_char,
+    out_correlation_id: *mut c_char,
+    out_capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    boundary(|| {
+        send_sdp(
+            client,
+            Action::SdpAnswer,
+            recipient_client_id,
+            sdp,
+            correlation_id,
+            out_correlation_id,
+            out_capacity,
+            out_len,
+        )
+    })
+}
+
+/// Sends an ICE candidate built from `candidate` (its `candidate` line is
+/// required; `sdp_mid`, `sdp_mline_index` and `username_fragment` are optional).
+/// Other arguments, ownership, threading and errors as `kvs_send_sdp_offer`.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_send_ice_candidate(
+    client: *const kvs_client,
+    recipient_client_id: *const c_char,
+    candidate: *const kvs_ice_candidate,
+    correlation_id: *const c_char,
+    out_correlation_id: *mut c_char,
+    out_capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(client, "client");
+        require_non_null!(candidate, "candidate");
+        // SAFETY: checked non-NULL; borrowed for the call.
+        let fields = unsafe { &*candidate };
+        let line = match payload_str(fields.candidate, "candidate->candidate") {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        // SAFETY (both): NUL-terminated strings or NULL, as the header requires.
+        let sdp_mid = match unsafe {
+            arg_str(
+                fields.sdp_mid,
+                "sdp_mid",
+                MAX_ID_LEN,
+                KVS_ERR_INVALID_ARGUMENT,
+            )
+        } {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let ufrag = match unsafe {
+            arg_str(
+                fields.username_fragment,
+                "username_fragment",
+                MAX_ID_LEN,
+                KVS_ERR_INVALID_ARGUMENT,
+            )
+        } {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let sdp_mline_index = match fields.sdp_mline_index {
+            i if i < 0 => None,
+            i => match u16::try_from(i) {
+                Ok(i) => Some(i),
+                Err(_) => {
+                    return fail(
+                        KVS_ERR_INVALID_ARGUMENT,
+                        format!("sdp_mline_index {i} is above 65535"),
+                    );
+                }
+            },
+        };
+        let ice = IceCandidate {
+            candidate: line.to_owned(),
+            sdp_mid: sdp_mid.map(str::to_owned),
+            sdp_mline_index,
+            username_fragment: ufrag.map(str::to_owned),
+        };
+        let json = ice.to_json();
+        send_common(
+            client,
+            Action::IceCandidate,
+            recipient_client_id,
+            json.as_bytes(),
+            correlation_id,
+            out_correlation_id,
+            out_capacity,
+            out_len,
+        )
+    })
+}
+
+/// Sends an already-built payload (for example JSON the application made) as
+/// `action` (KVS_MESSAGE_TYPE_SDP_OFFER, _SDP_ANSWER or _ICE_CANDIDATE). The
+/// library base64-encodes `payload_len` bytes at `payload`. Other arguments,
+/// ownership, threading and errors as `kvs_send_sdp_offer`, plus
+/// KVS_ERR_INVALID_ARGUMENT for another `action`.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_send_message(
+    client: *const kvs_client,
+    action: u32,
+    recipient_client_id: *const c_char,
+    payload: *const u8,
+    payload_len: usize,
+    correlation_id: *const c_char,
+    out_correlation_id: *mut c_char,
+    out_capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(client, "client");
+        require_non_null!(payload, "payload");
+        let Some(action) = action_of(action) else {
+            return fail(
+                KVS_ERR_INVALID_ARGUMENT,
+                format!(
+                    "action {action} is not SDP_OFFER (1), SDP_ANSWER (2) or ICE_CANDIDATE (3)"
+                ),
+            );
+        };
+        if payload_len == 0 {
+            return fail(KVS_ERR_PAYLOAD_EMPTY, "payload_len is 0");
+        }
+        if payload_len.div_ceil(3) * 4 > MAX_PAYLOAD_LEN {
+            return fail(
+                KVS_ERR_PAYLOAD_TOO_LARGE,
+                format!(
+                    "a {payload_len}-byte payload is over 10,000 characters once base64-encoded"
+                ),
+            );
+        }
+        // SAFETY: non-NULL and, as the header requires, readable for payload_len bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(payload, payload_len) };
+        send_common(
+            client,
+            action,
+            recipient_client_id,
+            bytes,
+            correlation_id,
+            out_correlation_id,
+            out_capacity,
+            out_len,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::result::validation_code;
+
+    #[test]
+    fn validation_codes_are_distinct_per_rule() {
+        use crate::protocol::{Field, ValidationError};
+        let codes = [
+            validation_code(&ValidationError::Missing(Field::CorrelationId)),
+            validation_code(&ValidationError::TooLong {
+                field: Field::RecipientClientId,
+                max: 256,
+                len: 300,
+            }),
+            validation_code(&ValidationError::BadPattern(Field::RecipientClientId)),
+            validation_code(&ValidationError::Missing(Field::MessagePayload)),
+            validation_code(&ValidationError::TooLong {
+                field: Field::MessagePayload,
+                max: 10_000,
+                len: 10_004,
+            }),
+            validation_code(&ValidationError::MasterWithoutRecipient),
+            validation_code(&ValidationError::ViewerWithRecipient),
+        ];
+        for (i, a) in codes.iter().enumerate() {
+            for b in &codes[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}

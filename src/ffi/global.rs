@@ -1,0 +1,201 @@
+//! Process-wide functions: version, result text, last error, logging, shutdown.
+
+use super::dispatch;
+use super::result::{fail, fail_runtime, last_error_ptr, with_last_error};
+use super::{boundary, require_non_null, write_out_str};
+use crate::ffi::kvs_result::{self, *};
+use crate::log::{self, Level};
+use crate::runtime;
+use std::ffi::{CString, c_char, c_void};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Log levels for `kvs_set_log_callback`.
+#[repr(u32)]
+pub enum kvs_log_level {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+}
+
+/// Receives one log line: a `kvs_log_level`, the module it comes from and the
+/// message with its length. Strings are NUL-terminated and borrowed for the call.
+/// May run on any thread, concurrently: it must be thread-safe.
+pub type kvs_log_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        level: u32,
+        target: *const c_char,
+        message: *const c_char,
+        message_len: usize,
+    ),
+>;
+
+static VERSION: &str = concat!(
+    "kvs-signaling ",
+    env!("CARGO_PKG_VERSION"),
+    " (tokio 1, tokio-tungstenite 0.30)\0"
+);
+
+/// The library version, e.g. "kvs-signaling 0.1.0 (...)"; matches the
+/// KVS_VERSION_* macros.
+///
+/// Ownership: static; never free it. Threading: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_version() -> *const c_char {
+    boundary(|| VERSION.as_ptr().cast())
+}
+
+/// Static text describing a result code; "unknown result code" for values this
+/// version does not know.
+///
+/// Ownership: static; never free it. Threading: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_result_str(result: u32) -> *const c_char {
+    boundary(|| {
+        let text = kvs_result::from_u32(result).map_or("unknown result code\0", kvs_result::text);
+        text.as_ptr().cast()
+    })
+}
+
+/// Copies the text of the last failure on the calling thread into `buf` (NUL-
+/// terminated) and its length into `*out_len`. The text describes the most
+/// recent call on this thread that returned an error.
+///
+/// Ownership: `buf` (`capacity` bytes) and `out_len` are borrowed for the call.
+/// When `buf` is too small, only `*out_len` is written (the length needed,
+/// without the NUL) and KVS_ERR_BUFFER_TOO_SMALL is returned.
+/// Threading: any thread; each thread has its own last error.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_last_error(
+    buf: *mut c_char,
+    capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(buf, "buf");
+        let text = with_last_error(|text| text.to_string_lossy().into_owned());
+        // SAFETY: `buf` is non-NULL with `capacity` bytes; out_len is NULL or writable.
+        unsafe { write_out_str(&text, buf, capacity, out_len) }
+    })
+}
+
+/// The text of the last failure on the calling thread ("" if none).
+///
+/// Ownership: borrowed; valid until the next failing call on this thread.
+/// Threading: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_last_error_message() -> *const c_char {
+    boundary(last_error_ptr)
+}
+
+struct LogCallback {
+    callback: unsafe extern "C" fn(*mut c_void, u32, *const c_char, *const c_char, usize),
+    userdata: *mut c_void,
+    free_userdata: super::kvs_free_callback,
+}
+
+// SAFETY: the header requires the log callback and its userdata to be usable
+// from any thread.
+unsafe impl Send for LogCallback {}
+// SAFETY: as above.
+unsafe impl Sync for LogCallback {}
+
+impl Drop for LogCallback {
+    fn drop(&mut self) {
+        if let Some(free) = self.free_userdata {
+            // SAFETY: the application's finalizer, called exactly once.
+            unsafe { free(self.userdata) };
+        }
+    }
+}
+
+/// Sends the library's log lines at or above `min_level` (a `kvs_log_level`) to
+/// `callback`, replacing any earlier callback. A NULL `callback` restores the
+/// default: lines go to stderr, filtered by the KVS_LOG environment variable
+/// (error, warn, info, debug, trace; default warn). KVS_LOG_LEVEL_OFF silences
+/// everything.
+///
+/// Ownership: `userdata` is kept until the callback is replaced, then
+/// `free_userdata` (nullable) is called with it exactly once, possibly on
+/// another thread. If this fails, `free_userdata` is called before it returns.
+/// Threading: any thread; the callback may run on any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_set_log_callback(
+    min_level: u32,
+    callback: kvs_log_callback,
+    userdata: *mut c_void,
+    free_userdata: super::kvs_free_callback,
+) -> kvs_result {
+    boundary(|| {
+        let registration = callback.map(|callback| {
+            Arc::new(LogCallback {
+                callback,
+                userdata,
+                free_userdata,
+            })
+        });
+        if callback.is_none()
+            && let Some(free) = free_userdata
+        {
+            // SAFETY: nothing will use userdata; release it now, once.
+            unsafe { free(userdata) };
+        }
+        if min_level > kvs_log_level::Trace as u32 {
+            return fail(
+                KVS_ERR_INVALID_ARGUMENT,
+                format!("min_level {min_level} is not a kvs_log_level"),
+            );
+        }
+        let Some(level) = Level::from_number(min_level) else {
+            log::set_sink(Level::Error, Some(Arc::new(|_, _, _| {})));
+            return KVS_OK;
+        };
+        let sink: Option<log::Sink> = registration.map(|registration| {
+            Arc::new(move |level: Level, target: &str, message: &str| {
+                let target = CString::new(target).unwrap_or_default();
+                let message = CString::new(message.replace('\0', "")).unwrap_or_default();
+                let len = message.as_bytes().len();
+                // SAFETY: the application's callback; strings live for the call.
+                unsafe {
+                    (registration.callback)(
+                        registration.userdata,
+                        level as u32,
+                        target.as_ptr(),
+                        message.as_ptr(),
+                        len,
+                    )
+                };
+            }) as log::Sink
+        });
+        let min = if sink.is_some() { level } else { Level::Warn };
+        log::set_sink(min, sink);
+        KVS_OK
+    })
+}
+
+/// Shuts the library down: new calls return KVS_ERR_SHUTDOWN, connections are
+/// dropped, the runtime thread stops (waiting at most `timeout_ms`), queued
+/// callbacks run, and the dispatcher thread ends. Free your clients first with
+/// `kvs_client_free`; clients left alive simply stop. Final: the library cannot
+/// be started again in this process.
+///
+/// Threading: call it from an application thread; from a callback or a library
+/// thread it returns KVS_ERR_WOULD_DEADLOCK.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_shutdown(timeout_ms: u32) -> kvs_result {
+    boundary(|| {
+        if dispatch::on_dispatcher() {
+            return fail_runtime(runtime::RuntimeError::WouldDeadlock);
+        }
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        if let Err(e) = runtime::shutdown(timeout) {
+            return fail_runtime(e);
+        }
+        dispatch::shutdown(timeout);
+        KVS_OK
+    })
+}

@@ -1,0 +1,239 @@
+//! Result codes and the thread-local last-error text.
+
+use crate::client::ClientError;
+use crate::protocol::{Field, ValidationError};
+use crate::runtime::RuntimeError;
+use std::cell::RefCell;
+use std::ffi::{CString, c_char};
+
+/// Result of every fallible function. `KVS_OK` is 0; error values are stable and
+/// never reused. Passed to C as `uint32_t`.
+/// cbindgen:prefix-with-name=false
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum kvs_result {
+    KVS_OK = 0,
+    /// A required pointer argument was NULL.
+    KVS_ERR_NULL_PARAMETER = 1,
+    /// A string argument was not valid UTF-8.
+    KVS_ERR_INVALID_UTF8 = 2,
+    /// An argument is out of range (an unknown enum value, for example).
+    KVS_ERR_INVALID_ARGUMENT = 3,
+    /// The client configuration breaks a rule (ARN, client id, endpoint, ...).
+    KVS_ERR_INVALID_CONFIG = 4,
+    /// An id (recipient or correlation id) was empty.
+    KVS_ERR_ID_EMPTY = 5,
+    /// An id was longer than 256 characters.
+    KVS_ERR_ID_TOO_LONG = 6,
+    /// An id contained a character outside `[a-zA-Z0-9_.-]`.
+    KVS_ERR_ID_PATTERN = 7,
+    /// The payload (SDP, candidate or raw) was empty.
+    KVS_ERR_PAYLOAD_EMPTY = 8,
+    /// The payload is over 10,000 characters once base64-encoded.
+    KVS_ERR_PAYLOAD_TOO_LARGE = 9,
+    /// A master send without a recipient client id.
+    KVS_ERR_RECIPIENT_REQUIRED = 10,
+    /// A viewer send with a recipient client id (viewers always reach the master).
+    KVS_ERR_RECIPIENT_NOT_ALLOWED = 11,
+    /// The client is not connected.
+    KVS_ERR_NOT_CONNECTED = 12,
+    /// The client is already connected or connecting.
+    KVS_ERR_ALREADY_CONNECTED = 13,
+    /// The send queue is full; nothing was queued.
+    KVS_ERR_QUEUE_FULL = 14,
+    /// The operation did not finish within its timeout.
+    KVS_ERR_TIMEOUT = 15,
+    /// TCP connect or name resolution failed.
+    KVS_ERR_NETWORK = 16,
+    /// The service refused the connection with an HTTP status not covered below.
+    KVS_ERR_CONNECT_REFUSED = 17,
+    /// The channel does not exist (HTTP 404).
+    KVS_ERR_NOT_FOUND = 18,
+    /// Credentials or signature refused (HTTP 401/403).
+    KVS_ERR_ACCESS_DENIED = 19,
+    /// A service limit was hit (ClientLimitExceededException, e.g. too many viewers).
+    KVS_ERR_LIMIT_EXCEEDED = 20,
+    /// The WebSocket handshake failed for another reason.
+    KVS_ERR_HANDSHAKE = 21,
+    /// An output buffer is too small; the needed length was reported.
+    KVS_ERR_BUFFER_TOO_SMALL = 22,
+    /// A blocking call from a library thread (a callback or a runtime worker).
+    KVS_ERR_WOULD_DEADLOCK = 23,
+    /// `kvs_client_free` from inside a callback.
+    KVS_ERR_IN_CALLBACK = 24,
+    /// `kvs_shutdown` was called; the library cannot be used again.
+    KVS_ERR_SHUTDOWN = 25,
+    /// The process forked after the library started; only fork + exec is supported.
+    KVS_ERR_FORKED = 26,
+    /// A bug in the library was caught at the boundary; details in the last error.
+    KVS_ERR_PANIC = 27,
+    /// The library's runtime thread could not be started.
+    KVS_ERR_RUNTIME = 28,
+}
+
+use kvs_result::*;
+
+impl kvs_result {
+    /// Static text for the code.
+    pub fn text(self) -> &'static str {
+        match self {
+            KVS_OK => "ok\0",
+            KVS_ERR_NULL_PARAMETER => "a required pointer argument was NULL\0",
+            KVS_ERR_INVALID_UTF8 => "a string argument was not valid UTF-8\0",
+            KVS_ERR_INVALID_ARGUMENT => "an argument is out of range\0",
+            KVS_ERR_INVALID_CONFIG => "the client configuration is invalid\0",
+            KVS_ERR_ID_EMPTY => "an id was empty\0",
+            KVS_ERR_ID_TOO_LONG => "an id was longer than 256 characters\0",
+            KVS_ERR_ID_PATTERN => "an id contained a character outside [a-zA-Z0-9_.-]\0",
+            KVS_ERR_PAYLOAD_EMPTY => "the payload was empty\0",
+            KVS_ERR_PAYLOAD_TOO_LARGE => {
+                "the payload is over 10,000 characters once base64-encoded\0"
+            }
+            KVS_ERR_RECIPIENT_REQUIRED => "a master must name the recipient viewer\0",
+            KVS_ERR_RECIPIENT_NOT_ALLOWED => "a viewer must not name a recipient\0",
+            KVS_ERR_NOT_CONNECTED => "the client is not connected\0",
+            KVS_ERR_ALREADY_CONNECTED => "the client is already connected or connecting\0",
+            KVS_ERR_QUEUE_FULL => "the send queue is full\0",
+            KVS_ERR_TIMEOUT => "the operation timed out\0",
+            KVS_ERR_NETWORK => "network error\0",
+            KVS_ERR_CONNECT_REFUSED => "the service refused the connection\0",
+            KVS_ERR_NOT_FOUND => "the channel was not found\0",
+            KVS_ERR_ACCESS_DENIED => "access denied\0",
+            KVS_ERR_LIMIT_EXCEEDED => "a service limit was exceeded\0",
+            KVS_ERR_HANDSHAKE => "the WebSocket handshake failed\0",
+            KVS_ERR_BUFFER_TOO_SMALL => "an output buffer is too small\0",
+            KVS_ERR_WOULD_DEADLOCK => "a blocking call was made from a library thread\0",
+            KVS_ERR_IN_CALLBACK => "the client cannot be freed from inside its own callback\0",
+            KVS_ERR_SHUTDOWN => "the library was shut down\0",
+            KVS_ERR_FORKED => "the process forked after the library started\0",
+            KVS_ERR_PANIC => "internal error (caught panic)\0",
+            KVS_ERR_RUNTIME => "the library runtime could not start\0",
+        }
+    }
+
+    /// Maps a raw code back to the enum; `None` for unknown values.
+    pub fn from_u32(code: u32) -> Option<kvs_result> {
+        const ALL: [kvs_result; 29] = [
+            KVS_OK,
+            KVS_ERR_NULL_PARAMETER,
+            KVS_ERR_INVALID_UTF8,
+            KVS_ERR_INVALID_ARGUMENT,
+            KVS_ERR_INVALID_CONFIG,
+            KVS_ERR_ID_EMPTY,
+            KVS_ERR_ID_TOO_LONG,
+            KVS_ERR_ID_PATTERN,
+            KVS_ERR_PAYLOAD_EMPTY,
+            KVS_ERR_PAYLOAD_TOO_LARGE,
+            KVS_ERR_RECIPIENT_REQUIRED,
+            KVS_ERR_RECIPIENT_NOT_ALLOWED,
+            KVS_ERR_NOT_CONNECTED,
+            KVS_ERR_ALREADY_CONNECTED,
+            KVS_ERR_QUEUE_FULL,
+            KVS_ERR_TIMEOUT,
+            KVS_ERR_NETWORK,
+            KVS_ERR_CONNECT_REFUSED,
+            KVS_ERR_NOT_FOUND,
+            KVS_ERR_ACCESS_DENIED,
+            KVS_ERR_LIMIT_EXCEEDED,
+            KVS_ERR_HANDSHAKE,
+            KVS_ERR_BUFFER_TOO_SMALL,
+            KVS_ERR_WOULD_DEADLOCK,
+            KVS_ERR_IN_CALLBACK,
+            KVS_ERR_SHUTDOWN,
+            KVS_ERR_FORKED,
+            KVS_ERR_PANIC,
+            KVS_ERR_RUNTIME,
+        ];
+        ALL.iter().copied().find(|r| *r as u32 == code)
+    }
+}
+
+/// The code for a validation failure.
+pub fn validation_code(e: &ValidationError) -> kvs_result {
+    match e {
+        ValidationError::Missing(Field::MessagePayload) => KVS_ERR_PAYLOAD_EMPTY,
+        ValidationError::Missing(_) => KVS_ERR_ID_EMPTY,
+        ValidationError::TooLong {
+            field: Field::MessagePayload,
+            ..
+        } => KVS_ERR_PAYLOAD_TOO_LARGE,
+        ValidationError::TooLong { .. } => KVS_ERR_ID_TOO_LONG,
+        ValidationError::BadPattern(_) | ValidationError::ReservedPrefix => KVS_ERR_ID_PATTERN,
+        ValidationError::MasterWithoutRecipient => KVS_ERR_RECIPIENT_REQUIRED,
+        ValidationError::ViewerWithRecipient => KVS_ERR_RECIPIENT_NOT_ALLOWED,
+        ValidationError::PayloadNotBase64 | ValidationError::UnknownAction(_) => {
+            KVS_ERR_INVALID_ARGUMENT
+        }
+    }
+}
+
+/// The code for a client error.
+pub fn client_code(e: &ClientError) -> kvs_result {
+    match e {
+        ClientError::InvalidConfig(_) => KVS_ERR_INVALID_CONFIG,
+        ClientError::Invalid(v) => validation_code(v),
+        ClientError::PayloadTooLarge { .. } => KVS_ERR_PAYLOAD_TOO_LARGE,
+        ClientError::NotConnected => KVS_ERR_NOT_CONNECTED,
+        ClientError::AlreadyConnected => KVS_ERR_ALREADY_CONNECTED,
+        ClientError::QueueFull => KVS_ERR_QUEUE_FULL,
+        ClientError::Timeout => KVS_ERR_TIMEOUT,
+        ClientError::Network(_) => KVS_ERR_NETWORK,
+        ClientError::Refused { status: 404, .. } => KVS_ERR_NOT_FOUND,
+        ClientError::Refused {
+            status: 401 | 403, ..
+        } => KVS_ERR_ACCESS_DENIED,
+        ClientError::Refused { status: 429, .. } => KVS_ERR_LIMIT_EXCEEDED,
+        ClientError::Refused {
+            error_type: Some(t),
+            ..
+        } if t == "ClientLimitExceededException" => KVS_ERR_LIMIT_EXCEEDED,
+        ClientError::Refused { .. } => KVS_ERR_CONNECT_REFUSED,
+        ClientError::Handshake(_) => KVS_ERR_HANDSHAKE,
+    }
+}
+
+/// The code for a runtime error.
+pub fn runtime_code(e: RuntimeError) -> kvs_result {
+    match e {
+        RuntimeError::ShutDown => KVS_ERR_SHUTDOWN,
+        RuntimeError::Forked => KVS_ERR_FORKED,
+        RuntimeError::WouldDeadlock => KVS_ERR_WOULD_DEADLOCK,
+        RuntimeError::StartFailed => KVS_ERR_RUNTIME,
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records `text` as this thread's last error and returns `code`.
+pub fn fail(code: kvs_result, text: impl Into<String>) -> kvs_result {
+    let mut text = text.into();
+    text.retain(|c| c != '\0');
+    let text = CString::new(text).unwrap_or_default();
+    LAST_ERROR.with(|last| *last.borrow_mut() = text);
+    code
+}
+
+/// Records a client error and returns its code.
+pub fn fail_client(e: &ClientError) -> kvs_result {
+    fail(client_code(e), e.to_string())
+}
+
+/// Records a runtime error and returns its code.
+pub fn fail_runtime(e: RuntimeError) -> kvs_result {
+    let code = runtime_code(e);
+    fail(code, code.text().trim_end_matches('\0'))
+}
+
+/// Runs `f` with this thread's last-error text.
+pub fn with_last_error<R>(f: impl FnOnce(&CString) -> R) -> R {
+    LAST_ERROR.with(|last| f(&last.borrow()))
+}
+
+/// Pointer to this thread's last-error text; valid until the next failing call
+/// on this thread.
+pub fn last_error_ptr() -> *const c_char {
+    LAST_ERROR.with(|last| last.borrow().as_ptr())
+}
