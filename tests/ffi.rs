@@ -15,10 +15,16 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// (message type, sender, SDP type, SDP text or candidate line)
+type SeenMessage = (u32, Option<String>, Option<String>, Option<String>);
+/// (origin, correlation id, error type, status code)
+type SeenStatus = (u32, String, Option<String>, u32);
+type ConfigEdit = Box<dyn Fn(&mut kvs_client_config)>;
+
 /// What a client's callbacks saw; owned by the library through `userdata`.
 struct Recorder {
-    messages: Mutex<Vec<(u32, Option<String>, Option<String>, Option<String>)>>,
-    statuses: Mutex<Vec<(u32, String, Option<String>, u32)>>,
+    messages: Mutex<Vec<SeenMessage>>,
+    statuses: Mutex<Vec<SeenStatus>>,
     states: Mutex<Vec<u32>>,
     callback_threads: Mutex<Vec<String>>,
     /// Set by the test: when the master gets an offer it answers from the callback
@@ -653,7 +659,7 @@ fn config_errors_are_named_and_consume_userdata() {
     let arn = c"arn:aws:kinesisvideo:us-west-2:123456789012:channel/x/1";
     let endpoint = c"ws://127.0.0.1:9";
     let non_utf8 = CString::new(vec![b'v', 0xff]).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut kvs_client_config)>, kvs_result)> = vec![
+    let cases: Vec<(&str, ConfigEdit, kvs_result)> = vec![
         (
             "null arn",
             Box::new(|c| c.channel_arn = ptr::null()),

@@ -617,7 +617,7 @@ fn send_common(
 fn payload_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, kvs_result> {
     // SAFETY: the header requires a NUL-terminated string; the scan is bounded.
     match unsafe { c_str(ptr, KVS_MAX_SDP_LEN) } {
-        Ok(s) if s.is_empty() => Err(fail(KVS_ERR_PAYLOAD_EMPTY, format!("{name} is empty"))),
+        Ok("") => Err(fail(KVS_ERR_PAYLOAD_EMPTY, format!("{name} is empty"))),
         Ok(s) => Ok(s),
         Err(StrError::Null) => Err(fail(
             KVS_ERR_NULL_PARAMETER,
@@ -636,6 +636,7 @@ fn payload_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, kvs_result
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn send_sdp(
     client: *const kvs_client,
     action: Action,
@@ -877,7 +878,6 @@ pub extern "C" fn kvs_send_message(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::ffi::result::validation_code;
 
     #[test]

@@ -1,4 +1,7 @@
 #![allow(non_camel_case_types)]
+// The exported functions take C pointers by design: their contract is in the
+// header, and `unsafe` on an `extern "C"` function means nothing to a C caller.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 //! The C ABI: `#[repr(C)]` types, opaque handles, the panic boundary, last-error
 //! text, the callback dispatcher and the log hook. Thin: it checks and converts
