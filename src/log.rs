@@ -30,15 +30,7 @@ impl Level {
 
     /// Maps 1..=5 to a level; anything else is `None`.
     pub fn from_number(n: u32) -> Option<Level> {
-        [
-            Level::Error,
-            Level::Warn,
-            Level::Info,
-            Level::Debug,
-            Level::Trace,
-        ]
-        .get((n as usize).wrapping_sub(1))
-        .copied()
+        [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace].get((n as usize).wrapping_sub(1)).copied()
     }
 }
 
@@ -53,11 +45,7 @@ struct Logger {
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 
 fn env_level() -> Level {
-    match std::env::var("KVS_LOG")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    match std::env::var("KVS_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
         "error" => Level::Error,
         "info" => Level::Info,
         "debug" => Level::Debug,

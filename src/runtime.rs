@@ -59,11 +59,7 @@ fn build() -> Result<RuntimeCell, RuntimeError> {
         .enable_all()
         .build()
         .map_err(|_| RuntimeError::StartFailed)?;
-    Ok(RuntimeCell {
-        handle: runtime.handle().clone(),
-        runtime: Mutex::new(Some(runtime)),
-        pid: std::process::id(),
-    })
+    Ok(RuntimeCell { handle: runtime.handle().clone(), runtime: Mutex::new(Some(runtime)), pid: std::process::id() })
 }
 
 /// The runtime's handle, building the runtime on first use.
@@ -95,11 +91,7 @@ pub fn shutdown(timeout: Duration) -> Result<(), RuntimeError> {
     }
     SHUT_DOWN.store(true, Ordering::Release);
     if let Some(Ok(cell)) = RUNTIME.get() {
-        let runtime = cell
-            .runtime
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let runtime = cell.runtime.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(runtime) = runtime {
             runtime.shutdown_timeout(timeout);
         }

@@ -6,8 +6,8 @@ mod common;
 use common::EmulatorThread;
 use futures_util::{SinkExt, StreamExt};
 use kvs_signaling::client::{
-    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, ReceivedMessage, StateReason,
-    StatusOrigin, StatusReport,
+    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, ReceivedMessage, StateReason, StatusOrigin,
+    StatusReport,
 };
 use kvs_signaling::emulator::{Emulator, EmulatorConfig};
 use kvs_signaling::protocol::{IceCandidate, MessageType, SdpType};
@@ -18,19 +18,11 @@ use tokio_tungstenite::tungstenite::Message;
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn emulator() -> Emulator {
-    Emulator::start(EmulatorConfig {
-        channels: vec!["c".into()],
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap()
+    Emulator::start(EmulatorConfig { channels: vec!["c".into()], ..EmulatorConfig::default() }).await.unwrap()
 }
 
 async fn next_event(events: &mut UnboundedReceiver<ClientEvent>) -> ClientEvent {
-    tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("event in time")
-        .expect("sink alive")
+    tokio::time::timeout(WAIT, events.recv()).await.expect("event in time").expect("sink alive")
 }
 
 async fn next_message(events: &mut UnboundedReceiver<ClientEvent>) -> ReceivedMessage {
@@ -55,21 +47,10 @@ async fn next_status(events: &mut UnboundedReceiver<ClientEvent>) -> StatusRepor
 
 async fn connected_pair(
     emulator: &Emulator,
-) -> (
-    Client,
-    UnboundedReceiver<ClientEvent>,
-    Client,
-    UnboundedReceiver<ClientEvent>,
-) {
+) -> (Client, UnboundedReceiver<ClientEvent>, Client, UnboundedReceiver<ClientEvent>) {
     let arn = emulator.channel_arn("c").unwrap();
-    let (master, master_events) =
-        Client::new(ClientConfig::master(&arn, &emulator.ws_endpoint())).unwrap();
-    let (viewer, viewer_events) = Client::new(ClientConfig::viewer(
-        &arn,
-        "viewer-1",
-        &emulator.ws_endpoint(),
-    ))
-    .unwrap();
+    let (master, master_events) = Client::new(ClientConfig::master(&arn, &emulator.ws_endpoint())).unwrap();
+    let (viewer, viewer_events) = Client::new(ClientConfig::viewer(&arn, "viewer-1", &emulator.ws_endpoint())).unwrap();
     master.connect().await.unwrap();
     viewer.connect().await.unwrap();
     (master, master_events, viewer, viewer_events)
@@ -80,9 +61,7 @@ async fn offer_answer_and_candidates_cross_the_emulator() {
     let emulator = emulator().await;
     let (master, mut master_events, viewer, mut viewer_events) = connected_pair(&emulator).await;
 
-    let offer_id = viewer
-        .send_sdp_offer(None, "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n", None)
-        .unwrap();
+    let offer_id = viewer.send_sdp_offer(None, "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n", None).unwrap();
     let offer = next_message(&mut master_events).await;
     assert_eq!(offer.message_type, MessageType::SdpOffer);
     assert_eq!(offer.sender_client_id.as_deref(), Some("viewer-1"));
@@ -91,9 +70,7 @@ async fn offer_answer_and_candidates_cross_the_emulator() {
     assert_eq!(sdp.sdp, "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n");
     assert!(!offer_id.is_empty());
 
-    master
-        .send_sdp_answer(Some("viewer-1"), "v=0\r\nanswer\r\n", Some("my-answer"))
-        .unwrap();
+    master.send_sdp_answer(Some("viewer-1"), "v=0\r\nanswer\r\n", Some("my-answer")).unwrap();
     let answer = next_message(&mut viewer_events).await;
     assert_eq!(answer.message_type, MessageType::SdpAnswer);
     assert_eq!(answer.sender_client_id, None);
@@ -108,9 +85,7 @@ async fn offer_answer_and_candidates_cross_the_emulator() {
     viewer.send_ice_candidate(None, &candidate, None).unwrap();
     let got = next_message(&mut master_events).await;
     assert_eq!(got.ice.as_ref(), Some(&candidate));
-    master
-        .send_ice_candidate(Some("viewer-1"), &candidate, None)
-        .unwrap();
+    master.send_ice_candidate(Some("viewer-1"), &candidate, None).unwrap();
     assert_eq!(next_message(&mut viewer_events).await.ice, Some(candidate));
     emulator.shutdown().await;
 }
@@ -121,21 +96,11 @@ async fn generated_correlation_ids_are_unique_per_client() {
     let (master, _me, viewer, _ve) = connected_pair(&emulator).await;
     let mut ids = std::collections::HashSet::new();
     for i in 0..50 {
-        let id = viewer
-            .send_sdp_offer(None, &format!("v=0 {i}"), None)
-            .unwrap();
-        assert!(
-            kvs_signaling::protocol::validate_id(
-                kvs_signaling::protocol::Field::CorrelationId,
-                &id
-            )
-            .is_ok()
-        );
+        let id = viewer.send_sdp_offer(None, &format!("v=0 {i}"), None).unwrap();
+        assert!(kvs_signaling::protocol::validate_id(kvs_signaling::protocol::Field::CorrelationId, &id).is_ok());
         assert!(ids.insert(id));
     }
-    let master_id = master
-        .send_sdp_answer(Some("viewer-1"), "v=0", None)
-        .unwrap();
+    let master_id = master.send_sdp_answer(Some("viewer-1"), "v=0", None).unwrap();
     assert!(!ids.contains(&master_id));
     emulator.shutdown().await;
 }
@@ -144,20 +109,13 @@ async fn generated_correlation_ids_are_unique_per_client() {
 async fn sends_are_refused_before_connect_and_after_disconnect() {
     let emulator = emulator().await;
     let arn = emulator.channel_arn("c").unwrap();
-    let (viewer, mut events) =
-        Client::new(ClientConfig::viewer(&arn, "v", &emulator.ws_endpoint())).unwrap();
-    assert_eq!(
-        viewer.send_sdp_offer(None, "v=0", None),
-        Err(ClientError::NotConnected)
-    );
+    let (viewer, mut events) = Client::new(ClientConfig::viewer(&arn, "v", &emulator.ws_endpoint())).unwrap();
+    assert_eq!(viewer.send_sdp_offer(None, "v=0", None), Err(ClientError::NotConnected));
     viewer.connect().await.unwrap();
     assert_eq!(viewer.connect().await, Err(ClientError::AlreadyConnected));
     viewer.disconnect(Duration::from_secs(1)).await;
     assert_eq!(viewer.state(), ConnectionState::Disconnected);
-    assert_eq!(
-        viewer.send_sdp_offer(None, "v=0", None),
-        Err(ClientError::NotConnected)
-    );
+    assert_eq!(viewer.send_sdp_offer(None, "v=0", None), Err(ClientError::NotConnected));
     let mut states = Vec::new();
     while let Ok(event) = events.try_recv() {
         if let ClientEvent::State(change) = event {
@@ -181,34 +139,17 @@ async fn local_validation_sends_nothing() {
     let emulator = emulator().await;
     let (master, _me, viewer, mut viewer_events) = connected_pair(&emulator).await;
     let before = emulator.stats();
-    assert!(matches!(
-        master.send_sdp_answer(None, "v=0", None),
-        Err(ClientError::Invalid(_))
-    ));
-    assert!(matches!(
-        viewer.send_sdp_offer(Some("m"), "v=0", None),
-        Err(ClientError::Invalid(_))
-    ));
-    assert!(matches!(
-        master.send_sdp_answer(Some("bad id"), "v=0", None),
-        Err(ClientError::Invalid(_))
-    ));
-    assert!(matches!(
-        master.send_sdp_answer(Some("v"), "v=0", Some(&"x".repeat(257))),
-        Err(ClientError::Invalid(_))
-    ));
+    assert!(matches!(master.send_sdp_answer(None, "v=0", None), Err(ClientError::Invalid(_))));
+    assert!(matches!(viewer.send_sdp_offer(Some("m"), "v=0", None), Err(ClientError::Invalid(_))));
+    assert!(matches!(master.send_sdp_answer(Some("bad id"), "v=0", None), Err(ClientError::Invalid(_))));
+    assert!(matches!(master.send_sdp_answer(Some("v"), "v=0", Some(&"x".repeat(257))), Err(ClientError::Invalid(_))));
     assert!(matches!(
         master.send_sdp_answer(Some("viewer-1"), &"a".repeat(8000), None),
         Err(ClientError::PayloadTooLarge { .. })
     ));
     // A valid send afterwards still goes through, and it is the only one that did.
-    master
-        .send_sdp_answer(Some("viewer-1"), "v=0 ok", None)
-        .unwrap();
-    assert_eq!(
-        next_message(&mut viewer_events).await.sdp.unwrap().sdp,
-        "v=0 ok"
-    );
+    master.send_sdp_answer(Some("viewer-1"), "v=0 ok", None).unwrap();
+    assert_eq!(next_message(&mut viewer_events).await.sdp.unwrap().sdp, "v=0 ok");
     let after = emulator.stats();
     assert_eq!(after.messages_relayed - before.messages_relayed, 1);
     assert_eq!(after.frames_rejected, before.frames_rejected);
@@ -221,45 +162,26 @@ async fn connect_failures_are_named() {
     let endpoint = emulator.ws_endpoint();
     let unknown = "arn:aws:kinesisvideo:us-west-2:123456789012:channel/nope/1";
     let (client, _e) = Client::new(ClientConfig::master(unknown, &endpoint)).unwrap();
-    assert!(matches!(
-        client.connect().await,
-        Err(ClientError::Refused { status: 404, .. })
-    ));
+    assert!(matches!(client.connect().await, Err(ClientError::Refused { status: 404, .. })));
 
     let arn = emulator.channel_arn("c").unwrap();
     let mut viewers = Vec::new();
     for i in 0..10 {
-        let (viewer, events) =
-            Client::new(ClientConfig::viewer(&arn, &format!("v{i}"), &endpoint)).unwrap();
+        let (viewer, events) = Client::new(ClientConfig::viewer(&arn, &format!("v{i}"), &endpoint)).unwrap();
         viewer.connect().await.unwrap();
         viewers.push((viewer, events));
     }
     let (eleventh, _e) = Client::new(ClientConfig::viewer(&arn, "v10", &endpoint)).unwrap();
     match eleventh.connect().await {
-        Err(ClientError::Refused {
-            status: 400,
-            error_type,
-            ..
-        }) => {
+        Err(ClientError::Refused { status: 400, error_type, .. }) => {
             assert_eq!(error_type.as_deref(), Some("ClientLimitExceededException"))
         }
         other => panic!("expected a limit refusal, got {other:?}"),
     }
 
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (client, _e) = Client::new(ClientConfig::master(
-        &arn,
-        &format!("ws://127.0.0.1:{closed_port}"),
-    ))
-    .unwrap();
-    assert!(matches!(
-        client.connect().await,
-        Err(ClientError::Network(_))
-    ));
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (client, _e) = Client::new(ClientConfig::master(&arn, &format!("ws://127.0.0.1:{closed_port}"))).unwrap();
+    assert!(matches!(client.connect().await, Err(ClientError::Network(_))));
     assert_eq!(client.state(), ConnectionState::Disconnected);
     emulator.shutdown().await;
 }
@@ -274,10 +196,7 @@ async fn connect_times_out_when_the_upgrade_never_answers() {
         drop(socket);
     });
     let arn = "arn:aws:kinesisvideo:us-west-2:123456789012:channel/c/1";
-    let config = ClientConfig {
-        connect_timeout: Duration::from_millis(300),
-        ..ClientConfig::master(arn, &endpoint)
-    };
+    let config = ClientConfig { connect_timeout: Duration::from_millis(300), ..ClientConfig::master(arn, &endpoint) };
     let (client, _e) = Client::new(config).unwrap();
     assert_eq!(client.connect().await, Err(ClientError::Timeout));
     held.abort();
@@ -307,30 +226,18 @@ async fn every_accepted_send_is_written_or_reported_failed() {
     viewer.disconnect(Duration::from_secs(1)).await;
     let mut failed = std::collections::HashSet::new();
     while let Ok(event) = viewer_events.try_recv() {
-        if let ClientEvent::Status(StatusReport {
-            origin: StatusOrigin::Local,
-            correlation_id,
-            ..
-        }) = event
-        {
+        if let ClientEvent::Status(StatusReport { origin: StatusOrigin::Local, correlation_id, .. }) = event {
             assert!(accepted.contains(&correlation_id));
             assert!(failed.insert(correlation_id), "reported twice");
         }
     }
     let mut received = 0;
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_millis(300), master_events.recv()).await
-    {
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(300), master_events.recv()).await {
         if matches!(event, ClientEvent::Message(_)) {
             received += 1;
         }
     }
-    assert_eq!(
-        received + failed.len(),
-        accepted.len(),
-        "received {received}, failed {}",
-        failed.len()
-    );
+    assert_eq!(received + failed.len(), accepted.len(), "received {received}, failed {}", failed.len());
     emulator.shutdown().await;
 }
 
@@ -345,10 +252,7 @@ async fn scripted_peer(frames: Vec<Message>) -> String {
         for frame in frames {
             ws.send(frame).await.unwrap();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while ws.next().await.is_some() {}
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async { while ws.next().await.is_some() {} }).await;
     });
     endpoint
 }
@@ -367,10 +271,7 @@ async fn inbound_garbage_is_skipped_and_the_connection_stays_up() {
         Message::text(r#"{"messageType":"SDP_OFFER","messagePayload":"!!!not base64"}"#),
         Message::text(r#"{"messageType":"SDP_OFFER"}"#),
         Message::text(r#"{"messageType":"BRAND_NEW"}"#),
-        Message::text(format!(
-            r#"{{"messageType":"SDP_OFFER","messagePayload":"{}"}}"#,
-            "QUFB".repeat(50_000)
-        )),
+        Message::text(format!(r#"{{"messageType":"SDP_OFFER","messagePayload":"{}"}}"#, "QUFB".repeat(50_000))),
         Message::binary(vec![1u8, 2, 3]),
         Message::text(
             r#"{"messageType":"STATUS_RESPONSE","statusResponse":{"correlationId":"c-9","errorType":"InvalidArgumentException","statusCode":"400","description":"bad"}}"#,
@@ -386,14 +287,8 @@ async fn inbound_garbage_is_skipped_and_the_connection_stays_up() {
     assert_eq!(status.origin, StatusOrigin::Service);
     assert_eq!(status.correlation_id, "c-9");
     assert_eq!(status.status_code, 400);
-    assert_eq!(
-        status.error_type.as_deref(),
-        Some("InvalidArgumentException")
-    );
-    assert_eq!(
-        next_event(&mut events).await,
-        ClientEvent::ServiceNotice(MessageType::GoAway)
-    );
+    assert_eq!(status.error_type.as_deref(), Some("InvalidArgumentException"));
+    assert_eq!(next_event(&mut events).await, ClientEvent::ServiceNotice(MessageType::GoAway));
     let message = next_message(&mut events).await;
     assert_eq!(message.sender_client_id.as_deref(), Some("v1"));
     assert_eq!(message.sdp.unwrap().sdp, "v=0");
@@ -411,17 +306,11 @@ async fn a_service_close_is_reported_and_later_sends_refused() {
         if let ClientEvent::State(change) = next_event(&mut events).await
             && change.state == ConnectionState::Disconnected
         {
-            assert!(
-                matches!(change.reason, StateReason::ClosedByService(_)),
-                "{change:?}"
-            );
+            assert!(matches!(change.reason, StateReason::ClosedByService(_)), "{change:?}");
             break;
         }
     }
-    assert_eq!(
-        client.send_sdp_answer(Some("v"), "v=0", None),
-        Err(ClientError::NotConnected)
-    );
+    assert_eq!(client.send_sdp_answer(Some("v"), "v=0", None), Err(ClientError::NotConnected));
 }
 
 #[test]

@@ -36,11 +36,7 @@ struct Recorder {
 }
 
 fn opt(ptr: *const c_char) -> Option<String> {
-    (!ptr.is_null()).then(|| {
-        unsafe { CStr::from_ptr(ptr) }
-            .to_string_lossy()
-            .into_owned()
-    })
+    (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
 }
 
 fn recorder<'a>(userdata: *mut c_void) -> &'a Recorder {
@@ -88,12 +84,7 @@ unsafe extern "C" fn on_message(userdata: *mut c_void, message: *const kvs_messa
 unsafe extern "C" fn on_status(userdata: *mut c_void, status: *const kvs_status) {
     let rec = recorder(userdata);
     let s = unsafe { &*status };
-    rec.statuses.lock().unwrap().push((
-        s.origin,
-        opt(s.correlation_id).unwrap(),
-        opt(s.error_type),
-        s.status_code,
-    ));
+    rec.statuses.lock().unwrap().push((s.origin, opt(s.correlation_id).unwrap(), opt(s.error_type), s.status_code));
 }
 
 unsafe extern "C" fn on_state(userdata: *mut c_void, state: u32, reason: *const c_char) {
@@ -155,12 +146,7 @@ fn new_client(
     config.userdata = rec.cast();
     config.free_userdata = Some(free_recorder);
     let mut client = ptr::null_mut();
-    assert_eq!(
-        kvs_client_new(&config, &mut client),
-        KVS_OK,
-        "{}",
-        last_error()
-    );
+    assert_eq!(kvs_client_new(&config, &mut client), KVS_OK, "{}", last_error());
     *unsafe { &*rec }.self_client.lock().unwrap() = client as usize;
     TestClient { client, rec }
 }
@@ -174,25 +160,9 @@ fn c_abi_exchange_with_callbacks_on_the_dispatcher() {
     let emulator = EmulatorThread::start();
     let (master_freed, viewer_freed) = (leak_counter(), leak_counter());
     let master = new_client(&emulator, kvs_role::Master as u32, None, true, master_freed);
-    let viewer = new_client(
-        &emulator,
-        kvs_role::Viewer as u32,
-        Some("c-viewer"),
-        false,
-        viewer_freed,
-    );
-    assert_eq!(
-        kvs_client_connect(master.client),
-        KVS_OK,
-        "{}",
-        last_error()
-    );
-    assert_eq!(
-        kvs_client_connect(viewer.client),
-        KVS_OK,
-        "{}",
-        last_error()
-    );
+    let viewer = new_client(&emulator, kvs_role::Viewer as u32, Some("c-viewer"), false, viewer_freed);
+    assert_eq!(kvs_client_connect(master.client), KVS_OK, "{}", last_error());
+    assert_eq!(kvs_client_connect(viewer.client), KVS_OK, "{}", last_error());
     assert_eq!(kvs_client_state(viewer.client), kvs_state::Connected as u32);
 
     let mut id_buf = [0 as c_char; KVS_CORRELATION_ID_CAPACITY];
@@ -211,9 +181,7 @@ fn c_abi_exchange_with_callbacks_on_the_dispatcher() {
     assert_eq!(id.len(), id_len);
     assert!(id_len > 0);
 
-    wait_for("the answer", WAIT, || {
-        (!viewer.rec().messages.lock().unwrap().is_empty()).then_some(())
-    });
+    wait_for("the answer", WAIT, || (!viewer.rec().messages.lock().unwrap().is_empty()).then_some(()));
     let answer = viewer.rec().messages.lock().unwrap()[0].clone();
     assert_eq!(
         answer,
@@ -262,39 +230,22 @@ fn c_abi_exchange_with_callbacks_on_the_dispatcher() {
         ptr::null_mut(),
     );
     assert_eq!(rc, KVS_OK, "{}", last_error());
-    wait_for("the candidate", WAIT, || {
-        (master.rec().messages.lock().unwrap().len() == 2).then_some(())
-    });
+    wait_for("the candidate", WAIT, || (master.rec().messages.lock().unwrap().len() == 2).then_some(()));
     let got = master.rec().messages.lock().unwrap()[1].clone();
     assert_eq!(got.0, kvs_message_type::IceCandidate as u32);
-    assert_eq!(
-        got.3.as_deref(),
-        Some("candidate:7 1 udp 1 127.0.0.1 9 typ host")
-    );
+    assert_eq!(got.3.as_deref(), Some("candidate:7 1 udp 1 127.0.0.1 9 typ host"));
 
-    for thread in master
-        .rec()
-        .callback_threads
-        .lock()
-        .unwrap()
-        .iter()
-        .chain(viewer.rec().callback_threads.lock().unwrap().iter())
+    for thread in
+        master.rec().callback_threads.lock().unwrap().iter().chain(viewer.rec().callback_threads.lock().unwrap().iter())
     {
         assert_eq!(thread, "kvs-callbacks");
     }
-    assert!(
-        master.rec().statuses.lock().unwrap().is_empty(),
-        "no send failed"
-    );
-    assert!(
-        viewer.rec().statuses.lock().unwrap().is_empty(),
-        "no send failed"
-    );
+    assert!(master.rec().statuses.lock().unwrap().is_empty(), "no send failed");
+    assert!(viewer.rec().statuses.lock().unwrap().is_empty(), "no send failed");
     assert_eq!(kvs_client_free(viewer.client), KVS_OK);
     assert_eq!(kvs_client_free(master.client), KVS_OK);
     wait_for("free_userdata", WAIT, || {
-        (master_freed.load(Ordering::SeqCst) == 1 && viewer_freed.load(Ordering::SeqCst) == 1)
-            .then_some(())
+        (master_freed.load(Ordering::SeqCst) == 1 && viewer_freed.load(Ordering::SeqCst) == 1).then_some(())
     });
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(master_freed.load(Ordering::SeqCst), 1);
@@ -305,13 +256,7 @@ fn c_abi_exchange_with_callbacks_on_the_dispatcher() {
 fn states_follow_connect_and_disconnect() {
     let emulator = EmulatorThread::start();
     let freed = leak_counter();
-    let viewer = new_client(
-        &emulator,
-        kvs_role::Viewer as u32,
-        Some("states"),
-        false,
-        freed,
-    );
+    let viewer = new_client(&emulator, kvs_role::Viewer as u32, Some("states"), false, freed);
     assert_eq!(kvs_client_connect(viewer.client), KVS_OK);
     assert_eq!(kvs_client_connect(viewer.client), KVS_ERR_ALREADY_CONNECTED);
     assert_eq!(kvs_client_disconnect(viewer.client), KVS_OK);
@@ -326,23 +271,14 @@ fn states_follow_connect_and_disconnect() {
         ptr::null_mut(),
     );
     assert_eq!(rc, KVS_ERR_NOT_CONNECTED);
-    wait_for("four states", WAIT, || {
-        (viewer.rec().states.lock().unwrap().len() == 4).then_some(())
-    });
-    let expected: Vec<u32> = [
-        kvs_state::Connecting,
-        kvs_state::Connected,
-        kvs_state::Closing,
-        kvs_state::Disconnected,
-    ]
-    .into_iter()
-    .map(|s| s as u32)
-    .collect();
+    wait_for("four states", WAIT, || (viewer.rec().states.lock().unwrap().len() == 4).then_some(()));
+    let expected: Vec<u32> = [kvs_state::Connecting, kvs_state::Connected, kvs_state::Closing, kvs_state::Disconnected]
+        .into_iter()
+        .map(|s| s as u32)
+        .collect();
     assert_eq!(*viewer.rec().states.lock().unwrap(), expected);
     assert_eq!(kvs_client_free(viewer.client), KVS_OK);
-    wait_for("free_userdata", WAIT, || {
-        (freed.load(Ordering::SeqCst) == 1).then_some(())
-    });
+    wait_for("free_userdata", WAIT, || (freed.load(Ordering::SeqCst) == 1).then_some(()));
 }
 
 fn send_offer(
@@ -351,15 +287,7 @@ fn send_offer(
     sdp: *const c_char,
     correlation: *const c_char,
 ) -> kvs_result {
-    kvs_send_sdp_offer(
-        client,
-        recipient,
-        sdp,
-        correlation,
-        ptr::null_mut(),
-        0,
-        ptr::null_mut(),
-    )
+    kvs_send_sdp_offer(client, recipient, sdp, correlation, ptr::null_mut(), 0, ptr::null_mut())
 }
 
 #[test]
@@ -367,19 +295,9 @@ fn bad_input_gets_a_distinct_code_and_text_and_sends_nothing() {
     let emulator = EmulatorThread::start();
     let freed = leak_counter();
     let master = new_client(&emulator, kvs_role::Master as u32, None, false, freed);
-    let viewer = new_client(
-        &emulator,
-        kvs_role::Viewer as u32,
-        Some("bad-input-viewer"),
-        false,
-        leak_counter(),
-    );
+    let viewer = new_client(&emulator, kvs_role::Viewer as u32, Some("bad-input-viewer"), false, leak_counter());
     let sdp = c"v=0".as_ptr();
-    assert_eq!(
-        send_offer(master.client, c"v".as_ptr(), sdp, ptr::null()),
-        KVS_ERR_NOT_CONNECTED,
-        "before connect"
-    );
+    assert_eq!(send_offer(master.client, c"v".as_ptr(), sdp, ptr::null()), KVS_ERR_NOT_CONNECTED, "before connect");
     assert_eq!(kvs_client_connect(master.client), KVS_OK);
     assert_eq!(kvs_client_connect(viewer.client), KVS_OK);
     let before = emulator.stats();
@@ -388,71 +306,24 @@ fn bad_input_gets_a_distinct_code_and_text_and_sends_nothing() {
     let non_utf8 = CString::new(vec![0xffu8, 0xfe]).unwrap();
     let big_sdp = CString::new("a".repeat(10_001)).unwrap();
     let cases: Vec<(&str, kvs_result)> = vec![
-        (
-            "null client",
-            send_offer(ptr::null(), c"v".as_ptr(), sdp, ptr::null()),
-        ),
-        (
-            "null sdp",
-            send_offer(master.client, c"v".as_ptr(), ptr::null(), ptr::null()),
-        ),
-        (
-            "empty sdp",
-            send_offer(master.client, c"v".as_ptr(), c"".as_ptr(), ptr::null()),
-        ),
-        (
-            "huge sdp",
-            send_offer(master.client, c"v".as_ptr(), big_sdp.as_ptr(), ptr::null()),
-        ),
+        ("null client", send_offer(ptr::null(), c"v".as_ptr(), sdp, ptr::null())),
+        ("null sdp", send_offer(master.client, c"v".as_ptr(), ptr::null(), ptr::null())),
+        ("empty sdp", send_offer(master.client, c"v".as_ptr(), c"".as_ptr(), ptr::null())),
+        ("huge sdp", send_offer(master.client, c"v".as_ptr(), big_sdp.as_ptr(), ptr::null())),
         (
             "sdp too large once encoded",
-            send_offer(
-                master.client,
-                c"v".as_ptr(),
-                CString::new("a".repeat(8000)).unwrap().as_ptr(),
-                ptr::null(),
-            ),
+            send_offer(master.client, c"v".as_ptr(), CString::new("a".repeat(8000)).unwrap().as_ptr(), ptr::null()),
         ),
-        (
-            "non-utf8 sdp",
-            send_offer(master.client, c"v".as_ptr(), non_utf8.as_ptr(), ptr::null()),
-        ),
-        (
-            "non-utf8 recipient",
-            send_offer(master.client, non_utf8.as_ptr(), sdp, ptr::null()),
-        ),
-        (
-            "master without recipient",
-            send_offer(master.client, ptr::null(), sdp, ptr::null()),
-        ),
-        (
-            "viewer with recipient",
-            send_offer(viewer.client, c"m".as_ptr(), sdp, ptr::null()),
-        ),
-        (
-            "empty recipient",
-            send_offer(master.client, c"".as_ptr(), sdp, ptr::null()),
-        ),
-        (
-            "long recipient",
-            send_offer(master.client, long_id.as_ptr(), sdp, ptr::null()),
-        ),
-        (
-            "recipient pattern",
-            send_offer(master.client, c"a b".as_ptr(), sdp, ptr::null()),
-        ),
-        (
-            "correlation pattern",
-            send_offer(master.client, c"v".as_ptr(), sdp, c"a/b".as_ptr()),
-        ),
-        (
-            "empty correlation",
-            send_offer(master.client, c"v".as_ptr(), sdp, c"".as_ptr()),
-        ),
-        (
-            "long correlation",
-            send_offer(master.client, c"v".as_ptr(), sdp, long_id.as_ptr()),
-        ),
+        ("non-utf8 sdp", send_offer(master.client, c"v".as_ptr(), non_utf8.as_ptr(), ptr::null())),
+        ("non-utf8 recipient", send_offer(master.client, non_utf8.as_ptr(), sdp, ptr::null())),
+        ("master without recipient", send_offer(master.client, ptr::null(), sdp, ptr::null())),
+        ("viewer with recipient", send_offer(viewer.client, c"m".as_ptr(), sdp, ptr::null())),
+        ("empty recipient", send_offer(master.client, c"".as_ptr(), sdp, ptr::null())),
+        ("long recipient", send_offer(master.client, long_id.as_ptr(), sdp, ptr::null())),
+        ("recipient pattern", send_offer(master.client, c"a b".as_ptr(), sdp, ptr::null())),
+        ("correlation pattern", send_offer(master.client, c"v".as_ptr(), sdp, c"a/b".as_ptr())),
+        ("empty correlation", send_offer(master.client, c"v".as_ptr(), sdp, c"".as_ptr())),
+        ("long correlation", send_offer(master.client, c"v".as_ptr(), sdp, long_id.as_ptr())),
         ("small id buffer", {
             let mut small = [0 as c_char; 8];
             kvs_send_sdp_offer(
@@ -484,15 +355,7 @@ fn bad_input_gets_a_distinct_code_and_text_and_sends_nothing() {
                 sdp_mline_index: -1,
                 username_fragment: ptr::null(),
             };
-            kvs_send_ice_candidate(
-                master.client,
-                c"v".as_ptr(),
-                &c,
-                ptr::null(),
-                ptr::null_mut(),
-                0,
-                ptr::null_mut(),
-            )
+            kvs_send_ice_candidate(master.client, c"v".as_ptr(), &c, ptr::null(), ptr::null_mut(), 0, ptr::null_mut())
         }),
         ("mline index too big", {
             let c = kvs_ice_candidate {
@@ -501,15 +364,7 @@ fn bad_input_gets_a_distinct_code_and_text_and_sends_nothing() {
                 sdp_mline_index: 70_000,
                 username_fragment: ptr::null(),
             };
-            kvs_send_ice_candidate(
-                master.client,
-                c"v".as_ptr(),
-                &c,
-                ptr::null(),
-                ptr::null_mut(),
-                0,
-                ptr::null_mut(),
-            )
+            kvs_send_ice_candidate(master.client, c"v".as_ptr(), &c, ptr::null(), ptr::null_mut(), 0, ptr::null_mut())
         }),
         (
             "raw bad action",
@@ -569,14 +424,8 @@ fn bad_input_gets_a_distinct_code_and_text_and_sends_nothing() {
         ),
         ("connect null", kvs_client_connect(ptr::null())),
         ("disconnect null", kvs_client_disconnect(ptr::null())),
-        (
-            "new null config",
-            kvs_client_new(ptr::null(), &mut ptr::null_mut()),
-        ),
-        (
-            "last_error null",
-            kvs_last_error(ptr::null_mut(), 0, ptr::null_mut()),
-        ),
+        ("new null config", kvs_client_new(ptr::null(), &mut ptr::null_mut())),
+        ("last_error null", kvs_last_error(ptr::null_mut(), 0, ptr::null_mut())),
     ];
     let expected = [
         KVS_ERR_NULL_PARAMETER,
@@ -613,20 +462,10 @@ fn bad_input_gets_a_distinct_code_and_text_and_sends_nothing() {
     }
     // Every refusal above left its own text; check the last few explicitly.
     assert!(last_error().contains("buf"), "{}", last_error());
-    assert_eq!(
-        send_offer(master.client, c"v".as_ptr(), sdp, c"a/b".as_ptr()),
-        KVS_ERR_ID_PATTERN
-    );
+    assert_eq!(send_offer(master.client, c"v".as_ptr(), sdp, c"a/b".as_ptr()), KVS_ERR_ID_PATTERN);
     assert!(last_error().contains("correlationId"), "{}", last_error());
-    assert_eq!(
-        send_offer(master.client, ptr::null(), sdp, ptr::null()),
-        KVS_ERR_RECIPIENT_REQUIRED
-    );
-    assert!(
-        last_error().contains("recipientClientId"),
-        "{}",
-        last_error()
-    );
+    assert_eq!(send_offer(master.client, ptr::null(), sdp, ptr::null()), KVS_ERR_RECIPIENT_REQUIRED);
+    assert!(last_error().contains("recipientClientId"), "{}", last_error());
 
     std::thread::sleep(Duration::from_millis(100));
     let after = emulator.stats();
@@ -638,11 +477,7 @@ fn bad_input_gets_a_distinct_code_and_text_and_sends_nothing() {
     assert_eq!(after.frames_rejected, before.frames_rejected);
 
     assert_eq!(kvs_client_disconnect(master.client), KVS_OK);
-    assert_eq!(
-        send_offer(master.client, c"v".as_ptr(), sdp, ptr::null()),
-        KVS_ERR_NOT_CONNECTED,
-        "after disconnect"
-    );
+    assert_eq!(send_offer(master.client, c"v".as_ptr(), sdp, ptr::null()), KVS_ERR_NOT_CONNECTED, "after disconnect");
     assert_eq!(kvs_client_free(master.client), KVS_OK);
     assert_eq!(kvs_client_free(viewer.client), KVS_OK);
     assert_eq!(kvs_client_free(ptr::null_mut()), KVS_OK);
@@ -660,32 +495,12 @@ fn config_errors_are_named_and_consume_userdata() {
     let endpoint = c"ws://127.0.0.1:9";
     let non_utf8 = CString::new(vec![b'v', 0xff]).unwrap();
     let cases: Vec<(&str, ConfigEdit, kvs_result)> = vec![
-        (
-            "null arn",
-            Box::new(|c| c.channel_arn = ptr::null()),
-            KVS_ERR_NULL_PARAMETER,
-        ),
-        (
-            "bad arn",
-            Box::new(|c| c.channel_arn = c"arn:nope".as_ptr()),
-            KVS_ERR_INVALID_CONFIG,
-        ),
-        (
-            "null endpoint",
-            Box::new(|c| c.endpoint = ptr::null()),
-            KVS_ERR_NULL_PARAMETER,
-        ),
-        (
-            "http endpoint",
-            Box::new(|c| c.endpoint = c"http://x".as_ptr()),
-            KVS_ERR_INVALID_CONFIG,
-        ),
+        ("null arn", Box::new(|c| c.channel_arn = ptr::null()), KVS_ERR_NULL_PARAMETER),
+        ("bad arn", Box::new(|c| c.channel_arn = c"arn:nope".as_ptr()), KVS_ERR_INVALID_CONFIG),
+        ("null endpoint", Box::new(|c| c.endpoint = ptr::null()), KVS_ERR_NULL_PARAMETER),
+        ("http endpoint", Box::new(|c| c.endpoint = c"http://x".as_ptr()), KVS_ERR_INVALID_CONFIG),
         ("bad role", Box::new(|c| c.role = 7), KVS_ERR_INVALID_CONFIG),
-        (
-            "viewer without id",
-            Box::new(|c| c.role = 1),
-            KVS_ERR_NULL_PARAMETER,
-        ),
+        ("viewer without id", Box::new(|c| c.role = 1), KVS_ERR_NULL_PARAMETER),
         (
             "reserved id",
             Box::new(|c| {
@@ -702,16 +517,8 @@ fn config_errors_are_named_and_consume_userdata() {
             }),
             KVS_ERR_INVALID_UTF8,
         ),
-        (
-            "master with id",
-            Box::new(|c| c.client_id = c"m".as_ptr()),
-            KVS_ERR_INVALID_CONFIG,
-        ),
-        (
-            "bad region",
-            Box::new(|c| c.region = c"US West".as_ptr()),
-            KVS_ERR_INVALID_CONFIG,
-        ),
+        ("master with id", Box::new(|c| c.client_id = c"m".as_ptr()), KVS_ERR_INVALID_CONFIG),
+        ("bad region", Box::new(|c| c.region = c"US West".as_ptr()), KVS_ERR_INVALID_CONFIG),
     ];
     for (i, (name, edit, want)) in cases.iter().enumerate() {
         let mut config = kvs_client_config_default();
@@ -723,11 +530,7 @@ fn config_errors_are_named_and_consume_userdata() {
         assert_eq!(kvs_client_new(&config, &mut out), *want, "{name}");
         assert!(out.is_null(), "{name}: output untouched");
         assert!(!last_error().is_empty(), "{name}");
-        assert_eq!(
-            FAILED_NEW_FREED.load(Ordering::SeqCst),
-            i + 1,
-            "{name}: free_userdata once"
-        );
+        assert_eq!(FAILED_NEW_FREED.load(Ordering::SeqCst), i + 1, "{name}: free_userdata once");
     }
 }
 
@@ -737,31 +540,19 @@ fn result_text_version_and_last_error_buffer() {
         let text = opt(kvs_result_str(code)).unwrap();
         assert!(!text.is_empty() && text != "unknown result code", "{code}");
     }
-    assert_eq!(
-        opt(kvs_result_str(9999)).as_deref(),
-        Some("unknown result code")
-    );
+    assert_eq!(opt(kvs_result_str(9999)).as_deref(), Some("unknown result code"));
     let version = opt(kvs_version()).unwrap();
-    assert!(
-        version.starts_with(&format!("kvs-signaling {}", env!("CARGO_PKG_VERSION"))),
-        "{version}"
-    );
+    assert!(version.starts_with(&format!("kvs-signaling {}", env!("CARGO_PKG_VERSION"))), "{version}");
 
     assert_eq!(kvs_client_connect(ptr::null()), KVS_ERR_NULL_PARAMETER);
     let mut len = 0usize;
     let mut tiny = [0 as c_char; 4];
-    assert_eq!(
-        kvs_last_error(tiny.as_mut_ptr(), tiny.len(), &mut len),
-        KVS_ERR_BUFFER_TOO_SMALL
-    );
+    assert_eq!(kvs_last_error(tiny.as_mut_ptr(), tiny.len(), &mut len), KVS_ERR_BUFFER_TOO_SMALL);
     let expected_len = len;
     // The failed copy replaced the last error with its own text; fail again.
     assert_eq!(kvs_client_connect(ptr::null()), KVS_ERR_NULL_PARAMETER);
     let mut buf = [0 as c_char; 256];
-    assert_eq!(
-        kvs_last_error(buf.as_mut_ptr(), buf.len(), &mut len),
-        KVS_OK
-    );
+    assert_eq!(kvs_last_error(buf.as_mut_ptr(), buf.len(), &mut len), KVS_OK);
     let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
     assert_eq!(text, "client must not be NULL");
     assert_eq!(len, text.len());

@@ -68,18 +68,14 @@ impl ClientConfig {
             (Role::Master, None) => {}
         }
         let scheme_ok = self.endpoint.starts_with("ws://") || self.endpoint.starts_with("wss://");
-        if !scheme_ok || self.endpoint.contains('?') || self.endpoint.contains(char::is_whitespace)
-        {
+        if !scheme_ok || self.endpoint.contains('?') || self.endpoint.contains(char::is_whitespace) {
             return invalid(format!(
                 "endpoint {:?} must be a ws:// or wss:// URL without a query string",
                 self.endpoint
             ));
         }
         let region_ok = !self.region.is_empty()
-            && self
-                .region
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+            && self.region.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
         if !region_ok {
             return invalid(format!("region {:?} must match [a-z0-9-]+", self.region));
         }
@@ -114,32 +110,17 @@ mod tests {
     #[test]
     fn rejects_what_the_service_would() {
         let cases = [
-            ClientConfig {
-                client_id: None,
-                ..ClientConfig::viewer(ARN, "v", "ws://h")
-            },
-            ClientConfig {
-                client_id: Some("x".into()),
-                ..ClientConfig::master(ARN, "ws://h")
-            },
+            ClientConfig { client_id: None, ..ClientConfig::viewer(ARN, "v", "ws://h") },
+            ClientConfig { client_id: Some("x".into()), ..ClientConfig::master(ARN, "ws://h") },
             ClientConfig::viewer(ARN, "AWS_reserved", "ws://h"),
             ClientConfig::viewer("arn:bad", "v", "ws://h"),
             ClientConfig::master(ARN, "http://h"),
             ClientConfig::master(ARN, "ws://h/?X-Amz-ChannelARN=x"),
-            ClientConfig {
-                region: "US".into(),
-                ..ClientConfig::master(ARN, "ws://h")
-            },
-            ClientConfig {
-                connect_timeout: Duration::ZERO,
-                ..ClientConfig::master(ARN, "ws://h")
-            },
+            ClientConfig { region: "US".into(), ..ClientConfig::master(ARN, "ws://h") },
+            ClientConfig { connect_timeout: Duration::ZERO, ..ClientConfig::master(ARN, "ws://h") },
         ];
         for config in cases {
-            assert!(
-                matches!(config.validate(), Err(ClientError::InvalidConfig(_))),
-                "{config:?}"
-            );
+            assert!(matches!(config.validate(), Err(ClientError::InvalidConfig(_))), "{config:?}");
         }
     }
 }

@@ -5,13 +5,12 @@
 //! them to the client's sink, and on exit reports every send it could not write.
 
 use super::{
-    ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, ReceivedMessage, Session,
-    Shared, StateChange, StateReason, StatusOrigin, StatusReport,
+    ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, ReceivedMessage, Session, Shared, StateChange,
+    StateReason, StatusOrigin, StatusReport,
 };
 use crate::log::{Level, log};
 use crate::protocol::{
-    IceCandidate, InboundError, InboundMessage, MessageType, Role, SessionDescription,
-    decode_payload,
+    IceCandidate, InboundError, InboundMessage, MessageType, Role, SessionDescription, decode_payload,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Weak;
@@ -56,11 +55,8 @@ pub(crate) fn uri_encode(value: &str) -> String {
 pub(crate) fn connect_url(config: &ClientConfig) -> String {
     let base = config.endpoint.trim_end_matches('/');
     let has_path = base.splitn(4, '/').nth(3).is_some();
-    let mut url = format!(
-        "{base}{}?X-Amz-ChannelARN={}",
-        if has_path { "" } else { "/" },
-        uri_encode(&config.channel_arn)
-    );
+    let mut url =
+        format!("{base}{}?X-Amz-ChannelARN={}", if has_path { "" } else { "/" }, uri_encode(&config.channel_arn));
     if let (Role::Viewer, Some(id)) = (config.role, &config.client_id) {
         url.push_str("&X-Amz-ClientId=");
         url.push_str(&uri_encode(id));
@@ -70,36 +66,24 @@ pub(crate) fn connect_url(config: &ClientConfig) -> String {
 
 /// Opens the WebSocket for `config`. The one place the connection is set up.
 pub(super) async fn open_socket(config: &ClientConfig) -> Result<Socket, ClientError> {
-    let request = connect_url(config)
-        .into_client_request()
-        .map_err(|e| ClientError::InvalidConfig(format!("endpoint: {e}")))?;
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(SOCKET_MAX_MESSAGE))
-        .max_frame_size(Some(SOCKET_MAX_MESSAGE));
+    let request =
+        connect_url(config).into_client_request().map_err(|e| ClientError::InvalidConfig(format!("endpoint: {e}")))?;
+    let ws_config =
+        WebSocketConfig::default().max_message_size(Some(SOCKET_MAX_MESSAGE)).max_frame_size(Some(SOCKET_MAX_MESSAGE));
     match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
         Ok((socket, _response)) => Ok(socket),
         Err(tungstenite::Error::Http(response)) => {
-            let body = response
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
             let body: String = body.chars().take(512).collect();
             let error_type = response
                 .headers()
                 .get("x-amzn-ErrorType")
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(':').next().unwrap_or(v).to_owned());
-            Err(ClientError::Refused {
-                status: response.status().as_u16(),
-                error_type,
-                body,
-            })
+            Err(ClientError::Refused { status: response.status().as_u16(), error_type, body })
         }
         Err(tungstenite::Error::Io(e)) => Err(ClientError::Network(e.to_string())),
-        Err(tungstenite::Error::Url(e)) => {
-            Err(ClientError::InvalidConfig(format!("endpoint: {e}")))
-        }
+        Err(tungstenite::Error::Url(e)) => Err(ClientError::InvalidConfig(format!("endpoint: {e}"))),
         Err(e) => Err(ClientError::Handshake(e.to_string())),
     }
 }
@@ -116,32 +100,13 @@ impl Connection {
     /// Spawns the task that owns `socket` on the current runtime.
     pub fn spawn(socket: Socket, id: u64, shared: Weak<Shared>) -> Connection {
         let (sink, capacity, max_frame) = match shared.upgrade() {
-            Some(s) => (
-                s.sink.clone(),
-                s.config.send_queue_capacity,
-                s.config.max_inbound_frame_len,
-            ),
+            Some(s) => (s.sink.clone(), s.config.send_queue_capacity, s.config.max_inbound_frame_len),
             None => (std::sync::Arc::new(|_| {}) as EventSink, 1, 0),
         };
         let (outbound, outbound_rx) = mpsc::channel(capacity);
         let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(
-            socket,
-            outbound_rx,
-            stop_rx,
-            Task {
-                id,
-                sink,
-                shared,
-                max_frame,
-            },
-        ));
-        Connection {
-            id,
-            outbound,
-            stop,
-            task,
-        }
+        let task = tokio::spawn(run(socket, outbound_rx, stop_rx, Task { id, sink, shared, max_frame }));
+        Connection { id, outbound, stop, task }
     }
 
     /// Queues a send without waiting.
@@ -156,10 +121,7 @@ impl Connection {
     pub async fn close(self, grace: Duration) {
         let _ = self.stop.send(grace);
         let mut task = self.task;
-        if tokio::time::timeout(grace + Duration::from_secs(1), &mut task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace + Duration::from_secs(1), &mut task).await.is_err() {
             task.abort();
             let _ = task.await;
         }
@@ -195,13 +157,7 @@ impl Task {
 
     fn handle_text(&self, text: &str) {
         if text.len() > self.max_frame {
-            log!(
-                Level::Warn,
-                TARGET,
-                "skipped a {}-byte frame (limit {})",
-                text.len(),
-                self.max_frame
-            );
+            log!(Level::Warn, TARGET, "skipped a {}-byte frame (limit {})", text.len(), self.max_frame);
             return;
         }
         let message = match InboundMessage::parse(text) {
@@ -216,9 +172,7 @@ impl Task {
             }
         };
         match message.message_type {
-            MessageType::SdpOffer | MessageType::SdpAnswer | MessageType::IceCandidate => {
-                self.deliver(message)
-            }
+            MessageType::SdpOffer | MessageType::SdpAnswer | MessageType::IceCandidate => self.deliver(message),
             MessageType::StatusResponse => match message.status_response {
                 Some(status) => self.emit(ClientEvent::Status(StatusReport {
                     origin: StatusOrigin::Service,
@@ -227,26 +181,13 @@ impl Task {
                     error_type: status.error_type,
                     description: status.description,
                 })),
-                None => log!(
-                    Level::Warn,
-                    TARGET,
-                    "skipped a STATUS_RESPONSE without statusResponse"
-                ),
+                None => log!(Level::Warn, TARGET, "skipped a STATUS_RESPONSE without statusResponse"),
             },
             MessageType::GoAway | MessageType::ReconnectIceServer => {
-                log!(
-                    Level::Info,
-                    TARGET,
-                    "service notice {}",
-                    message.message_type.as_str()
-                );
+                log!(Level::Info, TARGET, "service notice {}", message.message_type.as_str());
                 self.emit(ClientEvent::ServiceNotice(message.message_type));
             }
-            MessageType::Unknown(name) => log!(
-                Level::Warn,
-                TARGET,
-                "skipped a message of unknown type {name:?}"
-            ),
+            MessageType::Unknown(name) => log!(Level::Warn, TARGET, "skipped a message of unknown type {name:?}"),
         }
     }
 
@@ -259,11 +200,7 @@ impl Task {
         let payload = match decode_payload(payload) {
             Ok(bytes) if !bytes.is_empty() => bytes,
             _ => {
-                log!(
-                    Level::Warn,
-                    TARGET,
-                    "skipped a {kind} whose payload is not base64"
-                );
+                log!(Level::Warn, TARGET, "skipped a {kind} whose payload is not base64");
                 return;
             }
         };
@@ -272,11 +209,7 @@ impl Task {
             _ => (SessionDescription::parse(&payload).ok(), None),
         };
         if sdp.is_none() && ice.is_none() {
-            log!(
-                Level::Info,
-                TARGET,
-                "{kind} payload is not the usual JSON; delivered as raw bytes"
-            );
+            log!(Level::Info, TARGET, "{kind} payload is not the usual JSON; delivered as raw bytes");
         }
         self.emit(ClientEvent::Message(ReceivedMessage {
             message_type: message.message_type,
@@ -366,15 +299,9 @@ async fn run(
     task.detach();
     outbound_rx.close();
     while let Ok(outgoing) = outbound_rx.try_recv() {
-        task.report_failed(
-            outgoing,
-            "the connection closed before the message was written",
-        );
+        task.report_failed(outgoing, "the connection closed before the message was written");
     }
-    task.emit(ClientEvent::State(StateChange {
-        state: ConnectionState::Disconnected,
-        reason,
-    }));
+    task.emit(ClientEvent::State(StateChange { state: ConnectionState::Disconnected, reason }));
 }
 
 #[cfg(test)]
@@ -390,9 +317,7 @@ mod tests {
             "ws://127.0.0.1:9000/?X-Amz-ChannelARN=arn%3Aaws%3Akinesisvideo%3Aus-west-2%3A123456789012%3Achannel%2Fdemo%2F1"
         );
         let viewer = ClientConfig::viewer(arn, "v.1", "wss://v-a1b2.example/path/");
-        assert!(
-            connect_url(&viewer).starts_with("wss://v-a1b2.example/path?X-Amz-ChannelARN=arn%3A")
-        );
+        assert!(connect_url(&viewer).starts_with("wss://v-a1b2.example/path?X-Amz-ChannelARN=arn%3A"));
         assert!(connect_url(&viewer).ends_with("&X-Amz-ClientId=v.1"));
     }
 }

@@ -24,11 +24,7 @@ pub enum ClientError {
     Network(String),
     /// The service refused the WebSocket upgrade with an HTTP status; the
     /// error type comes from the `x-amzn-ErrorType` header when present.
-    Refused {
-        status: u16,
-        error_type: Option<String>,
-        body: String,
-    },
+    Refused { status: u16, error_type: Option<String>, body: String },
     /// The WebSocket handshake or protocol failed otherwise.
     Handshake(String),
 }
@@ -43,20 +39,12 @@ impl fmt::Display for ClientError {
                 "payload is {encoded_len} base64 characters; the service accepts at most {}",
                 crate::protocol::MAX_PAYLOAD_LEN
             ),
-            ClientError::NotConnected => {
-                f.write_str("not connected: call connect first (or again after a drop)")
-            }
+            ClientError::NotConnected => f.write_str("not connected: call connect first (or again after a drop)"),
             ClientError::AlreadyConnected => f.write_str("already connected or connecting"),
-            ClientError::QueueFull => {
-                f.write_str("send queue is full; retry after earlier sends went out")
-            }
+            ClientError::QueueFull => f.write_str("send queue is full; retry after earlier sends went out"),
             ClientError::Timeout => f.write_str("connect timed out"),
             ClientError::Network(text) => write!(f, "network error: {text}"),
-            ClientError::Refused {
-                status,
-                error_type,
-                body,
-            } => {
+            ClientError::Refused { status, error_type, body } => {
                 write!(f, "the service refused the connection with HTTP {status}")?;
                 if let Some(error_type) = error_type {
                     write!(f, " {error_type}")?;
@@ -76,11 +64,9 @@ impl std::error::Error for ClientError {}
 impl From<ValidationError> for ClientError {
     fn from(e: ValidationError) -> ClientError {
         match e {
-            ValidationError::TooLong {
-                field: crate::protocol::Field::MessagePayload,
-                len,
-                ..
-            } => ClientError::PayloadTooLarge { encoded_len: len },
+            ValidationError::TooLong { field: crate::protocol::Field::MessagePayload, len, .. } => {
+                ClientError::PayloadTooLarge { encoded_len: len }
+            }
             other => ClientError::Invalid(other),
         }
     }

@@ -13,14 +13,10 @@ mod events;
 
 pub use config::{ClientConfig, region_of_arn};
 pub use error::ClientError;
-pub use events::{
-    ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin,
-    StatusReport,
-};
+pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
 
-use crate::protocol::{
-    Action, IceCandidate, OutboundMessage, Role, SdpType, SessionDescription, encode_payload,
-};
+use crate::log::{Level, log};
+use crate::protocol::{Action, IceCandidate, OutboundMessage, Role, SdpType, SessionDescription, encode_payload};
 use connection::{Connection, Outgoing};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,16 +63,10 @@ impl Client {
     /// Events go to `sink`.
     pub fn with_sink(config: ClientConfig, sink: EventSink) -> Result<Client, ClientError> {
         config.validate()?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         // Distinguishes this client's generated correlation ids from those of
         // other clients and of earlier runs that the service may still echo.
-        let correlation_prefix = format!(
-            "kvs{:x}{:x}",
-            now.as_secs() & 0xffff_ffff,
-            now.subsec_nanos() >> 8
-        );
+        let correlation_prefix = format!("kvs{:x}{:x}", now.as_secs() & 0xffff_ffff, now.subsec_nanos() >> 8);
         Ok(Client {
             shared: Arc::new(Shared {
                 config,
@@ -90,9 +80,7 @@ impl Client {
     }
 
     /// Makes a client whose events arrive on the returned channel.
-    pub fn new(
-        config: ClientConfig,
-    ) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
+    pub fn new(config: ClientConfig) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let client = Client::with_sink(config, Arc::new(move |event| drop(tx.send(event))))?;
         Ok((client, rx))
@@ -122,35 +110,26 @@ impl Client {
             }
             *session = Session::Connecting;
         }
-        self.shared
-            .emit_state(ConnectionState::Connecting, StateReason::Requested);
+        self.shared.emit_state(ConnectionState::Connecting, StateReason::Requested);
         let config = &self.shared.config;
-        let opened =
-            match tokio::time::timeout(config.connect_timeout, connection::open_socket(config))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(ClientError::Timeout),
-            };
+        let opened = match tokio::time::timeout(config.connect_timeout, connection::open_socket(config)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout),
+        };
         let socket = match opened {
             Ok(socket) => socket,
             Err(err) => {
+                log!(Level::Warn, "client", "connect to {} failed: {err}", config.endpoint);
                 *self.shared.session() = Session::Idle;
-                self.shared.emit_state(
-                    ConnectionState::Disconnected,
-                    StateReason::ConnectFailed(err.to_string()),
-                );
+                self.shared.emit_state(ConnectionState::Disconnected, StateReason::ConnectFailed(err.to_string()));
                 return Err(err);
             }
         };
-        let id = self
-            .shared
-            .next_connection_id
-            .fetch_add(1, Ordering::Relaxed);
+        let id = self.shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        log!(Level::Info, "client", "connected to {} as {:?} (connection {id})", config.endpoint, config.role);
         let mut session = self.shared.session();
         // Connected is reported before the task can deliver any message.
-        self.shared
-            .emit_state(ConnectionState::Connected, StateReason::Requested);
+        self.shared.emit_state(ConnectionState::Connected, StateReason::Requested);
         *session = Session::Connected(Connection::spawn(socket, id, Arc::downgrade(&self.shared)));
         Ok(())
     }
@@ -181,11 +160,7 @@ impl Client {
         sdp: &str,
         correlation_id: Option<&str>,
     ) -> Result<String, ClientError> {
-        let json = SessionDescription {
-            sdp_type: SdpType::Offer,
-            sdp: sdp.to_owned(),
-        }
-        .to_json();
+        let json = SessionDescription { sdp_type: SdpType::Offer, sdp: sdp.to_owned() }.to_json();
         self.send_payload(Action::SdpOffer, recipient, json.as_bytes(), correlation_id)
     }
 
@@ -196,17 +171,8 @@ impl Client {
         sdp: &str,
         correlation_id: Option<&str>,
     ) -> Result<String, ClientError> {
-        let json = SessionDescription {
-            sdp_type: SdpType::Answer,
-            sdp: sdp.to_owned(),
-        }
-        .to_json();
-        self.send_payload(
-            Action::SdpAnswer,
-            recipient,
-            json.as_bytes(),
-            correlation_id,
-        )
+        let json = SessionDescription { sdp_type: SdpType::Answer, sdp: sdp.to_owned() }.to_json();
+        self.send_payload(Action::SdpAnswer, recipient, json.as_bytes(), correlation_id)
     }
 
     /// Sends an ICE candidate; see [`Client::send_sdp_offer`].
@@ -216,12 +182,7 @@ impl Client {
         candidate: &IceCandidate,
         correlation_id: Option<&str>,
     ) -> Result<String, ClientError> {
-        self.send_payload(
-            Action::IceCandidate,
-            recipient,
-            candidate.to_json().as_bytes(),
-            correlation_id,
-        )
+        self.send_payload(Action::IceCandidate, recipient, candidate.to_json().as_bytes(), correlation_id)
     }
 
     /// Sends an already-built payload (the JSON before base64), which the library
@@ -237,9 +198,9 @@ impl Client {
         correlation_id: Option<&str>,
     ) -> Result<String, ClientError> {
         if payload.is_empty() {
-            return Err(ClientError::Invalid(
-                crate::protocol::ValidationError::Missing(crate::protocol::Field::MessagePayload),
-            ));
+            return Err(ClientError::Invalid(crate::protocol::ValidationError::Missing(
+                crate::protocol::Field::MessagePayload,
+            )));
         }
         // Checked before encoding so a huge payload costs no allocation.
         let encoded_len = payload.len().div_ceil(3) * 4;
@@ -262,10 +223,7 @@ impl Client {
             &encode_payload(payload),
             Some(correlation_id),
         )?;
-        let outgoing = Outgoing {
-            frame: message.to_json(),
-            correlation_id: correlation_id.to_owned(),
-        };
+        let outgoing = Outgoing { frame: message.to_json(), correlation_id: correlation_id.to_owned() };
         match &*self.shared.session() {
             Session::Connected(connection) => connection.enqueue(outgoing)?,
             _ => return Err(ClientError::NotConnected),

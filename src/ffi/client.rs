@@ -4,8 +4,8 @@ use super::dispatch;
 use super::result::{fail, fail_client, fail_runtime};
 use super::{StrError, arg_str, boundary, c_str, require_non_null, write_out_str};
 use crate::client::{
-    Client, ClientConfig, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason,
-    StatusOrigin, StatusReport,
+    Client, ClientConfig, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason, StatusOrigin,
+    StatusReport,
 };
 use crate::ffi::kvs_result::{self, *};
 use crate::protocol::{Action, IceCandidate, MAX_ID_LEN, MAX_PAYLOAD_LEN, MessageType, Role};
@@ -121,16 +121,13 @@ pub struct kvs_ice_candidate {
 
 /// Called for every received offer, answer, candidate and service notice.
 /// `message` is borrowed for the call only. Runs on the dispatcher thread.
-pub type kvs_message_callback =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, message: *const kvs_message)>;
+pub type kvs_message_callback = Option<unsafe extern "C" fn(userdata: *mut c_void, message: *const kvs_message)>;
 /// Called when the service or the library reports a send failed. `status` is
 /// borrowed for the call only. Runs on the dispatcher thread.
-pub type kvs_status_callback =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, status: *const kvs_status)>;
+pub type kvs_status_callback = Option<unsafe extern "C" fn(userdata: *mut c_void, status: *const kvs_status)>;
 /// Called on every state change, with a `kvs_state` value and a reason text
 /// (borrowed for the call only). Runs on the dispatcher thread.
-pub type kvs_state_callback =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, state: u32, reason: *const c_char)>;
+pub type kvs_state_callback = Option<unsafe extern "C" fn(userdata: *mut c_void, state: u32, reason: *const c_char)>;
 /// Releases `userdata`; called exactly once.
 pub type kvs_free_callback = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
@@ -363,37 +360,20 @@ fn client_config(config: &kvs_client_config) -> Result<ClientConfig, kvs_result>
             ));
         }
     };
-    let Some(channel_arn) = config_str(
-        config.channel_arn,
-        "channel_arn",
-        crate::protocol::MAX_ARN_LEN,
-    )?
-    else {
-        return Err(fail(
-            KVS_ERR_NULL_PARAMETER,
-            "config.channel_arn must not be NULL",
-        ));
+    let Some(channel_arn) = config_str(config.channel_arn, "channel_arn", crate::protocol::MAX_ARN_LEN)? else {
+        return Err(fail(KVS_ERR_NULL_PARAMETER, "config.channel_arn must not be NULL"));
     };
     let Some(endpoint) = config_str(config.endpoint, "endpoint", 2048)? else {
-        return Err(fail(
-            KVS_ERR_NULL_PARAMETER,
-            "config.endpoint must not be NULL",
-        ));
+        return Err(fail(KVS_ERR_NULL_PARAMETER, "config.endpoint must not be NULL"));
     };
     let client_id = config_str(config.client_id, "client_id", MAX_ID_LEN)?;
     let region = config_str(config.region, "region", 64)?;
     let mut out = match (role, client_id) {
         (Role::Viewer, Some(id)) => ClientConfig::viewer(&channel_arn, &id, &endpoint),
         (Role::Viewer, None) => {
-            return Err(fail(
-                KVS_ERR_NULL_PARAMETER,
-                "config.client_id must be set for a viewer",
-            ));
+            return Err(fail(KVS_ERR_NULL_PARAMETER, "config.client_id must be set for a viewer"));
         }
-        (Role::Master, id) => ClientConfig {
-            client_id: id,
-            ..ClientConfig::master(&channel_arn, &endpoint)
-        },
+        (Role::Master, id) => ClientConfig { client_id: id, ..ClientConfig::master(&channel_arn, &endpoint) },
     };
     if let Some(region) = region {
         out.region = region;
@@ -419,10 +399,7 @@ fn client_config(config: &kvs_client_config) -> Result<ClientConfig, kvs_result>
 /// Threading: any non-library thread (it starts the library's threads on first use).
 /// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG.
 #[unsafe(no_mangle)]
-pub extern "C" fn kvs_client_new(
-    config: *const kvs_client_config,
-    out_client: *mut *mut kvs_client,
-) -> kvs_result {
+pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *mut *mut kvs_client) -> kvs_result {
     boundary(|| {
         require_non_null!(config, "config");
         // SAFETY: checked non-NULL; the caller passes a valid config.
@@ -572,25 +549,11 @@ fn send_common(
     out_len: *mut usize,
 ) -> kvs_result {
     // SAFETY (both): the header requires NUL-terminated strings or NULL.
-    let recipient = match unsafe {
-        arg_str(
-            recipient,
-            "recipient_client_id",
-            MAX_ID_LEN,
-            KVS_ERR_ID_TOO_LONG,
-        )
-    } {
+    let recipient = match unsafe { arg_str(recipient, "recipient_client_id", MAX_ID_LEN, KVS_ERR_ID_TOO_LONG) } {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let correlation = match unsafe {
-        arg_str(
-            correlation_id,
-            "correlation_id",
-            MAX_ID_LEN,
-            KVS_ERR_ID_TOO_LONG,
-        )
-    } {
+    let correlation = match unsafe { arg_str(correlation_id, "correlation_id", MAX_ID_LEN, KVS_ERR_ID_TOO_LONG) } {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -603,10 +566,7 @@ fn send_common(
         );
     }
     let handle = handle_ref(client);
-    match handle
-        .client
-        .send_payload(action, recipient, payload, correlation)
-    {
+    match handle.client.send_payload(action, recipient, payload, correlation) {
         // SAFETY: the caller passes a buffer of out_capacity bytes (checked above) or NULL.
         Ok(id) => unsafe { write_out_str(&id, out_correlation_id, out_capacity, out_len) },
         Err(e) => fail_client(&e),
@@ -619,20 +579,12 @@ fn payload_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, kvs_result
     match unsafe { c_str(ptr, KVS_MAX_SDP_LEN) } {
         Ok("") => Err(fail(KVS_ERR_PAYLOAD_EMPTY, format!("{name} is empty"))),
         Ok(s) => Ok(s),
-        Err(StrError::Null) => Err(fail(
-            KVS_ERR_NULL_PARAMETER,
-            format!("{name} must not be NULL"),
-        )),
+        Err(StrError::Null) => Err(fail(KVS_ERR_NULL_PARAMETER, format!("{name} must not be NULL"))),
         Err(StrError::TooLong) => Err(fail(
             KVS_ERR_PAYLOAD_TOO_LARGE,
-            format!(
-                "{name} is longer than {KVS_MAX_SDP_LEN} bytes; it cannot fit the 10,000-character payload limit"
-            ),
+            format!("{name} is longer than {KVS_MAX_SDP_LEN} bytes; it cannot fit the 10,000-character payload limit"),
         )),
-        Err(StrError::Utf8) => Err(fail(
-            KVS_ERR_INVALID_UTF8,
-            format!("{name} is not valid UTF-8"),
-        )),
+        Err(StrError::Utf8) => Err(fail(KVS_ERR_INVALID_UTF8, format!("{name} is not valid UTF-8"))),
     }
 }
 
@@ -652,26 +604,10 @@ fn send_sdp(
         Ok(s) => s,
         Err(code) => return code,
     };
-    let sdp_type = if action == Action::SdpOffer {
-        crate::protocol::SdpType::Offer
-    } else {
-        crate::protocol::SdpType::Answer
-    };
-    let json = crate::protocol::SessionDescription {
-        sdp_type,
-        sdp: sdp.to_owned(),
-    }
-    .to_json();
-    send_common(
-        client,
-        action,
-        recipient,
-        json.as_bytes(),
-        correlation_id,
-        out_correlation_id,
-        out_capacity,
-        out_len,
-    )
+    let sdp_type =
+        if action == Action::SdpOffer { crate::protocol::SdpType::Offer } else { crate::protocol::SdpType::Answer };
+    let json = crate::protocol::SessionDescription { sdp_type, sdp: sdp.to_owned() }.to_json();
+    send_common(client, action, recipient, json.as_bytes(), correlation_id, out_correlation_id, out_capacity, out_len)
 }
 
 /// Sends an SDP offer. The library wraps `sdp` as `{"type":"offer","sdp":...}`,
@@ -768,24 +704,12 @@ pub extern "C" fn kvs_send_ice_candidate(
             Err(code) => return code,
         };
         // SAFETY (both): NUL-terminated strings or NULL, as the header requires.
-        let sdp_mid = match unsafe {
-            arg_str(
-                fields.sdp_mid,
-                "sdp_mid",
-                MAX_ID_LEN,
-                KVS_ERR_INVALID_ARGUMENT,
-            )
-        } {
+        let sdp_mid = match unsafe { arg_str(fields.sdp_mid, "sdp_mid", MAX_ID_LEN, KVS_ERR_INVALID_ARGUMENT) } {
             Ok(s) => s,
             Err(code) => return code,
         };
         let ufrag = match unsafe {
-            arg_str(
-                fields.username_fragment,
-                "username_fragment",
-                MAX_ID_LEN,
-                KVS_ERR_INVALID_ARGUMENT,
-            )
+            arg_str(fields.username_fragment, "username_fragment", MAX_ID_LEN, KVS_ERR_INVALID_ARGUMENT)
         } {
             Ok(s) => s,
             Err(code) => return code,
@@ -795,10 +719,7 @@ pub extern "C" fn kvs_send_ice_candidate(
             i => match u16::try_from(i) {
                 Ok(i) => Some(i),
                 Err(_) => {
-                    return fail(
-                        KVS_ERR_INVALID_ARGUMENT,
-                        format!("sdp_mline_index {i} is above 65535"),
-                    );
+                    return fail(KVS_ERR_INVALID_ARGUMENT, format!("sdp_mline_index {i} is above 65535"));
                 }
             },
         };
@@ -845,9 +766,7 @@ pub extern "C" fn kvs_send_message(
         let Some(action) = action_of(action) else {
             return fail(
                 KVS_ERR_INVALID_ARGUMENT,
-                format!(
-                    "action {action} is not SDP_OFFER (1), SDP_ANSWER (2) or ICE_CANDIDATE (3)"
-                ),
+                format!("action {action} is not SDP_OFFER (1), SDP_ANSWER (2) or ICE_CANDIDATE (3)"),
             );
         };
         if payload_len == 0 {
@@ -856,9 +775,7 @@ pub extern "C" fn kvs_send_message(
         if payload_len.div_ceil(3) * 4 > MAX_PAYLOAD_LEN {
             return fail(
                 KVS_ERR_PAYLOAD_TOO_LARGE,
-                format!(
-                    "a {payload_len}-byte payload is over 10,000 characters once base64-encoded"
-                ),
+                format!("a {payload_len}-byte payload is over 10,000 characters once base64-encoded"),
             );
         }
         // SAFETY: non-NULL and, as the header requires, readable for payload_len bytes.
@@ -885,18 +802,10 @@ mod tests {
         use crate::protocol::{Field, ValidationError};
         let codes = [
             validation_code(&ValidationError::Missing(Field::CorrelationId)),
-            validation_code(&ValidationError::TooLong {
-                field: Field::RecipientClientId,
-                max: 256,
-                len: 300,
-            }),
+            validation_code(&ValidationError::TooLong { field: Field::RecipientClientId, max: 256, len: 300 }),
             validation_code(&ValidationError::BadPattern(Field::RecipientClientId)),
             validation_code(&ValidationError::Missing(Field::MessagePayload)),
-            validation_code(&ValidationError::TooLong {
-                field: Field::MessagePayload,
-                max: 10_000,
-                len: 10_004,
-            }),
+            validation_code(&ValidationError::TooLong { field: Field::MessagePayload, max: 10_000, len: 10_004 }),
             validation_code(&ValidationError::MasterWithoutRecipient),
             validation_code(&ValidationError::ViewerWithRecipient),
         ];

@@ -48,9 +48,7 @@ pub fn post(job: Job) {
     let mut dispatcher = lock();
     if dispatcher.is_none() && !crate::runtime::is_shut_down() {
         let (jobs, receiver) = channel();
-        let spawned = std::thread::Builder::new()
-            .name("kvs-callbacks".into())
-            .spawn(move || run(receiver));
+        let spawned = std::thread::Builder::new().name("kvs-callbacks".into()).spawn(move || run(receiver));
         if let Ok(thread) = spawned {
             *dispatcher = Some(Dispatcher { jobs, thread });
         }

@@ -34,11 +34,7 @@ pub type kvs_log_callback = Option<
     ),
 >;
 
-static VERSION: &str = concat!(
-    "kvs-signaling ",
-    env!("CARGO_PKG_VERSION"),
-    " (tokio 1, tokio-tungstenite 0.30)\0"
-);
+static VERSION: &str = concat!("kvs-signaling ", env!("CARGO_PKG_VERSION"), " (tokio 1, tokio-tungstenite 0.30)\0");
 
 /// The library version, e.g. "kvs-signaling 0.1.0 (...)"; matches the
 /// KVS_VERSION_* macros.
@@ -70,11 +66,7 @@ pub extern "C" fn kvs_result_str(result: u32) -> *const c_char {
 /// without the NUL) and KVS_ERR_BUFFER_TOO_SMALL is returned.
 /// Threading: any thread; each thread has its own last error.
 #[unsafe(no_mangle)]
-pub extern "C" fn kvs_last_error(
-    buf: *mut c_char,
-    capacity: usize,
-    out_len: *mut usize,
-) -> kvs_result {
+pub extern "C" fn kvs_last_error(buf: *mut c_char, capacity: usize, out_len: *mut usize) -> kvs_result {
     boundary(|| {
         require_non_null!(buf, "buf");
         let text = with_last_error(|text| text.to_string_lossy().into_owned());
@@ -131,13 +123,7 @@ pub extern "C" fn kvs_set_log_callback(
     free_userdata: super::kvs_free_callback,
 ) -> kvs_result {
     boundary(|| {
-        let registration = callback.map(|callback| {
-            Arc::new(LogCallback {
-                callback,
-                userdata,
-                free_userdata,
-            })
-        });
+        let registration = callback.map(|callback| Arc::new(LogCallback { callback, userdata, free_userdata }));
         if callback.is_none()
             && let Some(free) = free_userdata
         {
@@ -145,10 +131,7 @@ pub extern "C" fn kvs_set_log_callback(
             unsafe { free(userdata) };
         }
         if min_level > kvs_log_level::Trace as u32 {
-            return fail(
-                KVS_ERR_INVALID_ARGUMENT,
-                format!("min_level {min_level} is not a kvs_log_level"),
-            );
+            return fail(KVS_ERR_INVALID_ARGUMENT, format!("min_level {min_level} is not a kvs_log_level"));
         }
         let Some(level) = Level::from_number(min_level) else {
             log::set_sink(Level::Error, Some(Arc::new(|_, _, _| {})));
@@ -161,13 +144,7 @@ pub extern "C" fn kvs_set_log_callback(
                 let len = message.as_bytes().len();
                 // SAFETY: the application's callback; strings live for the call.
                 unsafe {
-                    (registration.callback)(
-                        registration.userdata,
-                        level as u32,
-                        target.as_ptr(),
-                        message.as_ptr(),
-                        len,
-                    )
+                    (registration.callback)(registration.userdata, level as u32, target.as_ptr(), message.as_ptr(), len)
                 };
             }) as log::Sink
         });

@@ -146,10 +146,7 @@ pub(crate) unsafe fn arg_str<'a>(
         Ok(s) => Ok(Some(s)),
         Err(StrError::Null) => Ok(None),
         Err(StrError::TooLong) => Err(fail(too_long, format!("{name} is longer than {max} bytes"))),
-        Err(StrError::Utf8) => Err(fail(
-            kvs_result::KVS_ERR_INVALID_UTF8,
-            format!("{name} is not valid UTF-8"),
-        )),
+        Err(StrError::Utf8) => Err(fail(kvs_result::KVS_ERR_INVALID_UTF8, format!("{name} is not valid UTF-8"))),
     }
 }
 
@@ -159,12 +156,7 @@ pub(crate) unsafe fn arg_str<'a>(
 ///
 /// # Safety
 /// `buf` is NULL or writable for `capacity` bytes; `out_len` is NULL or writable.
-pub(crate) unsafe fn write_out_str(
-    text: &str,
-    buf: *mut c_char,
-    capacity: usize,
-    out_len: *mut usize,
-) -> kvs_result {
+pub(crate) unsafe fn write_out_str(text: &str, buf: *mut c_char, capacity: usize, out_len: *mut usize) -> kvs_result {
     if !out_len.is_null() {
         // SAFETY: checked non-NULL; the caller guarantees it is writable.
         unsafe { *out_len = text.len() };
@@ -175,10 +167,7 @@ pub(crate) unsafe fn write_out_str(
     if capacity < text.len() + 1 {
         return fail(
             kvs_result::KVS_ERR_BUFFER_TOO_SMALL,
-            format!(
-                "the buffer holds {capacity} bytes; {} are needed",
-                text.len() + 1
-            ),
+            format!("the buffer holds {capacity} bytes; {} are needed", text.len() + 1),
         );
     }
     // SAFETY: `buf` has room for text.len() + 1 bytes, checked above.

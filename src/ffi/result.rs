@@ -87,9 +87,7 @@ impl kvs_result {
             KVS_ERR_ID_TOO_LONG => "an id was longer than 256 characters\0",
             KVS_ERR_ID_PATTERN => "an id contained a character outside [a-zA-Z0-9_.-]\0",
             KVS_ERR_PAYLOAD_EMPTY => "the payload was empty\0",
-            KVS_ERR_PAYLOAD_TOO_LARGE => {
-                "the payload is over 10,000 characters once base64-encoded\0"
-            }
+            KVS_ERR_PAYLOAD_TOO_LARGE => "the payload is over 10,000 characters once base64-encoded\0",
             KVS_ERR_RECIPIENT_REQUIRED => "a master must name the recipient viewer\0",
             KVS_ERR_RECIPIENT_NOT_ALLOWED => "a viewer must not name a recipient\0",
             KVS_ERR_NOT_CONNECTED => "the client is not connected\0",
@@ -154,17 +152,12 @@ pub fn validation_code(e: &ValidationError) -> kvs_result {
     match e {
         ValidationError::Missing(Field::MessagePayload) => KVS_ERR_PAYLOAD_EMPTY,
         ValidationError::Missing(_) => KVS_ERR_ID_EMPTY,
-        ValidationError::TooLong {
-            field: Field::MessagePayload,
-            ..
-        } => KVS_ERR_PAYLOAD_TOO_LARGE,
+        ValidationError::TooLong { field: Field::MessagePayload, .. } => KVS_ERR_PAYLOAD_TOO_LARGE,
         ValidationError::TooLong { .. } => KVS_ERR_ID_TOO_LONG,
         ValidationError::BadPattern(_) | ValidationError::ReservedPrefix => KVS_ERR_ID_PATTERN,
         ValidationError::MasterWithoutRecipient => KVS_ERR_RECIPIENT_REQUIRED,
         ValidationError::ViewerWithRecipient => KVS_ERR_RECIPIENT_NOT_ALLOWED,
-        ValidationError::PayloadNotBase64 | ValidationError::UnknownAction(_) => {
-            KVS_ERR_INVALID_ARGUMENT
-        }
+        ValidationError::PayloadNotBase64 | ValidationError::UnknownAction(_) => KVS_ERR_INVALID_ARGUMENT,
     }
 }
 
@@ -180,14 +173,11 @@ pub fn client_code(e: &ClientError) -> kvs_result {
         ClientError::Timeout => KVS_ERR_TIMEOUT,
         ClientError::Network(_) => KVS_ERR_NETWORK,
         ClientError::Refused { status: 404, .. } => KVS_ERR_NOT_FOUND,
-        ClientError::Refused {
-            status: 401 | 403, ..
-        } => KVS_ERR_ACCESS_DENIED,
+        ClientError::Refused { status: 401 | 403, .. } => KVS_ERR_ACCESS_DENIED,
         ClientError::Refused { status: 429, .. } => KVS_ERR_LIMIT_EXCEEDED,
-        ClientError::Refused {
-            error_type: Some(t),
-            ..
-        } if t == "ClientLimitExceededException" => KVS_ERR_LIMIT_EXCEEDED,
+        ClientError::Refused { error_type: Some(t), .. } if t == "ClientLimitExceededException" => {
+            KVS_ERR_LIMIT_EXCEEDED
+        }
         ClientError::Refused { .. } => KVS_ERR_CONNECT_REFUSED,
         ClientError::Handshake(_) => KVS_ERR_HANDSHAKE,
     }

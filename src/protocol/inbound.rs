@@ -116,14 +116,10 @@ fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
 impl InboundMessage {
     /// Parses one text frame (spec §4.1, §4.3).
     pub fn parse(text: &str) -> Result<InboundMessage, InboundError> {
-        if text
-            .trim_matches(|c: char| c.is_whitespace() || c == '\0')
-            .is_empty()
-        {
+        if text.trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty() {
             return Err(InboundError::Empty);
         }
-        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text.trim_end_matches('\0'))
-        else {
+        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text.trim_end_matches('\0')) else {
             return Err(InboundError::NotJson);
         };
         let message_type = match get_ci(&map, "messageType") {
@@ -170,11 +166,9 @@ impl InboundMessage {
         if let Some(s) = &self.status_response {
             let mut status = JsonObject::with_capacity(128);
             status.string("correlationId", &s.correlation_id);
-            for (key, value) in [
-                ("errorType", &s.error_type),
-                ("statusCode", &s.status_code),
-                ("description", &s.description),
-            ] {
+            for (key, value) in
+                [("errorType", &s.error_type), ("statusCode", &s.status_code), ("description", &s.description)]
+            {
                 if let Some(v) = value {
                     status.string(key, v);
                 }
@@ -197,29 +191,17 @@ mod tests {
         let frame = r#"{"messagePayload":"eyJjYW5kaWRhdGUiOiJ4In0=","messageType":"ICE_CANDIDATE","senderClientId":"e21d42cb7fe54890bb8700321bd47189"}"#;
         let msg = InboundMessage::parse(frame).unwrap();
         assert_eq!(msg.message_type, MessageType::IceCandidate);
-        assert_eq!(
-            msg.sender_client_id.as_deref(),
-            Some("e21d42cb7fe54890bb8700321bd47189")
-        );
-        assert_eq!(
-            msg.message_payload.as_deref(),
-            Some("eyJjYW5kaWRhdGUiOiJ4In0=")
-        );
+        assert_eq!(msg.sender_client_id.as_deref(), Some("e21d42cb7fe54890bb8700321bd47189"));
+        assert_eq!(msg.message_payload.as_deref(), Some("eyJjYW5kaWRhdGUiOiJ4In0="));
         assert_eq!(msg.status_response, None);
     }
 
     #[test]
     fn parses_the_js_status_fixture_with_string_code() {
         let frame = r#"{"messageType": "STATUS_RESPONSE","statusResponse":{"correlationId": "1697058567743","errorType": "InvalidArgumentException","statusCode": "400","success": false}}"#;
-        let status = InboundMessage::parse(frame)
-            .unwrap()
-            .status_response
-            .unwrap();
+        let status = InboundMessage::parse(frame).unwrap().status_response.unwrap();
         assert_eq!(status.correlation_id, "1697058567743");
-        assert_eq!(
-            status.error_type.as_deref(),
-            Some("InvalidArgumentException")
-        );
+        assert_eq!(status.error_type.as_deref(), Some("InvalidArgumentException"));
         assert_eq!(status.status_code_number(), Some(400));
         assert_eq!(status.success, Some(false));
         assert_eq!(status.description, None);
@@ -238,33 +220,19 @@ mod tests {
     fn garbage_is_classified() {
         assert_eq!(InboundMessage::parse(""), Err(InboundError::Empty));
         assert_eq!(InboundMessage::parse("\0"), Err(InboundError::Empty));
-        assert_eq!(
-            InboundMessage::parse("not json"),
-            Err(InboundError::NotJson)
-        );
+        assert_eq!(InboundMessage::parse("not json"), Err(InboundError::NotJson));
         assert_eq!(InboundMessage::parse("[1,2]"), Err(InboundError::NotJson));
         assert_eq!(
-            InboundMessage::parse(
-                r#"{"message": "Endpoint request timed out", "connectionId":"Jzo5lcQFtjvCJcq="}"#
-            ),
-            Err(InboundError::NotProtocol(
-                "Endpoint request timed out".into()
-            ))
+            InboundMessage::parse(r#"{"message": "Endpoint request timed out", "connectionId":"Jzo5lcQFtjvCJcq="}"#),
+            Err(InboundError::NotProtocol("Endpoint request timed out".into()))
         );
-        assert_eq!(
-            InboundMessage::parse(r#"{"messageType": 7}"#),
-            Err(InboundError::WrongType("messageType"))
-        );
+        assert_eq!(InboundMessage::parse(r#"{"messageType": 7}"#), Err(InboundError::WrongType("messageType")));
         assert_eq!(
             InboundMessage::parse(r#"{"messageType":"STATUS_RESPONSE","statusResponse":"x"}"#),
             Err(InboundError::WrongType("statusResponse"))
         );
-        let unknown =
-            InboundMessage::parse(r#"{"messageType":"NEW_THING","extra":{"a":1}}"#).unwrap();
-        assert_eq!(
-            unknown.message_type,
-            MessageType::Unknown("NEW_THING".into())
-        );
+        let unknown = InboundMessage::parse(r#"{"messageType":"NEW_THING","extra":{"a":1}}"#).unwrap();
+        assert_eq!(unknown.message_type, MessageType::Unknown("NEW_THING".into()));
     }
 
     #[test]

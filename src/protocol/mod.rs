@@ -11,12 +11,10 @@ mod validate;
 
 pub use inbound::{InboundError, InboundMessage, MessageType, StatusResponse};
 pub use outbound::{Action, OutboundMessage, RawOutbound, Role};
-pub use payload::{
-    IceCandidate, PayloadError, SdpType, SessionDescription, decode_payload, encode_payload,
-};
+pub use payload::{IceCandidate, PayloadError, SdpType, SessionDescription, decode_payload, encode_payload};
 pub use validate::{
-    Field, MAX_ARN_LEN, MAX_DESCRIPTION_LEN, MAX_ID_LEN, MAX_PAYLOAD_LEN, ValidationError,
-    validate_channel_arn, validate_client_id, validate_id, validate_payload,
+    Field, MAX_ARN_LEN, MAX_DESCRIPTION_LEN, MAX_ID_LEN, MAX_PAYLOAD_LEN, ValidationError, validate_channel_arn,
+    validate_client_id, validate_id, validate_payload,
 };
 
 /// Looks a key up in a JSON object ignoring ASCII case, so that the camelCase
@@ -25,11 +23,7 @@ pub(crate) fn get_ci<'a>(
     map: &'a serde_json::Map<String, serde_json::Value>,
     key: &str,
 ) -> Option<&'a serde_json::Value> {
-    map.get(key).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
+    map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
 }
 
 /// Writes a flat JSON object with keys in insertion order, without building a

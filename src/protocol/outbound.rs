@@ -131,13 +131,10 @@ impl RawOutbound {
         if action_text.is_empty() {
             return Err(ValidationError::Missing(Field::Action));
         }
-        let action = Action::parse(action_text)
-            .ok_or_else(|| ValidationError::UnknownAction(action_text.to_owned()))?;
+        let action =
+            Action::parse(action_text).ok_or_else(|| ValidationError::UnknownAction(action_text.to_owned()))?;
         let recipient = match role {
-            Role::Master => self
-                .recipient_client_id
-                .as_deref()
-                .filter(|r| !r.is_empty()),
+            Role::Master => self.recipient_client_id.as_deref().filter(|r| !r.is_empty()),
             Role::Viewer => None,
         };
         OutboundMessage::new(
@@ -158,20 +155,10 @@ mod tests {
 
     #[test]
     fn frames_match_the_js_sdk_fixtures() {
-        let viewer =
-            OutboundMessage::new(Role::Viewer, Action::SdpOffer, None, PAYLOAD, None).unwrap();
-        assert_eq!(
-            viewer.to_json(),
-            format!(r#"{{"action":"SDP_OFFER","messagePayload":"{PAYLOAD}"}}"#)
-        );
-        let master = OutboundMessage::new(
-            Role::Master,
-            Action::SdpOffer,
-            Some("TestClientId"),
-            PAYLOAD,
-            Some("c-1"),
-        )
-        .unwrap();
+        let viewer = OutboundMessage::new(Role::Viewer, Action::SdpOffer, None, PAYLOAD, None).unwrap();
+        assert_eq!(viewer.to_json(), format!(r#"{{"action":"SDP_OFFER","messagePayload":"{PAYLOAD}"}}"#));
+        let master =
+            OutboundMessage::new(Role::Master, Action::SdpOffer, Some("TestClientId"), PAYLOAD, Some("c-1")).unwrap();
         assert_eq!(
             master.to_json(),
             format!(
@@ -191,13 +178,7 @@ mod tests {
             Err(ValidationError::ViewerWithRecipient)
         );
         assert_eq!(
-            OutboundMessage::new(
-                Role::Master,
-                Action::SdpAnswer,
-                Some("bad id"),
-                PAYLOAD,
-                None
-            ),
+            OutboundMessage::new(Role::Master, Action::SdpAnswer, Some("bad id"), PAYLOAD, None),
             Err(ValidationError::BadPattern(Field::RecipientClientId))
         );
         assert_eq!(
@@ -221,32 +202,18 @@ mod tests {
             r#"{{"action":"ICE_CANDIDATE","RecipientClientId":"","MessagePayload":"{PAYLOAD}"}}"#
         ))
         .unwrap();
-        assert_eq!(
-            viewer.validate(Role::Viewer).unwrap().recipient_client_id,
-            None
-        );
+        assert_eq!(viewer.validate(Role::Viewer).unwrap().recipient_client_id, None);
         assert!(RawOutbound::parse("[1]").is_none());
         assert!(RawOutbound::parse("nope").is_none());
     }
 
     #[test]
     fn raw_validate_reports_the_first_broken_field() {
-        let raw =
-            RawOutbound::parse(r#"{"action":"HELLO","messagePayload":"QQ==","correlationId":"c"}"#)
-                .unwrap();
-        assert_eq!(
-            raw.validate(Role::Viewer),
-            Err(ValidationError::UnknownAction("HELLO".into()))
-        );
+        let raw = RawOutbound::parse(r#"{"action":"HELLO","messagePayload":"QQ==","correlationId":"c"}"#).unwrap();
+        assert_eq!(raw.validate(Role::Viewer), Err(ValidationError::UnknownAction("HELLO".into())));
         let raw = RawOutbound::parse(r#"{"messagePayload":"QQ=="}"#).unwrap();
-        assert_eq!(
-            raw.validate(Role::Viewer),
-            Err(ValidationError::Missing(Field::Action))
-        );
+        assert_eq!(raw.validate(Role::Viewer), Err(ValidationError::Missing(Field::Action)));
         let raw = RawOutbound::parse(r#"{"action":"SDP_OFFER","messagePayload":"QQ=="}"#).unwrap();
-        assert_eq!(
-            raw.validate(Role::Master),
-            Err(ValidationError::MasterWithoutRecipient)
-        );
+        assert_eq!(raw.validate(Role::Master), Err(ValidationError::MasterWithoutRecipient));
     }
 }

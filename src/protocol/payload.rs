@@ -14,9 +14,7 @@ pub fn encode_payload(bytes: &[u8]) -> String {
 
 /// Decodes a base64 `messagePayload`.
 pub fn decode_payload(text: &str) -> Result<Vec<u8>, PayloadError> {
-    STANDARD
-        .decode(text.trim())
-        .map_err(|_| PayloadError::NotBase64)
+    STANDARD.decode(text.trim()).map_err(|_| PayloadError::NotBase64)
 }
 
 /// Why a decoded payload is not the SDP or candidate JSON it should be.
@@ -100,10 +98,7 @@ impl SessionDescription {
             "answer" => SdpType::Answer,
             other => return Err(PayloadError::UnknownSdpType(other.to_owned())),
         };
-        Ok(SessionDescription {
-            sdp_type,
-            sdp: required_str(&map, "sdp")?,
-        })
+        Ok(SessionDescription { sdp_type, sdp: required_str(&map, "sdp")? })
     }
 }
 
@@ -144,11 +139,9 @@ impl IceCandidate {
         };
         let sdp_mline_index = match get_ci(&map, "sdpMLineIndex") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .and_then(|n| u16::try_from(n).ok())
-                    .ok_or(PayloadError::WrongType("sdpMLineIndex"))?,
-            ),
+            Some(v) => {
+                Some(v.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or(PayloadError::WrongType("sdpMLineIndex"))?)
+            }
         };
         Ok(IceCandidate {
             candidate: required_str(&map, "candidate")?,
@@ -165,21 +158,12 @@ mod tests {
 
     #[test]
     fn decodes_the_js_fixture_payloads() {
-        let sdp =
-            decode_payload("eyJzZHAiOiJvZmZlcj0gdHJ1ZVxudmlkZW89IHRydWUiLCJ0eXBlIjoib2ZmZXIifQ==")
-                .unwrap();
+        let sdp = decode_payload("eyJzZHAiOiJvZmZlcj0gdHJ1ZVxudmlkZW89IHRydWUiLCJ0eXBlIjoib2ZmZXIifQ==").unwrap();
         let sdp = SessionDescription::parse(&sdp).unwrap();
-        assert_eq!(
-            sdp,
-            SessionDescription {
-                sdp_type: SdpType::Offer,
-                sdp: "offer= true\nvideo= true".into()
-            }
-        );
-        let ice = decode_payload(
-            "eyJjYW5kaWRhdGUiOiJ1cGQgMTAuMTExLjM0Ljg4Iiwic2RwTWlkIjoiMSIsInNkcE1MaW5lSW5kZXgiOjF9",
-        )
-        .unwrap();
+        assert_eq!(sdp, SessionDescription { sdp_type: SdpType::Offer, sdp: "offer= true\nvideo= true".into() });
+        let ice =
+            decode_payload("eyJjYW5kaWRhdGUiOiJ1cGQgMTAuMTExLjM0Ljg4Iiwic2RwTWlkIjoiMSIsInNkcE1MaW5lSW5kZXgiOjF9")
+                .unwrap();
         let ice = IceCandidate::parse(&ice).unwrap();
         assert_eq!(ice.candidate, "upd 10.111.34.88");
         assert_eq!(ice.sdp_mid.as_deref(), Some("1"));
@@ -189,15 +173,9 @@ mod tests {
 
     #[test]
     fn encode_then_parse_round_trips() {
-        let sdp = SessionDescription {
-            sdp_type: SdpType::Answer,
-            sdp: "v=0\r\no=- 1 2 IN IP4 \"q\"\r\n".into(),
-        };
+        let sdp = SessionDescription { sdp_type: SdpType::Answer, sdp: "v=0\r\no=- 1 2 IN IP4 \"q\"\r\n".into() };
         let wire = encode_payload(sdp.to_json().as_bytes());
-        assert_eq!(
-            SessionDescription::parse(&decode_payload(&wire).unwrap()).unwrap(),
-            sdp
-        );
+        assert_eq!(SessionDescription::parse(&decode_payload(&wire).unwrap()).unwrap(), sdp);
         let ice = IceCandidate {
             candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
             sdp_mid: Some("0".into()),
@@ -210,31 +188,17 @@ mod tests {
     #[test]
     fn bad_payloads_are_reported() {
         assert_eq!(decode_payload("!!"), Err(PayloadError::NotBase64));
-        assert_eq!(
-            SessionDescription::parse(b"[]"),
-            Err(PayloadError::NotJsonObject)
-        );
-        assert_eq!(
-            SessionDescription::parse(br#"{"sdp":"x"}"#),
-            Err(PayloadError::MissingField("type"))
-        );
+        assert_eq!(SessionDescription::parse(b"[]"), Err(PayloadError::NotJsonObject));
+        assert_eq!(SessionDescription::parse(br#"{"sdp":"x"}"#), Err(PayloadError::MissingField("type")));
         assert_eq!(
             SessionDescription::parse(br#"{"type":"pranswer","sdp":"x"}"#),
             Err(PayloadError::UnknownSdpType("pranswer".into()))
         );
-        assert_eq!(
-            IceCandidate::parse(br#"{"candidate":1}"#),
-            Err(PayloadError::WrongType("candidate"))
-        );
+        assert_eq!(IceCandidate::parse(br#"{"candidate":1}"#), Err(PayloadError::WrongType("candidate")));
         assert_eq!(
             IceCandidate::parse(br#"{"candidate":"c","sdpMLineIndex":-1}"#),
             Err(PayloadError::WrongType("sdpMLineIndex"))
         );
-        assert_eq!(
-            IceCandidate::parse(br#"{"candidate":"c","sdpMid":null}"#)
-                .unwrap()
-                .sdp_mid,
-            None
-        );
+        assert_eq!(IceCandidate::parse(br#"{"candidate":"c","sdpMid":null}"#).unwrap().sdp_mid, None);
     }
 }

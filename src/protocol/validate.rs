@@ -42,11 +42,7 @@ pub enum ValidationError {
     /// A required field is absent or empty.
     Missing(Field),
     /// Longer than its limit; `len` is the given length.
-    TooLong {
-        field: Field,
-        max: usize,
-        len: usize,
-    },
+    TooLong { field: Field, max: usize, len: usize },
     /// Contains a character outside its pattern, or does not have its shape.
     BadPattern(Field),
     /// A viewer client id starting with the reserved `AWS_` prefix.
@@ -101,11 +97,7 @@ pub fn validate_id(field: Field, value: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::Missing(field));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(ValidationError::TooLong {
-            field,
-            max: MAX_ID_LEN,
-            len: value.len(),
-        });
+        return Err(ValidationError::TooLong { field, max: MAX_ID_LEN, len: value.len() });
     }
     if !value.bytes().all(is_id_char) {
         return Err(ValidationError::BadPattern(field));
@@ -129,17 +121,11 @@ pub fn validate_payload(value: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::Missing(Field::MessagePayload));
     }
     if value.len() > MAX_PAYLOAD_LEN {
-        return Err(ValidationError::TooLong {
-            field: Field::MessagePayload,
-            max: MAX_PAYLOAD_LEN,
-            len: value.len(),
-        });
+        return Err(ValidationError::TooLong { field: Field::MessagePayload, max: MAX_PAYLOAD_LEN, len: value.len() });
     }
     let body = value.trim_end_matches('=');
     let padding = value.len() - body.len();
-    let alphabet_ok = body
-        .bytes()
-        .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
+    let alphabet_ok = body.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
     if !alphabet_ok || padding > 2 || value.len() % 4 != 0 {
         return Err(ValidationError::PayloadNotBase64);
     }
@@ -155,29 +141,17 @@ pub fn validate_channel_arn(value: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::Missing(field));
     }
     if value.len() > MAX_ARN_LEN {
-        return Err(ValidationError::TooLong {
-            field,
-            max: MAX_ARN_LEN,
-            len: value.len(),
-        });
+        return Err(ValidationError::TooLong { field, max: MAX_ARN_LEN, len: value.len() });
     }
     let bad = ValidationError::BadPattern(field);
     let parts: Vec<&str> = value.splitn(6, ':').collect();
     let [arn, partition, service, region, account, resource] = parts[..] else {
         return Err(bad);
     };
-    let lower_dash = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-    };
+    let lower_dash =
+        |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
-    if arn != "arn"
-        || !lower_dash(partition)
-        || service != "kinesisvideo"
-        || !lower_dash(region)
-        || !digits(account)
-    {
+    if arn != "arn" || !lower_dash(partition) || service != "kinesisvideo" || !lower_dash(region) || !digits(account) {
         return Err(bad);
     }
     let res: Vec<&str> = resource.split('/').collect();
@@ -199,27 +173,16 @@ mod tests {
     #[test]
     fn ids_follow_length_and_pattern() {
         assert!(validate_id(Field::CorrelationId, "a.B_9-z").is_ok());
-        assert_eq!(
-            validate_id(Field::CorrelationId, ""),
-            Err(ValidationError::Missing(Field::CorrelationId))
-        );
+        assert_eq!(validate_id(Field::CorrelationId, ""), Err(ValidationError::Missing(Field::CorrelationId)));
         let max = "x".repeat(MAX_ID_LEN);
         assert!(validate_id(Field::RecipientClientId, &max).is_ok());
         let over = "x".repeat(MAX_ID_LEN + 1);
         assert_eq!(
             validate_id(Field::RecipientClientId, &over),
-            Err(ValidationError::TooLong {
-                field: Field::RecipientClientId,
-                max: 256,
-                len: 257
-            })
+            Err(ValidationError::TooLong { field: Field::RecipientClientId, max: 256, len: 257 })
         );
         for bad in ["a b", "a/b", "é", "a:b", "a\u{0}"] {
-            assert_eq!(
-                validate_id(Field::ClientId, bad),
-                Err(ValidationError::BadPattern(Field::ClientId)),
-                "{bad:?}"
-            );
+            assert_eq!(validate_id(Field::ClientId, bad), Err(ValidationError::BadPattern(Field::ClientId)), "{bad:?}");
         }
     }
 
@@ -228,32 +191,17 @@ mod tests {
         assert!(validate_client_id("viewer-1").is_ok());
         assert!(validate_client_id("AWS").is_ok());
         for bad in ["AWS_x", "aws_x", "Aws_"] {
-            assert_eq!(
-                validate_client_id(bad),
-                Err(ValidationError::ReservedPrefix)
-            );
+            assert_eq!(validate_client_id(bad), Err(ValidationError::ReservedPrefix));
         }
     }
 
     #[test]
     fn payload_is_padded_base64_up_to_the_limit() {
         assert!(validate_payload("eyJhIjoxfQ==").is_ok());
-        assert_eq!(
-            validate_payload(""),
-            Err(ValidationError::Missing(Field::MessagePayload))
-        );
-        assert_eq!(
-            validate_payload("abc"),
-            Err(ValidationError::PayloadNotBase64)
-        );
-        assert_eq!(
-            validate_payload("ab!d"),
-            Err(ValidationError::PayloadNotBase64)
-        );
-        assert_eq!(
-            validate_payload("a==="),
-            Err(ValidationError::PayloadNotBase64)
-        );
+        assert_eq!(validate_payload(""), Err(ValidationError::Missing(Field::MessagePayload)));
+        assert_eq!(validate_payload("abc"), Err(ValidationError::PayloadNotBase64));
+        assert_eq!(validate_payload("ab!d"), Err(ValidationError::PayloadNotBase64));
+        assert_eq!(validate_payload("a==="), Err(ValidationError::PayloadNotBase64));
         assert!(validate_payload(&"A".repeat(MAX_PAYLOAD_LEN)).is_ok());
         assert!(matches!(
             validate_payload(&"A".repeat(MAX_PAYLOAD_LEN + 4)),
@@ -277,15 +225,8 @@ mod tests {
             "arn:aws:kinesisvideo:US:1:channel/x/1",
             "arn:aws:kinesisvideo:us-west-2:1:channel/x/1/2",
         ] {
-            assert_eq!(
-                validate_channel_arn(bad),
-                Err(ValidationError::BadPattern(Field::ChannelArn)),
-                "{bad}"
-            );
+            assert_eq!(validate_channel_arn(bad), Err(ValidationError::BadPattern(Field::ChannelArn)), "{bad}");
         }
-        assert_eq!(
-            validate_channel_arn(""),
-            Err(ValidationError::Missing(Field::ChannelArn))
-        );
+        assert_eq!(validate_channel_arn(""), Err(ValidationError::Missing(Field::ChannelArn)));
     }
 }

@@ -28,17 +28,10 @@ impl EmulatorThread {
         let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
         let slot_in_thread = slot.clone();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             runtime.block_on(async move {
                 let emulator = Emulator::start(config).await.expect("emulator starts");
-                let info = (
-                    emulator.ws_endpoint(),
-                    emulator.channel_arn("test-channel").unwrap(),
-                );
+                let info = (emulator.ws_endpoint(), emulator.channel_arn("test-channel").unwrap());
                 *slot_in_thread.lock().unwrap() = Some(emulator);
                 ready_tx.send(info).unwrap();
                 let _ = stop_rx.await;
@@ -48,25 +41,12 @@ impl EmulatorThread {
                 }
             });
         });
-        let (endpoint, arn) = ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("emulator ready");
-        EmulatorThread {
-            endpoint,
-            arn,
-            stop: Some(stop),
-            thread: Some(thread),
-            stats: slot,
-        }
+        let (endpoint, arn) = ready_rx.recv_timeout(Duration::from_secs(10)).expect("emulator ready");
+        EmulatorThread { endpoint, arn, stop: Some(stop), thread: Some(thread), stats: slot }
     }
 
     pub fn stats(&self) -> kvs_signaling::emulator::EmulatorStats {
-        self.stats
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|e| e.stats())
-            .unwrap_or_default()
+        self.stats.lock().unwrap().as_ref().map(|e| e.stats()).unwrap_or_default()
     }
 }
 

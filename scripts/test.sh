@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, lints, Rust unit and integration
+# tests (including the header drift check), the C examples and C tests against
+# the emulator (shared and static library, one under valgrind), the Python
+# binding test and the official JS SDK viewer test. Ends with "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failures=()
+
+step() {
+  local name=$1
+  shift
+  echo
+  echo "=== $name"
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== $name: ok"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    echo "=== $name: FAILED"
+  fi
+}
+
+build_release() {
+  cargo build --release --lib && cargo build --release --bin kvs-signaling-emulator
+}
+
+python_tests() {
+  KVS_SIGNALING_LIB="$PWD/target/release/libkvs_signaling.so" \
+  KVS_EMULATOR="$PWD/target/release/kvs-signaling-emulator" \
+  KVS_C_VIEWER="$PWD/examples_c/viewer" \
+    python3 -m pytest -q python
+}
+
+js_tests() {
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error) && tests/js/run.sh --master c
+}
+
+step "cargo fmt" cargo fmt --check
+step "cargo clippy" cargo clippy --all-targets -- -D warnings
+step "cargo test (unit, integration, header drift)" cargo test
+step "release build (library + emulator)" build_release
+step "C examples and C tests (shared, static, valgrind)" scripts/c-tests.sh
+step "Python binding (Python master, C viewer)" python_tests
+step "JS SDK viewer (C master)" js_tests
+
+echo
+if ((failed > 0)); then
+  printf 'failed steps:\n'
+  printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+((failed == 0))
