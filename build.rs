@@ -21,8 +21,7 @@ fn main() {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libkvs_signaling.so");
     }
 
-    let crate_dir =
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("include");
     let config = match cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")) {
         Ok(config) => config,
@@ -31,11 +30,7 @@ fn main() {
             return;
         }
     };
-    let bindings = match cbindgen::Builder::new()
-        .with_crate(&crate_dir)
-        .with_config(config)
-        .generate()
-    {
+    let bindings = match cbindgen::Builder::new().with_crate(&crate_dir).with_config(config).generate() {
         Ok(bindings) => bindings,
         Err(err) => {
             println!("cargo:warning=cbindgen could not generate the header: {err}");
