@@ -7,6 +7,7 @@ pub mod protocol;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 
+pub mod aws;
 pub mod client;
 pub mod ffi;
 pub mod log;
