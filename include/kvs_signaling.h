@@ -301,7 +301,8 @@ typedef struct kvs_client kvs_client;
 
 /**
  * A received SDP offer, SDP answer or ICE candidate, or a service notice
- * (GO_AWAY, RECONNECT_ICE_SERVER: only `message_type` is set).
+ * (GO_AWAY, RECONNECT_ICE_SERVER: `payload` is an empty string and the other
+ * pointers are NULL).
  *
  * Every pointer is borrowed for the duration of the callback only; strings are
  * NUL-terminated UTF-8 and NULL when absent.
@@ -499,8 +500,11 @@ struct kvs_client_config kvs_client_config_default(void);
  * callback. On success `*out_client` receives a client the caller owns; free it
  * with `kvs_client_free`. `*out_client` is untouched on failure.
  *
- * Threading: any non-library thread (it starts the library's threads on first use).
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG.
+ * Threading: any thread, callbacks included (it starts the library's threads on
+ * first use).
+ * Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`),
+ * KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG, KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
+ * KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_new(const struct kvs_client_config *config, struct kvs_client **out_client);
 
@@ -537,9 +541,12 @@ kvs_result kvs_client_disconnect(const struct kvs_client *client);
 uint32_t kvs_client_state(const struct kvs_client *client);
 
 /**
- * Disconnects (as `kvs_client_disconnect`) and releases the client. Callbacks
- * already queued still run; then `free_userdata` runs on the dispatcher thread.
- * NULL is a no-op. Must not be called twice for the same client.
+ * Disconnects (as `kvs_client_disconnect`) and releases the client. Returns
+ * once every callback of this client already queued has run and
+ * `free_userdata` has run (on the dispatcher thread): after it returns, nothing
+ * of this client calls into the application any more. Do not hold a lock that
+ * your callbacks take while calling it. NULL is a no-op. Must not be called
+ * twice for the same client.
  *
  * Ownership: consumes `client` on success. On KVS_ERR_IN_CALLBACK or
  * KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid.
@@ -642,8 +649,10 @@ const char *kvs_result_str(uint32_t result);
  * recent call on this thread that returned an error.
  *
  * Ownership: `buf` (`capacity` bytes) and `out_len` are borrowed for the call.
- * When `buf` is too small, only `*out_len` is written (the length needed,
- * without the NUL) and KVS_ERR_BUFFER_TOO_SMALL is returned.
+ * `*out_len` always receives the text's length (without the NUL), so a call
+ * with `buf` NULL asks for the size; when `buf` is too small, nothing else is
+ * written and KVS_ERR_BUFFER_TOO_SMALL is returned. Both NULL:
+ * KVS_ERR_NULL_PARAMETER.
  * Threading: any thread; each thread has its own last error.
  */
 kvs_result kvs_last_error(char *buf, size_t capacity, size_t *out_len);
@@ -665,7 +674,9 @@ const char *kvs_last_error_message(void);
  *
  * Ownership: `userdata` is kept until the callback is replaced, then
  * `free_userdata` (nullable) is called with it exactly once, possibly on
- * another thread. If this fails, `free_userdata` is called before it returns.
+ * another thread. When nothing keeps it (this call fails, `callback` is NULL,
+ * or `min_level` is KVS_LOG_LEVEL_OFF), `free_userdata` is called before this
+ * returns.
  * Threading: any thread; the callback may run on any thread.
  */
 kvs_result kvs_set_log_callback(uint32_t min_level,

@@ -461,7 +461,7 @@ fn bad_input_gets_a_distinct_code_and_text_and_sends_nothing() {
         assert_eq!(*got, want, "{name}");
     }
     // Every refusal above left its own text; check the last few explicitly.
-    assert!(last_error().contains("buf"), "{}", last_error());
+    assert!(last_error().contains("out_len"), "{}", last_error());
     assert_eq!(send_offer(master.client, c"v".as_ptr(), sdp, c"a/b".as_ptr()), KVS_ERR_ID_PATTERN);
     assert!(last_error().contains("correlationId"), "{}", last_error());
     assert_eq!(send_offer(master.client, ptr::null(), sdp, ptr::null()), KVS_ERR_RECIPIENT_REQUIRED);
@@ -549,6 +549,9 @@ fn result_text_version_and_last_error_buffer() {
     let mut tiny = [0 as c_char; 4];
     assert_eq!(kvs_last_error(tiny.as_mut_ptr(), tiny.len(), &mut len), KVS_ERR_BUFFER_TOO_SMALL);
     let expected_len = len;
+    let mut size_only = 0usize;
+    assert_eq!(kvs_last_error(ptr::null_mut(), 0, &mut size_only), KVS_OK);
+    assert!(size_only > 0);
     // The failed copy replaced the last error with its own text; fail again.
     assert_eq!(kvs_client_connect(ptr::null()), KVS_ERR_NULL_PARAMETER);
     let mut buf = [0 as c_char; 256];

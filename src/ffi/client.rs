@@ -61,7 +61,8 @@ pub enum kvs_status_origin {
 }
 
 /// A received SDP offer, SDP answer or ICE candidate, or a service notice
-/// (GO_AWAY, RECONNECT_ICE_SERVER: only `message_type` is set).
+/// (GO_AWAY, RECONNECT_ICE_SERVER: `payload` is an empty string and the other
+/// pointers are NULL).
 ///
 /// Every pointer is borrowed for the duration of the callback only; strings are
 /// NUL-terminated UTF-8 and NULL when absent.
@@ -396,8 +397,11 @@ fn client_config(config: &kvs_client_config) -> Result<ClientConfig, kvs_result>
 /// callback. On success `*out_client` receives a client the caller owns; free it
 /// with `kvs_client_free`. `*out_client` is untouched on failure.
 ///
-/// Threading: any non-library thread (it starts the library's threads on first use).
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG.
+/// Threading: any thread, callbacks included (it starts the library's threads on
+/// first use).
+/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`),
+/// KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG, KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
+/// KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *mut *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -491,9 +495,12 @@ pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
     })
 }
 
-/// Disconnects (as `kvs_client_disconnect`) and releases the client. Callbacks
-/// already queued still run; then `free_userdata` runs on the dispatcher thread.
-/// NULL is a no-op. Must not be called twice for the same client.
+/// Disconnects (as `kvs_client_disconnect`) and releases the client. Returns
+/// once every callback of this client already queued has run and
+/// `free_userdata` has run (on the dispatcher thread): after it returns, nothing
+/// of this client calls into the application any more. Do not hold a lock that
+/// your callbacks take while calling it. NULL is a no-op. Must not be called
+/// twice for the same client.
 ///
 /// Ownership: consumes `client` on success. On KVS_ERR_IN_CALLBACK or
 /// KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid.
@@ -521,7 +528,12 @@ pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
         drop(client);
         // The last reference is dropped on the dispatcher, after every queued
         // callback of this client, so free_userdata runs last and there.
-        dispatch::post(Box::new(move || drop(callbacks)));
+        let (released, wait) = std::sync::mpsc::channel();
+        dispatch::post(Box::new(move || {
+            drop(callbacks);
+            let _ = released.send(());
+        }));
+        let _ = wait.recv();
         KVS_OK
     })
 }
@@ -762,6 +774,9 @@ pub extern "C" fn kvs_send_message(
 ) -> kvs_result {
     boundary(|| {
         require_non_null!(client, "client");
+        if payload_len == 0 {
+            return fail(KVS_ERR_PAYLOAD_EMPTY, "payload_len is 0");
+        }
         require_non_null!(payload, "payload");
         let Some(action) = action_of(action) else {
             return fail(
@@ -769,9 +784,6 @@ pub extern "C" fn kvs_send_message(
                 format!("action {action} is not SDP_OFFER (1), SDP_ANSWER (2) or ICE_CANDIDATE (3)"),
             );
         };
-        if payload_len == 0 {
-            return fail(KVS_ERR_PAYLOAD_EMPTY, "payload_len is 0");
-        }
         if payload_len.div_ceil(3) * 4 > MAX_PAYLOAD_LEN {
             return fail(
                 KVS_ERR_PAYLOAD_TOO_LARGE,

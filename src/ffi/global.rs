@@ -2,7 +2,7 @@
 
 use super::dispatch;
 use super::result::{fail, fail_runtime, last_error_ptr, with_last_error};
-use super::{boundary, require_non_null, write_out_str};
+use super::{boundary, write_out_str};
 use crate::ffi::kvs_result::{self, *};
 use crate::log::{self, Level};
 use crate::runtime;
@@ -62,13 +62,17 @@ pub extern "C" fn kvs_result_str(result: u32) -> *const c_char {
 /// recent call on this thread that returned an error.
 ///
 /// Ownership: `buf` (`capacity` bytes) and `out_len` are borrowed for the call.
-/// When `buf` is too small, only `*out_len` is written (the length needed,
-/// without the NUL) and KVS_ERR_BUFFER_TOO_SMALL is returned.
+/// `*out_len` always receives the text's length (without the NUL), so a call
+/// with `buf` NULL asks for the size; when `buf` is too small, nothing else is
+/// written and KVS_ERR_BUFFER_TOO_SMALL is returned. Both NULL:
+/// KVS_ERR_NULL_PARAMETER.
 /// Threading: any thread; each thread has its own last error.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_last_error(buf: *mut c_char, capacity: usize, out_len: *mut usize) -> kvs_result {
     boundary(|| {
-        require_non_null!(buf, "buf");
+        if buf.is_null() && out_len.is_null() {
+            return fail(KVS_ERR_NULL_PARAMETER, "buf and out_len must not both be NULL");
+        }
         let text = with_last_error(|text| text.to_string_lossy().into_owned());
         // SAFETY: `buf` is non-NULL with `capacity` bytes; out_len is NULL or writable.
         unsafe { write_out_str(&text, buf, capacity, out_len) }
@@ -113,7 +117,9 @@ impl Drop for LogCallback {
 ///
 /// Ownership: `userdata` is kept until the callback is replaced, then
 /// `free_userdata` (nullable) is called with it exactly once, possibly on
-/// another thread. If this fails, `free_userdata` is called before it returns.
+/// another thread. When nothing keeps it (this call fails, `callback` is NULL,
+/// or `min_level` is KVS_LOG_LEVEL_OFF), `free_userdata` is called before this
+/// returns.
 /// Threading: any thread; the callback may run on any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_set_log_callback(
