@@ -41,8 +41,10 @@
 #define KVS_CORRELATION_ID_CAPACITY 257
 
 /**
- * Longest SDP text accepted by the send functions, in bytes (its JSON and
- * base64 encoding must still fit in 10,000 characters).
+ * How far the send functions scan an SDP or candidate string for its NUL
+ * before refusing it as too large. The real limit is lower: the text, wrapped
+ * in its JSON and base64-encoded, must fit in 10,000 characters (about 7,400
+ * bytes of SDP); longer text returns KVS_ERR_PAYLOAD_TOO_LARGE.
  */
 #define KVS_MAX_SDP_LEN 10000
 
@@ -65,7 +67,8 @@ enum kvs_result
    */
   KVS_ERR_INVALID_UTF8 = 2,
   /**
-   * An argument is out of range (an unknown enum value, for example).
+   * An argument is out of range (an unknown action or log level, for
+   * example; an unknown role in a config is KVS_ERR_INVALID_CONFIG).
    */
   KVS_ERR_INVALID_ARGUMENT = 3,
   /**
@@ -168,6 +171,10 @@ enum kvs_result
    * The library's runtime thread could not be started.
    */
   KVS_ERR_RUNTIME = 28,
+  /**
+   * The TLS handshake failed (e.g. a certificate that does not verify).
+   */
+  KVS_ERR_TLS = 29,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -214,6 +221,11 @@ enum kvs_state
   KVS_STATE_CONNECTING = 1,
   KVS_STATE_CONNECTED = 2,
   KVS_STATE_CLOSING = 3,
+  /**
+   * The connection was lost or could not be made; the client retries with
+   * backoff and sends wait in the queue (degraded).
+   */
+  KVS_STATE_RECONNECTING = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -543,8 +555,9 @@ uint32_t kvs_client_state(const struct kvs_client *client);
 /**
  * Disconnects (as `kvs_client_disconnect`) and releases the client. Returns
  * once every callback of this client already queued has run and
- * `free_userdata` has run (on the dispatcher thread): after it returns, nothing
- * of this client calls into the application any more. Do not hold a lock that
+ * `free_userdata` has run (on the dispatcher thread; after `kvs_shutdown`, on
+ * the calling thread): after it returns, nothing of this client calls into the
+ * application any more. Do not hold a lock that
  * your callbacks take while calling it. NULL is a no-op. Must not be called
  * twice for the same client.
  *
@@ -652,7 +665,7 @@ const char *kvs_result_str(uint32_t result);
  * `*out_len` always receives the text's length (without the NUL), so a call
  * with `buf` NULL asks for the size; when `buf` is too small, nothing else is
  * written and KVS_ERR_BUFFER_TOO_SMALL is returned. Both NULL:
- * KVS_ERR_NULL_PARAMETER.
+ * KVS_ERR_NULL_PARAMETER. It never changes the last error itself.
  * Threading: any thread; each thread has its own last error.
  */
 kvs_result kvs_last_error(char *buf, size_t capacity, size_t *out_len);

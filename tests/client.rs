@@ -297,19 +297,26 @@ async fn inbound_garbage_is_skipped_and_the_connection_stays_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_close_is_reported_and_later_sends_refused() {
+async fn a_service_close_makes_the_client_reconnect_and_queue_sends() {
+    // The scripted service accepts one socket only, so every reconnect fails.
     let endpoint = scripted_peer(vec![Message::Close(None)]).await;
     let arn = "arn:aws:kinesisvideo:us-west-2:123456789012:channel/c/1";
     let (client, mut events) = Client::new(ClientConfig::master(arn, &endpoint)).unwrap();
     client.connect().await.unwrap();
     loop {
         if let ClientEvent::State(change) = next_event(&mut events).await
-            && change.state == ConnectionState::Disconnected
+            && change.state == ConnectionState::Reconnecting
         {
             assert!(matches!(change.reason, StateReason::ClosedByService(_)), "{change:?}");
             break;
         }
     }
+    assert_eq!(client.state(), ConnectionState::Reconnecting);
+    let id = client.send_sdp_answer(Some("v"), "v=0", None).expect("queued while reconnecting");
+    assert_eq!(client.metrics().messages_queued, 1);
+    client.disconnect(Duration::from_secs(1)).await;
+    let status = next_status(&mut events).await;
+    assert_eq!((status.origin, status.correlation_id), (StatusOrigin::Local, id));
     assert_eq!(client.send_sdp_answer(Some("v"), "v=0", None), Err(ClientError::NotConnected));
 }
 

@@ -23,6 +23,40 @@ pub struct ClientConfig {
     pub send_queue_capacity: usize,
     /// Inbound frames longer than this are logged and skipped.
     pub max_inbound_frame_len: usize,
+    /// How long a send may wait in the queue while the client reconnects before
+    /// it is reported failed.
+    pub send_queue_timeout: Duration,
+    /// Reconnect backoff: the first retry waits up to `initial`, each later one up
+    /// to twice the previous bound, never more than `max` (full jitter).
+    pub backoff: Backoff,
+    /// WebSocket ping interval; the service closes sockets idle for 10 minutes.
+    pub ping_interval: Duration,
+    /// A ping unanswered (no frame at all) for this long counts as a drop.
+    pub pong_timeout: Duration,
+    /// Age at which the client opens a new socket and switches to it, before the
+    /// service's own maximum connection duration ends the old one.
+    pub max_connection_age: Duration,
+    /// Outbound pacing per connection, to stay under the service quotas.
+    pub pacing: Pacing,
+    /// Hold ICE candidates that arrive before an SDP offer or answer from the same
+    /// peer, and deliver them right after it.
+    pub buffer_early_candidates: bool,
+}
+
+/// Reconnect backoff bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+/// Messages per second per connection; 0 means unpaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// SDP offers and answers together (service quota: 5/s each kind).
+    pub sdp_per_second: u32,
+    /// ICE candidates (service quota: 20/s).
+    pub ice_per_second: u32,
 }
 
 impl ClientConfig {
@@ -37,6 +71,13 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             send_queue_capacity: 256,
             max_inbound_frame_len: 64 * 1024,
+            send_queue_timeout: Duration::from_secs(30),
+            backoff: Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(10) },
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(55 * 60),
+            pacing: Pacing { sdp_per_second: 5, ice_per_second: 20 },
+            buffer_early_candidates: false,
         }
     }
 
@@ -84,6 +125,19 @@ impl ClientConfig {
         }
         if self.send_queue_capacity == 0 {
             return invalid("send queue capacity must be above zero".into());
+        }
+        let positive = [
+            ("send queue timeout", self.send_queue_timeout),
+            ("initial backoff", self.backoff.initial),
+            ("ping interval", self.ping_interval),
+            ("pong timeout", self.pong_timeout),
+            ("maximum connection age", self.max_connection_age),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return invalid(format!("{name} must be above zero"));
+        }
+        if self.backoff.max < self.backoff.initial {
+            return invalid("maximum backoff must not be below the initial backoff".into());
         }
         Ok(())
     }

@@ -27,6 +27,8 @@ pub enum ClientError {
     Refused { status: u16, error_type: Option<String>, body: String },
     /// The WebSocket handshake or protocol failed otherwise.
     Handshake(String),
+    /// The TLS handshake failed (for example a certificate that does not verify).
+    Tls(String),
 }
 
 impl fmt::Display for ClientError {
@@ -55,6 +57,7 @@ impl fmt::Display for ClientError {
                 Ok(())
             }
             ClientError::Handshake(text) => write!(f, "WebSocket handshake failed: {text}"),
+            ClientError::Tls(text) => write!(f, "TLS handshake failed: {text}"),
         }
     }
 }

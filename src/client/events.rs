@@ -14,6 +14,9 @@ pub enum ConnectionState {
     Connected,
     /// Closing the socket at the application's request.
     Closing,
+    /// The connection was lost (or could not be made) and the client is
+    /// retrying with backoff; sends wait in the queue. A degraded state.
+    Reconnecting,
 }
 
 /// Why the state changed.

@@ -7,55 +7,45 @@
 //! to its sink one at a time, in arrival order.
 
 mod config;
-mod connection;
+mod connect;
 mod error;
 mod events;
+mod inbound;
+mod metrics;
+mod pacing;
+mod queue;
+mod supervisor;
+mod target;
 
-pub use config::{ClientConfig, region_of_arn};
+pub use config::{Backoff, ClientConfig, Pacing, region_of_arn};
 pub use error::ClientError;
-pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
+pub use events::{
+    ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport,
+};
+pub use metrics::Metrics;
 
-use crate::log::{Level, log};
 use crate::protocol::{Action, IceCandidate, OutboundMessage, Role, SdpType, SessionDescription, encode_payload};
-use connection::{Connection, Outgoing};
+use metrics::Counters;
+use queue::Outgoing;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use supervisor::{FirstAttempt, SupervisorHandle};
+use target::Target;
+use tokio::sync::{mpsc, oneshot};
 
-/// Receives every event of one client, on the thread that produced it: the
-/// connection task, or the caller of `connect` for the connect-time states.
-/// It must not block for long.
+/// Receives every event of one client, on the thread that produced it (the
+/// client's supervisor task). It must not block for long.
 pub type EventSink = Arc<dyn Fn(ClientEvent) + Send + Sync>;
 
 /// A signaling client for one channel and role. Dropping it closes its socket.
 pub struct Client {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
     config: ClientConfig,
     sink: EventSink,
-    session: Mutex<Session>,
+    counters: Arc<Counters>,
+    supervisor: Mutex<Option<SupervisorHandle>>,
     correlation_prefix: String,
     next_correlation: AtomicU64,
-    next_connection_id: AtomicU64,
-}
-
-enum Session {
-    Idle,
-    Connecting,
-    Connected(Connection),
-}
-
-impl Shared {
-    fn session(&self) -> MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn emit_state(&self, state: ConnectionState, reason: StateReason) {
-        (self.sink)(ClientEvent::State(StateChange { state, reason }));
-    }
 }
 
 impl Client {
@@ -68,14 +58,12 @@ impl Client {
         // other clients and of earlier runs that the service may still echo.
         let correlation_prefix = format!("kvs{:x}{:x}", now.as_secs() & 0xffff_ffff, now.subsec_nanos() >> 8);
         Ok(Client {
-            shared: Arc::new(Shared {
-                config,
-                sink,
-                session: Mutex::new(Session::Idle),
-                correlation_prefix,
-                next_correlation: AtomicU64::new(1),
-                next_connection_id: AtomicU64::new(1),
-            }),
+            config,
+            sink,
+            counters: Arc::new(Counters::default()),
+            supervisor: Mutex::new(None),
+            correlation_prefix,
+            next_correlation: AtomicU64::new(1),
         })
     }
 
@@ -88,67 +76,77 @@ impl Client {
 
     /// The configuration this client was made with.
     pub fn config(&self) -> &ClientConfig {
-        &self.shared.config
+        &self.config
+    }
+
+    fn supervisor(&self) -> MutexGuard<'_, Option<SupervisorHandle>> {
+        self.supervisor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current state.
     pub fn state(&self) -> ConnectionState {
-        match &*self.shared.session() {
-            Session::Idle => ConnectionState::Disconnected,
-            Session::Connecting => ConnectionState::Connecting,
-            Session::Connected(_) => ConnectionState::Connected,
+        match &*self.supervisor() {
+            Some(handle) if !handle.is_finished() => self.counters.state(),
+            _ => ConnectionState::Disconnected,
         }
+    }
+
+    /// A snapshot of the client's counters.
+    pub fn metrics(&self) -> Metrics {
+        let queued = self.supervisor().as_ref().map_or(0, |h| h.queue.len());
+        let mut metrics = self.counters.snapshot(queued);
+        metrics.state = self.state();
+        metrics
+    }
+
+    /// Starts the supervisor unless one is running.
+    fn launch(&self, mode: FirstAttempt) -> Result<Option<oneshot::Receiver<Result<(), ClientError>>>, ClientError> {
+        let mut supervisor = self.supervisor();
+        if supervisor.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Err(ClientError::AlreadyConnected);
+        }
+        let target = Target::direct(&self.config)?;
+        let (first, first_rx) = match mode {
+            FirstAttempt::Report => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            FirstAttempt::Retry => (None, None),
+        };
+        *supervisor =
+            Some(SupervisorHandle::start(&self.config, self.sink.clone(), self.counters.clone(), target, mode, first));
+        Ok(first_rx)
     }
 
     /// Opens the socket; returns once it is open, or with the reason it is not,
-    /// within the configured connect timeout.
+    /// within the configured connect timeout. After that the client keeps the
+    /// connection up: it reconnects forever after any drop, and sends made while
+    /// it reconnects wait in the queue.
     pub async fn connect(&self) -> Result<(), ClientError> {
-        {
-            let mut session = self.shared.session();
-            if !matches!(*session, Session::Idle) {
-                return Err(ClientError::AlreadyConnected);
-            }
-            *session = Session::Connecting;
-        }
-        self.shared.emit_state(ConnectionState::Connecting, StateReason::Requested);
-        let config = &self.shared.config;
-        let opened = match tokio::time::timeout(config.connect_timeout, connection::open_socket(config)).await {
+        let Some(first) = self.launch(FirstAttempt::Report)? else {
+            return Err(ClientError::AlreadyConnected);
+        };
+        match first.await {
             Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout),
-        };
-        let socket = match opened {
-            Ok(socket) => socket,
-            Err(err) => {
-                log!(Level::Warn, "client", "connect to {} failed: {err}", config.endpoint);
-                *self.shared.session() = Session::Idle;
-                self.shared.emit_state(ConnectionState::Disconnected, StateReason::ConnectFailed(err.to_string()));
-                return Err(err);
-            }
-        };
-        let id = self.shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        log!(Level::Info, "client", "connected to {} as {:?} (connection {id})", config.endpoint, config.role);
-        let mut session = self.shared.session();
-        // Connected is reported before the task can deliver any message.
-        self.shared.emit_state(ConnectionState::Connected, StateReason::Requested);
-        *session = Session::Connected(Connection::spawn(socket, id, Arc::downgrade(&self.shared)));
-        Ok(())
+            Err(_) => Err(ClientError::Handshake("the client stopped while connecting".into())),
+        }
+    }
+
+    /// Starts connecting in the background and returns at once; unlike
+    /// [`Client::connect`], a failed first attempt is retried like any drop.
+    /// Sends are accepted (queued) from now on.
+    pub fn start(&self) -> Result<(), ClientError> {
+        self.launch(FirstAttempt::Retry).map(drop)
     }
 
     /// Closes the socket (a close frame, then at most `grace` waiting for the
-    /// service's answer) and waits for the connection task to end. Sends still
-    /// queued are reported failed. Does nothing when not connected.
+    /// service's answer) and waits until the client has stopped. Sends still
+    /// queued are reported failed. Does nothing when not running.
     pub async fn disconnect(&self, grace: Duration) {
-        let connection = {
-            let mut session = self.shared.session();
-            match std::mem::replace(&mut *session, Session::Idle) {
-                Session::Connected(connection) => connection,
-                other => {
-                    *session = other;
-                    return;
-                }
-            }
-        };
-        connection.close(grace).await;
+        let handle = self.supervisor().take();
+        if let Some(handle) = handle {
+            handle.stop(grace).await;
+        }
     }
 
     /// Sends an SDP offer. `recipient` names the viewer when the master sends and
@@ -187,9 +185,10 @@ impl Client {
 
     /// Sends an already-built payload (the JSON before base64), which the library
     /// encodes. Validates every field first; on error nothing is sent. Never
-    /// blocks: the message is queued for the connection task, which either
-    /// writes it or reports it failed through a [`StatusReport`] of origin
-    /// [`StatusOrigin::Local`].
+    /// blocks: the message is queued for the supervisor, which writes it (in
+    /// order, paced to the service quotas, after a reconnect if need be) or
+    /// reports it failed through a [`StatusReport`] of origin
+    /// [`StatusOrigin::Local`] (queue deadline passed, or the client disconnected).
     pub fn send_payload(
         &self,
         action: Action,
@@ -211,37 +210,41 @@ impl Client {
         let correlation_id = match correlation_id {
             Some(id) => id,
             None => {
-                let n = self.shared.next_correlation.fetch_add(1, Ordering::Relaxed);
-                generated = format!("{}-{n}", self.shared.correlation_prefix);
+                let n = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+                generated = format!("{}-{n}", self.correlation_prefix);
                 &generated
             }
         };
         let message = OutboundMessage::new(
-            self.shared.config.role,
+            self.config.role,
             action,
             recipient,
             &encode_payload(payload),
             Some(correlation_id),
         )?;
-        let outgoing = Outgoing { frame: message.to_json(), correlation_id: correlation_id.to_owned() };
-        match &*self.shared.session() {
-            Session::Connected(connection) => connection.enqueue(outgoing)?,
-            _ => return Err(ClientError::NotConnected),
+        let outgoing = Outgoing {
+            frame: message.to_json(),
+            correlation_id: correlation_id.to_owned(),
+            action,
+            deadline: Instant::now() + self.config.send_queue_timeout,
+        };
+        match &*self.supervisor() {
+            Some(handle) => handle.queue.push(outgoing)?,
+            None => return Err(ClientError::NotConnected),
         }
         Ok(correlation_id.to_owned())
     }
 
     /// The role this client connects as.
     pub fn role(&self) -> Role {
-        self.shared.config.role
+        self.config.role
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let session = std::mem::replace(&mut *self.shared.session(), Session::Idle);
-        if let Session::Connected(connection) = session {
-            connection.close_in_background();
+        if let Some(handle) = self.supervisor().take() {
+            handle.stop_in_background();
         }
     }
 }

@@ -18,8 +18,10 @@ use std::time::Duration;
 /// Size for a buffer that receives a correlation id: 256 characters and a NUL.
 pub const KVS_CORRELATION_ID_CAPACITY: usize = 257;
 
-/// Longest SDP text accepted by the send functions, in bytes (its JSON and
-/// base64 encoding must still fit in 10,000 characters).
+/// How far the send functions scan an SDP or candidate string for its NUL
+/// before refusing it as too large. The real limit is lower: the text, wrapped
+/// in its JSON and base64-encoded, must fit in 10,000 characters (about 7,400
+/// bytes of SDP); longer text returns KVS_ERR_PAYLOAD_TOO_LARGE.
 pub const KVS_MAX_SDP_LEN: usize = 10_000;
 
 /// Role of a client (`kvs_client_config.role`).
@@ -38,6 +40,9 @@ pub enum kvs_state {
     Connecting = 1,
     Connected = 2,
     Closing = 3,
+    /// The connection was lost or could not be made; the client retries with
+    /// backoff and sends wait in the queue (degraded).
+    Reconnecting = 4,
 }
 
 /// Type of a received message (`kvs_message.message_type`) and the `action` of
@@ -248,6 +253,7 @@ fn state_code(state: ConnectionState) -> u32 {
         ConnectionState::Connecting => kvs_state::Connecting as u32,
         ConnectionState::Connected => kvs_state::Connected as u32,
         ConnectionState::Closing => kvs_state::Closing as u32,
+        ConnectionState::Reconnecting => kvs_state::Reconnecting as u32,
     }
 }
 
@@ -497,8 +503,9 @@ pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
 
 /// Disconnects (as `kvs_client_disconnect`) and releases the client. Returns
 /// once every callback of this client already queued has run and
-/// `free_userdata` has run (on the dispatcher thread): after it returns, nothing
-/// of this client calls into the application any more. Do not hold a lock that
+/// `free_userdata` has run (on the dispatcher thread; after `kvs_shutdown`, on
+/// the calling thread): after it returns, nothing of this client calls into the
+/// application any more. Do not hold a lock that
 /// your callbacks take while calling it. NULL is a no-op. Must not be called
 /// twice for the same client.
 ///
@@ -569,6 +576,9 @@ fn send_common(
         Ok(c) => c,
         Err(code) => return code,
     };
+    if runtime::is_shut_down() {
+        return fail_runtime(runtime::RuntimeError::ShutDown);
+    }
     if !out_correlation_id.is_null() && out_capacity < KVS_CORRELATION_ID_CAPACITY {
         return fail(
             KVS_ERR_BUFFER_TOO_SMALL,

@@ -7,6 +7,7 @@ use crate::ffi::kvs_result::{self, *};
 use crate::log::{self, Level};
 use crate::runtime;
 use std::ffi::{CString, c_char, c_void};
+use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,17 +66,29 @@ pub extern "C" fn kvs_result_str(result: u32) -> *const c_char {
 /// `*out_len` always receives the text's length (without the NUL), so a call
 /// with `buf` NULL asks for the size; when `buf` is too small, nothing else is
 /// written and KVS_ERR_BUFFER_TOO_SMALL is returned. Both NULL:
-/// KVS_ERR_NULL_PARAMETER.
+/// KVS_ERR_NULL_PARAMETER. It never changes the last error itself.
 /// Threading: any thread; each thread has its own last error.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_last_error(buf: *mut c_char, capacity: usize, out_len: *mut usize) -> kvs_result {
     boundary(|| {
+        // This function leaves the last error as it is, even when it fails, so
+        // that a retry with a bigger buffer gets the same text.
         if buf.is_null() && out_len.is_null() {
-            return fail(KVS_ERR_NULL_PARAMETER, "buf and out_len must not both be NULL");
+            return KVS_ERR_NULL_PARAMETER;
         }
         let text = with_last_error(|text| text.to_string_lossy().into_owned());
-        // SAFETY: `buf` is non-NULL with `capacity` bytes; out_len is NULL or writable.
-        unsafe { write_out_str(&text, buf, capacity, out_len) }
+        if !out_len.is_null() {
+            // SAFETY: checked non-NULL; the caller passes a writable size_t.
+            unsafe { *out_len = text.len() };
+        }
+        if buf.is_null() {
+            return KVS_OK;
+        }
+        if capacity < text.len() + 1 {
+            return KVS_ERR_BUFFER_TOO_SMALL;
+        }
+        // SAFETY: `buf` is non-NULL with room for the text and its NUL (checked above).
+        unsafe { write_out_str(&text, buf, capacity, ptr::null_mut()) }
     })
 }
 

@@ -18,7 +18,8 @@ pub enum kvs_result {
     KVS_ERR_NULL_PARAMETER = 1,
     /// A string argument was not valid UTF-8.
     KVS_ERR_INVALID_UTF8 = 2,
-    /// An argument is out of range (an unknown enum value, for example).
+    /// An argument is out of range (an unknown action or log level, for
+    /// example; an unknown role in a config is KVS_ERR_INVALID_CONFIG).
     KVS_ERR_INVALID_ARGUMENT = 3,
     /// The client configuration breaks a rule (ARN, client id, endpoint, ...).
     KVS_ERR_INVALID_CONFIG = 4,
@@ -70,6 +71,8 @@ pub enum kvs_result {
     KVS_ERR_PANIC = 27,
     /// The library's runtime thread could not be started.
     KVS_ERR_RUNTIME = 28,
+    /// The TLS handshake failed (e.g. a certificate that does not verify).
+    KVS_ERR_TLS = 29,
 }
 
 use kvs_result::*;
@@ -107,12 +110,13 @@ impl kvs_result {
             KVS_ERR_FORKED => "the process forked after the library started\0",
             KVS_ERR_PANIC => "internal error (caught panic)\0",
             KVS_ERR_RUNTIME => "the library runtime could not start\0",
+            KVS_ERR_TLS => "the TLS handshake failed\0",
         }
     }
 
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 29] = [
+        const ALL: [kvs_result; 30] = [
             KVS_OK,
             KVS_ERR_NULL_PARAMETER,
             KVS_ERR_INVALID_UTF8,
@@ -142,6 +146,7 @@ impl kvs_result {
             KVS_ERR_FORKED,
             KVS_ERR_PANIC,
             KVS_ERR_RUNTIME,
+            KVS_ERR_TLS,
         ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
@@ -180,6 +185,7 @@ pub fn client_code(e: &ClientError) -> kvs_result {
         }
         ClientError::Refused { .. } => KVS_ERR_CONNECT_REFUSED,
         ClientError::Handshake(_) => KVS_ERR_HANDSHAKE,
+        ClientError::Tls(_) => KVS_ERR_TLS,
     }
 }
 

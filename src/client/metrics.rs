@@ -1,0 +1,126 @@
+//! Counters a client keeps about itself, read as a [`Metrics`] snapshot.
+
+use super::ConnectionState;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A snapshot of a client's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    pub state: ConnectionState,
+    /// Sockets opened, the first one included.
+    pub connects: u64,
+    /// Sockets opened after a drop, a GO_AWAY or the age limit.
+    pub reconnects: u64,
+    /// Failed connect attempts.
+    pub connect_failures: u64,
+    /// Unix time in milliseconds of the last successful connect; 0 if none.
+    pub last_connect_unix_ms: u64,
+    /// Phases of the last successful connect, in microseconds.
+    pub last_control_plane_us: u64,
+    pub last_tls_us: u64,
+    pub last_websocket_us: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    /// Sends waiting in the queue now.
+    pub messages_queued: u64,
+    /// Sends reported failed (queue deadline, disconnect).
+    pub messages_failed: u64,
+    pub pings_sent: u64,
+    pub go_aways: u64,
+    /// The wait before the next reconnect attempt, in milliseconds; 0 when connected.
+    pub current_backoff_ms: u64,
+    /// Clock skew learnt from the service (service time minus local), in milliseconds.
+    pub clock_skew_ms: i64,
+}
+
+/// Atomic backing store of [`Metrics`]; written by the supervisor task.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub state: AtomicU8,
+    pub connects: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub last_connect_unix_ms: AtomicU64,
+    pub last_control_plane_us: AtomicU64,
+    pub last_tls_us: AtomicU64,
+    pub last_websocket_us: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_failed: AtomicU64,
+    pub pings_sent: AtomicU64,
+    pub go_aways: AtomicU64,
+    pub current_backoff_ms: AtomicU64,
+    pub clock_skew_ms: AtomicI64,
+}
+
+pub(super) fn state_to_u8(state: ConnectionState) -> u8 {
+    match state {
+        ConnectionState::Disconnected => 0,
+        ConnectionState::Connecting => 1,
+        ConnectionState::Connected => 2,
+        ConnectionState::Closing => 3,
+        ConnectionState::Reconnecting => 4,
+    }
+}
+
+fn state_from_u8(value: u8) -> ConnectionState {
+    match value {
+        1 => ConnectionState::Connecting,
+        2 => ConnectionState::Connected,
+        3 => ConnectionState::Closing,
+        4 => ConnectionState::Reconnecting,
+        _ => ConnectionState::Disconnected,
+    }
+}
+
+/// Adds one to a counter.
+pub(super) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub fn set_state(&self, state: ConnectionState) {
+        self.state.store(state_to_u8(state), Ordering::Release);
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        state_from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Records a successful connect and its phases.
+    pub fn connected(&self, reconnect: bool, control_plane: Duration, tls: Duration, websocket: Duration) {
+        bump(&self.connects);
+        if reconnect {
+            bump(&self.reconnects);
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.last_connect_unix_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+        self.last_control_plane_us.store(control_plane.as_micros() as u64, Ordering::Relaxed);
+        self.last_tls_us.store(tls.as_micros() as u64, Ordering::Relaxed);
+        self.last_websocket_us.store(websocket.as_micros() as u64, Ordering::Relaxed);
+        self.current_backoff_ms.store(0, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, queued: usize) -> Metrics {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Metrics {
+            state: self.state(),
+            connects: read(&self.connects),
+            reconnects: read(&self.reconnects),
+            connect_failures: read(&self.connect_failures),
+            last_connect_unix_ms: read(&self.last_connect_unix_ms),
+            last_control_plane_us: read(&self.last_control_plane_us),
+            last_tls_us: read(&self.last_tls_us),
+            last_websocket_us: read(&self.last_websocket_us),
+            messages_sent: read(&self.messages_sent),
+            messages_received: read(&self.messages_received),
+            messages_queued: queued as u64,
+            messages_failed: read(&self.messages_failed),
+            pings_sent: read(&self.pings_sent),
+            go_aways: read(&self.go_aways),
+            current_backoff_ms: read(&self.current_backoff_ms),
+            clock_skew_ms: self.clock_skew_ms.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! The supervisor: one task per client that owns its connection for as long as
+//! the client runs. It connects, reads, writes the send queue with pacing,
+//! pings, reconnects forever with full-jitter backoff, and on GO_AWAY or at the
+//! age limit opens the new socket before it lets go of the old one.
+
+use super::connect::{Phases, Socket, SocketReader, SocketWriter};
+use super::inbound::{Inbound, Notice};
+use super::metrics::{Counters, bump};
+use super::pacing::Window;
+use super::queue::{Outgoing, SendQueue};
+use super::target::Target;
+use super::{ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, StateChange, StateReason};
+use super::{StatusOrigin, StatusReport};
+use crate::log::{Level, log};
+use crate::protocol::Action;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::sleep_until;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+const TARGET: &str = "client";
+/// Sends written per flush when several are ready.
+const WRITE_BATCH: usize = 32;
+/// How long the old socket is still read after a handover.
+const HANDOVER_DRAIN: Duration = Duration::from_secs(5);
+
+/// How the first connect attempt is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FirstAttempt {
+    /// A failed first attempt ends the supervisor and is returned to the caller.
+    Report,
+    /// Every failure, the first included, is retried forever.
+    Retry,
+}
+
+enum Command {
+    Stop { grace: Duration, done: oneshot::Sender<()> },
+}
+
+/// The client's handle on its running supervisor.
+pub(super) struct SupervisorHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    pub queue: Arc<SendQueue>,
+    task: JoinHandle<()>,
+}
+
+impl SupervisorHandle {
+    /// Spawns the supervisor on the current runtime. With
+    /// [`FirstAttempt::Report`], `first` receives the first attempt's outcome.
+    pub fn start(
+        config: &ClientConfig,
+        sink: EventSink,
+        counters: Arc<Counters>,
+        target: Target,
+        mode: FirstAttempt,
+        first: Option<oneshot::Sender<Result<(), ClientError>>>,
+    ) -> SupervisorHandle {
+        let queue = Arc::new(SendQueue::new(config.send_queue_capacity));
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let supervisor = Supervisor {
+            inbound: Inbound::new(
+                sink.clone(),
+                counters.clone(),
+                config.max_inbound_frame_len,
+                config.buffer_early_candidates,
+            ),
+            config: config.clone(),
+            sink,
+            counters,
+            target,
+            queue: queue.clone(),
+            commands: command_rx,
+            mode,
+            first,
+            state: ConnectionState::Disconnected,
+            current: None,
+            old: None,
+            pending: None,
+            retry_at: Instant::now(),
+            failures: 0,
+            age_at: None,
+            sdp_window: Window::new(config.pacing.sdp_per_second),
+            ice_window: Window::new(config.pacing.ice_per_second),
+            seed: seed(),
+        };
+        SupervisorHandle { commands, queue, task: tokio::spawn(supervisor.run()) }
+    }
+
+    /// True once the supervisor has ended (it then accepts no sends).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the supervisor (close frame, `grace` for the service's answer,
+    /// queued sends reported failed) and waits until it has ended.
+    pub async fn stop(self, grace: Duration) {
+        let (done, wait) = oneshot::channel();
+        let _ = self.commands.send(Command::Stop { grace, done });
+        let mut task = self.task;
+        if tokio::time::timeout(grace + Duration::from_secs(2), async {
+            let _ = wait.await;
+            let _ = (&mut task).await;
+        })
+        .await
+        .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Asks the supervisor to stop, without waiting.
+    pub fn stop_in_background(self) {
+        let (done, _) = oneshot::channel();
+        let _ = self.commands.send(Command::Stop { grace: Duration::from_secs(1), done });
+    }
+}
+
+/// An open socket.
+struct Link {
+    writer: SocketWriter,
+    reader: SocketReader,
+    last_frame: Instant,
+    last_ping: Instant,
+    ping_outstanding: Option<Instant>,
+}
+
+impl Link {
+    fn new(socket: Socket) -> Link {
+        let (writer, reader) = socket.split();
+        let now = Instant::now();
+        Link { writer, reader, last_frame: now, last_ping: now, ping_outstanding: None }
+    }
+}
+
+type Attempt = JoinHandle<Result<(Socket, Phases, Duration), ClientError>>;
+
+struct Supervisor {
+    config: ClientConfig,
+    sink: EventSink,
+    counters: Arc<Counters>,
+    target: Target,
+    queue: Arc<SendQueue>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    inbound: Inbound,
+    mode: FirstAttempt,
+    first: Option<oneshot::Sender<Result<(), ClientError>>>,
+    state: ConnectionState,
+    /// The socket sends go to.
+    current: Option<Link>,
+    /// The socket being let go after a handover, still read until it closes.
+    old: Option<(Link, Instant)>,
+    /// A connect in progress (first connect, reconnect or handover).
+    pending: Option<Attempt>,
+    /// When the next reconnect may start (only while there is no socket).
+    retry_at: Instant,
+    /// Consecutive failed attempts.
+    failures: u32,
+    /// When the current socket is due for a handover.
+    age_at: Option<Instant>,
+    sdp_window: Window,
+    ice_window: Window,
+    seed: u64,
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    (nanos as u64) ^ (&nanos as *const u128 as u64).rotate_left(32) | 1
+}
+
+/// Waits for the next frame of an optional link; pending forever when absent.
+async fn next_frame(link: &mut Option<Link>) -> Option<Result<Message, tungstenite::Error>> {
+    match link {
+        Some(link) => link.reader.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_old_frame(old: &mut Option<(Link, Instant)>) -> Option<Result<Message, tungstenite::Error>> {
+    match old {
+        Some((link, _)) => link.reader.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn finish(attempt: &mut Option<Attempt>) -> Result<(Socket, Phases, Duration), ClientError> {
+    match attempt {
+        Some(handle) => match handle.await {
+            Ok(result) => result,
+            Err(e) => Err(ClientError::Handshake(format!("connect task ended: {e}"))),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What ended a socket.
+enum Ended {
+    Closed(Option<u16>),
+    Lost(String),
+}
+
+impl Supervisor {
+    fn emit(&self, event: ClientEvent) {
+        (self.sink)(event);
+    }
+
+    fn set_state(&mut self, state: ConnectionState, reason: StateReason) {
+        if self.state == state {
+            return;
+        }
+        self.state = state;
+        self.counters.set_state(state);
+        self.emit(ClientEvent::State(StateChange { state, reason }));
+    }
+
+    fn report_failed(&self, outgoing: Outgoing, why: &str) {
+        bump(&self.counters.messages_failed);
+        self.emit(ClientEvent::Status(StatusReport {
+            origin: StatusOrigin::Local,
+            correlation_id: outgoing.correlation_id,
+            error_type: Some("SendFailed".into()),
+            status_code: 0,
+            description: Some(why.to_owned()),
+        }));
+    }
+
+    /// A random duration in [0, bound] (full jitter).
+    fn jitter(&mut self, bound: Duration) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let millis = bound.as_millis() as u64;
+        Duration::from_millis(if millis == 0 { 0 } else { self.seed % (millis + 1) })
+    }
+
+    /// The wait before the next attempt after `failures` failures in a row.
+    fn backoff(&mut self) -> Duration {
+        let doublings = self.failures.saturating_sub(1).min(20);
+        let bound = self.config.backoff.initial.saturating_mul(1 << doublings).min(self.config.backoff.max);
+        self.jitter(bound)
+    }
+
+    fn start_attempt(&mut self) {
+        let target = self.target.clone();
+        let timeout = self.config.connect_timeout;
+        self.pending = Some(tokio::spawn(async move {
+            match tokio::time::timeout(timeout, target.open()).await {
+                Ok(result) => result,
+                Err(_) => Err(ClientError::Timeout),
+            }
+        }));
+    }
+
+    async fn run(mut self) {
+        self.set_state(ConnectionState::Connecting, StateReason::Requested);
+        loop {
+            if self.current.is_none() && self.pending.is_none() && Instant::now() >= self.retry_at {
+                self.start_attempt();
+            }
+            let now = Instant::now();
+            let write_at = match (&self.current, self.queue.head_action()) {
+                (Some(_), Some(action)) => Some(self.window(action).ready_at(now)),
+                _ => None,
+            };
+            let ping_at = self.current.as_ref().map(|link| match link.ping_outstanding {
+                Some(sent) => sent + self.config.pong_timeout,
+                None => link.last_frame.max(link.last_ping) + self.config.ping_interval,
+            });
+            let age_at = if self.pending.is_none() { self.age_at } else { None };
+            let retry_at = (self.current.is_none() && self.pending.is_none()).then_some(self.retry_at);
+            let expire_at = if self.current.is_none() { self.queue.next_deadline() } else { None };
+            let old_deadline = self.old.as_ref().map(|(_, deadline)| *deadline);
+            let queue_empty = write_at.is_none();
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => {
+                    let grace = match command {
+                        Some(Command::Stop { grace, done }) => {
+                            self.stop(grace).await;
+                            let _ = done.send(());
+                            return;
+                        }
+                        None => Duration::from_secs(1),
+                    };
+                    self.stop(grace).await;
+                    return;
+                }
+                result = finish(&mut self.pending) => {
+                    self.pending = None;
+                    if !self.on_attempt(result) {
+                        return;
+                    }
+                }
+                frame = next_frame(&mut self.current) => self.on_current_frame(frame).await,
+                frame = next_old_frame(&mut self.old) => {
+                    match frame {
+                        Some(Ok(Message::Text(text))) => self.on_text(text.as_str()),
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => self.old = None,
+                        Some(Ok(_)) => {}
+                    }
+                }
+                _ = sleep_until_opt(write_at) => self.write_ready().await,
+                _ = self.queue.pushed.notified(), if queue_empty && self.current.is_some() => {}
+                _ = sleep_until_opt(ping_at) => self.on_ping_timer().await,
+                _ = sleep_until_opt(age_at) => {
+                    log!(Level::Info, TARGET, "connection reached its maximum age; opening a new one first");
+                    self.age_at = None;
+                    self.start_attempt();
+                }
+                _ = sleep_until_opt(retry_at) => {}
+                _ = sleep_until_opt(expire_at) => {
+                    for outgoing in self.queue.take_expired(Instant::now()) {
+                        self.report_failed(outgoing, "not written within the send queue timeout while reconnecting");
+                    }
+                }
+                _ = sleep_until_opt(old_deadline) => {
+                    if let Some((mut link, _)) = self.old.take() {
+                        let _ = link.writer.send(Message::Close(None)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn window(&mut self, action: Action) -> &mut Window {
+        match action {
+            Action::IceCandidate => &mut self.ice_window,
+            Action::SdpOffer | Action::SdpAnswer => &mut self.sdp_window,
+        }
+    }
+
+    /// Handles the end of a connect attempt; false when the supervisor must end.
+    fn on_attempt(&mut self, result: Result<(Socket, Phases, Duration), ClientError>) -> bool {
+        match result {
+            Ok((socket, phases, control_plane)) => {
+                let reconnect = self.counters.connects.load(Ordering::Relaxed) > 0;
+                self.counters.connected(reconnect, control_plane, phases.tls, phases.websocket);
+                if let Some(previous) = self.current.take() {
+                    // Make-before-break: the new socket takes the sends; the old
+                    // one is still read until the service closes it.
+                    self.old = Some((previous, Instant::now() + HANDOVER_DRAIN));
+                }
+                self.current = Some(Link::new(socket));
+                self.failures = 0;
+                self.age_at = Some(Instant::now() + self.config.max_connection_age);
+                self.sdp_window.reset();
+                self.ice_window.reset();
+                log!(Level::Info, TARGET, "connected to {} ({})", self.target.describe(), if reconnect { "reconnect" } else { "first connect" });
+                self.set_state(ConnectionState::Connected, StateReason::Requested);
+                if let Some(first) = self.first.take() {
+                    let _ = first.send(Ok(()));
+                }
+                true
+            }
+            Err(err) => {
+                bump(&self.counters.connect_failures);
+                if self.mode == FirstAttempt::Report
+                    && let Some(first) = self.first.take()
+                {
+                    log!(Level::Warn, TARGET, "connect to {} failed: {err}", self.target.describe());
+                    self.close_queue("the client did not connect");
+                    self.set_state(ConnectionState::Disconnected, StateReason::ConnectFailed(err.to_string()));
+                    let _ = first.send(Err(err));
+                    return false;
+                }
+                self.failures = self.failures.saturating_add(1);
+                let wait = self.backoff();
+                self.counters.current_backoff_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
+                log!(Level::Warn, TARGET, "connect to {} failed: {err}; retrying in {} ms", self.target.describe(), wait.as_millis());
+                if self.current.is_some() {
+                    // A failed handover: keep the working socket, try again later.
+                    self.age_at = Some(Instant::now() + wait.max(self.config.backoff.initial));
+                } else {
+                    self.retry_at = Instant::now() + wait;
+                    self.set_state(ConnectionState::Reconnecting, StateReason::ConnectFailed(err.to_string()));
+                }
+                true
+            }
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        match self.inbound.handle_text(text) {
+            Some(Notice::GoAway) => {
+                if self.pending.is_none() {
+                    self.start_attempt();
+                }
+            }
+            Some(Notice::ReconnectIceServer) | None => {}
+        }
+    }
+
+    async fn on_current_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) {
+        let ended = match frame {
+            Some(Ok(message)) => {
+                if let Some(link) = self.current.as_mut() {
+                    link.last_frame = Instant::now();
+                    link.ping_outstanding = None;
+                }
+                match message {
+                    Message::Text(text) => {
+                        self.on_text(text.as_str());
+                        return;
+                    }
+                    Message::Binary(data) => {
+                        log!(Level::Warn, TARGET, "skipped a {}-byte binary frame", data.len());
+                        return;
+                    }
+                    Message::Close(frame) => Ended::Closed(frame.map(|f| u16::from(f.code))),
+                    _ => return,
+                }
+            }
+            Some(Err(e)) => Ended::Lost(e.to_string()),
+            None => Ended::Lost("the socket closed".into()),
+        };
+        self.lose_current(ended);
+    }
+
+    /// Drops the current socket and schedules a reconnect.
+    fn lose_current(&mut self, ended: Ended) {
+        self.current = None;
+        self.age_at = None;
+        let reason = match ended {
+            Ended::Closed(code) => StateReason::ClosedByService(code),
+            Ended::Lost(text) => StateReason::ConnectionLost(text),
+        };
+        log!(Level::Warn, TARGET, "connection to {} ended: {reason:?}; reconnecting", self.target.describe());
+        if self.pending.is_some() {
+            // A handover is already opening the next socket.
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let wait = self.backoff();
+        self.counters.current_backoff_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
+        self.retry_at = Instant::now() + wait;
+        self.set_state(ConnectionState::Reconnecting, reason);
+    }
+
+    /// Writes the queued sends that pacing allows now, in one flush.
+    async fn write_ready(&mut self) {
+        let Some(link) = self.current.as_mut() else { return };
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        while batch.len() < WRITE_BATCH {
+            let Some(action) = self.queue.head_action() else { break };
+            let window = match action {
+                Action::IceCandidate => &mut self.ice_window,
+                Action::SdpOffer | Action::SdpAnswer => &mut self.sdp_window,
+            };
+            if window.ready_at(now) > now {
+                break;
+            }
+            let Some(outgoing) = self.queue.pop() else { break };
+            window.record(now);
+            batch.push(outgoing);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let mut result = Ok(());
+        for outgoing in &batch {
+            result = link.writer.feed(Message::text(outgoing.frame.as_str())).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = link.writer.flush().await;
+        }
+        match result {
+            Ok(()) => {
+                self.counters.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Not known to be written: they go out again on the next socket.
+                self.queue.requeue_front(batch);
+                self.lose_current(Ended::Lost(format!("write failed: {e}")));
+            }
+        }
+    }
+
+    async fn on_ping_timer(&mut self) {
+        let Some(link) = self.current.as_mut() else { return };
+        let now = Instant::now();
+        if let Some(sent) = link.ping_outstanding {
+            if now >= sent + self.config.pong_timeout {
+                let text = format!("no answer to a ping within {} ms", self.config.pong_timeout.as_millis());
+                self.lose_current(Ended::Lost(text));
+            }
+            return;
+        }
+        link.last_ping = now;
+        link.ping_outstanding = Some(now);
+        bump(&self.counters.pings_sent);
+        if let Err(e) = link.writer.send(Message::Ping(Vec::new().into())).await {
+            self.lose_current(Ended::Lost(format!("ping failed: {e}")));
+        }
+    }
+
+    /// Fails every queued send and refuses later ones.
+    fn close_queue(&self, why: &str) {
+        for outgoing in self.queue.close() {
+            self.report_failed(outgoing, why);
+        }
+    }
+
+    async fn stop(&mut self, grace: Duration) {
+        self.set_state(ConnectionState::Closing, StateReason::Requested);
+        if let Some(pending) = self.pending.take() {
+            pending.abort();
+        }
+        let current = self.current.take();
+        let old = self.old.take().map(|(link, _)| link);
+        for mut link in current.into_iter().chain(old) {
+            let _ = tokio::time::timeout(grace, async {
+                link.writer.send(Message::Close(None)).await?;
+                while let Some(frame) = link.reader.next().await {
+                    if matches!(frame?, Message::Close(_)) {
+                        break;
+                    }
+                }
+                Ok::<(), tungstenite::Error>(())
+            })
+            .await;
+        }
+        self.close_queue("the client disconnected before the message was written");
+        self.set_state(ConnectionState::Disconnected, StateReason::Requested);
+    }
+}
