@@ -197,8 +197,11 @@ async fn finish(attempt: &mut Option<Attempt>) -> Result<(Socket, Phases, Durati
     }
 }
 
+/// Sleeps until `at`; ready at once when `at` has passed (a timer would round
+/// up to the next millisecond tick), pending forever when `None`.
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
+        Some(at) if at <= Instant::now() => {}
         Some(at) => sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
@@ -282,8 +285,9 @@ impl Supervisor {
             let expire_at = if self.current.is_none() { self.queue.next_deadline() } else { None };
             let old_deadline = self.old.as_ref().map(|(_, deadline)| *deadline);
             let queue_empty = write_at.is_none();
+            // Unbiased: a flood of inbound frames must not starve the writes, nor
+            // the reverse.
             tokio::select! {
-                biased;
                 command = self.commands.recv() => {
                     let grace = match command {
                         Some(Command::Stop { grace, done }) => {

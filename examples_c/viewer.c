@@ -1,0 +1,712 @@
+/*
+ * viewer.c: a Kinesis Video Streams signaling viewer built on libkvs_signaling,
+ * and a small round-trip benchmark.
+ *
+ *   viewer --endpoint URL --channel-arn ARN --client-id ID
+ *          [--candidates N] [--rounds R] [--timeout-s S]
+ *
+ * It connects as a viewer, sends an SDP offer and waits for the master's SDP
+ * answer (R times with --rounds, printing p50/p99 of the round trip), then
+ * sends N ICE candidates and waits until the master has echoed every one back
+ * (see master.c), checking that each echo matches a candidate it sent.
+ * It prints the connect time, the offer->answer round trip and the time the N
+ * candidates took to come back. Exit status 0 only if everything arrived.
+ *
+ * KVS_ENDPOINT, KVS_CHANNEL_ARN and KVS_CLIENT_ID are used when the flags are
+ * absent. Waits use a mutex and a condition variable signalled from the
+ * library's callbacks (which run on the library's dispatcher thread).
+ *
+ * Compiles as C11 and as C++ (see the Makefile).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvs_signaling.h"
+
+/* ------------------------------------------------------------------------ */
+/* Output helpers.                                                          */
+
+static void say(FILE *out, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void say(FILE *out, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    flockfile(out);
+    vfprintf(out, fmt, ap);
+    fputc('\n', out);
+    fflush(out);
+    funlockfile(out);
+    va_end(ap);
+}
+
+static void report_failure(const char *what, kvs_result rc) {
+    say(stderr, "viewer: %s failed: %s (%u): %s", what, kvs_result_str(rc), (unsigned)rc,
+        kvs_last_error_message());
+}
+
+static const char *state_name(uint32_t state) {
+    switch (state) {
+    case KVS_STATE_DISCONNECTED:
+        return "DISCONNECTED";
+    case KVS_STATE_CONNECTING:
+        return "CONNECTING";
+    case KVS_STATE_CONNECTED:
+        return "CONNECTED";
+    case KVS_STATE_CLOSING:
+        return "CLOSING";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+static struct timespec mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts;
+}
+
+static double ms_between(struct timespec a, struct timespec b) {
+    return (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Userdata: owned by the client from kvs_client_new until free_userdata.   */
+
+struct sent_candidate {
+    char line[128];
+    char sdp_mid[8];
+    int32_t sdp_mline_index;
+    int echoed;
+};
+
+struct viewer_state {
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* signalled on every event main may wait for */
+
+    /* Answers. */
+    unsigned long answers;
+    struct timespec last_answer_at;
+    size_t last_answer_len;
+    char last_answer[4096]; /* the first answer's SDP, for printing */
+    unsigned long bad_answers;
+
+    /* Candidates (the array is filled before the client exists). */
+    struct sent_candidate *candidates;
+    size_t candidate_count;
+    size_t echoed;
+    unsigned long echo_mismatches;
+    unsigned long echo_duplicates;
+    struct timespec last_echo_at;
+
+    /* Trouble. */
+    unsigned long status_reports;
+    char last_status[512];
+    int lost_connection; /* DISCONNECTED after having been CONNECTED */
+    int connected;
+    unsigned long other_messages;
+};
+
+static pthread_mutex_t g_free_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_free_calls = 0;
+
+static void free_viewer_state(void *userdata) {
+    struct viewer_state *st = (struct viewer_state *)userdata;
+    pthread_mutex_lock(&g_free_lock);
+    g_free_calls++;
+    pthread_mutex_unlock(&g_free_lock);
+    if (st != NULL) {
+        free(st->candidates);
+        pthread_cond_destroy(&st->changed);
+        pthread_mutex_destroy(&st->lock);
+        free(st);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Callbacks (dispatcher thread).                                           */
+
+static void on_answer(struct viewer_state *st, const kvs_message *m) {
+    struct timespec at = mono_now();
+    int ok = m->sdp != NULL && m->sdp_type != NULL && strcmp(m->sdp_type, "answer") == 0 &&
+             m->sdp_len > 0 && strncmp(m->sdp, "v=0", 3) == 0;
+    pthread_mutex_lock(&st->lock);
+    if (ok) {
+        st->answers++;
+        st->last_answer_at = at;
+        st->last_answer_len = m->sdp_len;
+        if (st->answers == 1) {
+            snprintf(st->last_answer, sizeof st->last_answer, "%s", m->sdp);
+        }
+    } else {
+        st->bad_answers++;
+    }
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+    if (!ok) {
+        say(stdout, "viewer: SDP answer without a usable SDP: %s", m->payload);
+    }
+}
+
+static int same_opt_str(const char *a, const char *b) {
+    if (a == NULL || b == NULL) {
+        return a == b;
+    }
+    return strcmp(a, b) == 0;
+}
+
+static void on_echo(struct viewer_state *st, const kvs_message *m) {
+    struct timespec at = mono_now();
+    const char *problem = NULL;
+    pthread_mutex_lock(&st->lock);
+    size_t i = 0;
+    if (m->candidate != NULL) {
+        for (i = 0; i < st->candidate_count; i++) {
+            if (strcmp(st->candidates[i].line, m->candidate) == 0) {
+                break;
+            }
+        }
+    }
+    if (m->candidate == NULL) {
+        problem = "no parsable candidate";
+        st->echo_mismatches++;
+    } else if (i == st->candidate_count) {
+        problem = "not a candidate this viewer sent";
+        st->echo_mismatches++;
+    } else if (st->candidates[i].echoed) {
+        problem = "duplicate echo";
+        st->echo_duplicates++;
+    } else if (!same_opt_str(st->candidates[i].sdp_mid, m->sdp_mid) ||
+               st->candidates[i].sdp_mline_index != m->sdp_mline_index) {
+        problem = "sdpMid or sdpMLineIndex differs from what was sent";
+        st->echo_mismatches++;
+    } else {
+        st->candidates[i].echoed = 1;
+        st->echoed++;
+        st->last_echo_at = at;
+    }
+    size_t echoed = st->echoed;
+    size_t total = st->candidate_count;
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+    if (problem != NULL) {
+        say(stdout, "viewer: bad echo (%s): %s", problem, m->payload);
+    } else {
+        say(stdout, "viewer: echo %zu/%zu: %s (sdpMid %s, sdpMLineIndex %d)", echoed, total,
+            m->candidate, m->sdp_mid != NULL ? m->sdp_mid : "(none)", (int)m->sdp_mline_index);
+    }
+}
+
+static void on_message(void *userdata, const kvs_message *m) {
+    struct viewer_state *st = (struct viewer_state *)userdata;
+    switch (m->message_type) {
+    case KVS_MESSAGE_TYPE_SDP_ANSWER:
+        on_answer(st, m);
+        break;
+    case KVS_MESSAGE_TYPE_ICE_CANDIDATE:
+        on_echo(st, m);
+        break;
+    case KVS_MESSAGE_TYPE_GO_AWAY:
+        say(stdout, "viewer: GO_AWAY from the service");
+        break;
+    case KVS_MESSAGE_TYPE_RECONNECT_ICE_SERVER:
+        say(stdout, "viewer: RECONNECT_ICE_SERVER from the service");
+        break;
+    default:
+        pthread_mutex_lock(&st->lock);
+        st->other_messages++;
+        pthread_mutex_unlock(&st->lock);
+        say(stdout, "viewer: unexpected message of type %u: %s", (unsigned)m->message_type,
+            m->payload != NULL ? m->payload : "");
+        break;
+    }
+}
+
+static void on_status(void *userdata, const kvs_status *s) {
+    struct viewer_state *st = (struct viewer_state *)userdata;
+    char text[sizeof st->last_status];
+    snprintf(text, sizeof text, "%s report for %s: %s (%u): %s",
+             s->origin == KVS_STATUS_ORIGIN_SERVICE ? "service" : "local",
+             s->correlation_id != NULL ? s->correlation_id : "(none)",
+             s->error_type != NULL ? s->error_type : "(no type)", (unsigned)s->status_code,
+             s->description != NULL ? s->description : "(no description)");
+    pthread_mutex_lock(&st->lock);
+    st->status_reports++;
+    memcpy(st->last_status, text, sizeof text);
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+    say(stderr, "viewer: status: %s", text);
+}
+
+static void on_state(void *userdata, uint32_t state, const char *reason) {
+    struct viewer_state *st = (struct viewer_state *)userdata;
+    pthread_mutex_lock(&st->lock);
+    if (state == KVS_STATE_CONNECTED) {
+        st->connected = 1;
+    } else if (state == KVS_STATE_DISCONNECTED && st->connected) {
+        st->lost_connection = 1;
+        st->connected = 0;
+    }
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+    say(stdout, "viewer: state %s (%s)", state_name(state), reason != NULL ? reason : "");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Waiting.                                                                 */
+
+enum wait_what { WAIT_ANSWER, WAIT_ECHOES };
+
+/* Waits (st->lock held by the caller) until the wanted event happened, the
+ * connection broke, the service reported a failed send, or `deadline` passed.
+ * Returns NULL on success or a text saying what went wrong. */
+static const char *wait_locked(struct viewer_state *st, enum wait_what what,
+                               unsigned long answers_before, unsigned long reports_before,
+                               const struct timespec *deadline) {
+    for (;;) {
+        if (what == WAIT_ANSWER && st->answers > answers_before) {
+            return NULL;
+        }
+        if (what == WAIT_ECHOES && st->echoed == st->candidate_count) {
+            return NULL;
+        }
+        if (st->lost_connection) {
+            return "the connection was lost";
+        }
+        if (st->status_reports > reports_before) {
+            return "the service or the library reported a failed send";
+        }
+        int rc = pthread_cond_timedwait(&st->changed, &st->lock, deadline);
+        if (rc == ETIMEDOUT) {
+            if (what == WAIT_ANSWER && st->answers > answers_before) {
+                return NULL;
+            }
+            if (what == WAIT_ECHOES && st->echoed == st->candidate_count) {
+                return NULL;
+            }
+            return "timed out";
+        }
+    }
+}
+
+static struct timespec deadline_after(double seconds) {
+    struct timespec d = mono_now();
+    long long ns = (long long)(seconds * 1e9);
+    d.tv_sec += (time_t)(ns / 1000000000LL);
+    d.tv_nsec += (long)(ns % 1000000000LL);
+    if (d.tv_nsec >= 1000000000L) {
+        d.tv_sec += 1;
+        d.tv_nsec -= 1000000000L;
+    }
+    return d;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted values. */
+static double percentile(const double *sorted, size_t n, double p) {
+    size_t rank = (size_t)(p / 100.0 * (double)n + 0.999999999);
+    if (rank < 1) {
+        rank = 1;
+    }
+    if (rank > n) {
+        rank = n;
+    }
+    return sorted[rank - 1];
+}
+
+/* ------------------------------------------------------------------------ */
+/* Arguments.                                                               */
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: viewer --endpoint URL --channel-arn ARN --client-id ID\n"
+            "              [--candidates N] [--rounds R] [--timeout-s S]\n"
+            "  --endpoint URL      ws://host:port (or env KVS_ENDPOINT)\n"
+            "  --channel-arn ARN   channel ARN (or env KVS_CHANNEL_ARN)\n"
+            "  --client-id ID      this viewer's client id (or env KVS_CLIENT_ID;\n"
+            "                      default c-viewer-PID)\n"
+            "  --candidates N      ICE candidates to send and expect back (default 5)\n"
+            "  --rounds R          offer->answer round trips to measure (default 1)\n"
+            "  --timeout-s S       longest wait for each answer and for the echoes\n"
+            "                      (default 10)\n");
+}
+
+static int parse_count(const char *text, long min, long max, long *out) {
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < min || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static const char *make_offer(char *out, size_t cap, unsigned long version) {
+    snprintf(out, cap,
+             "v=0\r\n"
+             "o=- 4215775240449105457 %lu IN IP4 127.0.0.1\r\n"
+             "s=-\r\n"
+             "t=0 0\r\n"
+             "a=group:BUNDLE 0 1\r\n"
+             "a=msid-semantic: WMS\r\n"
+             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+             "c=IN IP4 0.0.0.0\r\n"
+             "a=ice-ufrag:vwr1\r\n"
+             "a=ice-pwd:viewerpasswordviewerpass\r\n"
+             "a=ice-options:trickle\r\n"
+             "a=fingerprint:sha-256 "
+             "FF:EE:DD:CC:BB:AA:99:88:77:66:55:44:33:22:11:00:"
+             "FF:EE:DD:CC:BB:AA:99:88:77:66:55:44:33:22:11:00\r\n"
+             "a=setup:actpass\r\n"
+             "a=mid:0\r\n"
+             "a=recvonly\r\n"
+             "a=rtcp-mux\r\n"
+             "a=rtpmap:111 opus/48000/2\r\n"
+             "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+             "c=IN IP4 0.0.0.0\r\n"
+             "a=ice-ufrag:vwr1\r\n"
+             "a=ice-pwd:viewerpasswordviewerpass\r\n"
+             "a=ice-options:trickle\r\n"
+             "a=fingerprint:sha-256 "
+             "FF:EE:DD:CC:BB:AA:99:88:77:66:55:44:33:22:11:00:"
+             "FF:EE:DD:CC:BB:AA:99:88:77:66:55:44:33:22:11:00\r\n"
+             "a=setup:actpass\r\n"
+             "a=mid:1\r\n"
+             "a=recvonly\r\n"
+             "a=rtcp-mux\r\n"
+             "a=rtpmap:96 H264/90000\r\n",
+             version);
+    return out;
+}
+
+int main(int argc, char **argv) {
+    const char *endpoint = getenv("KVS_ENDPOINT");
+    const char *channel_arn = getenv("KVS_CHANNEL_ARN");
+    const char *client_id = getenv("KVS_CLIENT_ID");
+    long candidates = 5;
+    long rounds = 1;
+    double timeout_s = 10;
+    char default_id[64];
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (value == NULL) {
+            fprintf(stderr, "viewer: %s needs a value\n", arg);
+            usage(stderr);
+            return 2;
+        }
+        if (strcmp(arg, "--endpoint") == 0) {
+            endpoint = value;
+        } else if (strcmp(arg, "--channel-arn") == 0) {
+            channel_arn = value;
+        } else if (strcmp(arg, "--client-id") == 0) {
+            client_id = value;
+        } else if (strcmp(arg, "--candidates") == 0) {
+            if (parse_count(value, 0, 10000, &candidates) != 0) {
+                fprintf(stderr, "viewer: --candidates expects 0..10000, got %s\n", value);
+                return 2;
+            }
+        } else if (strcmp(arg, "--rounds") == 0) {
+            if (parse_count(value, 1, 1000000, &rounds) != 0) {
+                fprintf(stderr, "viewer: --rounds expects 1..1000000, got %s\n", value);
+                return 2;
+            }
+        } else if (strcmp(arg, "--timeout-s") == 0) {
+            char *end = NULL;
+            timeout_s = strtod(value, &end);
+            if (end == value || *end != '\0' || !(timeout_s > 0)) {
+                fprintf(stderr, "viewer: --timeout-s expects a positive number, got %s\n", value);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "viewer: unknown argument %s\n", arg);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (endpoint == NULL || channel_arn == NULL) {
+        fprintf(stderr, "viewer: --endpoint and --channel-arn are required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (client_id == NULL) {
+        snprintf(default_id, sizeof default_id, "c-viewer-%ld", (long)getpid());
+        client_id = default_id;
+    }
+
+    say(stdout, "viewer: %s", kvs_version());
+
+    /* Everything the callbacks touch is allocated before the client exists. */
+    struct viewer_state *st = (struct viewer_state *)calloc(1, sizeof *st);
+    double *rtts = (double *)calloc((size_t)rounds, sizeof *rtts);
+    if (st == NULL || rtts == NULL) {
+        fprintf(stderr, "viewer: out of memory\n");
+        free(st);
+        free(rtts);
+        return 1;
+    }
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_condattr_t cond_attr;
+    pthread_condattr_init(&cond_attr);
+    pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->changed, &cond_attr);
+    pthread_condattr_destroy(&cond_attr);
+    st->candidate_count = (size_t)candidates;
+    if (candidates > 0) {
+        st->candidates =
+            (struct sent_candidate *)calloc((size_t)candidates, sizeof *st->candidates);
+        if (st->candidates == NULL) {
+            fprintf(stderr, "viewer: out of memory\n");
+            free_viewer_state(st);
+            free(rtts);
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < st->candidate_count; i++) {
+        struct sent_candidate *c = &st->candidates[i];
+        snprintf(c->line, sizeof c->line,
+                 "candidate:%zu 1 udp %u 192.0.2.%zu %zu typ host generation 0", i + 1,
+                 2122260223u - (unsigned)i, 1 + i % 250, 50000 + i);
+        snprintf(c->sdp_mid, sizeof c->sdp_mid, "%zu", i % 2);
+        c->sdp_mline_index = (int32_t)(i % 2);
+    }
+
+    kvs_client_config config = kvs_client_config_default();
+    config.role = KVS_ROLE_VIEWER;
+    config.channel_arn = channel_arn;
+    config.client_id = client_id;
+    config.endpoint = endpoint;
+    config.on_message = on_message;
+    config.on_status = on_status;
+    config.on_state = on_state;
+    config.userdata = st;
+    config.free_userdata = free_viewer_state;
+
+    const char *failure = NULL;
+    char failure_buf[1024];
+    double connect_ms = 0, echo_ms = 0;
+    long rounds_done = 0;
+    size_t echoed = 0;
+    kvs_client *client = NULL;
+    struct timespec t0;
+
+    /* From here on `st` belongs to the library, even if this fails. */
+    kvs_result rc = kvs_client_new(&config, &client);
+    if (rc != KVS_OK) {
+        report_failure("kvs_client_new", rc);
+        failure = "could not create the client";
+        goto out;
+    }
+    t0 = mono_now();
+    rc = kvs_client_connect(client);
+    if (rc != KVS_OK) {
+        report_failure("kvs_client_connect", rc);
+        failure = "could not connect";
+        goto out;
+    }
+    connect_ms = ms_between(t0, mono_now());
+    say(stdout, "viewer: connected to %s as %s in %.3f ms", endpoint, client_id, connect_ms);
+
+    /* Offer -> answer, `rounds` times. */
+    for (long r = 0; r < rounds; r++) {
+        char offer[2048];
+        make_offer(offer, sizeof offer, (unsigned long)r + 2);
+        pthread_mutex_lock(&st->lock);
+        unsigned long answers_before = st->answers;
+        unsigned long reports_before = st->status_reports;
+        pthread_mutex_unlock(&st->lock);
+
+        char correlation[KVS_CORRELATION_ID_CAPACITY];
+        struct timespec sent_at = mono_now();
+        rc = kvs_send_sdp_offer(client, NULL, offer, NULL, correlation, sizeof correlation, NULL);
+        if (rc != KVS_OK) {
+            report_failure("kvs_send_sdp_offer", rc);
+            failure = "could not send the SDP offer";
+            goto out;
+        }
+        if (rounds == 1) {
+            say(stdout, "viewer: offer sent (%zu bytes, correlation id %s)", strlen(offer),
+                correlation);
+        }
+        struct timespec deadline = deadline_after(timeout_s);
+        pthread_mutex_lock(&st->lock);
+        const char *problem = wait_locked(st, WAIT_ANSWER, answers_before, reports_before,
+                                          &deadline);
+        struct timespec answered_at = st->last_answer_at;
+        size_t answer_len = st->last_answer_len;
+        const char *status_text = st->status_reports > reports_before ? st->last_status : "";
+        if (problem != NULL) {
+            snprintf(failure_buf, sizeof failure_buf,
+                     "no SDP answer to offer %ld of %ld within %.3g s: %s%s%s%s", r + 1, rounds,
+                     timeout_s, problem, status_text[0] != '\0' ? " (" : "", status_text,
+                     status_text[0] != '\0' ? ")" : "");
+        }
+        pthread_mutex_unlock(&st->lock);
+        if (problem != NULL) {
+            failure = failure_buf;
+            if (strcmp(problem, "timed out") == 0 && r == 0) {
+                say(stderr, "viewer: is a master connected to the channel?");
+            }
+            goto out;
+        }
+        rtts[r] = ms_between(sent_at, answered_at);
+        rounds_done = r + 1;
+        if (rounds == 1) {
+            say(stdout, "viewer: answer received (%zu bytes of SDP):", answer_len);
+            pthread_mutex_lock(&st->lock);
+            for (const char *p = st->last_answer; *p != '\0';) {
+                size_t n = strcspn(p, "\r\n");
+                say(stdout, "viewer:   | %.*s", (int)n, p);
+                p += n;
+                p += strspn(p, "\r\n");
+            }
+            pthread_mutex_unlock(&st->lock);
+        }
+    }
+
+    /* N candidates out, N echoes back. */
+    if (candidates > 0) {
+        pthread_mutex_lock(&st->lock);
+        unsigned long reports_before = st->status_reports;
+        pthread_mutex_unlock(&st->lock);
+        struct timespec started = mono_now();
+        for (size_t i = 0; i < st->candidate_count; i++) {
+            const struct sent_candidate *c = &st->candidates[i];
+            kvs_ice_candidate ice;
+            ice.candidate = c->line;
+            ice.sdp_mid = c->sdp_mid;
+            ice.sdp_mline_index = c->sdp_mline_index;
+            ice.username_fragment = "vwr1";
+            rc = kvs_send_ice_candidate(client, NULL, &ice, NULL, NULL, 0, NULL);
+            if (rc != KVS_OK) {
+                report_failure("kvs_send_ice_candidate", rc);
+                failure = "could not send an ICE candidate";
+                goto out;
+            }
+            say(stdout, "viewer: candidate %zu/%zu sent: %s", i + 1, st->candidate_count,
+                c->line);
+        }
+        struct timespec deadline = deadline_after(timeout_s);
+        pthread_mutex_lock(&st->lock);
+        const char *problem = wait_locked(st, WAIT_ECHOES, 0, reports_before, &deadline);
+        echoed = st->echoed;
+        echo_ms = ms_between(started, st->last_echo_at);
+        if (problem != NULL) {
+            snprintf(failure_buf, sizeof failure_buf,
+                     "%zu of %zu candidates came back within %.3g s: %s", st->echoed,
+                     st->candidate_count, timeout_s, problem);
+        } else if (st->echo_mismatches > 0 || st->echo_duplicates > 0) {
+            snprintf(failure_buf, sizeof failure_buf,
+                     "%lu echoed candidates did not match and %lu were duplicates",
+                     st->echo_mismatches, st->echo_duplicates);
+            problem = failure_buf;
+        }
+        pthread_mutex_unlock(&st->lock);
+        if (problem != NULL) {
+            failure = failure_buf;
+            goto out;
+        }
+    }
+
+out:
+    /* Read the totals before the client (and `st` with it) is released. */
+    if (client != NULL) {
+        pthread_mutex_lock(&st->lock);
+        if (failure == NULL && (st->bad_answers > 0 || st->echo_mismatches > 0)) {
+            snprintf(failure_buf, sizeof failure_buf,
+                     "%lu unusable answers, %lu mismatched echoes", st->bad_answers,
+                     st->echo_mismatches);
+            failure = failure_buf;
+        }
+        pthread_mutex_unlock(&st->lock);
+        rc = kvs_client_free(client);
+        if (rc != KVS_OK) {
+            report_failure("kvs_client_free", rc);
+            if (failure == NULL) {
+                failure = "kvs_client_free failed";
+            }
+        }
+        client = NULL;
+        st = NULL; /* released by the library through free_viewer_state */
+        /* kvs_client_free returns after free_userdata has run. */
+        pthread_mutex_lock(&g_free_lock);
+        int free_calls = g_free_calls;
+        pthread_mutex_unlock(&g_free_lock);
+        if (rc == KVS_OK && free_calls != 1 && failure == NULL) {
+            snprintf(failure_buf, sizeof failure_buf,
+                     "free_userdata ran %d times by the time kvs_client_free returned",
+                     free_calls);
+            failure = failure_buf;
+        }
+    }
+    rc = kvs_shutdown(2000);
+    if (rc != KVS_OK) {
+        report_failure("kvs_shutdown", rc);
+        if (failure == NULL) {
+            failure = "kvs_shutdown failed";
+        }
+    }
+    pthread_mutex_lock(&g_free_lock);
+    int free_calls = g_free_calls;
+    pthread_mutex_unlock(&g_free_lock);
+    if (free_calls != 1 && failure == NULL) {
+        snprintf(failure_buf, sizeof failure_buf,
+                 "free_userdata ran %d times; expected exactly once", free_calls);
+        failure = failure_buf;
+    }
+
+    /* Report. */
+    if (connect_ms > 0) {
+        say(stdout, "viewer: connect time (kvs_client_connect): %.3f ms", connect_ms);
+    }
+    if (rounds_done == 1) {
+        say(stdout, "viewer: offer->answer round trip: %.3f ms", rtts[0]);
+    } else if (rounds_done > 1) {
+        double sum = 0;
+        for (long r = 0; r < rounds_done; r++) {
+            sum += rtts[r];
+        }
+        qsort(rtts, (size_t)rounds_done, sizeof *rtts, compare_doubles);
+        say(stdout,
+            "viewer: offer->answer round trip over %ld rounds: min %.3f ms, p50 %.3f ms, "
+            "p99 %.3f ms, max %.3f ms, mean %.3f ms",
+            rounds_done, rtts[0], percentile(rtts, (size_t)rounds_done, 50),
+            percentile(rtts, (size_t)rounds_done, 99), rtts[rounds_done - 1],
+            sum / (double)rounds_done);
+    }
+    if (candidates > 0 && failure == NULL) {
+        say(stdout, "viewer: %zu/%ld candidates echoed back in %.3f ms", echoed, candidates,
+            echo_ms);
+    }
+    free(rtts);
+    if (failure != NULL) {
+        say(stdout, "viewer: FAILED: %s", failure);
+        return 1;
+    }
+    say(stdout, "viewer: OK (%ld offer%s answered, %ld candidate%s echoed)", rounds_done,
+        rounds_done == 1 ? "" : "s", candidates, candidates == 1 ? "" : "s");
+    return 0;
+}

@@ -1,0 +1,1534 @@
+/*
+ * bad_input.c: calls every entry point of kvs_signaling.h with bad input and
+ * checks the exact kvs_result and a last-error text set by that very call.
+ *
+ *   bad_input --endpoint ws://127.0.0.1:PORT --channel-arn ARN   (emulator)
+ *   bad_input --offline                                           (no emulator)
+ *
+ * KVS_ENDPOINT / KVS_CHANNEL_ARN are used when the flags are absent. With an
+ * emulator it also checks the callback rules: connect/disconnect/shutdown from
+ * a callback return KVS_ERR_WOULD_DEADLOCK, kvs_client_free from a callback
+ * returns KVS_ERR_IN_CALLBACK, and sends from a callback work. Give it a
+ * channel no other master is using (it connects as the channel's master).
+ *
+ * Last line: "N passed, M failed"; the exit status is 1 on any failure.
+ * Meant to run clean under
+ *   valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1
+ * Compiles as C11 and as C++ (see examples_c/Makefile).
+ *
+ * How "the last error was set by this call" is checked: before each call a
+ * known failing call (kvs_set_log_callback with level 77, which has no other
+ * effect) plants a marker text; after the call the last error must be
+ * non-empty and differ from the marker.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvs_signaling.h"
+
+/* ------------------------------------------------------------------------ */
+/* Check bookkeeping.                                                       */
+
+static int g_passed = 0;
+static int g_failed = 0;
+static pthread_t g_main_thread;
+
+static const char *const RESULT_NAMES[] = {
+    "KVS_OK",
+    "KVS_ERR_NULL_PARAMETER",
+    "KVS_ERR_INVALID_UTF8",
+    "KVS_ERR_INVALID_ARGUMENT",
+    "KVS_ERR_INVALID_CONFIG",
+    "KVS_ERR_ID_EMPTY",
+    "KVS_ERR_ID_TOO_LONG",
+    "KVS_ERR_ID_PATTERN",
+    "KVS_ERR_PAYLOAD_EMPTY",
+    "KVS_ERR_PAYLOAD_TOO_LARGE",
+    "KVS_ERR_RECIPIENT_REQUIRED",
+    "KVS_ERR_RECIPIENT_NOT_ALLOWED",
+    "KVS_ERR_NOT_CONNECTED",
+    "KVS_ERR_ALREADY_CONNECTED",
+    "KVS_ERR_QUEUE_FULL",
+    "KVS_ERR_TIMEOUT",
+    "KVS_ERR_NETWORK",
+    "KVS_ERR_CONNECT_REFUSED",
+    "KVS_ERR_NOT_FOUND",
+    "KVS_ERR_ACCESS_DENIED",
+    "KVS_ERR_LIMIT_EXCEEDED",
+    "KVS_ERR_HANDSHAKE",
+    "KVS_ERR_BUFFER_TOO_SMALL",
+    "KVS_ERR_WOULD_DEADLOCK",
+    "KVS_ERR_IN_CALLBACK",
+    "KVS_ERR_SHUTDOWN",
+    "KVS_ERR_FORKED",
+    "KVS_ERR_PANIC",
+    "KVS_ERR_RUNTIME",
+    "KVS_ERR_TLS",
+};
+#define RESULT_COUNT (sizeof RESULT_NAMES / sizeof RESULT_NAMES[0])
+
+static const char *rc_name(uint32_t rc) {
+    return rc < RESULT_COUNT ? RESULT_NAMES[rc] : "(unknown code)";
+}
+
+static void print_line(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+static void print_line(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    flockfile(stdout);
+    vfprintf(stdout, fmt, ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    funlockfile(stdout);
+    va_end(ap);
+}
+
+static void pass(int line, const char *what, const char *detail) {
+    g_passed++;
+    print_line("ok    %4d  %s%s%s", line, what, detail[0] != '\0' ? "  -- " : "", detail);
+}
+
+static void fail(int line, const char *what, const char *detail) {
+    g_failed++;
+    print_line("FAIL  %4d  %s  -- %s", line, what, detail);
+}
+
+/* Plants the marker text as this thread's last error and copies it out. */
+static void prime_marker(char *marker, size_t cap) {
+    kvs_result rc = kvs_set_log_callback(77, NULL, NULL, NULL);
+    snprintf(marker, cap, "%s", rc == KVS_ERR_INVALID_ARGUMENT ? kvs_last_error_message() : "");
+}
+
+/* Judges one call: `got` against `want`, and for errors the last-error text
+ * `msg` (read right after the call) against the marker planted before it. */
+static void judge(int line, const char *what, uint32_t got, uint32_t want, const char *msg,
+                  const char *marker) {
+    char detail[768];
+    if (got != want) {
+        snprintf(detail, sizeof detail, "got %s (%u), want %s (%u); last error: \"%s\"",
+                 rc_name(got), (unsigned)got, rc_name(want), (unsigned)want,
+                 msg != NULL ? msg : "(NULL)");
+        fail(line, what, detail);
+        return;
+    }
+    if (want == KVS_OK) {
+        pass(line, what, "KVS_OK");
+        return;
+    }
+    if (msg == NULL || msg[0] == '\0') {
+        snprintf(detail, sizeof detail, "%s but kvs_last_error_message() is empty", rc_name(got));
+        fail(line, what, detail);
+        return;
+    }
+    if (marker[0] != '\0' && strcmp(msg, marker) == 0) {
+        snprintf(detail, sizeof detail, "%s but the call did not set the last error (still \"%s\")",
+                 rc_name(got), msg);
+        fail(line, what, detail);
+        return;
+    }
+    snprintf(detail, sizeof detail, "%s: %s", rc_name(got), msg);
+    pass(line, what, detail);
+}
+
+static char g_marker[512];
+
+static uint32_t primed(void) {
+    prime_marker(g_marker, sizeof g_marker);
+    return 0;
+}
+
+/* EXPECT_RC(want, call): plants the marker, makes the call, judges it. */
+#define EXPECT_RC(want, call)                                                                  \
+    do {                                                                                       \
+        uint32_t got_ = (primed(), (uint32_t)(call));                                          \
+        judge(__LINE__, #call, got_, (uint32_t)(want), kvs_last_error_message(), g_marker);    \
+    } while (0)
+
+/* EXPECT_RC2(want_a, want_b, call): either code is right. */
+#define EXPECT_RC2(want_a, want_b, call)                                                       \
+    do {                                                                                       \
+        uint32_t got_ = (primed(), (uint32_t)(call));                                          \
+        uint32_t want_ = got_ == (uint32_t)(want_b) ? (uint32_t)(want_b) : (uint32_t)(want_a); \
+        judge(__LINE__, #call, got_, want_, kvs_last_error_message(), g_marker);               \
+    } while (0)
+
+/* EXPECT_RC_KEEP(want, call): as EXPECT_RC without planting the marker, for
+ * calls that read the last error themselves (kvs_last_error). */
+#define EXPECT_RC_KEEP(want, call)                                                             \
+    do {                                                                                       \
+        uint32_t got_ = (uint32_t)(call);                                                      \
+        judge(__LINE__, #call, got_, (uint32_t)(want), kvs_last_error_message(), "");          \
+    } while (0)
+
+static void expect_true(int line, int cond, const char *what, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static void expect_true(int line, int cond, const char *what, const char *fmt, ...) {
+    char detail[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (cond) {
+        pass(line, what, detail);
+    } else {
+        fail(line, what, detail);
+    }
+}
+
+#define EXPECT_TRUE(cond, ...) expect_true(__LINE__, (cond) ? 1 : 0, #cond, __VA_ARGS__)
+
+static void section(const char *name) {
+    print_line("== %s", name);
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Userdata probes: count free_userdata, see which thread ran it, and catch */
+/* callbacks that arrive after it.                                          */
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct probe {
+    const char *name;
+    int free_calls;
+    int freed_on_main_thread;
+    int callbacks_after_free;
+    int states_seen[8];
+    int state_count;
+    int status_reports;
+};
+
+static void probe_init(struct probe *p, const char *name) {
+    memset(p, 0, sizeof *p);
+    p->name = name;
+}
+
+static void probe_free(void *userdata) {
+    struct probe *p = (struct probe *)userdata;
+    pthread_mutex_lock(&g_lock);
+    p->free_calls++;
+    p->freed_on_main_thread = pthread_equal(pthread_self(), g_main_thread) ? 1 : 0;
+    pthread_mutex_unlock(&g_lock);
+}
+
+static int probe_free_calls(struct probe *p) {
+    pthread_mutex_lock(&g_lock);
+    int n = p->free_calls;
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
+
+/* Waits up to `ms` for free_userdata to have run at least once; returns the count. */
+static int probe_wait_freed(struct probe *p, long ms) {
+    for (long waited = 0; waited < ms && probe_free_calls(p) == 0; waited += 5) {
+        sleep_ms(5);
+    }
+    sleep_ms(20); /* a second, wrong call would show up here */
+    return probe_free_calls(p);
+}
+
+/* Checks that free_userdata of `p` has already run exactly once (and, with
+ * `off_main`, on a library thread), then that no second call follows. For
+ * kvs_client_new failures and kvs_client_free, which return after it ran. */
+#define EXPECT_FREED_NOW(p, off_main)                                                          \
+    do {                                                                                       \
+        int n_ = probe_free_calls(p);                                                          \
+        sleep_ms(20);                                                                          \
+        int later_ = probe_free_calls(p);                                                      \
+        int main_ = (p)->freed_on_main_thread;                                                 \
+        expect_true(__LINE__, n_ == 1 && later_ == 1 && (!(off_main) || !main_),               \
+                    (off_main) ? "free_userdata ran once before returning, on a library thread" \
+                               : "free_userdata ran once before returning",                    \
+                    "%s: %d times on return, %d later%s", (p)->name, n_, later_,               \
+                    n_ == 0 ? "" : main_ ? ", on the calling thread" : ", on a library thread"); \
+    } while (0)
+
+/* Waits up to 3 s for free_userdata of `p`, then checks it ran exactly once
+ * (the log callback's userdata may be released later, on another thread). */
+#define EXPECT_FREED_EVENTUALLY(p)                                                             \
+    do {                                                                                       \
+        int n_ = probe_wait_freed((p), 3000);                                                  \
+        expect_true(__LINE__, n_ == 1, "free_userdata ran once", "%s: %d times", (p)->name,    \
+                    n_);                                                                       \
+    } while (0)
+
+static void probe_on_state(void *userdata, uint32_t state, const char *reason) {
+    struct probe *p = (struct probe *)userdata;
+    (void)reason;
+    pthread_mutex_lock(&g_lock);
+    if (p->free_calls > 0) {
+        p->callbacks_after_free++;
+    }
+    if (p->state_count < (int)(sizeof p->states_seen / sizeof p->states_seen[0])) {
+        p->states_seen[p->state_count++] = (int)state;
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+static void probe_on_status(void *userdata, const kvs_status *status) {
+    struct probe *p = (struct probe *)userdata;
+    pthread_mutex_lock(&g_lock);
+    if (p->free_calls > 0) {
+        p->callbacks_after_free++;
+    }
+    p->status_reports++;
+    pthread_mutex_unlock(&g_lock);
+    print_line("      (%s: status report: %s %s: %s)", p->name,
+               status->correlation_id != NULL ? status->correlation_id : "-",
+               status->error_type != NULL ? status->error_type : "-",
+               status->description != NULL ? status->description : "-");
+}
+
+static void probe_on_message(void *userdata, const kvs_message *message) {
+    struct probe *p = (struct probe *)userdata;
+    (void)message;
+    pthread_mutex_lock(&g_lock);
+    if (p->free_calls > 0) {
+        p->callbacks_after_free++;
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Test data.                                                               */
+
+static const char *const NON_UTF8 = "\xff\xfe";
+static const char *const SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+static const char *const CANDIDATE = "candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host";
+static const char *const OFFLINE_ARN =
+    "arn:aws:kinesisvideo:us-west-2:123456789012:channel/bad-input/1234567890123";
+
+static char g_id256[257];     /* 256 'a': the longest valid id */
+static char g_id257[258];     /* 257 'a': one too long */
+static char g_sdp10001[10002]; /* over KVS_MAX_SDP_LEN */
+static char g_sdp8000[8001];   /* under KVS_MAX_SDP_LEN, over the payload limit once encoded */
+static uint8_t g_payload[7501];
+
+static void fill_test_data(void) {
+    memset(g_id256, 'a', 256);
+    g_id256[256] = '\0';
+    memset(g_id257, 'a', 257);
+    g_id257[257] = '\0';
+    memset(g_sdp10001, 's', 10001);
+    g_sdp10001[10001] = '\0';
+    memset(g_sdp8000, 's', 8000);
+    g_sdp8000[8000] = '\0';
+    memset(g_payload, 'p', sizeof g_payload);
+}
+
+/* Endpoint of a 127.0.0.1 port nobody listens on (bound, then closed). */
+static int closed_port_endpoint(char *out, size_t cap) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    snprintf(out, cap, "ws://127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
+    return 0;
+}
+
+/* A listening 127.0.0.1 socket that never accepts: TCP connects, the
+ * WebSocket handshake never gets an answer. Returns the fd or -1. */
+static int silent_listener(char *out, size_t cap) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 4) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    snprintf(out, cap, "ws://127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
+    return fd;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Global functions.                                                        */
+
+static int g_log_lines = 0;
+
+static void count_log_line(void *userdata, uint32_t level, const char *target,
+                           const char *message, size_t message_len) {
+    (void)userdata;
+    (void)level;
+    (void)target;
+    (void)message;
+    (void)message_len;
+    pthread_mutex_lock(&g_lock);
+    g_log_lines++;
+    pthread_mutex_unlock(&g_lock);
+}
+
+static void test_version(void) {
+    section("kvs_version, KVS_VERSION_* macros");
+    const char *version = kvs_version();
+    EXPECT_TRUE(version != NULL, "kvs_version() is not NULL");
+    if (version == NULL) {
+        return;
+    }
+    char expected[64];
+    snprintf(expected, sizeof expected, "kvs-signaling %d.%d.%d", KVS_VERSION_MAJOR,
+             KVS_VERSION_MINOR, KVS_VERSION_PATCH);
+    size_t n = strlen(expected);
+    EXPECT_TRUE(strncmp(version, expected, n) == 0 && (version[n] == '\0' || version[n] == ' '),
+                "\"%s\" starts with \"%s\"", version, expected);
+    EXPECT_TRUE(KVS_VERSION_NUMBER ==
+                    ((KVS_VERSION_MAJOR << 16) | (KVS_VERSION_MINOR << 8) | KVS_VERSION_PATCH),
+                "KVS_VERSION_NUMBER 0x%06x", (unsigned)KVS_VERSION_NUMBER);
+    EXPECT_TRUE(kvs_version() == version, "the same static string every time");
+}
+
+static void test_result_str(void) {
+    section("kvs_result_str");
+    int all_ok = 1;
+    int distinct = 1;
+    char bad[128] = "";
+    for (uint32_t code = 0; code < RESULT_COUNT; code++) {
+        const char *text = kvs_result_str(code);
+        if (text == NULL || text[0] == '\0' || strcmp(text, "unknown result code") == 0) {
+            all_ok = 0;
+            snprintf(bad, sizeof bad, "code %u (%s) -> \"%s\"", (unsigned)code, rc_name(code),
+                     text != NULL ? text : "(NULL)");
+        }
+        for (uint32_t other = 0; text != NULL && other < code; other++) {
+            const char *other_text = kvs_result_str(other);
+            if (other_text != NULL && strcmp(text, other_text) == 0) {
+                distinct = 0;
+            }
+        }
+    }
+    EXPECT_TRUE(all_ok, "codes 0..%u all have their own text %s", (unsigned)RESULT_COUNT - 1, bad);
+    EXPECT_TRUE(distinct, "no two codes share a text");
+    EXPECT_TRUE(strcmp(kvs_result_str(KVS_OK), kvs_result_str(KVS_ERR_RUNTIME)) != 0,
+                "\"%s\"", kvs_result_str(KVS_OK));
+    const uint32_t unknown[] = {(uint32_t)RESULT_COUNT, 9999u, 0x7fffffffu, 0xffffffffu};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        const char *text = kvs_result_str(unknown[i]);
+        EXPECT_TRUE(text != NULL && strcmp(text, "unknown result code") == 0,
+                    "kvs_result_str(%u) -> \"%s\"", (unsigned)unknown[i],
+                    text != NULL ? text : "(NULL)");
+    }
+}
+
+/* Makes this thread's last error a known text (a NULL-config failure) and
+ * copies it into `out`. */
+static void plant_known_error(char *out, size_t cap) {
+    kvs_client *client = NULL;
+    (void)kvs_client_new(NULL, &client);
+    snprintf(out, cap, "%s", kvs_last_error_message());
+}
+
+static void test_last_error(void) {
+    section("kvs_last_error, kvs_last_error_message");
+    EXPECT_TRUE(kvs_last_error_message() != NULL, "never NULL");
+
+    char known[512];
+    char buf[512];
+    /* kvs_last_error never replaces the text it reports, even when it fails. */
+    plant_known_error(known, sizeof known);
+    EXPECT_TRUE(kvs_last_error(NULL, 0, NULL) == KVS_ERR_NULL_PARAMETER &&
+                    strcmp(kvs_last_error_message(), known) == 0,
+                "kvs_last_error(NULL, 0, NULL) -> NULL_PARAMETER, text kept: \"%s\"", kvs_last_error_message());
+    EXPECT_TRUE(kvs_last_error(NULL, 100, NULL) == KVS_ERR_NULL_PARAMETER &&
+                    strcmp(kvs_last_error_message(), known) == 0,
+                "kvs_last_error(NULL, 100, NULL) -> NULL_PARAMETER, text kept: \"%s\"", kvs_last_error_message());
+    size_t n = 0;
+    plant_known_error(known, sizeof known);
+    EXPECT_TRUE(known[0] != '\0', "a NULL config leaves a text: \"%s\"", known);
+    size_t known_len = strlen(known);
+
+    /* Big enough. */
+    plant_known_error(known, sizeof known);
+    n = 0;
+    EXPECT_RC_KEEP(KVS_OK, kvs_last_error(buf, sizeof buf, &n));
+    EXPECT_TRUE(strcmp(buf, known) == 0 && n == known_len, "copied \"%s\" (%zu bytes)", buf, n);
+
+    /* Exactly big enough, out_len NULL. */
+    plant_known_error(known, sizeof known);
+    memset(buf, 'Z', sizeof buf);
+    EXPECT_RC_KEEP(KVS_OK, kvs_last_error(buf, known_len + 1, NULL));
+    EXPECT_TRUE(strcmp(buf, known) == 0, "copied into exactly strlen+1 bytes");
+
+    /* The documented size query: buf NULL, then a buffer of that size. */
+    plant_known_error(known, sizeof known);
+    n = 12345;
+    EXPECT_RC_KEEP(KVS_OK, kvs_last_error(NULL, 0, &n));
+    EXPECT_TRUE(n == known_len, "size query: %zu (want %zu)", n, known_len);
+    char *exact = (char *)malloc(n + 1);
+    if (exact != NULL) {
+        size_t n2 = 0;
+        memset(exact, 'Z', n + 1);
+        EXPECT_RC_KEEP(KVS_OK, kvs_last_error(exact, n + 1, &n2));
+        EXPECT_TRUE(strcmp(exact, known) == 0 && n2 == known_len,
+                    "after the size query: \"%s\" (want \"%s\")", exact, known);
+        free(exact);
+    }
+
+    /* One byte short: KVS_ERR_BUFFER_TOO_SMALL, out_len = the length needed,
+     * "nothing else is written". */
+    plant_known_error(known, sizeof known);
+    memset(buf, 'Z', sizeof buf);
+    n = 12345;
+    EXPECT_RC_KEEP(KVS_ERR_BUFFER_TOO_SMALL, kvs_last_error(buf, known_len, &n));
+    EXPECT_TRUE(n == known_len, "out_len = needed length without the NUL (%zu, want %zu)", n,
+                known_len);
+    EXPECT_TRUE(buf[0] == 'Z' && buf[known_len - 1] == 'Z', "buffer untouched");
+
+    /* Capacity 0. */
+    plant_known_error(known, sizeof known);
+    EXPECT_RC_KEEP(KVS_ERR_BUFFER_TOO_SMALL, kvs_last_error(buf, 0, &n));
+
+    /* Too small, then a retry with the length reported: the retry must get the
+     * text the caller asked about. (A getter that fails must not replace the
+     * text it reports on; otherwise the reported length is stale at once.) */
+    plant_known_error(known, sizeof known);
+    char small[4];
+    n = 0;
+    kvs_result rc = kvs_last_error(small, sizeof small, &n);
+    EXPECT_TRUE(rc == KVS_ERR_BUFFER_TOO_SMALL && n == known_len, "first call: %s, needed %zu",
+                rc_name(rc), n);
+    exact = (char *)malloc(n + 1);
+    if (exact != NULL) {
+        size_t n2 = 0;
+        rc = kvs_last_error(exact, n + 1, &n2);
+        EXPECT_TRUE(rc == KVS_OK && strcmp(exact, known) == 0,
+                    "retry with the reported length: %s, \"%s\" (want KVS_OK, \"%s\")",
+                    rc_name(rc), rc == KVS_OK ? exact : kvs_last_error_message(), known);
+        free(exact);
+    }
+}
+
+static struct probe g_log_probe_a;
+static struct probe g_log_probe_b;
+
+static void test_set_log_callback(void) {
+    section("kvs_set_log_callback");
+    struct probe p;
+
+    probe_init(&p, "log-invalid-level");
+    EXPECT_RC(KVS_ERR_INVALID_ARGUMENT, kvs_set_log_callback(6, count_log_line, &p, probe_free));
+    EXPECT_TRUE(probe_free_calls(&p) == 1, "free_userdata ran %d times before returning (want 1)",
+                probe_free_calls(&p));
+
+    probe_init(&p, "log-invalid-level-null-cb");
+    EXPECT_RC(KVS_ERR_INVALID_ARGUMENT, kvs_set_log_callback(9999, NULL, &p, probe_free));
+    EXPECT_TRUE(probe_free_calls(&p) == 1, "free_userdata ran %d times before returning (want 1)",
+                probe_free_calls(&p));
+
+    probe_init(&p, "log-null-cb");
+    EXPECT_RC(KVS_OK, kvs_set_log_callback(KVS_LOG_LEVEL_WARN, NULL, &p, probe_free));
+    EXPECT_TRUE(probe_free_calls(&p) == 1,
+                "NULL callback: userdata is not kept, free_userdata ran %d times (want 1)",
+                probe_free_calls(&p));
+
+    probe_init(&p, "log-off");
+    EXPECT_RC(KVS_OK, kvs_set_log_callback(KVS_LOG_LEVEL_OFF, count_log_line, &p, probe_free));
+    EXPECT_TRUE(probe_free_calls(&p) == 1,
+                "KVS_LOG_LEVEL_OFF: userdata is not kept, free_userdata ran %d times (want 1)",
+                probe_free_calls(&p));
+
+    /* Install A, replace it with B: A is released exactly once. B stays for the
+     * rest of the run (at TRACE, so the log path runs under valgrind). */
+    probe_init(&g_log_probe_a, "log-a");
+    probe_init(&g_log_probe_b, "log-b");
+    EXPECT_RC(KVS_OK,
+              kvs_set_log_callback(KVS_LOG_LEVEL_DEBUG, count_log_line, &g_log_probe_a, probe_free));
+    EXPECT_TRUE(probe_free_calls(&g_log_probe_a) == 0, "A kept while installed");
+    EXPECT_RC(KVS_OK,
+              kvs_set_log_callback(KVS_LOG_LEVEL_TRACE, count_log_line, &g_log_probe_b, probe_free));
+    EXPECT_FREED_EVENTUALLY(&g_log_probe_a);
+    EXPECT_TRUE(probe_free_calls(&g_log_probe_b) == 0, "B kept while installed");
+}
+
+static void finish_log_callback(void) {
+    section("kvs_set_log_callback (restore the default)");
+    EXPECT_RC(KVS_OK, kvs_set_log_callback(KVS_LOG_LEVEL_WARN, NULL, NULL, NULL));
+    EXPECT_FREED_EVENTUALLY(&g_log_probe_b);
+    pthread_mutex_lock(&g_lock);
+    int lines = g_log_lines;
+    pthread_mutex_unlock(&g_lock);
+    print_line("      (the log callback received %d lines)", lines);
+}
+
+/* ------------------------------------------------------------------------ */
+/* kvs_client_config_default, kvs_client_new.                               */
+
+static void test_config_default(void) {
+    section("kvs_client_config_default");
+    kvs_client_config c = kvs_client_config_default();
+    EXPECT_TRUE(c.role == KVS_ROLE_MASTER && c.channel_arn == NULL && c.client_id == NULL &&
+                    c.endpoint == NULL && c.region == NULL && c.connect_timeout_ms == 0 &&
+                    c.send_queue_capacity == 0 && c.on_message == NULL && c.on_status == NULL &&
+                    c.on_state == NULL && c.userdata == NULL && c.free_userdata == NULL,
+                "every field at its documented default");
+}
+
+static kvs_client_config base_config(uint32_t role, struct probe *p) {
+    kvs_client_config c = kvs_client_config_default();
+    c.role = role;
+    c.channel_arn = OFFLINE_ARN;
+    c.endpoint = "ws://127.0.0.1:9";
+    c.client_id = role == KVS_ROLE_VIEWER ? "viewer-1" : NULL;
+    c.on_message = probe_on_message;
+    c.on_status = probe_on_status;
+    c.on_state = probe_on_state;
+    c.userdata = p;
+    c.free_userdata = probe_free;
+    return c;
+}
+
+/* kvs_client_new must fail with `want`, leave *out_client alone and call
+ * free_userdata exactly once on this thread before returning. */
+static void expect_new_fails(int line, const char *what, kvs_client_config *c, uint32_t want) {
+    struct probe p;
+    probe_init(&p, what);
+    c->userdata = &p;
+    c->free_userdata = probe_free;
+    static int sentinel_object;
+    kvs_client *sentinel = (kvs_client *)(void *)&sentinel_object;
+    kvs_client *out = sentinel;
+    primed();
+    uint32_t got = (uint32_t)kvs_client_new(c, &out);
+    judge(line, what, got, want, kvs_last_error_message(), g_marker);
+    if (out != sentinel) {
+        fail(line, what, "*out_client was written on failure");
+        if (got == KVS_OK) {
+            (void)kvs_client_free(out);
+        }
+        return;
+    }
+    char detail[128];
+    snprintf(detail, sizeof detail, "free_userdata ran %d times%s", p.free_calls,
+             p.free_calls == 1 && !p.freed_on_main_thread ? " but not on the calling thread" : "");
+    if (p.free_calls == 1 && p.freed_on_main_thread) {
+        pass(line, "  ...userdata released once, before returning", detail);
+    } else {
+        fail(line, "  ...userdata released once, before returning", detail);
+    }
+}
+
+#define EXPECT_NEW_FAILS(config_expr, want, label)                                             \
+    do {                                                                                       \
+        kvs_client_config c_ = (config_expr);                                                  \
+        expect_new_fails(__LINE__, label, &c_, (uint32_t)(want));                              \
+    } while (0)
+
+static kvs_client_config with_arn(kvs_client_config c, const char *v) {
+    c.channel_arn = v;
+    return c;
+}
+static kvs_client_config with_endpoint(kvs_client_config c, const char *v) {
+    c.endpoint = v;
+    return c;
+}
+static kvs_client_config with_client_id(kvs_client_config c, const char *v) {
+    c.client_id = v;
+    return c;
+}
+static kvs_client_config with_region(kvs_client_config c, const char *v) {
+    c.region = v;
+    return c;
+}
+static kvs_client_config with_role(kvs_client_config c, uint32_t v) {
+    c.role = v;
+    return c;
+}
+
+static void test_client_new(void) {
+    section("kvs_client_new");
+    struct probe unused;
+    probe_init(&unused, "unused");
+    const kvs_client_config master = base_config(KVS_ROLE_MASTER, &unused);
+    const kvs_client_config viewer = base_config(KVS_ROLE_VIEWER, &unused);
+
+    {
+        static int sentinel_object;
+        kvs_client *sentinel = (kvs_client *)(void *)&sentinel_object;
+        kvs_client *out = sentinel;
+        EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_new(NULL, &out));
+        EXPECT_TRUE(out == sentinel, "*out_client untouched");
+    }
+    {
+        struct probe p;
+        probe_init(&p, "null-out");
+        kvs_client_config c = base_config(KVS_ROLE_MASTER, &p);
+        EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_new(&c, NULL));
+        EXPECT_TRUE(p.free_calls == 1 && p.freed_on_main_thread,
+                    "free_userdata ran %d times (want 1, on this thread)", p.free_calls);
+    }
+
+    EXPECT_NEW_FAILS(with_arn(master, NULL), KVS_ERR_NULL_PARAMETER, "channel_arn NULL");
+    EXPECT_NEW_FAILS(with_endpoint(master, NULL), KVS_ERR_NULL_PARAMETER, "endpoint NULL");
+    EXPECT_NEW_FAILS(with_client_id(viewer, NULL), KVS_ERR_NULL_PARAMETER,
+                     "viewer without client_id");
+
+    EXPECT_NEW_FAILS(with_arn(master, NON_UTF8), KVS_ERR_INVALID_UTF8, "channel_arn not UTF-8");
+    EXPECT_NEW_FAILS(with_endpoint(master, NON_UTF8), KVS_ERR_INVALID_UTF8, "endpoint not UTF-8");
+    EXPECT_NEW_FAILS(with_client_id(viewer, NON_UTF8), KVS_ERR_INVALID_UTF8,
+                     "client_id not UTF-8");
+    EXPECT_NEW_FAILS(with_region(master, NON_UTF8), KVS_ERR_INVALID_UTF8, "region not UTF-8");
+
+    EXPECT_NEW_FAILS(with_client_id(viewer, g_id257), KVS_ERR_INVALID_CONFIG,
+                     "client_id of 257 characters");
+    EXPECT_NEW_FAILS(with_client_id(viewer, ""), KVS_ERR_INVALID_CONFIG, "client_id empty");
+    EXPECT_NEW_FAILS(with_client_id(viewer, "a b"), KVS_ERR_INVALID_CONFIG, "client_id \"a b\"");
+    EXPECT_NEW_FAILS(with_client_id(viewer, "a/b"), KVS_ERR_INVALID_CONFIG, "client_id \"a/b\"");
+    EXPECT_NEW_FAILS(with_client_id(viewer, "AWS_viewer"), KVS_ERR_INVALID_CONFIG,
+                     "client_id \"AWS_viewer\"");
+    EXPECT_NEW_FAILS(with_client_id(viewer, "aws_viewer"), KVS_ERR_INVALID_CONFIG,
+                     "client_id \"aws_viewer\"");
+    EXPECT_NEW_FAILS(with_client_id(master, "m"), KVS_ERR_INVALID_CONFIG,
+                     "master with a client_id");
+
+    EXPECT_NEW_FAILS(with_role(master, 2), KVS_ERR_INVALID_CONFIG, "role 2");
+    EXPECT_NEW_FAILS(with_role(master, 0xffffffffu), KVS_ERR_INVALID_CONFIG, "role 0xffffffff");
+
+    EXPECT_NEW_FAILS(with_arn(master, ""), KVS_ERR_INVALID_CONFIG, "channel_arn empty");
+    EXPECT_NEW_FAILS(with_arn(master, "arn:bad"), KVS_ERR_INVALID_CONFIG,
+                     "channel_arn \"arn:bad\"");
+    EXPECT_NEW_FAILS(with_endpoint(master, ""), KVS_ERR_INVALID_CONFIG, "endpoint empty");
+    EXPECT_NEW_FAILS(with_endpoint(master, "http://127.0.0.1:9"), KVS_ERR_INVALID_CONFIG,
+                     "endpoint http://");
+    EXPECT_NEW_FAILS(with_endpoint(master, "ws://127.0.0.1:9/?X-Amz-ChannelARN=x"),
+                     KVS_ERR_INVALID_CONFIG, "endpoint with a query string");
+    EXPECT_NEW_FAILS(with_region(master, ""), KVS_ERR_INVALID_CONFIG, "region empty");
+    EXPECT_NEW_FAILS(with_region(master, "US-WEST-2"), KVS_ERR_INVALID_CONFIG,
+                     "region upper case");
+
+    /* Boundaries that must work: a 256-character client id; no callbacks at all. */
+    {
+        struct probe p;
+        probe_init(&p, "id256");
+        kvs_client_config c = base_config(KVS_ROLE_VIEWER, &p);
+        c.client_id = g_id256;
+        kvs_client *client = NULL;
+        EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+        EXPECT_TRUE(client != NULL && p.free_calls == 0, "client made, userdata kept");
+        EXPECT_RC(KVS_OK, kvs_client_free(client));
+        EXPECT_FREED_NOW(&p, 1);
+    }
+    {
+        kvs_client_config c = kvs_client_config_default();
+        c.channel_arn = OFFLINE_ARN;
+        c.endpoint = "ws://127.0.0.1:9";
+        kvs_client *client = NULL;
+        EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+        EXPECT_RC(KVS_OK, kvs_client_free(client));
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sends on clients that are not connected.                                 */
+
+typedef kvs_result (*sdp_send_fn)(const struct kvs_client *, const char *, const char *,
+                                  const char *, char *, size_t, size_t *);
+
+static void test_sdp_send(const char *name, sdp_send_fn send, kvs_client *master,
+                          kvs_client *viewer) {
+    char title[96];
+    snprintf(title, sizeof title, "%s (not connected)", name);
+    section(title);
+    char out[KVS_CORRELATION_ID_CAPACITY];
+    size_t out_len = 0;
+
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, send(NULL, "v1", SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, send(master, "v1", NULL, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_PAYLOAD_EMPTY, send(master, "v1", "", NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_INVALID_UTF8, send(master, "v1", NON_UTF8, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_PAYLOAD_TOO_LARGE, send(master, "v1", g_sdp10001, NULL, NULL, 0, NULL));
+    /* Within KVS_MAX_SDP_LEN, yet over 10,000 characters once wrapped and encoded. */
+    EXPECT_RC(KVS_ERR_PAYLOAD_TOO_LARGE, send(master, "v1", g_sdp8000, NULL, NULL, 0, NULL));
+
+    EXPECT_RC(KVS_ERR_RECIPIENT_REQUIRED, send(master, NULL, SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_RECIPIENT_NOT_ALLOWED, send(viewer, "master", SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_EMPTY, send(master, "", SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_TOO_LONG, send(master, g_id257, SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_PATTERN, send(master, "a b", SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_PATTERN, send(master, "a/b", SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_INVALID_UTF8, send(master, NON_UTF8, SDP, NULL, NULL, 0, NULL));
+
+    EXPECT_RC(KVS_ERR_ID_EMPTY, send(master, "v1", SDP, "", NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_TOO_LONG, send(master, "v1", SDP, g_id257, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_PATTERN, send(master, "v1", SDP, "a b", NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_PATTERN, send(viewer, NULL, SDP, "a/b", NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_INVALID_UTF8, send(viewer, NULL, SDP, NON_UTF8, NULL, 0, NULL));
+
+    memset(out, 'Z', sizeof out);
+    out_len = 12345;
+    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
+              send(master, "v1", SDP, NULL, out, KVS_CORRELATION_ID_CAPACITY - 1, &out_len));
+    EXPECT_TRUE(out[0] == 'Z' && out_len == 12345, "outputs untouched on failure");
+    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL, send(viewer, NULL, SDP, "c1", out, 1, &out_len));
+
+    /* Valid calls: refused only because nothing is connected. */
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED, send(master, "v1", SDP, NULL, out, sizeof out, &out_len));
+    EXPECT_TRUE(out[0] == 'Z' && out_len == 12345, "outputs untouched on failure");
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED, send(master, g_id256, SDP, g_id256, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED, send(viewer, NULL, SDP, "c.1-_X", NULL, 0, &out_len));
+}
+
+static void test_ice_send(kvs_client *master, kvs_client *viewer) {
+    section("kvs_send_ice_candidate (not connected)");
+    kvs_ice_candidate c;
+    c.candidate = CANDIDATE;
+    c.sdp_mid = "0";
+    c.sdp_mline_index = 0;
+    c.username_fragment = "frag";
+    kvs_ice_candidate bad = c;
+    char out[KVS_CORRELATION_ID_CAPACITY];
+    size_t out_len = 0;
+
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_send_ice_candidate(NULL, "v1", &c, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER,
+              kvs_send_ice_candidate(master, "v1", NULL, NULL, NULL, 0, NULL));
+    bad = c;
+    bad.candidate = NULL;
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad.candidate = "";
+    EXPECT_RC(KVS_ERR_PAYLOAD_EMPTY,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad.candidate = NON_UTF8;
+    EXPECT_RC(KVS_ERR_INVALID_UTF8,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad.candidate = g_sdp10001;
+    EXPECT_RC(KVS_ERR_PAYLOAD_TOO_LARGE,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad.candidate = g_sdp8000;
+    EXPECT_RC(KVS_ERR_PAYLOAD_TOO_LARGE,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad = c;
+    bad.sdp_mid = NON_UTF8;
+    EXPECT_RC(KVS_ERR_INVALID_UTF8,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad.sdp_mid = g_id257;
+    EXPECT_RC(KVS_ERR_INVALID_ARGUMENT,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad = c;
+    bad.username_fragment = NON_UTF8;
+    EXPECT_RC(KVS_ERR_INVALID_UTF8,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad.username_fragment = g_id257;
+    EXPECT_RC(KVS_ERR_INVALID_ARGUMENT,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad = c;
+    bad.sdp_mline_index = 65536;
+    EXPECT_RC(KVS_ERR_INVALID_ARGUMENT,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+
+    EXPECT_RC(KVS_ERR_RECIPIENT_REQUIRED,
+              kvs_send_ice_candidate(master, NULL, &c, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_RECIPIENT_NOT_ALLOWED,
+              kvs_send_ice_candidate(viewer, "m", &c, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_EMPTY, kvs_send_ice_candidate(master, "", &c, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_TOO_LONG,
+              kvs_send_ice_candidate(master, g_id257, &c, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_PATTERN, kvs_send_ice_candidate(master, "a b", &c, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_PATTERN, kvs_send_ice_candidate(viewer, NULL, &c, "a/b", NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_EMPTY, kvs_send_ice_candidate(viewer, NULL, &c, "", NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_INVALID_UTF8,
+              kvs_send_ice_candidate(viewer, NULL, &c, NON_UTF8, NULL, 0, NULL));
+    memset(out, 'Z', sizeof out);
+    out_len = 12345;
+    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
+              kvs_send_ice_candidate(viewer, NULL, &c, NULL, out, sizeof out - 1, &out_len));
+    EXPECT_TRUE(out[0] == 'Z' && out_len == 12345, "outputs untouched on failure");
+
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED,
+              kvs_send_ice_candidate(viewer, NULL, &c, NULL, out, sizeof out, &out_len));
+    bad = c;
+    bad.sdp_mid = NULL;
+    bad.username_fragment = NULL;
+    bad.sdp_mline_index = -1; /* all optional fields left out */
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+    bad.sdp_mline_index = 65535;
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED,
+              kvs_send_ice_candidate(master, "v1", &bad, NULL, NULL, 0, NULL));
+}
+
+static void test_message_send(kvs_client *master, kvs_client *viewer) {
+    section("kvs_send_message (not connected)");
+    const uint8_t *json = (const uint8_t *)"{\"type\":\"offer\",\"sdp\":\"v=0\"}";
+    size_t json_len = strlen((const char *)json);
+    char out[KVS_CORRELATION_ID_CAPACITY];
+    size_t out_len = 0;
+    const uint32_t offer = KVS_MESSAGE_TYPE_SDP_OFFER;
+
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER,
+              kvs_send_message(NULL, offer, "v1", json, json_len, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER,
+              kvs_send_message(master, offer, "v1", NULL, 10, NULL, NULL, 0, NULL));
+    /* NULL with length 0 is an empty payload, not a NULL pointer. */
+    EXPECT_RC(KVS_ERR_PAYLOAD_EMPTY,
+              kvs_send_message(master, offer, "v1", NULL, 0, NULL, NULL, 0, NULL));
+    const uint32_t bad_actions[] = {0, KVS_MESSAGE_TYPE_GO_AWAY,
+                                    KVS_MESSAGE_TYPE_RECONNECT_ICE_SERVER, 99, 0xffffffffu};
+    for (size_t i = 0; i < sizeof bad_actions / sizeof bad_actions[0]; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "kvs_send_message(master, action %u, ...)",
+                 (unsigned)bad_actions[i]);
+        primed();
+        uint32_t got = (uint32_t)kvs_send_message(master, bad_actions[i], "v1", json, json_len,
+                                                  NULL, NULL, 0, NULL);
+        judge(__LINE__, what, got, KVS_ERR_INVALID_ARGUMENT, kvs_last_error_message(), g_marker);
+    }
+    EXPECT_RC(KVS_ERR_PAYLOAD_EMPTY,
+              kvs_send_message(master, offer, "v1", json, 0, NULL, NULL, 0, NULL));
+    /* 7,500 bytes encode to exactly 10,000 base64 characters; 7,501 do not fit. */
+    EXPECT_RC(KVS_ERR_PAYLOAD_TOO_LARGE,
+              kvs_send_message(master, offer, "v1", g_payload, 7501, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED,
+              kvs_send_message(master, offer, "v1", g_payload, 7500, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_RECIPIENT_REQUIRED,
+              kvs_send_message(master, offer, NULL, json, json_len, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_RECIPIENT_NOT_ALLOWED,
+              kvs_send_message(viewer, offer, "m", json, json_len, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_EMPTY,
+              kvs_send_message(master, offer, "", json, json_len, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_TOO_LONG,
+              kvs_send_message(master, offer, g_id257, json, json_len, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_PATTERN,
+              kvs_send_message(master, offer, "a/b", json, json_len, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_INVALID_UTF8,
+              kvs_send_message(master, offer, NON_UTF8, json, json_len, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_PATTERN,
+              kvs_send_message(viewer, offer, NULL, json, json_len, "a b", NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_ID_TOO_LONG,
+              kvs_send_message(viewer, offer, NULL, json, json_len, g_id257, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_INVALID_UTF8,
+              kvs_send_message(viewer, offer, NULL, json, json_len, NON_UTF8, NULL, 0, NULL));
+    memset(out, 'Z', sizeof out);
+    out_len = 12345;
+    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL, kvs_send_message(viewer, offer, NULL, json, json_len, NULL,
+                                                         out, 16, &out_len));
+    EXPECT_TRUE(out[0] == 'Z' && out_len == 12345, "outputs untouched on failure");
+    /* The payload is raw bytes: not UTF-8 is fine. */
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED,
+              kvs_send_message(viewer, KVS_MESSAGE_TYPE_ICE_CANDIDATE, NULL,
+                               (const uint8_t *)NON_UTF8, 2, NULL, out, sizeof out, &out_len));
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED, kvs_send_message(viewer, KVS_MESSAGE_TYPE_SDP_ANSWER, NULL,
+                                                      json, json_len, NULL, NULL, 0, NULL));
+}
+
+static void test_unconnected_clients(void) {
+    section("client lifecycle without a service");
+    struct probe pm, pv;
+    probe_init(&pm, "offline-master");
+    probe_init(&pv, "offline-viewer");
+    kvs_client_config cm = base_config(KVS_ROLE_MASTER, &pm);
+    kvs_client_config cv = base_config(KVS_ROLE_VIEWER, &pv);
+    kvs_client *master = NULL;
+    kvs_client *viewer = NULL;
+    EXPECT_RC(KVS_OK, kvs_client_new(&cm, &master));
+    EXPECT_RC(KVS_OK, kvs_client_new(&cv, &viewer));
+    if (master == NULL || viewer == NULL) {
+        fail(__LINE__, "offline clients", "cannot go on without them");
+        (void)kvs_client_free(master);
+        (void)kvs_client_free(viewer);
+        return;
+    }
+
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_connect(NULL));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_disconnect(NULL));
+    EXPECT_RC(KVS_OK, kvs_client_disconnect(master)); /* not connected: a no-op */
+    EXPECT_RC(KVS_OK, kvs_client_free(NULL));
+    EXPECT_TRUE(kvs_client_state(NULL) == KVS_STATE_DISCONNECTED, "kvs_client_state(NULL)");
+    EXPECT_TRUE(kvs_client_state(master) == KVS_STATE_DISCONNECTED, "a new client");
+
+    test_sdp_send("kvs_send_sdp_offer", kvs_send_sdp_offer, master, viewer);
+    test_sdp_send("kvs_send_sdp_answer", kvs_send_sdp_answer, master, viewer);
+    test_ice_send(master, viewer);
+    test_message_send(master, viewer);
+
+    section("client lifecycle without a service (free)");
+    EXPECT_RC(KVS_OK, kvs_client_free(master));
+    EXPECT_RC(KVS_OK, kvs_client_free(viewer));
+    EXPECT_FREED_NOW(&pm, 1);
+    EXPECT_FREED_NOW(&pv, 1);
+    EXPECT_TRUE(pm.state_count == 0 && pm.status_reports == 0,
+                "no callbacks for a client that never connected");
+}
+
+static void test_connect_failures(void) {
+    section("kvs_client_connect to a closed port and to a silent one");
+    char endpoint[64];
+    if (closed_port_endpoint(endpoint, sizeof endpoint) != 0) {
+        fail(__LINE__, "closed_port_endpoint", "could not find a closed port");
+        return;
+    }
+    struct probe p;
+    probe_init(&p, "closed-port");
+    kvs_client_config c = base_config(KVS_ROLE_VIEWER, &p);
+    c.endpoint = endpoint;
+    c.connect_timeout_ms = 3000;
+    kvs_client *client = NULL;
+    EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+    if (client == NULL) {
+        return;
+    }
+    print_line("      (connecting to %s)", endpoint);
+    EXPECT_RC2(KVS_ERR_NETWORK, KVS_ERR_TIMEOUT, kvs_client_connect(client));
+    EXPECT_TRUE(kvs_client_state(client) == KVS_STATE_DISCONNECTED, "state after the failure");
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED, kvs_send_sdp_offer(client, NULL, SDP, NULL, NULL, 0, NULL));
+    /* A failed connect can be retried: same answer, no ALREADY_CONNECTED. */
+    EXPECT_RC2(KVS_ERR_NETWORK, KVS_ERR_TIMEOUT, kvs_client_connect(client));
+    EXPECT_RC(KVS_OK, kvs_client_free(client));
+    EXPECT_FREED_NOW(&p, 1);
+    pthread_mutex_lock(&g_lock);
+    int seen_connecting = p.state_count >= 2 && p.states_seen[0] == KVS_STATE_CONNECTING &&
+                          p.states_seen[1] == KVS_STATE_DISCONNECTED;
+    int late = p.callbacks_after_free;
+    pthread_mutex_unlock(&g_lock);
+    EXPECT_TRUE(seen_connecting, "on_state saw CONNECTING then DISCONNECTED (%d states)",
+                p.state_count);
+    EXPECT_TRUE(late == 0, "no callback after free_userdata (%d)", late);
+
+    /* TCP connects but the handshake never completes: the connect timeout. */
+    int fd = silent_listener(endpoint, sizeof endpoint);
+    if (fd < 0) {
+        fail(__LINE__, "silent_listener", "could not listen on 127.0.0.1");
+        return;
+    }
+    probe_init(&p, "silent-port");
+    c = base_config(KVS_ROLE_VIEWER, &p);
+    c.endpoint = endpoint;
+    c.connect_timeout_ms = 300;
+    client = NULL;
+    EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+    if (client != NULL) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        EXPECT_RC(KVS_ERR_TIMEOUT, kvs_client_connect(client));
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+        EXPECT_TRUE(ms >= 250 && ms < 5000, "gave up after %.0f ms (connect_timeout_ms 300)", ms);
+        EXPECT_RC(KVS_OK, kvs_client_free(client));
+        EXPECT_FREED_NOW(&p, 1);
+    }
+    close(fd);
+}
+
+/* ------------------------------------------------------------------------ */
+/* With the emulator: callbacks calling back into the library.              */
+
+struct recorded {
+    int done;
+    uint32_t rc;
+    char msg[512];
+    char marker[512];
+};
+
+/* Runs `call` on the current (callback) thread and records its result. */
+#define RECORD(slot, call)                                                                     \
+    do {                                                                                       \
+        prime_marker((slot)->marker, sizeof (slot)->marker);                                   \
+        (slot)->rc = (uint32_t)(call);                                                         \
+        snprintf((slot)->msg, sizeof (slot)->msg, "%s", kvs_last_error_message());             \
+        (slot)->done = 1;                                                                      \
+    } while (0)
+
+struct online {
+    struct probe master_probe;
+    struct probe viewer_probe;
+    kvs_client *master;
+    kvs_client *viewer;
+    char viewer_id[64];
+    const char *endpoint;
+    const char *arn;
+
+    /* A client made inside a callback (allowed), freed by main. */
+    struct probe made_probe;
+    kvs_client *made_in_callback;
+    struct recorded new_in_cb;
+    struct recorded free_made_in_cb;
+
+    /* Recorded inside the master's on_message for the first offer. */
+    int offers;
+    char offer_sender[300];
+    uint32_t state_in_callback;
+    struct recorded connect_in_cb;
+    struct recorded disconnect_in_cb;
+    struct recorded free_in_cb;
+    struct recorded free_other_in_cb;
+    struct recorded shutdown_in_cb;
+    struct recorded bad_send_in_cb;
+    struct recorded answer_in_cb;
+    char answer_correlation[KVS_CORRELATION_ID_CAPACITY];
+    int on_dispatcher_thread;
+
+    /* Recorded inside the viewer's on_message. */
+    int answers;
+    struct recorded candidate_in_cb;
+    struct recorded echo_in_cb; /* the master echoing the candidate back */
+    int echoes;
+    char echoed_candidate[256];
+    char echoed_mid[16];
+    int echoed_mline;
+    int unexpected;
+};
+
+static struct online g_on;
+
+static void online_master_message(void *userdata, const kvs_message *m) {
+    probe_on_message(userdata, m);
+    struct online *o = &g_on;
+    if (m->message_type == KVS_MESSAGE_TYPE_SDP_OFFER) {
+        pthread_mutex_lock(&g_lock);
+        int first = o->offers++ == 0;
+        pthread_mutex_unlock(&g_lock);
+        if (!first) {
+            return;
+        }
+        /* Everything below runs on the dispatcher thread, inside a callback. */
+        struct recorded r_connect, r_disconnect, r_free, r_free_other, r_shutdown, r_bad, r_answer;
+        memset(&r_connect, 0, sizeof r_connect);
+        memset(&r_disconnect, 0, sizeof r_disconnect);
+        memset(&r_free, 0, sizeof r_free);
+        memset(&r_free_other, 0, sizeof r_free_other);
+        memset(&r_shutdown, 0, sizeof r_shutdown);
+        memset(&r_bad, 0, sizeof r_bad);
+        memset(&r_answer, 0, sizeof r_answer);
+        char correlation[KVS_CORRELATION_ID_CAPACITY] = "";
+        size_t correlation_len = 0;
+        uint32_t state = kvs_client_state(o->master);
+        struct recorded r_new, r_free_made;
+        memset(&r_new, 0, sizeof r_new);
+        memset(&r_free_made, 0, sizeof r_free_made);
+        kvs_client_config nc = kvs_client_config_default();
+        nc.role = KVS_ROLE_VIEWER;
+        nc.channel_arn = o->arn;
+        nc.endpoint = o->endpoint;
+        nc.client_id = "made-in-callback";
+        nc.on_state = probe_on_state;
+        nc.userdata = &o->made_probe;
+        nc.free_userdata = probe_free;
+        kvs_client *made = NULL;
+        RECORD(&r_new, kvs_client_new(&nc, &made));
+        if (made != NULL) {
+            RECORD(&r_free_made, kvs_client_free(made));
+        }
+        RECORD(&r_connect, kvs_client_connect(o->master));
+        RECORD(&r_disconnect, kvs_client_disconnect(o->master));
+        RECORD(&r_free, kvs_client_free(o->master));
+        RECORD(&r_free_other, kvs_client_free(o->viewer));
+        RECORD(&r_shutdown, kvs_shutdown(100));
+        RECORD(&r_bad, kvs_send_sdp_answer(o->master, NULL, SDP, NULL, NULL, 0, NULL));
+        RECORD(&r_answer, kvs_send_sdp_answer(o->master, m->sender_client_id, SDP,
+                                              "answer-from-callback", correlation,
+                                              sizeof correlation, &correlation_len));
+        pthread_mutex_lock(&g_lock);
+        snprintf(o->offer_sender, sizeof o->offer_sender, "%s",
+                 m->sender_client_id != NULL ? m->sender_client_id : "(NULL)");
+        o->state_in_callback = state;
+        o->connect_in_cb = r_connect;
+        o->disconnect_in_cb = r_disconnect;
+        o->free_in_cb = r_free;
+        o->free_other_in_cb = r_free_other;
+        o->shutdown_in_cb = r_shutdown;
+        o->bad_send_in_cb = r_bad;
+        o->answer_in_cb = r_answer;
+        o->new_in_cb = r_new;
+        o->free_made_in_cb = r_free_made;
+        o->made_in_callback = made;
+        snprintf(o->answer_correlation, sizeof o->answer_correlation, "%s", correlation);
+        o->on_dispatcher_thread = pthread_equal(pthread_self(), g_main_thread) ? 0 : 1;
+        pthread_mutex_unlock(&g_lock);
+    } else if (m->message_type == KVS_MESSAGE_TYPE_ICE_CANDIDATE && m->candidate != NULL) {
+        /* Echo it back from inside the callback. */
+        kvs_ice_candidate echo;
+        echo.candidate = m->candidate;
+        echo.sdp_mid = m->sdp_mid;
+        echo.sdp_mline_index = m->sdp_mline_index;
+        echo.username_fragment = m->username_fragment;
+        struct recorded r;
+        memset(&r, 0, sizeof r);
+        RECORD(&r, kvs_send_ice_candidate(o->master, m->sender_client_id, &echo, NULL, NULL, 0,
+                                          NULL));
+        pthread_mutex_lock(&g_lock);
+        o->echo_in_cb = r;
+        pthread_mutex_unlock(&g_lock);
+    }
+}
+
+static void online_viewer_message(void *userdata, const kvs_message *m) {
+    probe_on_message(userdata, m);
+    struct online *o = &g_on;
+    if (m->message_type == KVS_MESSAGE_TYPE_SDP_ANSWER) {
+        struct recorded r;
+        memset(&r, 0, sizeof r);
+        kvs_ice_candidate c;
+        c.candidate = CANDIDATE;
+        c.sdp_mid = "0";
+        c.sdp_mline_index = 0;
+        c.username_fragment = NULL;
+        RECORD(&r, kvs_send_ice_candidate(o->viewer, NULL, &c, NULL, NULL, 0, NULL));
+        pthread_mutex_lock(&g_lock);
+        o->answers++;
+        o->candidate_in_cb = r;
+        pthread_mutex_unlock(&g_lock);
+    } else if (m->message_type == KVS_MESSAGE_TYPE_ICE_CANDIDATE) {
+        pthread_mutex_lock(&g_lock);
+        o->echoes++;
+        snprintf(o->echoed_candidate, sizeof o->echoed_candidate, "%s",
+                 m->candidate != NULL ? m->candidate : "(NULL)");
+        snprintf(o->echoed_mid, sizeof o->echoed_mid, "%s",
+                 m->sdp_mid != NULL ? m->sdp_mid : "(NULL)");
+        o->echoed_mline = (int)m->sdp_mline_index;
+        pthread_mutex_unlock(&g_lock);
+    } else {
+        pthread_mutex_lock(&g_lock);
+        o->unexpected++;
+        pthread_mutex_unlock(&g_lock);
+    }
+}
+
+static void judge_recorded(int line, const char *what, const struct recorded *r, uint32_t want) {
+    if (!r->done) {
+        fail(line, what, "the callback did not run this call");
+        return;
+    }
+    judge(line, what, r->rc, want, r->msg, r->marker);
+}
+
+static int wait_for(int *counter, int at_least, long ms) {
+    for (long waited = 0;; waited += 5) {
+        pthread_mutex_lock(&g_lock);
+        int n = *counter;
+        pthread_mutex_unlock(&g_lock);
+        if (n >= at_least) {
+            return 1;
+        }
+        if (waited >= ms) {
+            return 0;
+        }
+        sleep_ms(5);
+    }
+}
+
+/* Same ARN, another channel name: "...:channel/NAME/EPOCH". */
+static int missing_channel_arn(const char *arn, char *out, size_t cap) {
+    const char *name = strstr(arn, ":channel/");
+    if (name == NULL) {
+        return -1;
+    }
+    name += strlen(":channel/");
+    const char *epoch = strchr(name, '/');
+    if (epoch == NULL) {
+        return -1;
+    }
+    snprintf(out, cap, "%.*skvs-c-test-no-such-channel%s", (int)(name - arn), arn, epoch);
+    return 0;
+}
+
+static void test_online(const char *endpoint, const char *arn) {
+    section("with the emulator: connect errors");
+    char missing[1200];
+    if (missing_channel_arn(arn, missing, sizeof missing) == 0) {
+        struct probe p;
+        probe_init(&p, "missing-channel");
+        kvs_client_config c = base_config(KVS_ROLE_MASTER, &p);
+        c.endpoint = endpoint;
+        c.channel_arn = missing;
+        kvs_client *client = NULL;
+        EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+        if (client != NULL) {
+            EXPECT_RC(KVS_ERR_NOT_FOUND, kvs_client_connect(client));
+            EXPECT_RC(KVS_OK, kvs_client_free(client));
+            EXPECT_FREED_NOW(&p, 1);
+        }
+    } else {
+        fail(__LINE__, "missing_channel_arn", "cannot parse the channel ARN");
+    }
+
+    section("with the emulator: master and viewer");
+    struct online *o = &g_on;
+    memset(o, 0, sizeof *o);
+    probe_init(&o->master_probe, "online-master");
+    probe_init(&o->viewer_probe, "online-viewer");
+    probe_init(&o->made_probe, "made-in-callback");
+    o->endpoint = endpoint;
+    o->arn = arn;
+    snprintf(o->viewer_id, sizeof o->viewer_id, "bad-input-viewer-%ld", (long)getpid());
+
+    kvs_client_config cm = base_config(KVS_ROLE_MASTER, &o->master_probe);
+    cm.endpoint = endpoint;
+    cm.channel_arn = arn;
+    cm.on_message = online_master_message;
+    kvs_client_config cv = base_config(KVS_ROLE_VIEWER, &o->viewer_probe);
+    cv.endpoint = endpoint;
+    cv.channel_arn = arn;
+    cv.client_id = o->viewer_id;
+    cv.on_message = online_viewer_message;
+
+    EXPECT_RC(KVS_OK, kvs_client_new(&cm, &o->master));
+    EXPECT_RC(KVS_OK, kvs_client_new(&cv, &o->viewer));
+    if (o->master == NULL || o->viewer == NULL) {
+        (void)kvs_client_free(o->master);
+        (void)kvs_client_free(o->viewer);
+        return;
+    }
+    EXPECT_RC(KVS_OK, kvs_client_connect(o->master));
+    EXPECT_TRUE(kvs_client_state(o->master) == KVS_STATE_CONNECTED, "master CONNECTED");
+    EXPECT_RC(KVS_ERR_ALREADY_CONNECTED, kvs_client_connect(o->master));
+    EXPECT_RC(KVS_OK, kvs_client_connect(o->viewer));
+
+    /* Validation still comes first when connected. */
+    EXPECT_RC(KVS_ERR_RECIPIENT_REQUIRED,
+              kvs_send_sdp_offer(o->master, NULL, SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_RECIPIENT_NOT_ALLOWED,
+              kvs_send_sdp_offer(o->viewer, "x", SDP, NULL, NULL, 0, NULL));
+    EXPECT_RC(KVS_ERR_PAYLOAD_TOO_LARGE,
+              kvs_send_sdp_offer(o->viewer, NULL, g_sdp8000, NULL, NULL, 0, NULL));
+
+    /* The viewer's offer starts the chain: the master's callback answers (and
+     * tries the forbidden calls), the viewer's callback sends a candidate, the
+     * master's callback echoes it. */
+    char correlation[KVS_CORRELATION_ID_CAPACITY];
+    size_t correlation_len = 0;
+    EXPECT_RC(KVS_OK, kvs_send_sdp_offer(o->viewer, NULL, SDP, "offer-1", correlation,
+                                         sizeof correlation, &correlation_len));
+    EXPECT_TRUE(strcmp(correlation, "offer-1") == 0 && correlation_len == 7,
+                "out_correlation_id \"%s\", out_len %zu", correlation, correlation_len);
+    EXPECT_RC(KVS_OK, kvs_send_sdp_offer(o->viewer, NULL, SDP, NULL, correlation,
+                                         sizeof correlation, &correlation_len));
+    EXPECT_TRUE(correlation_len > 0 && strlen(correlation) == correlation_len,
+                "a generated correlation id: \"%s\"", correlation);
+
+    int got_answer = wait_for(&o->answers, 1, 10000);
+    int got_echo = wait_for(&o->echoes, 1, 10000);
+    EXPECT_TRUE(got_answer, "the viewer received the answer sent from the master's callback");
+    EXPECT_TRUE(got_echo, "the viewer received the candidate echoed from the master's callback");
+
+    section("with the emulator: calls made inside callbacks");
+    pthread_mutex_lock(&g_lock);
+    struct online snapshot = *o;
+    pthread_mutex_unlock(&g_lock);
+    EXPECT_TRUE(snapshot.on_dispatcher_thread, "callbacks run on a library thread");
+    EXPECT_TRUE(strcmp(snapshot.offer_sender, o->viewer_id) == 0, "offer sender \"%s\"",
+                snapshot.offer_sender);
+    EXPECT_TRUE(snapshot.state_in_callback == KVS_STATE_CONNECTED,
+                "kvs_client_state from a callback: %u", (unsigned)snapshot.state_in_callback);
+    judge_recorded(__LINE__, "kvs_client_connect from on_message", &snapshot.connect_in_cb,
+                   KVS_ERR_WOULD_DEADLOCK);
+    judge_recorded(__LINE__, "kvs_client_disconnect from on_message", &snapshot.disconnect_in_cb,
+                   KVS_ERR_WOULD_DEADLOCK);
+    judge_recorded(__LINE__, "kvs_client_free(own client) from on_message", &snapshot.free_in_cb,
+                   KVS_ERR_IN_CALLBACK);
+    judge_recorded(__LINE__, "kvs_client_free(other client) from on_message",
+                   &snapshot.free_other_in_cb, KVS_ERR_IN_CALLBACK);
+    judge_recorded(__LINE__, "kvs_shutdown from on_message", &snapshot.shutdown_in_cb,
+                   KVS_ERR_WOULD_DEADLOCK);
+    judge_recorded(__LINE__, "kvs_send_sdp_answer without recipient from on_message",
+                   &snapshot.bad_send_in_cb, KVS_ERR_RECIPIENT_REQUIRED);
+    judge_recorded(__LINE__, "kvs_send_sdp_answer from on_message", &snapshot.answer_in_cb,
+                   KVS_OK);
+    EXPECT_TRUE(strcmp(snapshot.answer_correlation, "answer-from-callback") == 0,
+                "correlation id written in the callback: \"%s\"", snapshot.answer_correlation);
+    judge_recorded(__LINE__, "kvs_send_ice_candidate from the viewer's on_message",
+                   &snapshot.candidate_in_cb, KVS_OK);
+    judge_recorded(__LINE__, "kvs_send_ice_candidate (echo) from the master's on_message",
+                   &snapshot.echo_in_cb, KVS_OK);
+    EXPECT_TRUE(strcmp(snapshot.echoed_candidate, CANDIDATE) == 0 &&
+                    strcmp(snapshot.echoed_mid, "0") == 0 && snapshot.echoed_mline == 0,
+                "echo \"%s\" sdpMid %s sdpMLineIndex %d", snapshot.echoed_candidate,
+                snapshot.echoed_mid, snapshot.echoed_mline);
+    EXPECT_TRUE(kvs_client_state(o->master) == KVS_STATE_CONNECTED,
+                "the master is still connected after the refused calls");
+    judge_recorded(__LINE__, "kvs_client_new from on_message", &snapshot.new_in_cb, KVS_OK);
+    judge_recorded(__LINE__, "kvs_client_free(client made there) from on_message",
+                   &snapshot.free_made_in_cb, KVS_ERR_IN_CALLBACK);
+    if (snapshot.made_in_callback != NULL) {
+        EXPECT_RC(KVS_OK, kvs_client_connect(snapshot.made_in_callback));
+        EXPECT_RC(KVS_OK, kvs_client_free(snapshot.made_in_callback));
+        EXPECT_FREED_NOW(&o->made_probe, 1);
+    }
+
+    section("with the emulator: disconnect, send, reconnect");
+    EXPECT_RC(KVS_OK, kvs_client_disconnect(o->viewer));
+    EXPECT_TRUE(kvs_client_state(o->viewer) == KVS_STATE_DISCONNECTED, "viewer DISCONNECTED");
+    EXPECT_RC(KVS_ERR_NOT_CONNECTED, kvs_send_sdp_offer(o->viewer, NULL, SDP, NULL, NULL, 0, NULL));
+    {
+        kvs_ice_candidate c;
+        c.candidate = CANDIDATE;
+        c.sdp_mid = NULL;
+        c.sdp_mline_index = -1;
+        c.username_fragment = NULL;
+        EXPECT_RC(KVS_ERR_NOT_CONNECTED,
+                  kvs_send_ice_candidate(o->viewer, NULL, &c, NULL, NULL, 0, NULL));
+    }
+    EXPECT_RC(KVS_OK, kvs_client_disconnect(o->viewer)); /* again: a no-op */
+    EXPECT_RC(KVS_OK, kvs_client_connect(o->viewer));    /* a client can reconnect */
+    EXPECT_TRUE(kvs_client_state(o->viewer) == KVS_STATE_CONNECTED, "viewer CONNECTED again");
+    EXPECT_RC(KVS_OK, kvs_client_disconnect(o->viewer));
+
+    section("with the emulator: free");
+    EXPECT_RC(KVS_OK, kvs_client_free(o->viewer));
+    EXPECT_RC(KVS_OK, kvs_client_free(o->master));
+    EXPECT_FREED_NOW(&o->master_probe, 1);
+    EXPECT_FREED_NOW(&o->viewer_probe, 1);
+    pthread_mutex_lock(&g_lock);
+    int late = o->master_probe.callbacks_after_free + o->viewer_probe.callbacks_after_free;
+    int on_main = o->master_probe.freed_on_main_thread + o->viewer_probe.freed_on_main_thread;
+    pthread_mutex_unlock(&g_lock);
+    EXPECT_TRUE(late == 0, "no callback after free_userdata (%d)", late);
+    EXPECT_TRUE(on_main == 0, "free_userdata ran on the dispatcher thread");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shutdown.                                                                */
+
+static void test_shutdown(const char *endpoint, const char *arn) {
+    section("kvs_shutdown");
+    /* One client left unconnected and (with the emulator) one left connected
+     * across the shutdown: "clients left alive simply stop". */
+    struct probe p_idle, p_live, p_after;
+    probe_init(&p_idle, "idle-across-shutdown");
+    probe_init(&p_live, "live-across-shutdown");
+    kvs_client_config c = base_config(KVS_ROLE_VIEWER, &p_idle);
+    c.client_id = "idle-viewer";
+    kvs_client *idle = NULL;
+    EXPECT_RC(KVS_OK, kvs_client_new(&c, &idle));
+    kvs_client *live = NULL;
+    if (endpoint != NULL) {
+        c = base_config(KVS_ROLE_VIEWER, &p_live);
+        c.endpoint = endpoint;
+        c.channel_arn = arn;
+        c.client_id = "live-viewer";
+        EXPECT_RC(KVS_OK, kvs_client_new(&c, &live));
+        if (live != NULL) {
+            EXPECT_RC(KVS_OK, kvs_client_connect(live));
+        }
+    }
+
+    EXPECT_RC(KVS_OK, kvs_shutdown(2000));
+    EXPECT_RC2(KVS_OK, KVS_ERR_SHUTDOWN, kvs_shutdown(2000));
+
+    probe_init(&p_after, "after-shutdown");
+    c = base_config(KVS_ROLE_MASTER, &p_after);
+    kvs_client *client = NULL;
+    EXPECT_RC(KVS_ERR_SHUTDOWN, kvs_client_new(&c, &client));
+    EXPECT_TRUE(client == NULL && p_after.free_calls == 1,
+                "no client; free_userdata ran %d times before returning", p_after.free_calls);
+    if (idle != NULL) {
+        EXPECT_RC(KVS_ERR_SHUTDOWN, kvs_client_connect(idle));
+        EXPECT_RC2(KVS_ERR_NOT_CONNECTED, KVS_ERR_SHUTDOWN,
+                   kvs_send_sdp_offer(idle, NULL, SDP, NULL, NULL, 0, NULL));
+        EXPECT_RC(KVS_OK, kvs_client_free(idle));
+        EXPECT_FREED_NOW(&p_idle, 0); /* no dispatcher any more */
+    }
+    if (live != NULL) {
+        EXPECT_RC2(KVS_ERR_NOT_CONNECTED, KVS_ERR_SHUTDOWN,
+                   kvs_send_sdp_offer(live, NULL, SDP, NULL, NULL, 0, NULL));
+        EXPECT_RC(KVS_OK, kvs_client_free(live));
+        EXPECT_FREED_NOW(&p_live, 0);
+    }
+    EXPECT_TRUE(kvs_version() != NULL && strcmp(kvs_result_str(KVS_ERR_SHUTDOWN),
+                                                "unknown result code") != 0,
+                "kvs_version and kvs_result_str still work");
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: bad_input --endpoint URL --channel-arn ARN\n"
+                 "       bad_input --offline\n"
+                 "  (or set KVS_ENDPOINT and KVS_CHANNEL_ARN)\n");
+}
+
+int main(int argc, char **argv) {
+    const char *endpoint = getenv("KVS_ENDPOINT");
+    const char *arn = getenv("KVS_CHANNEL_ARN");
+    int offline = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--offline") == 0) {
+            offline = 1;
+        } else if (strcmp(argv[i], "--endpoint") == 0 && i + 1 < argc) {
+            endpoint = argv[++i];
+        } else if (strcmp(argv[i], "--channel-arn") == 0 && i + 1 < argc) {
+            arn = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "bad_input: unexpected argument %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (offline) {
+        endpoint = NULL;
+        arn = NULL;
+    } else if (endpoint == NULL || arn == NULL) {
+        fprintf(stderr, "bad_input: needs --endpoint and --channel-arn of a running emulator "
+                        "(or --offline to skip the tests that need one)\n");
+        usage(stderr);
+        return 2;
+    }
+
+    g_main_thread = pthread_self();
+    fill_test_data();
+    print_line("bad_input: %s; %s", kvs_version(),
+               offline ? "offline (no emulator tests)" : endpoint);
+
+    test_version();
+    test_result_str();
+    test_last_error();
+    test_set_log_callback();
+    test_config_default();
+    test_client_new();
+    test_unconnected_clients();
+    test_connect_failures();
+    if (endpoint != NULL) {
+        test_online(endpoint, arn);
+    } else {
+        print_line("== with the emulator: SKIPPED (--offline)");
+    }
+    finish_log_callback();
+    test_shutdown(endpoint, arn);
+
+    print_line("%d passed, %d failed", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
