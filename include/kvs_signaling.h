@@ -36,6 +36,11 @@
 
 
 /**
+ * `sdp_per_second` / `ice_per_second` value that turns pacing off.
+ */
+#define KVS_UNPACED UINT32_MAX
+
+/**
  * Size for a buffer that receives a correlation id: 256 characters and a NUL.
  */
 #define KVS_CORRELATION_ID_CAPACITY 257
@@ -444,6 +449,46 @@ typedef struct kvs_client_config {
    * Sends that may wait for the socket at once; 0 means 256.
    */
   uint32_t send_queue_capacity;
+  /**
+   * How long a send may wait while the client reconnects before it is
+   * reported failed, in milliseconds; 0 means 30000.
+   */
+  uint32_t send_queue_timeout_ms;
+  /**
+   * Reconnect backoff: the first retry waits up to this (ms); 0 means 200.
+   */
+  uint32_t backoff_initial_ms;
+  /**
+   * Reconnect backoff cap (ms); 0 means 10000.
+   */
+  uint32_t backoff_max_ms;
+  /**
+   * WebSocket ping interval (ms); 0 means 20000.
+   */
+  uint32_t ping_interval_ms;
+  /**
+   * A ping unanswered this long (ms) counts as a drop; 0 means 10000.
+   */
+  uint32_t pong_timeout_ms;
+  /**
+   * Age (seconds) at which the client switches to a new socket before the
+   * service's own limit; 0 means 3300 (55 minutes).
+   */
+  uint32_t max_connection_age_s;
+  /**
+   * Offers and answers per second per connection; 0 means 5 (the service
+   * quota); KVS_UNPACED turns pacing off.
+   */
+  uint32_t sdp_per_second;
+  /**
+   * ICE candidates per second per connection; 0 means 20; KVS_UNPACED: off.
+   */
+  uint32_t ice_per_second;
+  /**
+   * Hold ICE candidates that arrive before their peer's SDP offer or answer
+   * and deliver them right after it.
+   */
+  bool buffer_early_candidates;
   kvs_message_callback on_message;
   kvs_status_callback on_status;
   kvs_state_callback on_state;
@@ -457,6 +502,59 @@ typedef struct kvs_client_config {
    */
   kvs_free_callback free_userdata;
 } kvs_client_config;
+
+/**
+ * A snapshot of a client's counters (`kvs_client_get_metrics`). Times are
+ * microseconds unless named otherwise.
+ */
+typedef struct kvs_client_metrics {
+  /**
+   * A `kvs_state` value.
+   */
+  uint32_t state;
+  /**
+   * Sockets opened, the first included.
+   */
+  uint64_t connects;
+  /**
+   * Sockets opened after a drop, a GO_AWAY or the age limit.
+   */
+  uint64_t reconnects;
+  /**
+   * Failed connect attempts.
+   */
+  uint64_t connect_failures;
+  /**
+   * Unix time (ms) of the last successful connect; 0 if none.
+   */
+  uint64_t last_connect_unix_ms;
+  /**
+   * Phases of the last successful connect.
+   */
+  uint64_t last_control_plane_us;
+  uint64_t last_tls_us;
+  uint64_t last_websocket_us;
+  uint64_t messages_sent;
+  uint64_t messages_received;
+  /**
+   * Sends waiting in the queue now.
+   */
+  uint64_t messages_queued;
+  /**
+   * Sends reported failed through `on_status` with origin LOCAL.
+   */
+  uint64_t messages_failed;
+  uint64_t pings_sent;
+  uint64_t go_aways;
+  /**
+   * Wait before the next reconnect attempt (ms); 0 when connected.
+   */
+  uint64_t current_backoff_ms;
+  /**
+   * Service clock minus local clock (ms), learnt from the service.
+   */
+  int64_t clock_skew_ms;
+} kvs_client_metrics;
 
 /**
  * An ICE candidate to send (`kvs_send_ice_candidate`). Borrowed for the call.
@@ -533,6 +631,30 @@ kvs_result kvs_client_new(const struct kvs_client_config *config, struct kvs_cli
  * KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN.
  */
 kvs_result kvs_client_connect(const struct kvs_client *client);
+
+/**
+ * Starts connecting in the background and returns at once. Unlike
+ * `kvs_client_connect`, a failed first attempt is retried like any later drop
+ * (state KVS_STATE_RECONNECTING), forever, until `kvs_client_disconnect` or
+ * `kvs_client_free`. Sends are accepted from now on and wait in the queue until
+ * the socket is open.
+ *
+ * Ownership: `client` is borrowed for the call. Threading: any thread,
+ * callbacks included.
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_SHUTDOWN,
+ * KVS_ERR_FORKED.
+ */
+kvs_result kvs_client_start(const struct kvs_client *client);
+
+/**
+ * Fills `*out_metrics` with the client's counters.
+ *
+ * Ownership: `client` is borrowed; `out_metrics` is caller-owned memory,
+ * written on success only. Threading: any thread, callbacks included.
+ * Errors: KVS_ERR_NULL_PARAMETER.
+ */
+kvs_result kvs_client_get_metrics(const struct kvs_client *client,
+                                  struct kvs_client_metrics *out_metrics);
 
 /**
  * Closes the connection: sends a close frame, waits up to one second for the

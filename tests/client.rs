@@ -326,3 +326,90 @@ fn emulator_thread_helper_serves_a_channel() {
     assert!(emulator.endpoint.starts_with("ws://127.0.0.1:"));
     assert!(emulator.arn.contains(":channel/test-channel/"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_candidates_are_held_until_the_offer_when_asked() {
+    let emulator = emulator().await;
+    let arn = emulator.channel_arn("c").unwrap();
+    let config = ClientConfig { buffer_early_candidates: true, ..ClientConfig::master(&arn, &emulator.ws_endpoint()) };
+    let (master, mut master_events) = Client::new(config).unwrap();
+    let (viewer, _ve) = Client::new(ClientConfig::viewer(&arn, "early", &emulator.ws_endpoint())).unwrap();
+    master.connect().await.unwrap();
+    viewer.connect().await.unwrap();
+    for i in 0..3 {
+        let candidate = IceCandidate {
+            candidate: format!("candidate:{i}"),
+            sdp_mid: None,
+            sdp_mline_index: None,
+            username_fragment: None,
+        };
+        viewer.send_ice_candidate(None, &candidate, None).unwrap();
+    }
+    viewer.send_sdp_offer(None, "v=0 late offer", None).unwrap();
+    let first = next_message(&mut master_events).await;
+    assert_eq!(first.message_type, MessageType::SdpOffer, "the offer comes first");
+    for i in 0..3 {
+        let m = next_message(&mut master_events).await;
+        assert_eq!(m.ice.unwrap().candidate, format!("candidate:{i}"));
+    }
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_queues_sends_until_the_socket_opens_and_metrics_count_them() {
+    let emulator = emulator().await;
+    let arn = emulator.channel_arn("c").unwrap();
+    let (master, mut master_events) = Client::new(ClientConfig::master(&arn, &emulator.ws_endpoint())).unwrap();
+    master.connect().await.unwrap();
+    let (viewer, _ve) = Client::new(ClientConfig::viewer(&arn, "starter", &emulator.ws_endpoint())).unwrap();
+    viewer.start().unwrap();
+    // Accepted at once, before the socket is open; written once it is.
+    viewer.send_sdp_offer(None, "v=0 queued", None).unwrap();
+    assert_eq!(next_message(&mut master_events).await.sdp.unwrap().sdp, "v=0 queued");
+    assert_eq!(viewer.start(), Err(ClientError::AlreadyConnected));
+    let metrics = viewer.metrics();
+    assert_eq!(metrics.state, ConnectionState::Connected);
+    assert_eq!((metrics.connects, metrics.reconnects, metrics.messages_sent, metrics.messages_queued), (1, 0, 1, 0));
+    assert!(metrics.last_connect_unix_ms > 0);
+    assert_eq!(master.metrics().messages_received, 1);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_candidates_goes_out_in_order_within_the_quota() {
+    let emulator = emulator().await;
+    let (master, mut master_events, viewer, mut viewer_events) = connected_pair(&emulator).await;
+    for i in 0..30 {
+        let candidate = IceCandidate {
+            candidate: format!("candidate:{i}"),
+            sdp_mid: None,
+            sdp_mline_index: None,
+            username_fragment: None,
+        };
+        viewer.send_ice_candidate(None, &candidate, None).unwrap();
+    }
+    let mut arrivals = Vec::new();
+    for i in 0..30 {
+        let m = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let ClientEvent::Message(m) = master_events.recv().await.unwrap() {
+                    return m;
+                }
+            }
+        })
+        .await
+        .expect("candidate in time");
+        assert_eq!(m.ice.unwrap().candidate, format!("candidate:{i}"));
+        arrivals.push(std::time::Instant::now());
+    }
+    // Paced to 20 per second: no one-second window holds more than 20.
+    for (i, t) in arrivals.iter().enumerate().skip(20) {
+        assert!(t.duration_since(arrivals[i - 20]) >= Duration::from_millis(900), "candidate {i} came too early");
+    }
+    // And the service throttled none of them.
+    while let Ok(event) = viewer_events.try_recv() {
+        assert!(!matches!(event, ClientEvent::Status(_)), "{event:?}");
+    }
+    drop(master);
+    emulator.shutdown().await;
+}

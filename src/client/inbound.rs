@@ -164,7 +164,10 @@ mod tests {
     use std::sync::Mutex;
 
     fn frame(kind: &str, sender: &str, json: &str) -> String {
-        format!(r#"{{"messageType":"{kind}","senderClientId":"{sender}","messagePayload":"{}"}}"#, encode_payload(json.as_bytes()))
+        format!(
+            r#"{{"messageType":"{kind}","senderClientId":"{sender}","messagePayload":"{}"}}"#,
+            encode_payload(json.as_bytes())
+        )
     }
 
     #[test]
@@ -185,8 +188,10 @@ mod tests {
         inbound.handle_text(&frame("SDP_OFFER", "a", r#"{"type":"offer","sdp":"v=0"}"#));
         inbound.handle_text(&frame("ICE_CANDIDATE", "a", r#"{"candidate":"a3"}"#));
         let got = seen.lock().unwrap().clone();
-        let want: Vec<(String, String)> =
-            [("a", "sdp"), ("a", "a1"), ("a", "a2"), ("a", "a3")].iter().map(|(p, l)| (p.to_string(), l.to_string())).collect();
+        let want: Vec<(String, String)> = [("a", "sdp"), ("a", "a1"), ("a", "a2"), ("a", "a3")]
+            .iter()
+            .map(|(p, l)| (p.to_string(), l.to_string()))
+            .collect();
         assert_eq!(got, want, "b's candidate stays held until b's SDP");
     }
 }

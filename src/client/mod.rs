@@ -19,9 +19,7 @@ mod target;
 
 pub use config::{Backoff, ClientConfig, Pacing, region_of_arn};
 pub use error::ClientError;
-pub use events::{
-    ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport,
-};
+pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
 pub use metrics::Metrics;
 
 use crate::protocol::{Action, IceCandidate, OutboundMessage, Role, SdpType, SessionDescription, encode_payload};
@@ -215,13 +213,8 @@ impl Client {
                 &generated
             }
         };
-        let message = OutboundMessage::new(
-            self.config.role,
-            action,
-            recipient,
-            &encode_payload(payload),
-            Some(correlation_id),
-        )?;
+        let message =
+            OutboundMessage::new(self.config.role, action, recipient, &encode_payload(payload), Some(correlation_id))?;
         let outgoing = Outgoing {
             frame: message.to_json(),
             correlation_id: correlation_id.to_owned(),

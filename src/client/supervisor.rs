@@ -360,7 +360,13 @@ impl Supervisor {
                 self.age_at = Some(Instant::now() + self.config.max_connection_age);
                 self.sdp_window.reset();
                 self.ice_window.reset();
-                log!(Level::Info, TARGET, "connected to {} ({})", self.target.describe(), if reconnect { "reconnect" } else { "first connect" });
+                log!(
+                    Level::Info,
+                    TARGET,
+                    "connected to {} ({})",
+                    self.target.describe(),
+                    if reconnect { "reconnect" } else { "first connect" }
+                );
                 self.set_state(ConnectionState::Connected, StateReason::Requested);
                 if let Some(first) = self.first.take() {
                     let _ = first.send(Ok(()));
@@ -381,7 +387,13 @@ impl Supervisor {
                 self.failures = self.failures.saturating_add(1);
                 let wait = self.backoff();
                 self.counters.current_backoff_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
-                log!(Level::Warn, TARGET, "connect to {} failed: {err}; retrying in {} ms", self.target.describe(), wait.as_millis());
+                log!(
+                    Level::Warn,
+                    TARGET,
+                    "connect to {} failed: {err}; retrying in {} ms",
+                    self.target.describe(),
+                    wait.as_millis()
+                );
                 if self.current.is_some() {
                     // A failed handover: keep the working socket, try again later.
                     self.age_at = Some(Instant::now() + wait.max(self.config.backoff.initial));

@@ -15,6 +15,9 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `sdp_per_second` / `ice_per_second` value that turns pacing off.
+pub const KVS_UNPACED: u32 = u32::MAX;
+
 /// Size for a buffer that receives a correlation id: 256 characters and a NUL.
 pub const KVS_CORRELATION_ID_CAPACITY: usize = 257;
 
@@ -159,6 +162,28 @@ pub struct kvs_client_config {
     pub connect_timeout_ms: u32,
     /// Sends that may wait for the socket at once; 0 means 256.
     pub send_queue_capacity: u32,
+    /// How long a send may wait while the client reconnects before it is
+    /// reported failed, in milliseconds; 0 means 30000.
+    pub send_queue_timeout_ms: u32,
+    /// Reconnect backoff: the first retry waits up to this (ms); 0 means 200.
+    pub backoff_initial_ms: u32,
+    /// Reconnect backoff cap (ms); 0 means 10000.
+    pub backoff_max_ms: u32,
+    /// WebSocket ping interval (ms); 0 means 20000.
+    pub ping_interval_ms: u32,
+    /// A ping unanswered this long (ms) counts as a drop; 0 means 10000.
+    pub pong_timeout_ms: u32,
+    /// Age (seconds) at which the client switches to a new socket before the
+    /// service's own limit; 0 means 3300 (55 minutes).
+    pub max_connection_age_s: u32,
+    /// Offers and answers per second per connection; 0 means 5 (the service
+    /// quota); KVS_UNPACED turns pacing off.
+    pub sdp_per_second: u32,
+    /// ICE candidates per second per connection; 0 means 20; KVS_UNPACED: off.
+    pub ice_per_second: u32,
+    /// Hold ICE candidates that arrive before their peer's SDP offer or answer
+    /// and deliver them right after it.
+    pub buffer_early_candidates: bool,
     pub on_message: kvs_message_callback,
     pub on_status: kvs_status_callback,
     pub on_state: kvs_state_callback,
@@ -183,6 +208,15 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         region: ptr::null(),
         connect_timeout_ms: 0,
         send_queue_capacity: 0,
+        send_queue_timeout_ms: 0,
+        backoff_initial_ms: 0,
+        backoff_max_ms: 0,
+        ping_interval_ms: 0,
+        pong_timeout_ms: 0,
+        max_connection_age_s: 0,
+        sdp_per_second: 0,
+        ice_per_second: 0,
+        buffer_early_candidates: false,
         on_message: None,
         on_status: None,
         on_state: None,
@@ -391,6 +425,25 @@ fn client_config(config: &kvs_client_config) -> Result<ClientConfig, kvs_result>
     if config.send_queue_capacity > 0 {
         out.send_queue_capacity = config.send_queue_capacity as usize;
     }
+    let millis = |value: u32, default: Duration| {
+        if value == 0 { default } else { Duration::from_millis(u64::from(value)) }
+    };
+    out.send_queue_timeout = millis(config.send_queue_timeout_ms, out.send_queue_timeout);
+    out.backoff.initial = millis(config.backoff_initial_ms, out.backoff.initial);
+    out.backoff.max = millis(config.backoff_max_ms, out.backoff.max);
+    out.ping_interval = millis(config.ping_interval_ms, out.ping_interval);
+    out.pong_timeout = millis(config.pong_timeout_ms, out.pong_timeout);
+    if config.max_connection_age_s > 0 {
+        out.max_connection_age = Duration::from_secs(u64::from(config.max_connection_age_s));
+    }
+    let rate = |value: u32, default: u32| match value {
+        0 => default,
+        KVS_UNPACED => 0,
+        n => n,
+    };
+    out.pacing.sdp_per_second = rate(config.sdp_per_second, out.pacing.sdp_per_second);
+    out.pacing.ice_per_second = rate(config.ice_per_second, out.pacing.ice_per_second);
+    out.buffer_early_candidates = config.buffer_early_candidates;
     out.validate().map_err(|e| fail_client(&e))?;
     Ok(out)
 }
@@ -466,6 +519,103 @@ pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
             Ok(Err(e)) => fail_client(&e),
             Err(e) => fail_runtime(e),
         }
+    })
+}
+
+/// Starts connecting in the background and returns at once. Unlike
+/// `kvs_client_connect`, a failed first attempt is retried like any later drop
+/// (state KVS_STATE_RECONNECTING), forever, until `kvs_client_disconnect` or
+/// `kvs_client_free`. Sends are accepted from now on and wait in the queue until
+/// the socket is open.
+///
+/// Ownership: `client` is borrowed for the call. Threading: any thread,
+/// callbacks included.
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_SHUTDOWN,
+/// KVS_ERR_FORKED.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_start(client: *const kvs_client) -> kvs_result {
+    boundary(|| {
+        require_non_null!(client, "client");
+        let handle = handle_ref(client);
+        let runtime = match runtime::handle() {
+            Ok(runtime) => runtime,
+            Err(e) => return fail_runtime(e),
+        };
+        let _entered = runtime.enter();
+        match handle.client.start() {
+            Ok(()) => KVS_OK,
+            Err(e) => fail_client(&e),
+        }
+    })
+}
+
+/// A snapshot of a client's counters (`kvs_client_get_metrics`). Times are
+/// microseconds unless named otherwise.
+#[repr(C)]
+pub struct kvs_client_metrics {
+    /// A `kvs_state` value.
+    pub state: u32,
+    /// Sockets opened, the first included.
+    pub connects: u64,
+    /// Sockets opened after a drop, a GO_AWAY or the age limit.
+    pub reconnects: u64,
+    /// Failed connect attempts.
+    pub connect_failures: u64,
+    /// Unix time (ms) of the last successful connect; 0 if none.
+    pub last_connect_unix_ms: u64,
+    /// Phases of the last successful connect.
+    pub last_control_plane_us: u64,
+    pub last_tls_us: u64,
+    pub last_websocket_us: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    /// Sends waiting in the queue now.
+    pub messages_queued: u64,
+    /// Sends reported failed through `on_status` with origin LOCAL.
+    pub messages_failed: u64,
+    pub pings_sent: u64,
+    pub go_aways: u64,
+    /// Wait before the next reconnect attempt (ms); 0 when connected.
+    pub current_backoff_ms: u64,
+    /// Service clock minus local clock (ms), learnt from the service.
+    pub clock_skew_ms: i64,
+}
+
+/// Fills `*out_metrics` with the client's counters.
+///
+/// Ownership: `client` is borrowed; `out_metrics` is caller-owned memory,
+/// written on success only. Threading: any thread, callbacks included.
+/// Errors: KVS_ERR_NULL_PARAMETER.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_get_metrics(
+    client: *const kvs_client,
+    out_metrics: *mut kvs_client_metrics,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(client, "client");
+        require_non_null!(out_metrics, "out_metrics");
+        let m = handle_ref(client).client.metrics();
+        let metrics = kvs_client_metrics {
+            state: state_code(m.state),
+            connects: m.connects,
+            reconnects: m.reconnects,
+            connect_failures: m.connect_failures,
+            last_connect_unix_ms: m.last_connect_unix_ms,
+            last_control_plane_us: m.last_control_plane_us,
+            last_tls_us: m.last_tls_us,
+            last_websocket_us: m.last_websocket_us,
+            messages_sent: m.messages_sent,
+            messages_received: m.messages_received,
+            messages_queued: m.messages_queued,
+            messages_failed: m.messages_failed,
+            pings_sent: m.pings_sent,
+            go_aways: m.go_aways,
+            current_backoff_ms: m.current_backoff_ms,
+            clock_skew_ms: m.clock_skew_ms,
+        };
+        // SAFETY: checked non-NULL; the caller passes writable memory for one struct.
+        unsafe { out_metrics.write(metrics) };
+        KVS_OK
     })
 }
 

@@ -126,7 +126,7 @@ pub fn validate_payload(value: &str) -> Result<(), ValidationError> {
     let body = value.trim_end_matches('=');
     let padding = value.len() - body.len();
     let alphabet_ok = body.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
-    if !alphabet_ok || padding > 2 || value.len() % 4 != 0 {
+    if !alphabet_ok || padding > 2 || !value.len().is_multiple_of(4) {
         return Err(ValidationError::PayloadNotBase64);
     }
     Ok(())
