@@ -1,0 +1,664 @@
+//! The HTTPS calls around the socket (spec §8, §9.1): DescribeSignalingChannel,
+//! CreateSignalingChannel, GetSignalingChannelEndpoint on the regional control
+//! plane, GetIceServerConfig on the channel's HTTPS endpoint; each signed with
+//! SigV4 at the clock-skew-corrected time, retried once after the service
+//! refused the signature's time.
+
+use super::cache::EndpointCache;
+use super::clock::{ClockSkew, TimeSource, system_time};
+use super::credentials::{CachingCredentials, Credentials, CredentialsProvider};
+use super::endpoints::{EndpointVariant, resolve_control_plane};
+use super::error::{classify, is_clock_skew_message, service_error};
+use super::http::{HttpClient, HttpResponse, tls_config};
+use super::ice::{IceServer, parse_ice_server_list};
+use super::sigv4::{self, strip_query};
+use super::{AwsError, ServiceError};
+use crate::log::{Level, log};
+use crate::protocol::{Role, get_ci, validate_channel_arn, validate_client_id};
+use serde_json::{Map, Value, json};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+const TARGET: &str = "aws";
+
+/// Limits of CreateSignalingChannel (spec §7.1, §7.2, §8.2).
+const MESSAGE_TTL_RANGE: std::ops::RangeInclusive<u32> = 5..=120;
+const MAX_TAGS: usize = 50;
+const MAX_TAG_KEY: usize = 128;
+const MAX_TAG_VALUE: usize = 256;
+const MAX_CHANNEL_NAME: usize = 256;
+
+/// How long [`ControlPlane::resolve_channel`] waits for a new channel to become ACTIVE.
+const ACTIVE_WAIT: Duration = Duration::from_secs(15);
+
+/// The per-channel endpoints for one role (spec §1.2), without trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelEndpoints {
+    /// `wss://m-….kinesisvideo.{region}.amazonaws.com` (or `v-…` for a viewer).
+    pub wss: String,
+    /// `https://r-….kinesisvideo.{region}.amazonaws.com`, for GetIceServerConfig.
+    pub https: String,
+}
+
+/// DescribeSignalingChannel's `ChannelInfo` (spec §8.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelInfo {
+    pub name: String,
+    pub arn: String,
+    /// `SINGLE_MASTER` (or `FULL_MESH`).
+    pub channel_type: Option<String>,
+    /// `CREATING`, `ACTIVE`, `UPDATING` or `DELETING`.
+    pub status: Option<String>,
+    pub message_ttl_secs: Option<u32>,
+    pub version: Option<String>,
+    /// Epoch seconds.
+    pub creation_time: Option<f64>,
+}
+
+impl ChannelInfo {
+    pub fn is_active(&self) -> bool {
+        self.status.as_deref().is_none_or(|s| s.eq_ignore_ascii_case("ACTIVE"))
+    }
+}
+
+/// A channel as the application names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelRef {
+    Name(String),
+    Arn(String),
+}
+
+impl ChannelRef {
+    /// An ARN when `text` starts with `arn:`, else a name.
+    pub fn parse(text: &str) -> ChannelRef {
+        if text.starts_with("arn:") { ChannelRef::Arn(text.to_owned()) } else { ChannelRef::Name(text.to_owned()) }
+    }
+
+    /// The text the application gave: the endpoint cache's key.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ChannelRef::Name(s) | ChannelRef::Arn(s) => s,
+        }
+    }
+}
+
+/// What CreateSignalingChannel sets when [`ControlPlane::resolve_channel`]
+/// creates a missing channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateChannel {
+    /// `MessageTtlSeconds`, 5–120; `None` leaves the service default (60 s).
+    pub message_ttl_secs: Option<u32>,
+    /// Up to 50 `(key, value)` tags.
+    pub tags: Vec<(String, String)>,
+}
+
+/// The result of [`ControlPlane::resolve_channel`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedChannel {
+    pub arn: String,
+    pub endpoints: ChannelEndpoints,
+    /// True when it came from the endpoint cache (no call was made).
+    pub from_cache: bool,
+}
+
+/// Settings of a [`ControlPlane`].
+#[derive(Clone)]
+pub struct ControlPlaneConfig {
+    /// e.g. `us-west-2`; used for the endpoint and the signature scope.
+    pub region: String,
+    /// FIPS / dual-stack endpoints.
+    pub variant: EndpointVariant,
+    /// A control-plane URL replacing the regional one (e.g. a local emulator).
+    pub endpoint_override: Option<String>,
+    /// PEM file of trusted CA certificates replacing the Mozilla roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Upper bound of one HTTP call (connect, TLS, request, reply).
+    pub request_timeout: Duration,
+    pub credentials: Arc<dyn CredentialsProvider>,
+    /// Credentials are fetched again this long before they expire.
+    pub credentials_refresh_margin: Duration,
+}
+
+impl ControlPlaneConfig {
+    /// Defaults: regional endpoint, Mozilla roots, 10 s per call, 5 min refresh margin.
+    pub fn new(region: &str, credentials: Arc<dyn CredentialsProvider>) -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            region: region.to_owned(),
+            variant: EndpointVariant::default(),
+            endpoint_override: None,
+            ca_bundle: None,
+            request_timeout: Duration::from_secs(10),
+            credentials,
+            credentials_refresh_margin: CachingCredentials::DEFAULT_MARGIN,
+        }
+    }
+}
+
+impl fmt::Debug for ControlPlaneConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlPlaneConfig")
+            .field("region", &self.region)
+            .field("variant", &self.variant)
+            .field("endpoint_override", &self.endpoint_override)
+            .field("ca_bundle", &self.ca_bundle)
+            .field("request_timeout", &self.request_timeout)
+            .field("credentials_refresh_margin", &self.credentials_refresh_margin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Client of the control plane and the channel's HTTPS endpoint.
+pub struct ControlPlane {
+    http: HttpClient,
+    credentials: Arc<CachingCredentials>,
+    region: String,
+    url: String,
+    timeout: Duration,
+    skew: Arc<ClockSkew>,
+    now: TimeSource,
+}
+
+impl fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("region", &self.region)
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("clock_skew_ms", &self.skew.get())
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_channel_name(name: &str) -> Result<(), AwsError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CHANNEL_NAME
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok { Ok(()) } else { Err(AwsError::Config(format!("channel name {name:?} must be 1-256 of a-z A-Z 0-9 _ . -"))) }
+}
+
+fn check_arn(arn: &str) -> Result<(), AwsError> {
+    validate_channel_arn(arn).map_err(|e| AwsError::Config(e.to_string()))
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Master => "MASTER",
+        Role::Viewer => "VIEWER",
+    }
+}
+
+/// `host[:port]` of an absolute URL, as written.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
+fn string_field(object: &Map<String, Value>, key: &str) -> Option<String> {
+    get_ci(object, key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Reads DescribeSignalingChannel's reply (spec §8.3).
+fn parse_channel_info(body: &Value) -> Result<ChannelInfo, AwsError> {
+    let bad = |what: &str| AwsError::BadResponse(format!("DescribeSignalingChannel: {what}"));
+    let info = body
+        .as_object()
+        .and_then(|o| get_ci(o, "ChannelInfo"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no ChannelInfo object"))?;
+    let arn = string_field(info, "ChannelARN").filter(|a| !a.is_empty()).ok_or_else(|| bad("no ChannelARN"))?;
+    let ttl = get_ci(info, "SingleMasterConfiguration")
+        .and_then(Value::as_object)
+        .and_then(|c| get_ci(c, "MessageTtlSeconds"))
+        .and_then(Value::as_u64)
+        .and_then(|t| u32::try_from(t).ok());
+    Ok(ChannelInfo {
+        name: string_field(info, "ChannelName").unwrap_or_default(),
+        arn,
+        channel_type: string_field(info, "ChannelType"),
+        status: string_field(info, "ChannelStatus"),
+        message_ttl_secs: ttl,
+        version: string_field(info, "Version"),
+        creation_time: get_ci(info, "CreationTime").and_then(Value::as_f64),
+    })
+}
+
+/// Reads GetSignalingChannelEndpoint's reply; both WSS and HTTPS are required
+/// (spec §8.4); `Protocol` matches in any case.
+fn parse_endpoints(body: &Value) -> Result<ChannelEndpoints, AwsError> {
+    let bad = |what: &str| AwsError::BadResponse(format!("GetSignalingChannelEndpoint: {what}"));
+    let list = body
+        .as_object()
+        .and_then(|o| get_ci(o, "ResourceEndpointList"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no ResourceEndpointList array"))?;
+    let find = |protocol: &str| {
+        list.iter().filter_map(Value::as_object).find_map(|entry| {
+            let matches =
+                get_ci(entry, "Protocol").and_then(Value::as_str).is_some_and(|p| p.eq_ignore_ascii_case(protocol));
+            let endpoint = string_field(entry, "ResourceEndpoint").filter(|e| !e.is_empty());
+            endpoint.filter(|_| matches).map(|e| e.trim_end_matches('/').to_owned())
+        })
+    };
+    let wss = find("WSS").ok_or_else(|| bad("no WSS endpoint in the reply"))?;
+    let https = find("HTTPS").ok_or_else(|| bad("no HTTPS endpoint in the reply"))?;
+    Ok(ChannelEndpoints { wss, https })
+}
+
+fn create_request(name: &str, message_ttl_secs: Option<u32>, tags: &[(String, String)]) -> Result<Value, AwsError> {
+    check_channel_name(name)?;
+    let mut body = json!({ "ChannelName": name, "ChannelType": "SINGLE_MASTER" });
+    if let Some(ttl) = message_ttl_secs {
+        if !MESSAGE_TTL_RANGE.contains(&ttl) {
+            return Err(AwsError::Config(format!("message TTL {ttl} s is outside 5-120 s")));
+        }
+        body["SingleMasterConfiguration"] = json!({ "MessageTtlSeconds": ttl });
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(AwsError::Config(format!("{} tags; a channel takes at most {MAX_TAGS}", tags.len())));
+    }
+    for (key, value) in tags {
+        if key.is_empty() || key.chars().count() > MAX_TAG_KEY || value.chars().count() > MAX_TAG_VALUE {
+            return Err(AwsError::Config(format!(
+                "tag {key:?}: keys take 1-{MAX_TAG_KEY} characters, values at most {MAX_TAG_VALUE}"
+            )));
+        }
+    }
+    if !tags.is_empty() {
+        body["Tags"] = tags.iter().map(|(k, v)| json!({ "Key": k, "Value": v })).collect();
+    }
+    Ok(body)
+}
+
+impl ControlPlane {
+    /// Resolves the endpoint, builds the TLS settings and wraps the
+    /// credentials provider in a cache. Opens nothing yet.
+    pub fn new(config: &ControlPlaneConfig) -> Result<ControlPlane, AwsError> {
+        let url = resolve_control_plane(&config.region, config.variant, config.endpoint_override.as_deref())?;
+        let tls = tls_config(config.ca_bundle.as_deref())?;
+        let credentials =
+            Arc::new(CachingCredentials::with_margin(config.credentials.clone(), config.credentials_refresh_margin));
+        Ok(ControlPlane::from_parts(&config.region, &url, HttpClient::new(tls), credentials, config.request_timeout))
+    }
+
+    /// A control plane from ready parts (`url` is used as is).
+    pub fn from_parts(
+        region: &str,
+        url: &str,
+        http: HttpClient,
+        credentials: Arc<CachingCredentials>,
+        request_timeout: Duration,
+    ) -> ControlPlane {
+        ControlPlane {
+            http,
+            credentials,
+            region: region.to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
+            timeout: request_timeout,
+            skew: Arc::new(ClockSkew::new()),
+            now: system_time(),
+        }
+    }
+
+    /// Replaces the local clock (tests run the client minutes off).
+    pub fn with_time_source(mut self, now: TimeSource) -> ControlPlane {
+        self.now = now;
+        self
+    }
+
+    /// Shares a clock-skew record (e.g. with the WebSocket signer).
+    pub fn with_clock_skew(mut self, skew: Arc<ClockSkew>) -> ControlPlane {
+        self.skew = skew;
+        self
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The control-plane URL in use.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The TLS settings, for the WebSocket connect.
+    pub fn tls_config(&self) -> &Arc<rustls::ClientConfig> {
+        self.http.tls_config()
+    }
+
+    /// The learnt clock skew (read it for metrics; it also signs the WSS URL).
+    pub fn clock_skew(&self) -> &Arc<ClockSkew> {
+        &self.skew
+    }
+
+    /// The credentials cache (e.g. to invalidate it after a 403 on the socket).
+    pub fn credentials_cache(&self) -> &Arc<CachingCredentials> {
+        &self.credentials
+    }
+
+    /// Local time corrected by the learnt skew: the time to sign with.
+    pub fn signing_time(&self) -> SystemTime {
+        self.skew.apply((self.now)())
+    }
+
+    /// Current credentials: cached, or fetched on the blocking pool when near expiry.
+    pub async fn credentials(&self) -> Result<Credentials, AwsError> {
+        self.credentials.get().await
+    }
+
+    /// DescribeSignalingChannel by name or ARN (the ARN wins when both are given).
+    pub async fn describe_channel(&self, name: Option<&str>, arn: Option<&str>) -> Result<ChannelInfo, AwsError> {
+        let body = match (arn, name) {
+            (Some(arn), _) => {
+                check_arn(arn)?;
+                json!({ "ChannelARN": arn })
+            }
+            (None, Some(name)) => {
+                check_channel_name(name)?;
+                json!({ "ChannelName": name })
+            }
+            (None, None) => {
+                return Err(AwsError::Config("DescribeSignalingChannel needs a channel name or ARN".into()));
+            }
+        };
+        let reply =
+            self.call("DescribeSignalingChannel", &format!("{}/describeSignalingChannel", self.url), &body).await?;
+        parse_channel_info(&reply)
+    }
+
+    /// CreateSignalingChannel (`SINGLE_MASTER`); returns the new ARN. The
+    /// channel may still be `CREATING` when this returns.
+    pub async fn create_channel(
+        &self,
+        name: &str,
+        message_ttl_secs: Option<u32>,
+        tags: &[(String, String)],
+    ) -> Result<String, AwsError> {
+        let body = create_request(name, message_ttl_secs, tags)?;
+        let reply = self.call("CreateSignalingChannel", &format!("{}/createSignalingChannel", self.url), &body).await?;
+        reply
+            .as_object()
+            .and_then(|o| string_field(o, "ChannelARN"))
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| AwsError::BadResponse("CreateSignalingChannel: no ChannelARN in the reply".into()))
+    }
+
+    /// GetSignalingChannelEndpoint for `role` with protocols WSS and HTTPS.
+    pub async fn get_endpoints(&self, arn: &str, role: Role) -> Result<ChannelEndpoints, AwsError> {
+        check_arn(arn)?;
+        let body = json!({
+            "ChannelARN": arn,
+            "SingleMasterChannelEndpointConfiguration": { "Protocols": ["WSS", "HTTPS"], "Role": role_name(role) },
+        });
+        let url = format!("{}/getSignalingChannelEndpoint", self.url);
+        parse_endpoints(&self.call("GetSignalingChannelEndpoint", &url, &body).await?)
+    }
+
+    /// GetIceServerConfig on the channel's HTTPS endpoint (`Service: TURN`).
+    pub async fn get_ice_server_config(
+        &self,
+        https_endpoint: &str,
+        arn: &str,
+        client_id: Option<&str>,
+    ) -> Result<Vec<IceServer>, AwsError> {
+        check_arn(arn)?;
+        let mut body = json!({ "ChannelARN": arn, "Service": "TURN" });
+        if let Some(client_id) = client_id {
+            validate_client_id(client_id).map_err(|e| AwsError::Config(e.to_string()))?;
+            body["ClientId"] = json!(client_id);
+        }
+        let url = format!("{}/v1/get-ice-server-config", https_endpoint.trim_end_matches('/'));
+        parse_ice_server_list(&self.call("GetIceServerConfig", &url, &body).await?)
+    }
+
+    /// The presigned WebSocket URL for `arn` (and a viewer's `client_id`),
+    /// signed at the skew-corrected time with the current credentials.
+    pub async fn presign_wss_url(
+        &self,
+        wss_endpoint: &str,
+        arn: &str,
+        client_id: Option<&str>,
+    ) -> Result<String, AwsError> {
+        let credentials = self.credentials().await?;
+        let mut params = vec![("X-Amz-ChannelARN", arn)];
+        if let Some(client_id) = client_id {
+            params.push(("X-Amz-ClientId", client_id));
+        }
+        sigv4::presign_wss_url(wss_endpoint, &params, &credentials, &self.region, self.signing_time())
+    }
+
+    /// The ARN and endpoints of `channel` for `role`: from `cache` when it has
+    /// a fresh entry, else DescribeSignalingChannel (skipped for an ARN),
+    /// CreateSignalingChannel when the channel does not exist and `create` is
+    /// given (then waiting until it is ACTIVE), and GetSignalingChannelEndpoint;
+    /// the result is stored in `cache`. A channel being deleted is `NotFound`
+    /// (with status 0: decided locally).
+    pub async fn resolve_channel(
+        &self,
+        channel: &ChannelRef,
+        role: Role,
+        create: Option<&CreateChannel>,
+        cache: Option<&EndpointCache>,
+    ) -> Result<ResolvedChannel, AwsError> {
+        if let Some(hit) = cache.and_then(|c| c.get(channel.as_str(), role)) {
+            log!(Level::Debug, TARGET, "endpoints of {} ({}) from the cache", channel.as_str(), role_name(role));
+            return Ok(ResolvedChannel { arn: hit.arn, endpoints: hit.endpoints, from_cache: true });
+        }
+        let arn = match channel {
+            ChannelRef::Arn(arn) => arn.clone(),
+            ChannelRef::Name(name) => self.describe_or_create(name, create).await?,
+        };
+        let endpoints = self.get_endpoints(&arn, role).await?;
+        if let Some(cache) = cache {
+            cache.put(channel.as_str(), role, &arn, &endpoints);
+        }
+        Ok(ResolvedChannel { arn, endpoints, from_cache: false })
+    }
+
+    async fn describe_or_create(&self, name: &str, create: Option<&CreateChannel>) -> Result<String, AwsError> {
+        let mut info = match (self.describe_channel(Some(name), None).await, create) {
+            (Ok(info), _) => info,
+            (Err(AwsError::NotFound(_)), Some(create)) => {
+                log!(Level::Info, TARGET, "channel {name} does not exist; creating it");
+                match self.create_channel(name, create.message_ttl_secs, &create.tags).await {
+                    Ok(_) => {}
+                    // Someone else created it meanwhile.
+                    Err(AwsError::ResourceInUse(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.describe_channel(Some(name), None).await?
+            }
+            (Err(e), _) => return Err(e),
+        };
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if info.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("DELETING")) {
+                return Err(AwsError::NotFound(ServiceError {
+                    status: 0,
+                    code: None,
+                    message: format!("channel {name} is being deleted"),
+                    request_id: None,
+                }));
+            }
+            if info.is_active() {
+                return Ok(info.arn);
+            }
+            if started.elapsed() >= ACTIVE_WAIT {
+                return Err(AwsError::Timeout(format!(
+                    "channel {name} is still {} after {} s",
+                    info.status.as_deref().unwrap_or("?"),
+                    ACTIVE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+            info = self.describe_channel(Some(name), None).await?;
+        }
+    }
+
+    /// One signed POST; retried once when the service refuses the
+    /// signature's time and its `Date` header says what time it is.
+    async fn call(&self, operation: &str, url: &str, body: &Value) -> Result<Value, AwsError> {
+        let body = serde_json::to_vec(body).map_err(|e| AwsError::Config(format!("{operation} request: {e}")))?;
+        let host = authority(url).to_owned();
+        let mut skew_retried = false;
+        loop {
+            let credentials = self.credentials().await?;
+            let unsigned = [("host", host.as_str()), ("content-type", "application/json")];
+            let signed =
+                sigv4::sign_request("POST", url, &unsigned, &body, &credentials, &self.region, self.signing_time())?;
+            let headers: Vec<(String, String)> =
+                unsigned.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).chain(signed).collect();
+            let started = Instant::now();
+            let result = self.http.post_json(url, &headers, body.clone(), self.timeout).await;
+            let received_at = (self.now)();
+            let elapsed = started.elapsed().as_millis();
+            let response = match result {
+                Ok(response) => response,
+                Err(e) => {
+                    log!(Level::Warn, TARGET, "{operation} {} failed after {elapsed} ms: {e}", strip_query(url));
+                    return Err(e);
+                }
+            };
+            log!(Level::Debug, TARGET, "{operation} {} -> {} in {elapsed} ms", strip_query(url), response.status);
+            if response.is_success() {
+                return parse_success(operation, &response);
+            }
+            if !skew_retried && (400..500).contains(&response.status) && is_clock_skew_message(&response.body_text()) {
+                let learnt = response.header("date").and_then(|date| self.skew.learn(date, received_at));
+                if learnt.is_some() {
+                    skew_retried = true;
+                    log!(Level::Info, TARGET, "{operation}: signature time refused; retrying with the service's clock");
+                    continue;
+                }
+            }
+            let error = error_from_response(&response, &credentials);
+            if matches!(error, AwsError::AccessDenied(_)) {
+                // The credentials may have been revoked or rotated: ask the provider next time.
+                self.credentials.invalidate();
+            }
+            log!(Level::Warn, TARGET, "{operation} {} refused: {error}", strip_query(url));
+            return Err(error);
+        }
+    }
+}
+
+fn parse_success(operation: &str, response: &HttpResponse) -> Result<Value, AwsError> {
+    if response.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    let value: Value = serde_json::from_slice(&response.body)
+        .map_err(|e| AwsError::BadResponse(format!("{operation}: the reply is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(AwsError::BadResponse(format!("{operation}: the reply is not a JSON object")));
+    }
+    Ok(value)
+}
+
+/// Maps an error reply to an [`AwsError`], with any echo of the credentials' secrets removed.
+fn error_from_response(response: &HttpResponse, credentials: &Credentials) -> AwsError {
+    let body = credentials.redact(&response.body_text());
+    classify(service_error(
+        response.status,
+        response.header("x-amzn-ErrorType"),
+        response.header("x-amzn-RequestId"),
+        body.as_bytes(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_info_replies() {
+        let reply = json!({"ChannelInfo": {
+            "ChannelName": "demo", "ChannelARN": "arn:aws:kinesisvideo:us-west-2:123456789012:channel/demo/1",
+            "ChannelType": "SINGLE_MASTER", "ChannelStatus": "ACTIVE", "CreationTime": 1.64153422775E9,
+            "SingleMasterConfiguration": {"MessageTtlSeconds": 60}, "Version": "IjGbnoI0QAoeLD1HXffc"}});
+        let info = parse_channel_info(&reply).unwrap();
+        assert_eq!(info.name, "demo");
+        assert_eq!(info.message_ttl_secs, Some(60));
+        assert_eq!(info.creation_time, Some(1_641_534_227.75));
+        assert!(info.is_active());
+        let creating = json!({"channelInfo": {"channelARN": "arn:x", "channelStatus": "CREATING"}});
+        assert!(!parse_channel_info(&creating).unwrap().is_active());
+        assert!(matches!(parse_channel_info(&json!({})), Err(AwsError::BadResponse(_))));
+        assert!(matches!(
+            parse_channel_info(&json!({"ChannelInfo": {"ChannelName": "x"}})),
+            Err(AwsError::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn endpoint_replies() {
+        let reply = json!({"ResourceEndpointList": [
+            {"Protocol": "https", "ResourceEndpoint": "https://r-2c136a55.kinesisvideo.us-west-2.amazonaws.com/"},
+            {"Protocol": "WEBRTC", "ResourceEndpoint": "https://w.example"},
+            {"Protocol": "Wss", "ResourceEndpoint": "wss://m-26d02974.kinesisvideo.us-west-2.amazonaws.com"}]});
+        let endpoints = parse_endpoints(&reply).unwrap();
+        assert_eq!(endpoints.wss, "wss://m-26d02974.kinesisvideo.us-west-2.amazonaws.com");
+        assert_eq!(endpoints.https, "https://r-2c136a55.kinesisvideo.us-west-2.amazonaws.com");
+        let only_wss = json!({"ResourceEndpointList": [{"Protocol": "WSS", "ResourceEndpoint": "wss://m"}]});
+        assert!(matches!(parse_endpoints(&only_wss), Err(AwsError::BadResponse(m)) if m.contains("HTTPS")));
+        assert!(matches!(parse_endpoints(&json!({"ResourceEndpointList": {}})), Err(AwsError::BadResponse(_))));
+    }
+
+    #[test]
+    fn create_requests() {
+        let tags = vec![("team".to_owned(), "video".to_owned())];
+        let body = create_request("demo", Some(30), &tags).unwrap();
+        assert_eq!(
+            body,
+            json!({"ChannelName": "demo", "ChannelType": "SINGLE_MASTER",
+                   "SingleMasterConfiguration": {"MessageTtlSeconds": 30}, "Tags": [{"Key": "team", "Value": "video"}]})
+        );
+        assert_eq!(
+            create_request("demo", None, &[]).unwrap(),
+            json!({"ChannelName": "demo", "ChannelType": "SINGLE_MASTER"})
+        );
+        assert!(matches!(create_request("demo", Some(4), &[]), Err(AwsError::Config(_))));
+        assert!(matches!(create_request("demo", Some(121), &[]), Err(AwsError::Config(_))));
+        assert!(matches!(create_request("bad name", None, &[]), Err(AwsError::Config(_))));
+        let too_many: Vec<_> = (0..51).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(matches!(create_request("demo", None, &too_many), Err(AwsError::Config(_))));
+        assert!(matches!(create_request("demo", None, &[(String::new(), "v".into())]), Err(AwsError::Config(_))));
+        assert!(matches!(create_request("demo", None, &[("k".into(), "v".repeat(257))]), Err(AwsError::Config(_))));
+    }
+
+    #[test]
+    fn error_replies_are_redacted() {
+        let credentials = Credentials::new("AKIDEXAMPLE", "SecretKeyValue", Some("SessionTokenValue"));
+        let response = HttpResponse {
+            status: 403,
+            headers: vec![
+                ("x-amzn-errortype".into(), "InvalidSignatureException".into()),
+                ("x-amzn-requestid".into(), "r1".into()),
+            ],
+            body: br#"{"message":"The canonical request was x-amz-security-token:SessionTokenValue"}"#.to_vec(),
+        };
+        let error = error_from_response(&response, &credentials);
+        assert!(matches!(&error, AwsError::AccessDenied(s) if s.request_id.as_deref() == Some("r1")));
+        let text = format!("{error} {error:?}");
+        assert!(!text.contains("SessionTokenValue") && text.contains("** redacted **"), "{text}");
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(authority("https://h:8443/describeSignalingChannel"), "h:8443");
+        assert_eq!(authority("http://127.0.0.1:1"), "127.0.0.1:1");
+        assert_eq!(ChannelRef::parse("arn:aws:kinesisvideo:x"), ChannelRef::Arn("arn:aws:kinesisvideo:x".into()));
+        assert_eq!(ChannelRef::parse("demo").as_str(), "demo");
+        assert!(
+            parse_success("X", &HttpResponse { status: 200, headers: vec![], body: b"  ".to_vec() })
+                .unwrap()
+                .is_object()
+        );
+        assert!(matches!(
+            parse_success("X", &HttpResponse { status: 200, headers: vec![], body: b"[1]".to_vec() }),
+            Err(AwsError::BadResponse(_))
+        ));
+    }
+}

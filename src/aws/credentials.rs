@@ -1,0 +1,361 @@
+//! AWS credentials and where they come from: fixed keys, the environment, or an
+//! application callback (the C layer implements [`CredentialsProvider`] with
+//! one), wrapped in [`CachingCredentials`] so a provider runs only when the
+//! credentials it gave last are close to expiry.
+
+use super::AwsError;
+use crate::log::{Level, log};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+const TARGET: &str = "aws";
+const REDACTED: &str = "** redacted **";
+
+/// An access key pair, optionally temporary (session token and expiry).
+/// `Debug` shows the access key id only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Present for temporary credentials (STS); signed into every request.
+    pub session_token: Option<String>,
+    /// When temporary credentials stop working; `None` for long-term keys.
+    pub expiry: Option<SystemTime>,
+}
+
+impl Credentials {
+    /// Long-term or temporary keys without a known expiry.
+    pub fn new(access_key_id: &str, secret_access_key: &str, session_token: Option<&str>) -> Credentials {
+        Credentials {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: secret_access_key.to_owned(),
+            session_token: session_token.filter(|t| !t.is_empty()).map(str::to_owned),
+            expiry: None,
+        }
+    }
+
+    /// The same credentials with an expiry.
+    pub fn with_expiry(mut self, expiry: SystemTime) -> Credentials {
+        self.expiry = Some(expiry);
+        self
+    }
+
+    /// Rejects credentials that cannot sign anything.
+    pub fn check(&self) -> Result<(), AwsError> {
+        let bad = |what: &str| Err(AwsError::Credentials(format!("the {what} is empty")));
+        if self.access_key_id.trim().is_empty() {
+            return bad("access key id");
+        }
+        if self.secret_access_key.is_empty() {
+            return bad("secret access key");
+        }
+        if self.access_key_id.contains(|c: char| c.is_whitespace() || c == '/' || c.is_control()) {
+            return Err(AwsError::Credentials("the access key id holds a space, '/' or a control character".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether the credentials stay valid for at least `margin` after `now`.
+    pub fn fresh_at(&self, now: SystemTime, margin: Duration) -> bool {
+        self.expiry.is_none_or(|expiry| now.checked_add(margin).is_some_and(|limit| limit < expiry))
+    }
+
+    /// Replaces any occurrence of the secret key or the session token in
+    /// `text` (e.g. a service message echoing a canonical request).
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in [Some(&self.secret_access_key), self.session_token.as_ref()].into_iter().flatten() {
+            if secret.len() >= 4 && text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), REDACTED);
+            }
+        }
+        text
+    }
+
+    /// The form aws-sigv4 signs with.
+    pub(crate) fn to_sdk(&self) -> aws_credential_types::Credentials {
+        aws_credential_types::Credentials::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.clone(),
+            self.session_token.clone(),
+            self.expiry,
+            "kvs-signaling",
+        )
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &REDACTED)
+            .field("session_token", &self.session_token.as_ref().map(|_| REDACTED))
+            .field("expiry", &self.expiry)
+            .finish()
+    }
+}
+
+/// A source of credentials. `fetch` may block (it may call into C or read a
+/// file); the library calls it on a blocking thread, only when the cached
+/// credentials are near expiry, never on the send path.
+pub trait CredentialsProvider: Send + Sync {
+    fn fetch(&self) -> Result<Credentials, AwsError>;
+}
+
+/// The same credentials every time.
+#[derive(Debug, Clone)]
+pub struct StaticCredentials(Credentials);
+
+impl StaticCredentials {
+    pub fn new(credentials: Credentials) -> StaticCredentials {
+        StaticCredentials(credentials)
+    }
+}
+
+impl CredentialsProvider for StaticCredentials {
+    fn fetch(&self) -> Result<Credentials, AwsError> {
+        self.0.check()?;
+        Ok(self.0.clone())
+    }
+}
+
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and the optional
+/// `AWS_SESSION_TOKEN`, read at each fetch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvCredentials;
+
+impl CredentialsProvider for EnvCredentials {
+    fn fetch(&self) -> Result<Credentials, AwsError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let missing = |name: &str| AwsError::Credentials(format!("the environment variable {name} is not set"));
+        let access_key_id = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
+        let secret = var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
+        let credentials = Credentials::new(&access_key_id, &secret, var("AWS_SESSION_TOKEN").as_deref());
+        credentials.check()?;
+        Ok(credentials)
+    }
+}
+
+/// Any closure returning credentials, e.g. a wrapper of a C callback.
+impl<F> CredentialsProvider for F
+where
+    F: Fn() -> Result<Credentials, AwsError> + Send + Sync,
+{
+    fn fetch(&self) -> Result<Credentials, AwsError> {
+        self()
+    }
+}
+
+/// Keeps the last credentials of a provider and asks it again only when they
+/// expire within `margin` (or after [`CachingCredentials::invalidate`]).
+pub struct CachingCredentials {
+    inner: Arc<dyn CredentialsProvider>,
+    margin: Duration,
+    cached: Mutex<Option<Credentials>>,
+    /// Held while the provider runs, so concurrent callers wait for one fetch.
+    refreshing: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl CachingCredentials {
+    /// Refresh this long before expiry by default.
+    pub const DEFAULT_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+    pub fn new(inner: Arc<dyn CredentialsProvider>) -> CachingCredentials {
+        CachingCredentials::with_margin(inner, CachingCredentials::DEFAULT_MARGIN)
+    }
+
+    pub fn with_margin(inner: Arc<dyn CredentialsProvider>, margin: Duration) -> CachingCredentials {
+        CachingCredentials { inner, margin, cached: Mutex::new(None), refreshing: Mutex::new(()) }
+    }
+
+    /// The cached credentials if they are still fresh at `now`; never blocks on the provider.
+    pub fn cached(&self, now: SystemTime) -> Option<Credentials> {
+        lock(&self.cached).as_ref().filter(|c| c.fresh_at(now, self.margin)).cloned()
+    }
+
+    /// Drops the cached credentials (e.g. after the service refused them), so the
+    /// next call asks the provider.
+    pub fn invalidate(&self) {
+        *lock(&self.cached) = None;
+    }
+
+    /// The cached credentials, or fresh ones from the provider. Blocks while
+    /// the provider runs. When the provider fails but the cached credentials
+    /// have not expired yet, those are returned (with a warning).
+    pub fn fetch_at(&self, now: SystemTime) -> Result<Credentials, AwsError> {
+        if let Some(credentials) = self.cached(now) {
+            return Ok(credentials);
+        }
+        let _refreshing = lock(&self.refreshing);
+        // Another caller may have refreshed while this one waited.
+        if let Some(credentials) = self.cached(now) {
+            return Ok(credentials);
+        }
+        match self.inner.fetch().and_then(|c| c.check().map(|()| c)) {
+            Ok(credentials) => {
+                if !credentials.fresh_at(now, Duration::ZERO) {
+                    return Err(AwsError::Credentials("the credentials provider returned expired credentials".into()));
+                }
+                if !credentials.fresh_at(now, self.margin) {
+                    log!(
+                        Level::Warn,
+                        TARGET,
+                        "the credentials provider returned credentials that expire within the refresh margin"
+                    );
+                }
+                log!(Level::Debug, TARGET, "fetched credentials for access key {}", credentials.access_key_id);
+                *lock(&self.cached) = Some(credentials.clone());
+                Ok(credentials)
+            }
+            Err(error) => {
+                let still_valid = lock(&self.cached).as_ref().filter(|c| c.fresh_at(now, Duration::ZERO)).cloned();
+                match still_valid {
+                    Some(credentials) => {
+                        log!(
+                            Level::Warn,
+                            TARGET,
+                            "credentials refresh failed, using the current ones until they expire: {error}"
+                        );
+                        Ok(credentials)
+                    }
+                    None => Err(error),
+                }
+            }
+        }
+    }
+
+    /// [`CachingCredentials::fetch_at`] from async code: a cache hit returns at
+    /// once; a refresh runs the provider on tokio's blocking pool.
+    pub async fn get(self: &Arc<Self>) -> Result<Credentials, AwsError> {
+        let now = SystemTime::now();
+        if let Some(credentials) = self.cached(now) {
+            return Ok(credentials);
+        }
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.fetch_at(now)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(AwsError::Credentials("the credentials provider panicked".into())),
+            Err(_) => Err(AwsError::Credentials("the credentials fetch was cancelled".into())),
+        }
+    }
+}
+
+impl CredentialsProvider for CachingCredentials {
+    fn fetch(&self) -> Result<Credentials, AwsError> {
+        self.fetch_at(SystemTime::now())
+    }
+}
+
+impl fmt::Debug for CachingCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachingCredentials")
+            .field("margin", &self.margin)
+            .field("cached", &*lock(&self.cached))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn debug_and_display_never_show_secrets() {
+        let c = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", Some("SessionTokenValue"));
+        let text = format!("{c:?}");
+        assert!(text.contains("AKIDEXAMPLE"), "{text}");
+        assert!(!text.contains("wJalr") && !text.contains("SessionTokenValue"), "{text}");
+        assert_eq!(
+            c.redact("token SessionTokenValue and wJalrXUtnFEMI/K7MDENG"),
+            "token ** redacted ** and ** redacted **"
+        );
+        let cache = CachingCredentials::new(Arc::new(StaticCredentials::new(c.clone())));
+        cache.fetch().unwrap();
+        let text = format!("{cache:?}");
+        assert!(!text.contains("wJalr") && !text.contains("SessionTokenValue"), "{text}");
+        assert_eq!(Credentials::new("a", "b", Some("")).session_token, None);
+    }
+
+    #[test]
+    fn checks() {
+        assert!(matches!(Credentials::new("", "s", None).check(), Err(AwsError::Credentials(_))));
+        assert!(matches!(Credentials::new("a", "", None).check(), Err(AwsError::Credentials(_))));
+        assert!(matches!(Credentials::new("a b", "s", None).check(), Err(AwsError::Credentials(_))));
+        assert!(Credentials::new("AKID", "s", None).check().is_ok());
+    }
+
+    struct Counting {
+        calls: AtomicUsize,
+        lifetime: Duration,
+        fail_after: usize,
+    }
+
+    impl CredentialsProvider for Counting {
+        fn fetch(&self) -> Result<Credentials, AwsError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n >= self.fail_after {
+                return Err(AwsError::Credentials("callback failed".into()));
+            }
+            Ok(Credentials::new(&format!("AKID{n}"), "secret", Some("token"))
+                .with_expiry(SystemTime::now() + self.lifetime))
+        }
+    }
+
+    #[test]
+    fn caching_refreshes_only_near_expiry() {
+        let provider =
+            Arc::new(Counting { calls: AtomicUsize::new(0), lifetime: Duration::from_secs(3600), fail_after: 99 });
+        let cache = CachingCredentials::new(provider.clone());
+        let now = SystemTime::now();
+        assert_eq!(cache.fetch_at(now).unwrap().access_key_id, "AKID0");
+        assert_eq!(cache.fetch_at(now).unwrap().access_key_id, "AKID0");
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+        // 56 minutes later the hour-long credentials are within the 5-minute margin.
+        let later = now + Duration::from_secs(56 * 60);
+        assert!(cache.cached(later).is_none());
+        assert_eq!(cache.fetch_at(later).unwrap().access_key_id, "AKID1");
+        cache.invalidate();
+        assert_eq!(cache.fetch_at(now).unwrap().access_key_id, "AKID2");
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn failing_refresh_keeps_unexpired_credentials() {
+        let provider =
+            Arc::new(Counting { calls: AtomicUsize::new(0), lifetime: Duration::from_secs(600), fail_after: 1 });
+        let cache = CachingCredentials::new(provider.clone());
+        let now = SystemTime::now();
+        assert_eq!(cache.fetch_at(now).unwrap().access_key_id, "AKID0");
+        // Inside the margin: the refresh fails, the old ones still work for a while.
+        let soon = now + Duration::from_secs(400);
+        assert_eq!(cache.fetch_at(soon).unwrap().access_key_id, "AKID0");
+        // After expiry the failure surfaces.
+        let expired = now + Duration::from_secs(700);
+        assert!(matches!(cache.fetch_at(expired), Err(AwsError::Credentials(m)) if m == "callback failed"));
+    }
+
+    #[test]
+    fn expired_credentials_from_a_provider_are_refused() {
+        let stale = Credentials::new("AKID", "s", None).with_expiry(SystemTime::now() - Duration::from_secs(1));
+        let cache = CachingCredentials::new(Arc::new(StaticCredentials::new(stale)));
+        assert!(matches!(cache.fetch(), Err(AwsError::Credentials(_))));
+        let closure = || Ok(Credentials::new("AKIDCLOSURE", "s", None));
+        let cache = CachingCredentials::new(Arc::new(closure));
+        assert_eq!(cache.fetch().unwrap().access_key_id, "AKIDCLOSURE");
+    }
+
+    #[tokio::test]
+    async fn async_get_uses_the_blocking_pool() {
+        let cache = Arc::new(CachingCredentials::new(Arc::new(|| Ok(Credentials::new("AKIDASYNC", "s", None)))));
+        assert_eq!(cache.get().await.unwrap().access_key_id, "AKIDASYNC");
+        let panicking =
+            Arc::new(CachingCredentials::new(Arc::new(|| -> Result<Credentials, AwsError> { panic!("boom") })));
+        assert!(matches!(panicking.get().await, Err(AwsError::Credentials(m)) if m.contains("panicked")));
+    }
+}

@@ -1,0 +1,349 @@
+//! TLS settings and a small HTTP/1.1 client (hyper's connection API over a TCP
+//! or rustls stream): one connection per request, which is all the control
+//! plane needs (a handful of calls per connect).
+
+use super::AwsError;
+use super::sigv4::strip_query;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1;
+use hyper::{Request, Uri, header};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Longest reply body read; a longer one is an error.
+const MAX_BODY: usize = 1 << 20;
+
+const USER_AGENT: &str = concat!("kvs-signaling/", env!("CARGO_PKG_VERSION"));
+
+/// The rustls client settings for every TLS connection of the library (HTTPS
+/// calls and the WSS socket): ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`
+/// (spec §1.3), certificates always verified. Trust anchors are the Mozilla
+/// roots (webpki-roots), or only the certificates of the PEM file `ca_bundle`.
+pub fn tls_config(ca_bundle: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, AwsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_bundle {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            let config_error = |e: &dyn fmt::Display| AwsError::Config(format!("CA bundle {}: {e}", path.display()));
+            let certificates = CertificateDer::pem_file_iter(path).map_err(|e| config_error(&e))?;
+            for certificate in certificates {
+                let certificate = certificate.map_err(|e| config_error(&e))?;
+                roots.add(certificate).map_err(|e| config_error(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(config_error(&"no PEM certificate in the file"));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AwsError::Tls(format!("TLS settings: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A reply: status, headers (lower-case names, in order) and the whole body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+}
+
+/// Where a request goes, from its URL.
+struct Target {
+    https: bool,
+    /// Host name or IP address to connect to (no brackets).
+    host: String,
+    port: u16,
+    /// `host[:port]` as written in the URL: the `Host` header.
+    authority: String,
+    path_and_query: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, AwsError> {
+        let bad = |why: &str| AwsError::Config(format!("URL {:?} {why}", strip_query(url)));
+        let uri: Uri = url.parse().map_err(|_| bad("does not parse"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad("must be http:// or https://")),
+        };
+        let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("must not hold a user name"));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        if host.is_empty() {
+            return Err(bad("has no host"));
+        }
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path_and_query = if path_and_query.is_empty() { "/".to_owned() } else { path_and_query };
+        Ok(Target { https, host, port, authority: authority.as_str().to_owned(), path_and_query })
+    }
+}
+
+/// Maps a TLS handshake failure: rustls's own errors (certificate not
+/// trusted, expired, wrong name, alert received...) are [`AwsError::Tls`];
+/// a transport failure during the handshake is [`AwsError::Network`].
+fn tls_error(error: std::io::Error, authority: &str) -> AwsError {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls_error) => AwsError::Tls(format!("{authority}: {rustls_error}")),
+        None if error.kind() == std::io::ErrorKind::InvalidData => AwsError::Tls(format!("{authority}: {error}")),
+        None => AwsError::Network(format!("TLS handshake with {authority}: {error}")),
+    }
+}
+
+/// A small HTTPS (and, for local tests, HTTP) client. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpClient {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient").field("alpn", &self.tls.alpn_protocols).finish()
+    }
+}
+
+impl HttpClient {
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> HttpClient {
+        HttpClient { tls }
+    }
+
+    /// The TLS settings this client connects with.
+    pub fn tls_config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.tls
+    }
+
+    /// POSTs `body` to `url` with `headers` (a `host`, `content-type:
+    /// application/json` and `user-agent` are added when absent) and reads the
+    /// whole reply, all within `timeout`. Any status is a reply; errors are
+    /// transport, TLS, timeout or bad URL.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<HttpResponse, AwsError> {
+        let target = Target::parse(url)?;
+        let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut request = Request::builder().method("POST").uri(target.path_and_query.as_str());
+        if !has("host") {
+            request = request.header(header::HOST, target.authority.as_str());
+        }
+        if !has("content-type") {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if !has("user-agent") {
+            request = request.header(header::USER_AGENT, USER_AGENT);
+        }
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| AwsError::Config(format!("request to {}: {e}", strip_query(url))))?;
+        match tokio::time::timeout(timeout, self.send(&target, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(AwsError::Timeout(format!(
+                "POST {}{} got no reply within {} ms",
+                target.authority,
+                strip_query(&target.path_and_query),
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn send(&self, target: &Target, request: Request<Full<Bytes>>) -> Result<HttpResponse, AwsError> {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| AwsError::Network(format!("cannot connect to {}: {e}", target.authority)))?;
+        // Small request/response exchanges: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        if !target.https {
+            return exchange(TokioIo::new(tcp), request, &target.authority).await;
+        }
+        let server_name = ServerName::try_from(target.host.clone())
+            .map_err(|_| AwsError::Config(format!("{:?} is not a valid TLS server name", target.host)))?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let tls = connector.connect(server_name, tcp).await.map_err(|e| tls_error(e, &target.authority))?;
+        exchange(TokioIo::new(tls), request, &target.authority).await
+    }
+}
+
+/// One request/reply over a fresh connection; the connection is driven
+/// alongside and ends once the reply has been read.
+async fn exchange<T>(io: T, request: Request<Full<Bytes>>, authority: &str) -> Result<HttpResponse, AwsError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let network = |e: hyper::Error| AwsError::Network(format!("HTTP exchange with {authority}: {e}"));
+    let (mut sender, connection) = http1::handshake::<_, Full<Bytes>>(io).await.map_err(network)?;
+    let reply = async move {
+        let response = sender.send_request(request).await.map_err(network)?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                AwsError::BadResponse(format!("the reply of {authority} is longer than {MAX_BODY} bytes"))
+            } else {
+                AwsError::Network(format!("reading the reply of {authority}: {e}"))
+            }
+        })?;
+        // Dropping the sender lets the connection close.
+        drop(sender);
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect();
+        Ok(HttpResponse { status: parts.status.as_u16(), headers, body: body.to_bytes().to_vec() })
+    };
+    let (reply, _closed) = tokio::join!(reply, connection);
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("https://kinesisvideo.us-west-2.amazonaws.com").unwrap();
+        assert!(t.https);
+        assert_eq!(
+            (t.host.as_str(), t.port, t.authority.as_str()),
+            ("kinesisvideo.us-west-2.amazonaws.com", 443, "kinesisvideo.us-west-2.amazonaws.com")
+        );
+        assert_eq!(t.path_and_query, "/");
+        let t = Target::parse("http://127.0.0.1:8080/v1/get-ice-server-config").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.authority.as_str()), ("127.0.0.1", 8080, "127.0.0.1:8080"));
+        assert_eq!(t.path_and_query, "/v1/get-ice-server-config");
+        let t = Target::parse("https://[::1]:8443/x").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8443));
+        for bad in ["ftp://h/", "https://", "not a url", "https://user:pw@h/"] {
+            assert!(matches!(Target::parse(bad), Err(AwsError::Config(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_settings() {
+        let config = tls_config(None).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let missing = std::env::temp_dir().join(format!("kvs-no-such-bundle-{}.pem", std::process::id()));
+        assert!(matches!(tls_config(Some(&missing)), Err(AwsError::Config(_))));
+        let empty = std::env::temp_dir().join(format!("kvs-empty-bundle-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        assert!(matches!(tls_config(Some(&empty)), Err(AwsError::Config(m)) if m.contains("no PEM certificate")));
+        let _ = std::fs::remove_file(&empty);
+    }
+
+    /// Serves one canned reply and returns the request it read.
+    async fn one_shot_server(reply: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/describeSignalingChannel", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buffer).await.unwrap();
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            let _ = stream.shutdown().await;
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn post_over_plain_http() {
+        let (url, server) = one_shot_server(
+            "HTTP/1.1 404 Not Found\r\nx-amzn-ErrorType: ResourceNotFoundException\r\nContent-Length: 17\r\n\r\n{\"message\":\"no\"}\n",
+        )
+        .await;
+        let client = HttpClient::new(tls_config(None).unwrap());
+        let headers = vec![("x-test".to_owned(), "1".to_owned())];
+        let response = client.post_json(&url, &headers, b"{\"a\":1}".to_vec(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(response.status, 404);
+        assert_eq!(response.header("X-AMZN-ERRORTYPE"), Some("ResourceNotFoundException"));
+        assert_eq!(response.body_text(), "{\"message\":\"no\"}\n");
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /describeSignalingChannel HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains("host: 127.0.0.1:"), "{request}");
+        assert!(request.contains("content-type: application/json\r\n"), "{request}");
+        assert!(request.contains("x-test: 1\r\n"), "{request}");
+        assert!(request.ends_with("{\"a\":1}"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn network_timeout_and_tls_failures() {
+        let client = HttpClient::new(tls_config(None).unwrap());
+        // Nothing listens on a port just released.
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let result = client.post_json(&format!("http://127.0.0.1:{port}/"), &[], vec![], Duration::from_secs(5)).await;
+        assert!(matches!(result, Err(AwsError::Network(_))), "{result:?}");
+
+        // A server that accepts and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", silent.local_addr().unwrap());
+        let result = client.post_json(&url, &[], vec![], Duration::from_millis(200)).await;
+        assert!(matches!(result, Err(AwsError::Timeout(_))), "{result:?}");
+
+        // https:// to a plain HTTP server: the TLS layer fails, not the network.
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/", plain.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut stream, _) = plain.accept().await.unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        let result = client.post_json(&url, &[], vec![], Duration::from_secs(5)).await;
+        assert!(matches!(result, Err(AwsError::Tls(_))), "{result:?}");
+    }
+}
