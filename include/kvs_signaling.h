@@ -36,6 +36,11 @@
 
 
 /**
+ * Most URIs copied per ICE server by `kvs_client_get_ice_servers`.
+ */
+#define KVS_MAX_ICE_URIS 8
+
+/**
  * `sdp_per_second` / `ice_per_second` value that turns pacing off.
  */
 #define KVS_UNPACED UINT32_MAX
@@ -180,6 +185,27 @@ enum kvs_result
    * The TLS handshake failed (e.g. a certificate that does not verify).
    */
   KVS_ERR_TLS = 29,
+  /**
+   * The service refused an argument (InvalidArgumentException), e.g. a
+   * message TTL out of range or a bad channel name.
+   */
+  KVS_ERR_SERVICE_INVALID_ARGUMENT = 30,
+  /**
+   * The channel exists already or is not available now (ResourceInUseException).
+   */
+  KVS_ERR_RESOURCE_IN_USE = 31,
+  /**
+   * The service failed otherwise (HTTP 5xx, an account limit, ...).
+   */
+  KVS_ERR_SERVICE = 32,
+  /**
+   * The service answered with something that is not what the API promises.
+   */
+  KVS_ERR_BAD_RESPONSE = 33,
+  /**
+   * No credentials: none configured, or the credentials callback failed.
+   */
+  KVS_ERR_CREDENTIALS = 34,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -317,6 +343,37 @@ typedef uint32_t kvs_log_level;
 typedef struct kvs_client kvs_client;
 
 /**
+ * Where the credentials callback puts what it fetched; valid during the
+ * callback only. Opaque.
+ */
+typedef struct kvs_credentials_sink kvs_credentials_sink;
+
+/**
+ * One ICE server as `kvs_client_get_ice_servers` writes it: pointers into the
+ * caller's buffer, valid as long as that buffer is.
+ */
+typedef struct kvs_ice_server {
+  /**
+   * `turn:` / `turns:` URIs; `uri_count` of them are set.
+   */
+  const char *uris[KVS_MAX_ICE_URIS];
+  size_t uri_count;
+  const char *username;
+  const char *password;
+  /**
+   * Seconds the username and password stay valid from when they were fetched.
+   */
+  uint32_t ttl_seconds;
+} kvs_ice_server;
+
+/**
+ * Asked for fresh credentials: call `kvs_credentials_sink_set` on `sink` (valid
+ * during this call only) and return KVS_OK, or return an error code. Runs on
+ * the dispatcher thread, before the current credentials expire.
+ */
+typedef kvs_result (*kvs_credentials_callback)(void *userdata, struct kvs_credentials_sink *sink);
+
+/**
  * A received SDP offer, SDP answer or ICE candidate, or a service notice
  * (GO_AWAY, RECONNECT_ICE_SERVER: `payload` is an empty string and the other
  * pointers are NULL).
@@ -408,6 +465,11 @@ typedef void (*kvs_status_callback)(void *userdata, const struct kvs_status *sta
 typedef void (*kvs_state_callback)(void *userdata, uint32_t state, const char *reason);
 
 /**
+ * Called with the length of a new ICE server list. Runs on the dispatcher thread.
+ */
+typedef void (*kvs_ice_servers_callback)(void *userdata, size_t count);
+
+/**
  * Releases `userdata`; called exactly once.
  */
 typedef void (*kvs_free_callback)(void *userdata);
@@ -442,7 +504,8 @@ typedef struct kvs_client_config {
    */
   const char *region;
   /**
-   * Connect timeout in milliseconds; 0 means 5000.
+   * Connect timeout in milliseconds (for the whole attempt: control plane,
+   * TLS, WebSocket); 0 means 5000, or 15000 with `use_control_plane`.
    */
   uint32_t connect_timeout_ms;
   /**
@@ -489,9 +552,80 @@ typedef struct kvs_client_config {
    * and deliver them right after it.
    */
   bool buffer_early_candidates;
+  /**
+   * Connect the way the real service requires: DescribeSignalingChannel (or
+   * CreateSignalingChannel) -> GetSignalingChannelEndpoint -> SigV4-presigned
+   * WSS URL, with GetIceServerConfig in the background. Needs credentials;
+   * `endpoint` is then unused.
+   */
+  bool use_control_plane;
+  /**
+   * The channel's name, instead of `channel_arn` (control plane only).
+   */
+  const char *channel_name;
+  /**
+   * A control-plane URL replacing the regional endpoint (e.g. the emulator's
+   * `https://127.0.0.1:PORT`); NULL for `https://kinesisvideo.REGION.amazonaws.com`.
+   */
+  const char *control_plane_url;
+  /**
+   * Use the FIPS endpoints.
+   */
+  bool use_fips;
+  /**
+   * Use the dual-stack (IPv4 + IPv6) endpoints.
+   */
+  bool use_dual_stack;
+  /**
+   * PEM file of trusted CA certificates replacing the built-in Mozilla roots
+   * (for the control plane and the WebSocket). Verification is always on.
+   */
+  const char *ca_bundle_path;
+  /**
+   * Static credentials; `session_token` may be NULL.
+   */
+  const char *access_key_id;
+  const char *secret_access_key;
+  const char *session_token;
+  /**
+   * Take credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+   * AWS_SESSION_TOKEN (read at each refresh).
+   */
+  bool credentials_from_env;
+  /**
+   * Called for fresh credentials before the current ones expire (never on the
+   * send path); takes precedence over static and environment credentials.
+   */
+  kvs_credentials_callback credentials_callback;
+  /**
+   * Create the channel when it does not exist (by name only).
+   */
+  bool create_channel;
+  /**
+   * MessageTtlSeconds of a created channel, 5-120; 0 means the service default (60).
+   */
+  uint32_t message_ttl_s;
+  /**
+   * File keeping resolved ARNs and endpoints across runs (a warm start makes
+   * no control-plane call); NULL keeps them in memory only.
+   */
+  const char *endpoint_cache_path;
+  /**
+   * How long resolved endpoints stay cached, in seconds; 0 means 3600.
+   */
+  uint32_t endpoint_cache_ttl_s;
+  /**
+   * Do not fetch the ICE server configuration (TURN).
+   */
+  bool skip_ice_servers;
   kvs_message_callback on_message;
   kvs_status_callback on_status;
   kvs_state_callback on_state;
+  /**
+   * Called when a new ICE server list was fetched, with its length; read it
+   * with `kvs_client_get_ice_servers`. Runs on the dispatcher thread.
+   */
+  kvs_ice_servers_callback on_ice_servers;
   /**
    * Passed first to every callback.
    */
@@ -592,6 +726,59 @@ typedef void (*kvs_log_callback)(void *userdata,
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Hands credentials to the library from inside a `kvs_credentials_callback`.
+ * `session_token` may be NULL; `expiry_unix_s` is when they stop working
+ * (0: they do not expire). The strings are copied.
+ *
+ * Ownership: `sink` is the pointer the callback received; the strings are
+ * borrowed for the call. Threading: only inside the callback.
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_CREDENTIALS (an
+ * empty key).
+ */
+kvs_result kvs_credentials_sink_set(struct kvs_credentials_sink *sink,
+                                    const char *access_key_id,
+                                    const char *secret_access_key,
+                                    const char *session_token,
+                                    uint64_t expiry_unix_s);
+
+/**
+ * Copies the client's current ICE server list (TURN URIs, username, password,
+ * TTL) into caller memory: up to `capacity` entries into `out_servers`, their
+ * strings into `buf` (`buf_capacity` bytes), the entries' pointers pointing
+ * into `buf`. `*out_count` receives the list's length and `*out_buf_len` the
+ * bytes the strings need; if either capacity is too small nothing else is
+ * written and KVS_ERR_BUFFER_TOO_SMALL is returned. The list is empty until the
+ * first GetIceServerConfig answered (and without `use_control_plane`).
+ *
+ * Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
+ * any thread, callbacks included. Errors: KVS_ERR_NULL_PARAMETER,
+ * KVS_ERR_BUFFER_TOO_SMALL.
+ */
+kvs_result kvs_client_get_ice_servers(const struct kvs_client *client,
+                                      struct kvs_ice_server *out_servers,
+                                      size_t capacity,
+                                      char *buf,
+                                      size_t buf_capacity,
+                                      size_t *out_count,
+                                      size_t *out_buf_len);
+
+/**
+ * Writes the STUN URL of `region` (e.g. `stun:stun.kinesisvideo.us-west-2.amazonaws.com:443`,
+ * with the FIPS or dual-stack variant) into `buf`, NUL-terminated, and its
+ * length into `*out_len`.
+ *
+ * Ownership: all pointers borrowed for the call. Threading: any thread.
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG
+ * (a region outside `[a-z0-9-]+`), KVS_ERR_BUFFER_TOO_SMALL.
+ */
+kvs_result kvs_stun_url(const char *region,
+                        bool use_fips,
+                        bool use_dual_stack,
+                        char *buf,
+                        size_t capacity,
+                        size_t *out_len);
 
 /**
  * A configuration with every field at its default: role master, all strings

@@ -1,19 +1,26 @@
 //! Client configuration.
 
 use super::ClientError;
+use crate::aws::{ControlPlaneConfig, CreateChannel};
 use crate::protocol::{Role, validate_channel_arn, validate_client_id};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything a client needs to reach one signaling channel.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub role: Role,
-    /// `arn:aws:kinesisvideo:REGION:ACCOUNT:channel/NAME/EPOCH`.
+    /// `arn:aws:kinesisvideo:REGION:ACCOUNT:channel/NAME/EPOCH`. With [`AwsConfig`]
+    /// it may be empty when `channel_name` is set.
     pub channel_arn: String,
+    /// The channel's name, resolved to its ARN through DescribeSignalingChannel
+    /// (with [`AwsConfig`] only).
+    pub channel_name: Option<String>,
     /// The viewer's `X-Amz-ClientId`; must be `None` for a master.
     pub client_id: Option<String>,
     /// The channel's data-plane endpoint for this role: `ws://host:port` or
-    /// `wss://host` (no query string).
+    /// `wss://host` (no query string). Unused (may be empty) with [`AwsConfig`],
+    /// which gets it from GetSignalingChannelEndpoint.
     pub endpoint: String,
     /// AWS region of the channel, e.g. `us-west-2`.
     pub region: String,
@@ -41,6 +48,38 @@ pub struct ClientConfig {
     /// Hold ICE candidates that arrive before an SDP offer or answer from the same
     /// peer, and deliver them right after it.
     pub buffer_early_candidates: bool,
+    /// Connect through the control plane with SigV4 (the real service path).
+    /// `None` connects to `endpoint` as it is, unsigned.
+    pub aws: Option<AwsConfig>,
+}
+
+/// How a client reaches the service through its control plane.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// Region, endpoint variant or override, CA bundle, credentials.
+    pub control_plane: ControlPlaneConfig,
+    /// Create the channel when DescribeSignalingChannel does not find it.
+    pub create_channel: Option<CreateChannel>,
+    /// How long resolved ARNs and endpoints stay cached.
+    pub endpoint_cache_ttl: Duration,
+    /// A file that keeps the endpoint cache across runs (a warm start makes no
+    /// control-plane call).
+    pub endpoint_cache_path: Option<PathBuf>,
+    /// Fetch the ICE server configuration (TURN) and keep it fresh.
+    pub ice_servers: bool,
+}
+
+impl AwsConfig {
+    /// Defaults: no channel creation, a one-hour in-memory cache, ICE servers fetched.
+    pub fn new(control_plane: ControlPlaneConfig) -> AwsConfig {
+        AwsConfig {
+            control_plane,
+            create_channel: None,
+            endpoint_cache_ttl: Duration::from_secs(3600),
+            endpoint_cache_path: None,
+            ice_servers: true,
+        }
+    }
 }
 
 /// Reconnect backoff bounds.
@@ -60,11 +99,13 @@ pub struct Pacing {
 }
 
 impl ClientConfig {
-    /// A master's configuration with defaults for the rest.
+    /// A master's configuration with defaults for the rest (no control plane:
+    /// `endpoint` is used as it is).
     pub fn master(channel_arn: &str, endpoint: &str) -> ClientConfig {
         ClientConfig {
             role: Role::Master,
             channel_arn: channel_arn.to_owned(),
+            channel_name: None,
             client_id: None,
             endpoint: endpoint.to_owned(),
             region: region_of_arn(channel_arn).unwrap_or("us-west-2").to_owned(),
@@ -78,6 +119,7 @@ impl ClientConfig {
             max_connection_age: Duration::from_secs(55 * 60),
             pacing: Pacing { sdp_per_second: 5, ice_per_second: 20 },
             buffer_early_candidates: false,
+            aws: None,
         }
     }
 
@@ -90,10 +132,38 @@ impl ClientConfig {
         }
     }
 
+    /// A configuration that bootstraps through the control plane: `channel` is a
+    /// channel name or an ARN; `client_id` makes it a viewer.
+    pub fn via_control_plane(channel: &str, client_id: Option<&str>, aws: AwsConfig) -> ClientConfig {
+        let region = aws.control_plane.region.clone();
+        let mut config = match client_id {
+            Some(id) => ClientConfig::viewer("", id, ""),
+            None => ClientConfig::master("", ""),
+        };
+        if channel.starts_with("arn:") {
+            config.channel_arn = channel.to_owned();
+        } else {
+            config.channel_name = Some(channel.to_owned());
+        }
+        config.region = region;
+        config.aws = Some(aws);
+        config
+    }
+
     /// Checks the configuration against the spec before anything is opened.
     pub fn validate(&self) -> Result<(), ClientError> {
         let invalid = |text: String| Err(ClientError::InvalidConfig(text));
-        if let Err(e) = validate_channel_arn(&self.channel_arn) {
+        let by_name = self.aws.is_some() && self.channel_arn.is_empty();
+        if by_name {
+            match &self.channel_name {
+                Some(name) => {
+                    if let Err(e) = crate::protocol::validate_id(crate::protocol::Field::ChannelName, name) {
+                        return invalid(e.to_string());
+                    }
+                }
+                None => return invalid("a channel name or a channel ARN is required".into()),
+            }
+        } else if let Err(e) = validate_channel_arn(&self.channel_arn) {
             return invalid(e.to_string());
         }
         match (self.role, &self.client_id) {
@@ -109,7 +179,8 @@ impl ClientConfig {
             (Role::Master, None) => {}
         }
         let scheme_ok = self.endpoint.starts_with("ws://") || self.endpoint.starts_with("wss://");
-        if !scheme_ok || self.endpoint.contains('?') || self.endpoint.contains(char::is_whitespace) {
+        let endpoint_needed = self.aws.is_none();
+        if endpoint_needed && !scheme_ok || self.endpoint.contains('?') || self.endpoint.contains(char::is_whitespace) {
             return invalid(format!(
                 "endpoint {:?} must be a ws:// or wss:// URL without a query string",
                 self.endpoint

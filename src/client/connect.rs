@@ -18,19 +18,6 @@ pub(super) type SocketReader = futures_util::stream::SplitStream<Socket>;
 /// above the configured inbound limit are skipped by the client instead.
 const SOCKET_MAX_MESSAGE: usize = 1 << 20;
 
-/// Percent-encodes everything but RFC 3986 unreserved characters (spec §2.1 step 5).
-pub(crate) fn uri_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// `endpoint` with a `/` path when it has none, ready for a query string.
 pub(crate) fn with_path(endpoint: &str) -> String {
     let base = endpoint.trim_end_matches('/');
@@ -118,7 +105,8 @@ pub(super) async fn open_socket(url: &str, tls: &Arc<rustls::ClientConfig>) -> R
                 .get("x-amzn-ErrorType")
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(':').next().unwrap_or(v).to_owned());
-            Err(ClientError::Refused { status: response.status().as_u16(), error_type, body })
+            let date = response.headers().get("date").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            Err(ClientError::Refused { status: response.status().as_u16(), error_type, body, date })
         }
         Err(tungstenite::Error::Io(e)) => Err(ClientError::Network(e.to_string())),
         Err(tungstenite::Error::Url(e)) => Err(ClientError::InvalidConfig(format!("endpoint: {e}"))),

@@ -23,12 +23,16 @@ pub enum ClientError {
     /// TCP connect or DNS failed.
     Network(String),
     /// The service refused the WebSocket upgrade with an HTTP status; the
-    /// error type comes from the `x-amzn-ErrorType` header when present.
-    Refused { status: u16, error_type: Option<String>, body: String },
+    /// error type comes from the `x-amzn-ErrorType` header when present, `date`
+    /// from the `Date` header (to learn clock skew).
+    Refused { status: u16, error_type: Option<String>, body: String, date: Option<String> },
     /// The WebSocket handshake or protocol failed otherwise.
     Handshake(String),
     /// The TLS handshake failed (for example a certificate that does not verify).
     Tls(String),
+    /// A control-plane call (DescribeSignalingChannel, GetSignalingChannelEndpoint,
+    /// ...) or the credentials provider failed; the kind names the failure.
+    ControlPlane(crate::aws::AwsError),
 }
 
 impl fmt::Display for ClientError {
@@ -46,7 +50,7 @@ impl fmt::Display for ClientError {
             ClientError::QueueFull => f.write_str("send queue is full; retry after earlier sends went out"),
             ClientError::Timeout => f.write_str("connect timed out"),
             ClientError::Network(text) => write!(f, "network error: {text}"),
-            ClientError::Refused { status, error_type, body } => {
+            ClientError::Refused { status, error_type, body, .. } => {
                 write!(f, "the service refused the connection with HTTP {status}")?;
                 if let Some(error_type) = error_type {
                     write!(f, " {error_type}")?;
@@ -58,11 +62,18 @@ impl fmt::Display for ClientError {
             }
             ClientError::Handshake(text) => write!(f, "WebSocket handshake failed: {text}"),
             ClientError::Tls(text) => write!(f, "TLS handshake failed: {text}"),
+            ClientError::ControlPlane(e) => write!(f, "control plane: {e}"),
         }
     }
 }
 
 impl std::error::Error for ClientError {}
+
+impl From<crate::aws::AwsError> for ClientError {
+    fn from(e: crate::aws::AwsError) -> ClientError {
+        ClientError::ControlPlane(e)
+    }
+}
 
 impl From<ValidationError> for ClientError {
     fn from(e: ValidationError) -> ClientError {

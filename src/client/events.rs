@@ -83,4 +83,9 @@ pub enum ClientEvent {
     State(StateChange),
     /// GO_AWAY or RECONNECT_ICE_SERVER from the service.
     ServiceNotice(MessageType),
+    /// A new ICE server list of `count` entries was fetched; read it with
+    /// `Client::ice_servers`.
+    IceServersChanged {
+        count: usize,
+    },
 }

@@ -17,7 +17,7 @@ mod queue;
 mod supervisor;
 mod target;
 
-pub use config::{Backoff, ClientConfig, Pacing, region_of_arn};
+pub use config::{AwsConfig, Backoff, ClientConfig, Pacing, region_of_arn};
 pub use error::ClientError;
 pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
 pub use metrics::Metrics;
@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use supervisor::{FirstAttempt, SupervisorHandle};
-use target::Target;
+use target::{IceState, Target};
 use tokio::sync::{mpsc, oneshot};
 
 /// Receives every event of one client, on the thread that produced it (the
@@ -42,6 +42,7 @@ pub struct Client {
     sink: EventSink,
     counters: Arc<Counters>,
     supervisor: Mutex<Option<SupervisorHandle>>,
+    ice: Arc<IceState>,
     correlation_prefix: String,
     next_correlation: AtomicU64,
 }
@@ -60,6 +61,7 @@ impl Client {
             sink,
             counters: Arc::new(Counters::default()),
             supervisor: Mutex::new(None),
+            ice: Arc::default(),
             correlation_prefix,
             next_correlation: AtomicU64::new(1),
         })
@@ -97,13 +99,20 @@ impl Client {
         metrics
     }
 
+    /// The current ICE server list (TURN URIs, username, password, TTL); empty
+    /// until the first GetIceServerConfig answered, and always without the
+    /// control plane. [`ClientEvent::IceServersChanged`] tells when it changes.
+    pub fn ice_servers(&self) -> Vec<crate::aws::IceServer> {
+        self.ice.servers()
+    }
+
     /// Starts the supervisor unless one is running.
     fn launch(&self, mode: FirstAttempt) -> Result<Option<oneshot::Receiver<Result<(), ClientError>>>, ClientError> {
         let mut supervisor = self.supervisor();
         if supervisor.as_ref().is_some_and(|h| !h.is_finished()) {
             return Err(ClientError::AlreadyConnected);
         }
-        let target = Target::direct(&self.config)?;
+        let target = Target::new(&self.config, self.ice.clone(), self.sink.clone())?;
         let (first, first_rx) = match mode {
             FirstAttempt::Report => {
                 let (tx, rx) = oneshot::channel();

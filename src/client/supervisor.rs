@@ -350,6 +350,7 @@ impl Supervisor {
             Ok((socket, phases, control_plane)) => {
                 let reconnect = self.counters.connects.load(Ordering::Relaxed) > 0;
                 self.counters.connected(reconnect, control_plane, phases.tls, phases.websocket);
+                self.counters.clock_skew_ms.store(self.target.clock_skew_ms(), Ordering::Relaxed);
                 if let Some(previous) = self.current.take() {
                     // Make-before-break: the new socket takes the sends; the old
                     // one is still read until the service closes it.
@@ -375,6 +376,7 @@ impl Supervisor {
             }
             Err(err) => {
                 bump(&self.counters.connect_failures);
+                self.counters.clock_skew_ms.store(self.target.clock_skew_ms(), Ordering::Relaxed);
                 if self.mode == FirstAttempt::Report
                     && let Some(first) = self.first.take()
                 {
@@ -409,11 +411,13 @@ impl Supervisor {
     fn on_text(&mut self, text: &str) {
         match self.inbound.handle_text(text) {
             Some(Notice::GoAway) => {
+                self.target.on_go_away();
                 if self.pending.is_none() {
                     self.start_attempt();
                 }
             }
-            Some(Notice::ReconnectIceServer) | None => {}
+            Some(Notice::ReconnectIceServer) => self.target.refresh_ice_servers(),
+            None => {}
         }
     }
 

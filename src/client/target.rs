@@ -1,11 +1,24 @@
-//! Where a client connects: the URL of each attempt and the TLS settings.
+//! Where a client connects: the URL of each attempt and its TLS settings,
+//! either a configured endpoint used as it is, or the real service path through
+//! the control plane (cached endpoints, SigV4-presigned URL), which also keeps
+//! the ICE server configuration fresh in the background.
 
-use super::ClientConfig;
-use super::ClientError;
-use super::connect::{Phases, Socket, default_tls, open_socket, redact_query, uri_encode, with_path};
+use super::connect::{Phases, Socket, default_tls, open_socket, redact_query, with_path};
+use super::{ClientConfig, ClientError, ClientEvent, EventSink};
+use crate::aws::ice::refresh_after;
+use crate::aws::sigv4::uri_encode;
+use crate::aws::{AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, is_clock_skew_message};
+use crate::log::{Level, log};
 use crate::protocol::Role;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+const TARGET: &str = "client";
+/// Retry bounds of a failed GetIceServerConfig.
+const ICE_RETRY_MIN: Duration = Duration::from_secs(1);
+const ICE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The data-plane URL for `config`'s channel and role (spec §1.3).
 pub(crate) fn connect_url(config: &ClientConfig) -> String {
@@ -17,33 +30,263 @@ pub(crate) fn connect_url(config: &ClientConfig) -> String {
     url
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The current ICE server list of a client, shared with its accessors.
+#[derive(Default)]
+pub(super) struct IceState {
+    servers: Mutex<Vec<IceServer>>,
+}
+
+impl IceState {
+    pub fn servers(&self) -> Vec<IceServer> {
+        lock(&self.servers).clone()
+    }
+}
+
 /// What every connect attempt of a client opens. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct Target {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    url: String,
-    tls: Arc<rustls::ClientConfig>,
+enum Inner {
+    Direct { url: String, tls: Arc<rustls::ClientConfig> },
+    Aws(Box<AwsTarget>),
+}
+
+struct AwsTarget {
+    control_plane: Arc<ControlPlane>,
+    channel: ChannelRef,
+    role: Role,
+    client_id: Option<String>,
+    create: Option<CreateChannel>,
+    cache: EndpointCache,
+    /// The WSS endpoint of the last attempt, for logs.
+    endpoint: Mutex<String>,
+    ice: Option<IceRefresh>,
+}
+
+/// The background refresh of the ICE server list.
+struct IceRefresh {
+    state: Arc<IceState>,
+    sink: EventSink,
+    /// (HTTPS endpoint, ARN) of the channel, known after the first resolve.
+    source: Arc<Mutex<Option<(String, String)>>>,
+    wake: Arc<Notify>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for IceRefresh {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
 }
 
 impl Target {
-    /// The configured endpoint, used as it is.
-    pub fn direct(config: &ClientConfig) -> Result<Target, ClientError> {
-        Ok(Target { inner: Arc::new(Inner { url: connect_url(config), tls: default_tls()? }) })
+    /// The target for `config`: its endpoint as it is, or the control plane.
+    pub fn new(config: &ClientConfig, ice: Arc<IceState>, sink: EventSink) -> Result<Target, ClientError> {
+        let Some(aws) = &config.aws else {
+            return Ok(Target { inner: Arc::new(Inner::Direct { url: connect_url(config), tls: default_tls()? }) });
+        };
+        let control_plane = Arc::new(ControlPlane::new(&aws.control_plane)?);
+        let channel = match &config.channel_name {
+            Some(name) if config.channel_arn.is_empty() => ChannelRef::Name(name.clone()),
+            _ => ChannelRef::Arn(config.channel_arn.clone()),
+        };
+        let ice = aws.ice_servers.then(|| IceRefresh {
+            state: ice,
+            sink,
+            source: Arc::default(),
+            wake: Arc::new(Notify::new()),
+            task: Mutex::new(None),
+        });
+        Ok(Target {
+            inner: Arc::new(Inner::Aws(Box::new(AwsTarget {
+                control_plane,
+                channel,
+                role: config.role,
+                client_id: config.client_id.clone(),
+                create: aws.create_channel.clone(),
+                cache: EndpointCache::new(aws.endpoint_cache_ttl, aws.endpoint_cache_path.clone()),
+                endpoint: Mutex::new(String::new()),
+                ice,
+            }))),
+        })
     }
 
-    /// Opens one socket; returns it with its phases and the control-plane time.
+    /// Opens one socket; returns it with its phases and the time spent in the
+    /// control plane (cache lookup, calls, signing).
     pub async fn open(&self) -> Result<(Socket, Phases, Duration), ClientError> {
-        let (socket, phases) = open_socket(&self.inner.url, &self.inner.tls).await?;
-        Ok((socket, phases, Duration::ZERO))
+        match &*self.inner {
+            Inner::Direct { url, tls } => {
+                let (socket, phases) = open_socket(url, tls).await?;
+                Ok((socket, phases, Duration::ZERO))
+            }
+            Inner::Aws(aws) => aws.open().await,
+        }
     }
 
     /// The endpoint for logs, without its query string.
-    pub fn describe(&self) -> &str {
-        redact_query(&self.inner.url)
+    pub fn describe(&self) -> String {
+        match &*self.inner {
+            Inner::Direct { url, .. } => redact_query(url).to_owned(),
+            Inner::Aws(aws) => {
+                let endpoint = lock(&aws.endpoint).clone();
+                if endpoint.is_empty() { format!("channel {}", aws.channel.as_str()) } else { endpoint }
+            }
+        }
     }
+
+    /// The service announced it will close the socket: the next connect asks
+    /// the control plane for the endpoint again.
+    pub fn on_go_away(&self) {
+        if let Inner::Aws(aws) = &*self.inner {
+            aws.cache.invalidate(aws.channel.as_str(), aws.role);
+        }
+    }
+
+    /// The service asked for new TURN credentials: fetch the ICE servers now.
+    pub fn refresh_ice_servers(&self) {
+        if let Inner::Aws(aws) = &*self.inner
+            && let Some(ice) = &aws.ice
+        {
+            ice.wake.notify_one();
+        }
+    }
+
+    /// Service clock minus local clock, in milliseconds, as learnt so far.
+    pub fn clock_skew_ms(&self) -> i64 {
+        match &*self.inner {
+            Inner::Direct { .. } => 0,
+            Inner::Aws(aws) => aws.control_plane.clock_skew().get(),
+        }
+    }
+}
+
+impl AwsTarget {
+    async fn open(&self) -> Result<(Socket, Phases, Duration), ClientError> {
+        let started = Instant::now();
+        let resolved = self
+            .control_plane
+            .resolve_channel(&self.channel, self.role, self.create.as_ref(), Some(&self.cache))
+            .await?;
+        if let Some(ice) = &self.ice {
+            // In parallel with the socket: never on the offer -> answer path.
+            ice.start(&self.control_plane, &resolved.endpoints.https, &resolved.arn, self.client_id.as_deref());
+        }
+        let url = self
+            .control_plane
+            .presign_wss_url(&resolved.endpoints.wss, &resolved.arn, self.client_id.as_deref())
+            .await?;
+        *lock(&self.endpoint) = resolved.endpoints.wss.clone();
+        let control_plane_time = started.elapsed();
+        match open_socket(&url, self.control_plane.tls_config()).await {
+            Ok((socket, phases)) => Ok((socket, phases, control_plane_time)),
+            Err(err) => {
+                self.after_failure(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Adjusts what the next attempt does after a refused or failed upgrade
+    /// (spec §9.7): 404 asks for the channel again, 403 refreshes credentials or
+    /// learns the clock skew, 5xx and network errors ask for the endpoint again.
+    fn after_failure(&self, err: &ClientError) {
+        match err {
+            ClientError::Refused { status: 404, .. } => self.cache.invalidate(self.channel.as_str(), self.role),
+            ClientError::Refused { status: 401 | 403, body, date, .. } => {
+                if is_clock_skew_message(body)
+                    && let Some(date) = date
+                    && let Some(skew) = self.control_plane.clock_skew().learn(date, SystemTime::now())
+                {
+                    log!(
+                        Level::Warn,
+                        TARGET,
+                        "the service's clock is {skew} ms from ours; signing with it from now on"
+                    );
+                } else {
+                    self.control_plane.credentials_cache().invalidate();
+                }
+            }
+            ClientError::Refused { status, .. } if *status >= 500 => {
+                self.cache.invalidate(self.channel.as_str(), self.role)
+            }
+            ClientError::Network(_) | ClientError::Timeout => self.cache.invalidate(self.channel.as_str(), self.role),
+            _ => {}
+        }
+    }
+}
+
+impl IceRefresh {
+    /// Records where to fetch from and starts the refresh loop once.
+    fn start(&self, control_plane: &Arc<ControlPlane>, https: &str, arn: &str, client_id: Option<&str>) {
+        *lock(&self.source) = Some((https.to_owned(), arn.to_owned()));
+        let mut task = lock(&self.task);
+        if task.is_some() {
+            return;
+        }
+        *task = Some(tokio::spawn(ice_loop(
+            control_plane.clone(),
+            self.source.clone(),
+            client_id.map(str::to_owned),
+            self.state.clone(),
+            self.sink.clone(),
+            self.wake.clone(),
+        )));
+    }
+}
+
+/// Fetches the ICE servers, then again before the shortest TTL runs out (minus
+/// a grace) or when woken; retries failures with backoff.
+async fn ice_loop(
+    control_plane: Arc<ControlPlane>,
+    source: Arc<Mutex<Option<(String, String)>>>,
+    client_id: Option<String>,
+    state: Arc<IceState>,
+    sink: EventSink,
+    wake: Arc<Notify>,
+) {
+    let mut retry = ICE_RETRY_MIN;
+    loop {
+        let Some((https, arn)) = lock(&source).clone() else { return };
+        let wait = match control_plane.get_ice_server_config(&https, &arn, client_id.as_deref()).await {
+            Ok(servers) => {
+                retry = ICE_RETRY_MIN;
+                let wait = refresh_after(&servers).unwrap_or(ICE_RETRY_MAX);
+                log!(Level::Debug, TARGET, "{} ICE servers; next refresh in {} s", servers.len(), wait.as_secs());
+                let count = servers.len();
+                *lock(&state.servers) = servers;
+                sink(ClientEvent::IceServersChanged { count });
+                wait
+            }
+            Err(e) => {
+                log!(
+                    Level::Warn,
+                    TARGET,
+                    "GetIceServerConfig failed: {}; retrying in {} s",
+                    describe_aws(&e),
+                    retry.as_secs()
+                );
+                let wait = retry;
+                retry = (retry * 2).min(ICE_RETRY_MAX);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+fn describe_aws(e: &AwsError) -> String {
+    format!("{} ({})", e.message(), e.kind_name())
 }
 
 #[cfg(test)]

@@ -137,6 +137,13 @@ pub type kvs_status_callback = Option<unsafe extern "C" fn(userdata: *mut c_void
 /// Called on every state change, with a `kvs_state` value and a reason text
 /// (borrowed for the call only). Runs on the dispatcher thread.
 pub type kvs_state_callback = Option<unsafe extern "C" fn(userdata: *mut c_void, state: u32, reason: *const c_char)>;
+/// Called with the length of a new ICE server list. Runs on the dispatcher thread.
+pub type kvs_ice_servers_callback = Option<unsafe extern "C" fn(userdata: *mut c_void, count: usize)>;
+/// Asked for fresh credentials: call `kvs_credentials_sink_set` on `sink` (valid
+/// during this call only) and return KVS_OK, or return an error code. Runs on
+/// the dispatcher thread, before the current credentials expire.
+pub type kvs_credentials_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut super::kvs_credentials_sink) -> kvs_result>;
 /// Releases `userdata`; called exactly once.
 pub type kvs_free_callback = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
@@ -158,7 +165,8 @@ pub struct kvs_client_config {
     pub endpoint: *const c_char,
     /// AWS region; NULL takes it from the ARN.
     pub region: *const c_char,
-    /// Connect timeout in milliseconds; 0 means 5000.
+    /// Connect timeout in milliseconds (for the whole attempt: control plane,
+    /// TLS, WebSocket); 0 means 5000, or 15000 with `use_control_plane`.
     pub connect_timeout_ms: u32,
     /// Sends that may wait for the socket at once; 0 means 256.
     pub send_queue_capacity: u32,
@@ -184,9 +192,50 @@ pub struct kvs_client_config {
     /// Hold ICE candidates that arrive before their peer's SDP offer or answer
     /// and deliver them right after it.
     pub buffer_early_candidates: bool,
+    /// Connect the way the real service requires: DescribeSignalingChannel (or
+    /// CreateSignalingChannel) -> GetSignalingChannelEndpoint -> SigV4-presigned
+    /// WSS URL, with GetIceServerConfig in the background. Needs credentials;
+    /// `endpoint` is then unused.
+    pub use_control_plane: bool,
+    /// The channel's name, instead of `channel_arn` (control plane only).
+    pub channel_name: *const c_char,
+    /// A control-plane URL replacing the regional endpoint (e.g. the emulator's
+    /// `https://127.0.0.1:PORT`); NULL for `https://kinesisvideo.REGION.amazonaws.com`.
+    pub control_plane_url: *const c_char,
+    /// Use the FIPS endpoints.
+    pub use_fips: bool,
+    /// Use the dual-stack (IPv4 + IPv6) endpoints.
+    pub use_dual_stack: bool,
+    /// PEM file of trusted CA certificates replacing the built-in Mozilla roots
+    /// (for the control plane and the WebSocket). Verification is always on.
+    pub ca_bundle_path: *const c_char,
+    /// Static credentials; `session_token` may be NULL.
+    pub access_key_id: *const c_char,
+    pub secret_access_key: *const c_char,
+    pub session_token: *const c_char,
+    /// Take credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// AWS_SESSION_TOKEN (read at each refresh).
+    pub credentials_from_env: bool,
+    /// Called for fresh credentials before the current ones expire (never on the
+    /// send path); takes precedence over static and environment credentials.
+    pub credentials_callback: kvs_credentials_callback,
+    /// Create the channel when it does not exist (by name only).
+    pub create_channel: bool,
+    /// MessageTtlSeconds of a created channel, 5-120; 0 means the service default (60).
+    pub message_ttl_s: u32,
+    /// File keeping resolved ARNs and endpoints across runs (a warm start makes
+    /// no control-plane call); NULL keeps them in memory only.
+    pub endpoint_cache_path: *const c_char,
+    /// How long resolved endpoints stay cached, in seconds; 0 means 3600.
+    pub endpoint_cache_ttl_s: u32,
+    /// Do not fetch the ICE server configuration (TURN).
+    pub skip_ice_servers: bool,
     pub on_message: kvs_message_callback,
     pub on_status: kvs_status_callback,
     pub on_state: kvs_state_callback,
+    /// Called when a new ICE server list was fetched, with its length; read it
+    /// with `kvs_client_get_ice_servers`. Runs on the dispatcher thread.
+    pub on_ice_servers: kvs_ice_servers_callback,
     /// Passed first to every callback.
     pub userdata: *mut c_void,
     /// Called exactly once with `userdata`: on the dispatcher thread after the
@@ -217,6 +266,23 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         sdp_per_second: 0,
         ice_per_second: 0,
         buffer_early_candidates: false,
+        use_control_plane: false,
+        channel_name: ptr::null(),
+        control_plane_url: ptr::null(),
+        use_fips: false,
+        use_dual_stack: false,
+        ca_bundle_path: ptr::null(),
+        access_key_id: ptr::null(),
+        secret_access_key: ptr::null(),
+        session_token: ptr::null(),
+        credentials_from_env: false,
+        credentials_callback: None,
+        create_channel: false,
+        message_ttl_s: 0,
+        endpoint_cache_path: ptr::null(),
+        endpoint_cache_ttl_s: 0,
+        skip_ice_servers: false,
+        on_ice_servers: None,
         on_message: None,
         on_status: None,
         on_state: None,
@@ -226,11 +292,13 @@ pub(crate) fn config_defaults() -> kvs_client_config {
 }
 
 /// The application's callbacks and userdata. Dropping it calls `free_userdata`.
-struct Callbacks {
+pub(super) struct Callbacks {
     on_message: kvs_message_callback,
     on_status: kvs_status_callback,
     on_state: kvs_state_callback,
-    userdata: *mut c_void,
+    on_ice_servers: kvs_ice_servers_callback,
+    pub(super) credentials: kvs_credentials_callback,
+    pub(super) userdata: *mut c_void,
     free_userdata: kvs_free_callback,
 }
 
@@ -250,12 +318,12 @@ impl Drop for Callbacks {
 }
 
 /// What `*mut kvs_client` points at.
-struct ClientHandle {
-    client: Client,
+pub(super) struct ClientHandle {
+    pub(super) client: Client,
     callbacks: Arc<Callbacks>,
 }
 
-fn handle_ref<'a>(client: *const kvs_client) -> &'a ClientHandle {
+pub(super) fn handle_ref<'a>(client: *const kvs_client) -> &'a ClientHandle {
     // SAFETY: every caller has checked for NULL; a non-NULL kvs_client pointer
     // comes from kvs_client_new (a Box<ClientHandle>) and stays valid until
     // kvs_client_free, as the header requires.
@@ -314,6 +382,12 @@ impl Callbacks {
                 ice: None,
             }),
             ClientEvent::Status(status) => self.deliver_status(status),
+            ClientEvent::IceServersChanged { count } => {
+                if let Some(cb) = self.on_ice_servers {
+                    // SAFETY: the application's callback.
+                    unsafe { cb(self.userdata, count) };
+                }
+            }
             ClientEvent::State(change) => {
                 if let Some(cb) = self.on_state {
                     let reason = opt_cstring(Some(&reason_text(&change.reason)));
@@ -390,7 +464,7 @@ fn config_str(ptr: *const c_char, name: &str, max: usize) -> Result<Option<Strin
     unsafe { arg_str(ptr, name, max, KVS_ERR_INVALID_CONFIG) }.map(|s| s.map(str::to_owned))
 }
 
-fn client_config(config: &kvs_client_config) -> Result<ClientConfig, kvs_result> {
+fn client_config(config: &kvs_client_config, callbacks: &Arc<Callbacks>) -> Result<ClientConfig, kvs_result> {
     let role = match config.role {
         0 => Role::Master,
         1 => Role::Viewer,
@@ -401,11 +475,17 @@ fn client_config(config: &kvs_client_config) -> Result<ClientConfig, kvs_result>
             ));
         }
     };
-    let Some(channel_arn) = config_str(config.channel_arn, "channel_arn", crate::protocol::MAX_ARN_LEN)? else {
-        return Err(fail(KVS_ERR_NULL_PARAMETER, "config.channel_arn must not be NULL"));
+    let channel_name = config_str(config.channel_name, "channel_name", MAX_ID_LEN)?;
+    let channel_arn = config_str(config.channel_arn, "channel_arn", crate::protocol::MAX_ARN_LEN)?;
+    let channel_arn = match (channel_arn, &channel_name, config.use_control_plane) {
+        (Some(arn), _, _) => arn,
+        (None, Some(_), true) => String::new(),
+        _ => return Err(fail(KVS_ERR_NULL_PARAMETER, "config.channel_arn must not be NULL")),
     };
-    let Some(endpoint) = config_str(config.endpoint, "endpoint", 2048)? else {
-        return Err(fail(KVS_ERR_NULL_PARAMETER, "config.endpoint must not be NULL"));
+    let endpoint = match (config_str(config.endpoint, "endpoint", 2048)?, config.use_control_plane) {
+        (Some(endpoint), _) => endpoint,
+        (None, true) => String::new(),
+        (None, false) => return Err(fail(KVS_ERR_NULL_PARAMETER, "config.endpoint must not be NULL")),
     };
     let client_id = config_str(config.client_id, "client_id", MAX_ID_LEN)?;
     let region = config_str(config.region, "region", 64)?;
@@ -444,6 +524,14 @@ fn client_config(config: &kvs_client_config) -> Result<ClientConfig, kvs_result>
     out.pacing.sdp_per_second = rate(config.sdp_per_second, out.pacing.sdp_per_second);
     out.pacing.ice_per_second = rate(config.ice_per_second, out.pacing.ice_per_second);
     out.buffer_early_candidates = config.buffer_early_candidates;
+    if config.use_control_plane {
+        out.channel_name = channel_name;
+        if config.connect_timeout_ms == 0 {
+            // Room for a cold start: up to three control-plane calls, then TLS.
+            out.connect_timeout = Duration::from_secs(15);
+        }
+        out.aws = Some(super::aws::aws_config(config, &out.region, out.connect_timeout, callbacks)?);
+    }
     out.validate().map_err(|e| fail_client(&e))?;
     Ok(out)
 }
@@ -471,6 +559,8 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
             on_message: config.on_message,
             on_status: config.on_status,
             on_state: config.on_state,
+            on_ice_servers: config.on_ice_servers,
+            credentials: config.credentials_callback,
             userdata: config.userdata,
             free_userdata: config.free_userdata,
         });
@@ -479,7 +569,7 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
         if let Err(e) = runtime::handle() {
             return fail_runtime(e);
         }
-        let client_config = match client_config(config) {
+        let client_config = match client_config(config, &callbacks) {
             Ok(c) => c,
             Err(code) => return code,
         };

@@ -8,11 +8,13 @@
 //! arguments, then forwards to [`crate::client`]. Every `unsafe` that touches C
 //! memory lives in this module.
 
+mod aws;
 mod client;
 mod dispatch;
 mod global;
 mod result;
 
+pub use aws::*;
 pub use client::*;
 pub use global::*;
 pub use result::kvs_result;

@@ -1,5 +1,6 @@
 //! Result codes and the thread-local last-error text.
 
+use crate::aws::AwsError;
 use crate::client::ClientError;
 use crate::protocol::{Field, ValidationError};
 use crate::runtime::RuntimeError;
@@ -73,6 +74,17 @@ pub enum kvs_result {
     KVS_ERR_RUNTIME = 28,
     /// The TLS handshake failed (e.g. a certificate that does not verify).
     KVS_ERR_TLS = 29,
+    /// The service refused an argument (InvalidArgumentException), e.g. a
+    /// message TTL out of range or a bad channel name.
+    KVS_ERR_SERVICE_INVALID_ARGUMENT = 30,
+    /// The channel exists already or is not available now (ResourceInUseException).
+    KVS_ERR_RESOURCE_IN_USE = 31,
+    /// The service failed otherwise (HTTP 5xx, an account limit, ...).
+    KVS_ERR_SERVICE = 32,
+    /// The service answered with something that is not what the API promises.
+    KVS_ERR_BAD_RESPONSE = 33,
+    /// No credentials: none configured, or the credentials callback failed.
+    KVS_ERR_CREDENTIALS = 34,
 }
 
 use kvs_result::*;
@@ -111,12 +123,17 @@ impl kvs_result {
             KVS_ERR_PANIC => "internal error (caught panic)\0",
             KVS_ERR_RUNTIME => "the library runtime could not start\0",
             KVS_ERR_TLS => "the TLS handshake failed\0",
+            KVS_ERR_SERVICE_INVALID_ARGUMENT => "the service refused an argument\0",
+            KVS_ERR_RESOURCE_IN_USE => "the channel exists already or is not available now\0",
+            KVS_ERR_SERVICE => "the service failed\0",
+            KVS_ERR_BAD_RESPONSE => "the service answered with an unexpected response\0",
+            KVS_ERR_CREDENTIALS => "no usable credentials\0",
         }
     }
 
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 30] = [
+        const ALL: [kvs_result; 35] = [
             KVS_OK,
             KVS_ERR_NULL_PARAMETER,
             KVS_ERR_INVALID_UTF8,
@@ -147,6 +164,11 @@ impl kvs_result {
             KVS_ERR_PANIC,
             KVS_ERR_RUNTIME,
             KVS_ERR_TLS,
+            KVS_ERR_SERVICE_INVALID_ARGUMENT,
+            KVS_ERR_RESOURCE_IN_USE,
+            KVS_ERR_SERVICE,
+            KVS_ERR_BAD_RESPONSE,
+            KVS_ERR_CREDENTIALS,
         ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
@@ -186,6 +208,25 @@ pub fn client_code(e: &ClientError) -> kvs_result {
         ClientError::Refused { .. } => KVS_ERR_CONNECT_REFUSED,
         ClientError::Handshake(_) => KVS_ERR_HANDSHAKE,
         ClientError::Tls(_) => KVS_ERR_TLS,
+        ClientError::ControlPlane(e) => aws_code(e),
+    }
+}
+
+/// The code for a control-plane or credentials failure.
+pub fn aws_code(e: &AwsError) -> kvs_result {
+    match e {
+        AwsError::NotFound(_) => KVS_ERR_NOT_FOUND,
+        AwsError::AccessDenied(_) => KVS_ERR_ACCESS_DENIED,
+        AwsError::Throttled(_) => KVS_ERR_LIMIT_EXCEEDED,
+        AwsError::InvalidArgument(_) => KVS_ERR_SERVICE_INVALID_ARGUMENT,
+        AwsError::ResourceInUse(_) => KVS_ERR_RESOURCE_IN_USE,
+        AwsError::Service(_) => KVS_ERR_SERVICE,
+        AwsError::Network(_) => KVS_ERR_NETWORK,
+        AwsError::Tls(_) => KVS_ERR_TLS,
+        AwsError::Timeout(_) => KVS_ERR_TIMEOUT,
+        AwsError::BadResponse(_) => KVS_ERR_BAD_RESPONSE,
+        AwsError::Credentials(_) => KVS_ERR_CREDENTIALS,
+        AwsError::Config(_) => KVS_ERR_INVALID_CONFIG,
     }
 }
 

@@ -20,6 +20,7 @@ pub enum Field {
     CorrelationId,
     ClientId,
     ChannelArn,
+    ChannelName,
 }
 
 impl Field {
@@ -32,6 +33,7 @@ impl Field {
             Field::CorrelationId => "correlationId",
             Field::ClientId => "X-Amz-ClientId",
             Field::ChannelArn => "X-Amz-ChannelARN",
+            Field::ChannelName => "ChannelName",
         }
     }
 }

@@ -1,0 +1,277 @@
+//! The C side of the control-plane path: credentials from C (static, the
+//! environment, or a callback), the ICE server list into caller memory, and
+//! the region's STUN URL.
+
+use super::client::{Callbacks, handle_ref, kvs_client, kvs_client_config};
+use super::dispatch;
+use super::result::fail;
+use super::{arg_str, boundary, require_non_null, write_out_str};
+use crate::aws::{
+    AwsError, ControlPlaneConfig, CreateChannel, Credentials, CredentialsProvider, EndpointVariant, EnvCredentials,
+    StaticCredentials, stun_url,
+};
+use crate::client::AwsConfig;
+use crate::ffi::kvs_result::{self, *};
+use std::ffi::c_char;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Most URIs copied per ICE server by `kvs_client_get_ice_servers`.
+pub const KVS_MAX_ICE_URIS: usize = 8;
+/// How long the library waits for the credentials callback.
+const CREDENTIALS_CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the credentials callback puts what it fetched; valid during the
+/// callback only. Opaque.
+pub struct kvs_credentials_sink {
+    credentials: Option<Credentials>,
+}
+
+/// Hands credentials to the library from inside a `kvs_credentials_callback`.
+/// `session_token` may be NULL; `expiry_unix_s` is when they stop working
+/// (0: they do not expire). The strings are copied.
+///
+/// Ownership: `sink` is the pointer the callback received; the strings are
+/// borrowed for the call. Threading: only inside the callback.
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_CREDENTIALS (an
+/// empty key).
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_credentials_sink_set(
+    sink: *mut kvs_credentials_sink,
+    access_key_id: *const c_char,
+    secret_access_key: *const c_char,
+    session_token: *const c_char,
+    expiry_unix_s: u64,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(sink, "sink");
+        require_non_null!(access_key_id, "access_key_id");
+        require_non_null!(secret_access_key, "secret_access_key");
+        let read = |ptr, name| {
+            // SAFETY: NUL-terminated strings or NULL, as the header requires.
+            unsafe { arg_str(ptr, name, 4096, KVS_ERR_CREDENTIALS) }
+        };
+        let (key, secret, token) = match (
+            read(access_key_id, "access_key_id"),
+            read(secret_access_key, "secret_access_key"),
+            read(session_token, "session_token"),
+        ) {
+            (Ok(Some(k)), Ok(Some(s)), Ok(t)) => (k, s, t),
+            (Err(code), _, _) | (_, Err(code), _) | (_, _, Err(code)) => return code,
+            _ => return fail(KVS_ERR_NULL_PARAMETER, "access_key_id and secret_access_key must not be NULL"),
+        };
+        let mut credentials = Credentials::new(key, secret, token);
+        if expiry_unix_s > 0 {
+            credentials = credentials.with_expiry(UNIX_EPOCH + Duration::from_secs(expiry_unix_s));
+        }
+        if let Err(e) = credentials.check() {
+            return fail(KVS_ERR_CREDENTIALS, e.to_string());
+        }
+        // SAFETY: checked non-NULL; the library made this sink for the callback.
+        unsafe { (*sink).credentials = Some(credentials) };
+        KVS_OK
+    })
+}
+
+/// Credentials from the application's callback, called on the dispatcher thread.
+struct CallbackCredentials {
+    callbacks: Weak<Callbacks>,
+}
+
+impl CredentialsProvider for CallbackCredentials {
+    fn fetch(&self) -> Result<Credentials, AwsError> {
+        let callbacks = self.callbacks.upgrade().ok_or_else(|| AwsError::Credentials("the client is gone".into()))?;
+        let (reply, wait) = std::sync::mpsc::channel();
+        dispatch::post(Box::new(move || {
+            let mut sink = kvs_credentials_sink { credentials: None };
+            let outcome = match callbacks.credentials {
+                // SAFETY: the application's callback; `sink` lives for the call.
+                Some(cb) => unsafe { cb(callbacks.userdata, &mut sink) },
+                None => KVS_ERR_CREDENTIALS,
+            };
+            let _ = reply.send((outcome, sink.credentials));
+        }));
+        match wait.recv_timeout(CREDENTIALS_CALLBACK_TIMEOUT) {
+            Ok((KVS_OK, Some(credentials))) => Ok(credentials),
+            Ok((KVS_OK, None)) => Err(AwsError::Credentials(
+                "the credentials callback returned KVS_OK without calling kvs_credentials_sink_set".into(),
+            )),
+            Ok((code, _)) => Err(AwsError::Credentials(format!(
+                "the credentials callback returned {}",
+                code.text().trim_end_matches('\0')
+            ))),
+            Err(_) => Err(AwsError::Credentials("the credentials callback did not answer within 10 s".into())),
+        }
+    }
+}
+
+/// The control-plane settings of a C config (`use_control_plane` set).
+pub(super) fn aws_config(
+    config: &kvs_client_config,
+    region: &str,
+    request_timeout: Duration,
+    callbacks: &Arc<Callbacks>,
+) -> Result<AwsConfig, kvs_result> {
+    let read = |ptr, name| {
+        // SAFETY: the header requires NUL-terminated strings or NULL.
+        unsafe { arg_str(ptr, name, 4096, KVS_ERR_INVALID_CONFIG) }.map(|s| s.map(str::to_owned))
+    };
+    let key = read(config.access_key_id, "access_key_id")?;
+    let secret = read(config.secret_access_key, "secret_access_key")?;
+    let token = read(config.session_token, "session_token")?;
+    let provider: Arc<dyn CredentialsProvider> = if config.credentials_callback.is_some() {
+        Arc::new(CallbackCredentials { callbacks: Arc::downgrade(callbacks) })
+    } else if let (Some(key), Some(secret)) = (&key, &secret) {
+        let credentials = Credentials::new(key, secret, token.as_deref());
+        credentials.check().map_err(|e| fail(KVS_ERR_CREDENTIALS, e.to_string()))?;
+        Arc::new(StaticCredentials::new(credentials))
+    } else if config.credentials_from_env {
+        Arc::new(EnvCredentials)
+    } else {
+        return Err(fail(
+            KVS_ERR_CREDENTIALS,
+            "use_control_plane needs credentials: access_key_id + secret_access_key, credentials_from_env, or credentials_callback",
+        ));
+    };
+    let mut control_plane = ControlPlaneConfig::new(region, provider);
+    control_plane.variant = EndpointVariant { fips: config.use_fips, dual_stack: config.use_dual_stack };
+    control_plane.endpoint_override = read(config.control_plane_url, "control_plane_url")?;
+    control_plane.ca_bundle = read(config.ca_bundle_path, "ca_bundle_path")?.map(PathBuf::from);
+    control_plane.request_timeout = request_timeout;
+    let mut aws = AwsConfig::new(control_plane);
+    if config.create_channel {
+        aws.create_channel = Some(CreateChannel {
+            message_ttl_secs: (config.message_ttl_s > 0).then_some(config.message_ttl_s),
+            tags: Vec::new(),
+        });
+    }
+    aws.endpoint_cache_path = read(config.endpoint_cache_path, "endpoint_cache_path")?.map(PathBuf::from);
+    if config.endpoint_cache_ttl_s > 0 {
+        aws.endpoint_cache_ttl = Duration::from_secs(u64::from(config.endpoint_cache_ttl_s));
+    }
+    aws.ice_servers = !config.skip_ice_servers;
+    Ok(aws)
+}
+
+/// One ICE server as `kvs_client_get_ice_servers` writes it: pointers into the
+/// caller's buffer, valid as long as that buffer is.
+#[repr(C)]
+pub struct kvs_ice_server {
+    /// `turn:` / `turns:` URIs; `uri_count` of them are set.
+    pub uris: [*const c_char; KVS_MAX_ICE_URIS],
+    pub uri_count: usize,
+    pub username: *const c_char,
+    pub password: *const c_char,
+    /// Seconds the username and password stay valid from when they were fetched.
+    pub ttl_seconds: u32,
+}
+
+/// Copies the client's current ICE server list (TURN URIs, username, password,
+/// TTL) into caller memory: up to `capacity` entries into `out_servers`, their
+/// strings into `buf` (`buf_capacity` bytes), the entries' pointers pointing
+/// into `buf`. `*out_count` receives the list's length and `*out_buf_len` the
+/// bytes the strings need; if either capacity is too small nothing else is
+/// written and KVS_ERR_BUFFER_TOO_SMALL is returned. The list is empty until the
+/// first GetIceServerConfig answered (and without `use_control_plane`).
+///
+/// Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
+/// any thread, callbacks included. Errors: KVS_ERR_NULL_PARAMETER,
+/// KVS_ERR_BUFFER_TOO_SMALL.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_get_ice_servers(
+    client: *const kvs_client,
+    out_servers: *mut kvs_ice_server,
+    capacity: usize,
+    buf: *mut c_char,
+    buf_capacity: usize,
+    out_count: *mut usize,
+    out_buf_len: *mut usize,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(client, "client");
+        require_non_null!(out_count, "out_count");
+        require_non_null!(out_buf_len, "out_buf_len");
+        let servers = handle_ref(client).client.ice_servers();
+        let strings = |s: &crate::aws::IceServer| {
+            s.uris.iter().take(KVS_MAX_ICE_URIS).map(|u| u.len() + 1).sum::<usize>()
+                + s.username.len()
+                + s.password.len()
+                + 2
+        };
+        let needed: usize = servers.iter().map(strings).sum();
+        // SAFETY: both checked non-NULL; the caller passes writable size_t's.
+        unsafe {
+            *out_count = servers.len();
+            *out_buf_len = needed;
+        }
+        if servers.is_empty() {
+            return KVS_OK;
+        }
+        if out_servers.is_null() || buf.is_null() || capacity < servers.len() || buf_capacity < needed {
+            return fail(
+                KVS_ERR_BUFFER_TOO_SMALL,
+                format!("{} servers need {} entries and {needed} bytes", servers.len(), servers.len()),
+            );
+        }
+        let mut offset = 0usize;
+        let mut put = |text: &str| {
+            // SAFETY: `buf` holds `needed` bytes (checked) and offset + len + 1 <= needed.
+            let at = unsafe { buf.add(offset) };
+            // SAFETY: as above; write_out_str checks the remaining capacity.
+            unsafe { write_out_str(text, at, buf_capacity - offset, std::ptr::null_mut()) };
+            offset += text.len() + 1;
+            at.cast_const()
+        };
+        for (i, server) in servers.iter().enumerate() {
+            let mut entry = kvs_ice_server {
+                uris: [std::ptr::null(); KVS_MAX_ICE_URIS],
+                uri_count: server.uris.len().min(KVS_MAX_ICE_URIS),
+                username: std::ptr::null(),
+                password: std::ptr::null(),
+                ttl_seconds: u32::try_from(server.ttl.as_secs()).unwrap_or(u32::MAX),
+            };
+            for (slot, uri) in entry.uris.iter_mut().zip(server.uris.iter()) {
+                *slot = put(uri);
+            }
+            entry.username = put(&server.username);
+            entry.password = put(&server.password);
+            // SAFETY: `out_servers` holds `capacity` >= servers.len() entries (checked).
+            unsafe { out_servers.add(i).write(entry) };
+        }
+        KVS_OK
+    })
+}
+
+/// Writes the STUN URL of `region` (e.g. `stun:stun.kinesisvideo.us-west-2.amazonaws.com:443`,
+/// with the FIPS or dual-stack variant) into `buf`, NUL-terminated, and its
+/// length into `*out_len`.
+///
+/// Ownership: all pointers borrowed for the call. Threading: any thread.
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG
+/// (a region outside `[a-z0-9-]+`), KVS_ERR_BUFFER_TOO_SMALL.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_stun_url(
+    region: *const c_char,
+    use_fips: bool,
+    use_dual_stack: bool,
+    buf: *mut c_char,
+    capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(region, "region");
+        require_non_null!(buf, "buf");
+        // SAFETY: NUL-terminated, as the header requires.
+        let region = match unsafe { arg_str(region, "region", 64, KVS_ERR_INVALID_CONFIG) } {
+            Ok(Some(r)) => r,
+            Ok(None) => return fail(KVS_ERR_NULL_PARAMETER, "region must not be NULL"),
+            Err(code) => return code,
+        };
+        match stun_url(region, EndpointVariant { fips: use_fips, dual_stack: use_dual_stack }) {
+            // SAFETY: `buf` has `capacity` bytes; out_len is NULL or writable.
+            Ok(url) => unsafe { write_out_str(&url, buf, capacity, out_len) },
+            Err(e) => fail(KVS_ERR_INVALID_CONFIG, e.to_string()),
+        }
+    })
+}
