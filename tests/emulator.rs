@@ -434,8 +434,9 @@ async fn connect_refusals_are_aws_errors() {
     let wrong_path = raw_upgrade(addr, &format!("/other{}", &connect_query(&arn, None)[1..]), "").await;
     assert_aws_error(&wrong_path, 404, "ResourceNotFoundException");
 
+    // A control-plane path is POST only.
     let plain_get = raw_request(addr, &format!("GET /describeSignalingChannel HTTP/1.1\r\nHost: {addr}\r\n\r\n")).await;
-    assert_aws_error(&plain_get, 404, "ResourceNotFoundException");
+    assert_aws_error(&plain_get, 404, "UnknownOperationException");
 
     // tungstenite clients see the status too.
     let url = format!("{}{}", emulator.ws_endpoint(), connect_query(&missing_arn, None));

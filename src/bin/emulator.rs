@@ -1,37 +1,93 @@
 //! `kvs-signaling-emulator`: runs the local signaling service emulator.
 //!
-//! Prints the WebSocket endpoint as the first stdout line (`ws://HOST:PORT`), then
-//! `channel NAME ARN` for each pre-created channel, and runs until killed or until
-//! `--exit-after` elapses.
+//! Stdout, one line each, flushed before serving: the WebSocket endpoint base
+//! (`ws://HOST:PORT`, or `wss://HOST:PORT` with `--tls`), then
+//! `channel NAME ARN` for each pre-created channel, then `ca PATH` (with TLS:
+//! the PEM file clients trust), then `control-plane URL` (`http(s)://HOST:PORT`).
+//! Runs until killed or until `--exit-after` elapses. Quotas are on unless
+//! `--no-quotas`; authentication is off unless `--access-key` / `--secret-key`.
 
-use kvs_signaling::emulator::{Emulator, EmulatorConfig};
+use kvs_signaling::emulator::{Emulator, EmulatorConfig, TlsSetting};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "\
 Usage: kvs-signaling-emulator [OPTIONS]
 
-Local emulator of the Amazon Kinesis Video Streams WebRTC signaling service.
-Prints `ws://HOST:PORT` as its first line, then `channel NAME ARN` per channel.
+Local emulator of the Amazon Kinesis Video Streams WebRTC signaling service:
+WebSocket data plane, control-plane API, SigV4 checks, quotas, fault injection
+(POST /admin/...), all on one port.
+
+Prints, one per line: `ws://HOST:PORT` (or `wss://` with TLS); `channel NAME ARN`
+per channel; `ca PATH` with TLS; `control-plane URL`.
 
 Options:
-  --listen ADDR         address to bind (default 127.0.0.1:0, a free port)
-  --channel NAME        create a channel at start (repeatable)
-  --region REGION       region in channel ARNs (default us-west-2)
-  --account ACCOUNT     account id in channel ARNs (default 123456789012)
-  --max-viewers N       viewers allowed per channel (default 10)
-  --message-ttl SECS    how long messages wait for an absent recipient (default 60)
-  --max-frame-len BYTES longest inbound WebSocket frame (default 65536)
-  --exit-after SECS     stop after this many seconds (default: run until killed)
-  --verbose             log connections and routing to stderr
-  --help                print this help
+  --listen ADDR            address to bind (default 127.0.0.1:0, a free port)
+  --channel NAME           create a channel at start (repeatable)
+  --region REGION          region of ARNs and SigV4 scopes (default us-west-2)
+  --account ACCOUNT        account id in channel ARNs (default 123456789012)
+  --max-viewers N          viewers allowed per channel (default 10)
+  --message-ttl SECS       default time messages wait for an absent recipient (default 60)
+  --max-frame-len BYTES    longest inbound WebSocket frame (default 65536)
+  --access-key ID          accept SigV4 signatures of this access key (repeatable;
+  --secret-key SECRET        each --access-key pairs with the --secret-key after it)
+  --no-auth                accept unsigned requests even if keys are given (default
+                           without keys)
+  --tls                    serve TLS with a certificate generated at start
+  --cert-out PATH          where to write the generated CA certificate (default: a
+                           file in the temporary directory); implies --tls
+  --cert FILE --key FILE   serve TLS with this PEM certificate chain and key
+  --no-quotas              do not enforce message and connect rate quotas
+  --idle-timeout SECS      close connections silent this long (default 600)
+  --max-connection-age SECS  close connections this old (default 3600)
+  --go-away-grace SECS     time between GO_AWAY and the close (default 60)
+  --ice-server-ttl SECS    Ttl of GetIceServerConfig credentials (default 300)
+  --exit-after SECS        stop after this many seconds (default: run until killed)
+  --verbose                log connections and routing to stderr
+  --help                   print this help
 ";
 
 /// What the command line asks for.
 struct Options {
     config: EmulatorConfig,
     exit_after: Option<Duration>,
+}
+
+/// TLS and credential flags, combined once all arguments are read.
+#[derive(Default)]
+struct Pending {
+    tls: bool,
+    ca_out: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    access_keys: Vec<String>,
+    secret_keys: Vec<String>,
+    no_auth: bool,
+}
+
+impl Pending {
+    fn apply(self, config: &mut EmulatorConfig) -> Result<(), String> {
+        config.tls = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => {
+                if self.ca_out.is_some() {
+                    return Err("--cert-out is for a generated certificate; not with --cert".into());
+                }
+                Some(TlsSetting::Files { cert, key })
+            }
+            (None, None) if self.tls || self.ca_out.is_some() => Some(TlsSetting::Generate { ca_out: self.ca_out }),
+            (None, None) => None,
+            _ => return Err("--cert and --key go together".into()),
+        };
+        if self.access_keys.len() != self.secret_keys.len() {
+            return Err("each --access-key needs a --secret-key".into());
+        }
+        if !self.no_auth && !self.access_keys.is_empty() {
+            config.auth = Some(self.access_keys.into_iter().zip(self.secret_keys).collect());
+        }
+        Ok(())
+    }
 }
 
 fn parse_seconds(flag: &str, text: &str) -> Result<Duration, String> {
@@ -48,7 +104,10 @@ fn parse_number(flag: &str, text: &str) -> Result<usize, String> {
 /// Parses the arguments after the program name; `Ok(None)` means `--help`.
 /// Accepts `--flag value` and `--flag=value`.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
-    let mut options = Options { config: EmulatorConfig::default(), exit_after: None };
+    // The binary is the faithful service: quotas on unless --no-quotas.
+    let mut options =
+        Options { config: EmulatorConfig { quotas: true, ..EmulatorConfig::default() }, exit_after: None };
+    let mut pending = Pending::default();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline_value) = match arg.split_once('=') {
@@ -59,6 +118,18 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--help" | "-h" => return Ok(None),
             "--verbose" => {
                 options.config.verbose = true;
+                continue;
+            }
+            "--tls" => {
+                pending.tls = true;
+                continue;
+            }
+            "--no-auth" => {
+                pending.no_auth = true;
+                continue;
+            }
+            "--no-quotas" => {
+                options.config.quotas = false;
                 continue;
             }
             _ if !flag.starts_with("--") => return Err(format!("unexpected argument {flag:?}")),
@@ -79,9 +150,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--message-ttl" => config.message_ttl = parse_seconds(&flag, &value)?,
             "--max-frame-len" => config.max_frame_len = parse_number(&flag, &value)?,
             "--exit-after" => options.exit_after = Some(parse_seconds(&flag, &value)?),
+            "--access-key" => pending.access_keys.push(value),
+            "--secret-key" => pending.secret_keys.push(value),
+            "--cert-out" => pending.ca_out = Some(PathBuf::from(value)),
+            "--cert" => pending.cert = Some(PathBuf::from(value)),
+            "--key" => pending.key = Some(PathBuf::from(value)),
+            "--idle-timeout" => config.idle_timeout = parse_seconds(&flag, &value)?,
+            "--max-connection-age" => config.max_connection_age = parse_seconds(&flag, &value)?,
+            "--go-away-grace" => config.go_away_grace = parse_seconds(&flag, &value)?,
+            "--ice-server-ttl" => config.ice_server_ttl = parse_seconds(&flag, &value)?,
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
+    pending.apply(&mut options.config)?;
     Ok(Some(options))
 }
 
@@ -93,6 +174,10 @@ async fn serve(options: Options) -> std::io::Result<()> {
         let arn = emulator.channel_arn(name).unwrap_or_default();
         writeln!(stdout, "channel {name} {arn}")?;
     }
+    if let Some(path) = emulator.ca_path() {
+        writeln!(stdout, "ca {}", path.display())?;
+    }
+    writeln!(stdout, "control-plane {}", emulator.control_plane_url())?;
     stdout.flush()?;
     drop(stdout);
     match options.exit_after {

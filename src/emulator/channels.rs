@@ -1,16 +1,45 @@
-//! Channel state: who is connected, and messages waiting for absent recipients
-//! (spec §6). Plain data behind the emulator's one mutex: no I/O, no `.await`;
-//! delivery is a push onto the recipient's unbounded writer queue.
+//! Channel state: the channels themselves (spec §8.2–§8.3), who is connected,
+//! and messages waiting for absent recipients (spec §6). Plain data behind the
+//! emulator's one mutex: no I/O, no `.await`; delivery is a push onto the
+//! recipient's unbounded writer queue.
 
-use crate::protocol::Action;
+use super::faults::{CONNECTS_PER_SECOND, Target, TokenBucket};
+use crate::protocol::{Action, Role};
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+/// What a connection's writer task is asked to do, in queue order.
+#[derive(Debug)]
+pub(super) enum Outgoing {
+    /// Write a frame, queued at the given instant (a frame-delay fault holds
+    /// it until that instant plus the delay).
+    Frame(Message, Instant),
+    /// Write GO_AWAY, then close with 1001 after the grace period.
+    GoAway(Duration),
+}
+
+impl Outgoing {
+    pub(super) fn now(message: Message) -> Outgoing {
+        Outgoing::Frame(message, Instant::now())
+    }
+}
+
 /// The queue feeding one connection's writer task.
-pub(super) type Outbox = UnboundedSender<Message>;
+pub(super) type Outbox = UnboundedSender<Outgoing>;
+
+/// Handles on a connection for faults: its queue, and the switch that ends it
+/// at once without a close frame.
+#[derive(Clone)]
+pub(super) struct PeerHandle {
+    pub(super) outbox: Outbox,
+    pub(super) kill: Arc<Notify>,
+}
 
 /// A party of a channel: its master, or a viewer by client id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,10 +57,19 @@ impl fmt::Display for Endpoint {
     }
 }
 
+impl Endpoint {
+    pub(super) fn role(&self) -> Role {
+        match self {
+            Endpoint::Master => Role::Master,
+            Endpoint::Viewer(_) => Role::Viewer,
+        }
+    }
+}
+
 /// One admitted connection.
 struct Peer {
     connection_id: u64,
-    outbox: Outbox,
+    handle: PeerHandle,
 }
 
 /// A message kept for a recipient that is not connected (spec §6.5).
@@ -43,16 +81,38 @@ struct StoredMessage {
     expires_at: Instant,
 }
 
-#[derive(Default)]
+/// What DescribeSignalingChannel reports about a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ChannelInfo {
+    pub(super) name: String,
+    pub(super) arn: String,
+    /// How long messages for absent recipients are kept (spec §6.5).
+    pub(super) message_ttl: Duration,
+    /// Epoch seconds, with milliseconds.
+    pub(super) creation_time: f64,
+    /// `[a-zA-Z0-9]+`, 20 characters.
+    pub(super) version: String,
+    pub(super) tags: Vec<(String, String)>,
+    /// Hex label of the channel's `m-`, `v-` and `r-` endpoints (spec §1.2).
+    pub(super) endpoint_label: String,
+}
+
 struct Channel {
+    info: ChannelInfo,
     peers: HashMap<Endpoint, Peer>,
     /// Every stored message of the channel, oldest first.
     stored: Vec<StoredMessage>,
+    /// Connect rate quota per role (spec §7.1), made on first use.
+    connects: HashMap<Role, TokenBucket>,
 }
 
 impl Channel {
     fn viewer_count(&self) -> usize {
         self.peers.keys().filter(|endpoint| matches!(endpoint, Endpoint::Viewer(_))).count()
+    }
+
+    fn matches(&self, target: &Target) -> bool {
+        target.channel.as_ref().is_none_or(|channel| *channel == self.info.name || *channel == self.info.arn)
     }
 
     /// Whether `key` is the connection registered for its endpoint.
@@ -89,6 +149,8 @@ pub(super) struct Registry {
 pub(super) enum Refusal {
     UnknownChannel,
     ViewerLimit,
+    /// More than [`CONNECTS_PER_SECOND`] connects for the role (quotas on).
+    ConnectRate,
 }
 
 /// What admitting a connection did.
@@ -113,28 +175,96 @@ pub(super) enum Routing {
 }
 
 impl Registry {
-    /// Returns the ARN of channel `name`, creating it with `make_arn(epoch millis)`.
-    pub(super) fn create_channel(&mut self, name: &str, make_arn: impl FnOnce(u128) -> String) -> String {
+    /// Creates channel `name` with an ARN from `make_arn(epoch millis)` and
+    /// returns the ARN; `Err` with the existing ARN when the name is taken.
+    pub(super) fn create_channel(
+        &mut self,
+        name: &str,
+        message_ttl: Duration,
+        tags: Vec<(String, String)>,
+        make_arn: impl FnOnce(u128) -> String,
+    ) -> Result<String, String> {
         if let Some(arn) = self.arn_by_name.get(name) {
-            return arn.clone();
+            return Err(arn.clone());
         }
-        let arn = make_arn(super::epoch_millis());
+        let millis = super::epoch_millis();
+        let arn = make_arn(millis);
+        let digest = |salt: &str| {
+            let mut hasher = DefaultHasher::new();
+            (salt, &arn).hash(&mut hasher);
+            hasher.finish()
+        };
+        let info = ChannelInfo {
+            name: name.to_owned(),
+            arn: arn.clone(),
+            message_ttl,
+            creation_time: millis as f64 / 1000.0,
+            version: format!("{:016x}{:04x}", digest("version"), digest("version2") & 0xffff),
+            tags,
+            endpoint_label: format!("{:08x}", digest("endpoint") & 0xffff_ffff),
+        };
         self.arn_by_name.insert(name.to_owned(), arn.clone());
-        self.channels.insert(arn.clone(), Channel::default());
-        arn
+        let channel = Channel { info, peers: HashMap::new(), stored: Vec::new(), connects: HashMap::new() };
+        self.channels.insert(arn.clone(), channel);
+        Ok(arn)
     }
 
     pub(super) fn channel_arn(&self, name: &str) -> Option<String> {
         self.arn_by_name.get(name).cloned()
     }
 
+    pub(super) fn by_arn(&self, arn: &str) -> Option<ChannelInfo> {
+        self.channels.get(arn).map(|channel| channel.info.clone())
+    }
+
+    pub(super) fn by_name(&self, name: &str) -> Option<ChannelInfo> {
+        self.by_arn(self.arn_by_name.get(name)?)
+    }
+
+    /// Every channel, sorted by name.
+    pub(super) fn list(&self) -> Vec<ChannelInfo> {
+        let mut list: Vec<ChannelInfo> = self.channels.values().map(|channel| channel.info.clone()).collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Removes a channel with its stored messages; returns its connections.
+    pub(super) fn delete(&mut self, arn: &str) -> Option<Vec<PeerHandle>> {
+        let channel = self.channels.remove(arn)?;
+        self.arn_by_name.remove(&channel.info.name);
+        Some(channel.peers.into_values().map(|peer| peer.handle).collect())
+    }
+
+    /// The current connections matching `target`.
+    pub(super) fn select(&self, target: &Target) -> Vec<PeerHandle> {
+        let mut selected = Vec::new();
+        for channel in self.channels.values().filter(|channel| channel.matches(target)) {
+            for (endpoint, peer) in &channel.peers {
+                let role_matches = target.role.is_none_or(|role| role == endpoint.role());
+                let id_matches = target.client_id.as_ref().is_none_or(|id| *endpoint == Endpoint::Viewer(id.clone()));
+                if role_matches && id_matches {
+                    selected.push(peer.handle.clone());
+                }
+            }
+        }
+        selected
+    }
+
+    /// Drops every stored message (a restart loses them); returns how many.
+    pub(super) fn clear_stored(&mut self) -> usize {
+        self.channels.values_mut().map(|channel| std::mem::take(&mut channel.stored).len()).sum()
+    }
+
     /// Registers connection `key`, replacing an earlier connection with the same
     /// endpoint, and queues the endpoint's stored messages on `outbox`.
+    /// With `quotas`, at most [`CONNECTS_PER_SECOND`] connects per channel and
+    /// role are admitted; refused ones do not count.
     pub(super) fn admit(
         &mut self,
         key: &ConnectionKey,
-        outbox: Outbox,
+        handle: PeerHandle,
         max_viewers: usize,
+        quotas: bool,
         now: Instant,
     ) -> Result<Admission, Refusal> {
         let endpoint = &key.endpoint;
@@ -143,6 +273,14 @@ impl Registry {
         if is_new_viewer && channel.viewer_count() >= max_viewers {
             return Err(Refusal::ViewerLimit);
         }
+        if quotas {
+            let bucket =
+                channel.connects.entry(endpoint.role()).or_insert_with(|| TokenBucket::new(CONNECTS_PER_SECOND, now));
+            if !bucket.take(now) {
+                return Err(Refusal::ConnectRate);
+            }
+        }
+        let outbox = &handle.outbox;
         let expired = channel.discard_expired(now);
         let mut delivered = 0;
         channel.stored.retain(|message| {
@@ -150,26 +288,26 @@ impl Registry {
                 return true;
             }
             // The receiver is alive (the caller holds it), so this cannot fail.
-            if outbox.send(Message::Text(message.frame.clone())).is_ok() {
+            if outbox.send(Outgoing::Frame(Message::Text(message.frame.clone()), now)).is_ok() {
                 delivered += 1;
             }
             false
         });
-        let previous = channel.peers.insert(endpoint.clone(), Peer { connection_id: key.connection_id, outbox });
-        Ok(Admission { delivered, expired, replaced: previous.map(|peer| peer.outbox) })
+        let previous = channel.peers.insert(endpoint.clone(), Peer { connection_id: key.connection_id, handle });
+        Ok(Admission { delivered, expired, replaced: previous.map(|peer| peer.handle.outbox) })
     }
 
     /// Unregisters connection `key`, unless a newer one has replaced it.
     pub(super) fn leave(&mut self, key: &ConnectionKey) {
-        if let Some(channel) = self.channels.get_mut(&key.channel_arn) {
-            if channel.is_current(key) {
-                channel.peers.remove(&key.endpoint);
-            }
+        if let Some(channel) = self.channels.get_mut(&key.channel_arn)
+            && channel.is_current(key)
+        {
+            channel.peers.remove(&key.endpoint);
         }
     }
 
     /// Sends `frame` (of `action`) from connection `sender` to `to`, or stores it
-    /// for `ttl` when `to` is not connected.
+    /// for the channel's message TTL when `to` is not connected.
     pub(super) fn route(
         &mut self,
         sender: &ConnectionKey,
@@ -177,7 +315,6 @@ impl Registry {
         action: Action,
         frame: Utf8Bytes,
         now: Instant,
-        ttl: Duration,
     ) -> Routing {
         let Some(channel) = self.channels.get_mut(&sender.channel_arn) else {
             return Routing::SenderNotCurrent;
@@ -188,7 +325,7 @@ impl Registry {
         let from = &sender.endpoint;
         if let Some(peer) = channel.peers.get(to) {
             // Fails only while the recipient's socket is closing; store it then.
-            if peer.outbox.send(Message::Text(frame.clone())).is_ok() {
+            if peer.handle.outbox.send(Outgoing::Frame(Message::Text(frame.clone()), now)).is_ok() {
                 return Routing::Delivered;
             }
         }
@@ -198,7 +335,8 @@ impl Registry {
             channel.stored.retain(|message| message.action != action || message.to != *to || message.from != *from);
         }
         let replaced = before - channel.stored.len();
-        channel.stored.push(StoredMessage { from: from.clone(), to: to.clone(), action, frame, expires_at: now + ttl });
+        let expires_at = now + channel.info.message_ttl;
+        channel.stored.push(StoredMessage { from: from.clone(), to: to.clone(), action, frame, expires_at });
         Routing::Stored { replaced, expired }
     }
 }

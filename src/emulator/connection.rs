@@ -1,14 +1,16 @@
-//! One admitted WebSocket connection: a reader loop that validates and routes
-//! every frame (spec §3, §6), and a writer task that drains the connection's
-//! outbox. The reader runs on the task spawned by the upgrade; only the writer
-//! touches the socket's sending half, except for the ping / close replies that
-//! tungstenite writes while reading.
+//! One admitted WebSocket connection: a reader loop that validates, throttles
+//! and routes every frame (spec §3, §6, §7.1) and enforces the idle timeout and
+//! maximum age (§9.2, §9.3), and a writer task that drains the connection's
+//! outbox (with GO_AWAY and frame-delay faults). The reader runs on the task
+//! spawned by the upgrade; only the writer touches the socket's sending half,
+//! except for the ping / close replies that tungstenite writes while reading.
 
-use super::channels::{Admission, ConnectionKey, Endpoint, Outbox, Routing};
+use super::channels::{Admission, ConnectionKey, Endpoint, Outbox, Outgoing, PeerHandle, Routing};
+use super::faults::{ICE_PER_SECOND, SDP_PER_SECOND, TokenBucket};
 use super::{REPLACED_REASON, Shared, bump, lock};
 use crate::protocol::{
-    Field, InboundMessage, MAX_DESCRIPTION_LEN, MessageType, RawOutbound, Role, StatusResponse, ValidationError,
-    validate_id,
+    Action, Field, InboundMessage, MAX_DESCRIPTION_LEN, MessageType, RawOutbound, Role, StatusResponse,
+    ValidationError, validate_id,
 };
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -18,6 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -31,6 +34,12 @@ const WRITER_FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// replaced connection, on shutdown) before dropping the socket.
 pub(super) const CLOSE_HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
 
+/// The GO_AWAY frame (spec §4.2, §9.4).
+const GO_AWAY: &str = r#"{"messageType":"GO_AWAY"}"#;
+
+/// Longest close reason RFC 6455 allows (125-byte control payload minus the code).
+const MAX_CLOSE_REASON: usize = 123;
+
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// An admitted connection, registered in its channel until dropped.
@@ -39,28 +48,59 @@ pub(super) struct Session {
     key: ConnectionKey,
     /// This connection's own writer queue, for STATUS_RESPONSE and close frames.
     outbox: Outbox,
+    /// Ends the connection at once (drop fault).
+    kill: Arc<Notify>,
+    /// The restart epoch the connection was admitted in.
+    epoch: u64,
+    connected_at: Instant,
+    /// Message quotas: SDP_OFFER, SDP_ANSWER, ICE_CANDIDATE.
+    quotas: [TokenBucket; 3],
 }
 
-fn close_frame(code: CloseCode, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+/// A close frame; `reason` is cut to the protocol's 123 bytes.
+pub(super) fn close_frame(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(&reason[..end]) }))
 }
 
 impl Session {
     /// Accounts for a connection that [`super::channels::Registry::admit`]
     /// registered, and closes the connection it replaced.
-    pub(super) fn new(shared: Arc<Shared>, key: ConnectionKey, outbox: Outbox, admission: Admission) -> Session {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        key: ConnectionKey,
+        handle: PeerHandle,
+        admission: Admission,
+        epoch: u64,
+    ) -> Session {
         let counters = &shared.counters;
         counters.open_connections.fetch_add(1, Ordering::Relaxed);
         bump(&counters.messages_relayed, admission.delivered as u64);
         bump(&counters.messages_expired, admission.expired as u64);
-        let session = Session { shared, key, outbox };
+        let now = Instant::now();
+        let session = Session {
+            shared,
+            key,
+            outbox: handle.outbox,
+            kill: handle.kill,
+            epoch,
+            connected_at: now,
+            quotas: [
+                TokenBucket::new(SDP_PER_SECOND, now),
+                TokenBucket::new(SDP_PER_SECOND, now),
+                TokenBucket::new(ICE_PER_SECOND, now),
+            ],
+        };
         session.log(format_args!(
             "connected to {}; {} stored messages delivered",
             session.key.channel_arn, admission.delivered
         ));
         if let Some(previous) = admission.replaced {
             // An error means that connection is already closing.
-            let _ = previous.send(close_frame(CloseCode::Normal, REPLACED_REASON));
+            let _ = previous.send(Outgoing::now(close_frame(1000, REPLACED_REASON)));
             session.log(format_args!("replaced an earlier connection"));
         }
         session
@@ -71,14 +111,24 @@ impl Session {
     }
 
     fn role(&self) -> Role {
-        match self.key.endpoint {
-            Endpoint::Master => Role::Master,
-            Endpoint::Viewer(_) => Role::Viewer,
+        self.key.endpoint.role()
+    }
+
+    /// Takes a token of the action's quota, when quotas are on.
+    fn within_quota(&mut self, action: Action) -> bool {
+        if !self.shared.limits().quotas {
+            return true;
         }
+        let bucket = match action {
+            Action::SdpOffer => &mut self.quotas[0],
+            Action::SdpAnswer => &mut self.quotas[1],
+            Action::IceCandidate => &mut self.quotas[2],
+        };
+        bucket.take(Instant::now())
     }
 
     /// Validates one text frame and routes it, or rejects it.
-    fn handle_text(&self, text: &str) {
+    fn handle_text(&mut self, text: &str) {
         let Some(raw) = RawOutbound::parse(text) else {
             self.reject_unparsed(format_args!("a frame that is not a JSON object"));
             return;
@@ -99,6 +149,14 @@ impl Session {
                 return;
             }
         };
+        if !self.within_quota(message.action) {
+            bump(&self.shared.counters.messages_throttled, 1);
+            let per_second = if message.action == Action::IceCandidate { ICE_PER_SECOND } else { SDP_PER_SECOND };
+            let description =
+                format!("{} rate exceeded: {per_second} per second per connection", message.action.as_str());
+            self.report(raw.correlation_id.as_deref(), "ClientLimitExceededException", description);
+            return;
+        }
         let frame = InboundMessage {
             message_type: MessageType::parse(message.action.as_str()),
             sender_client_id,
@@ -112,7 +170,6 @@ impl Session {
             message.action,
             Utf8Bytes::from(frame),
             Instant::now(),
-            self.shared.config.message_ttl,
         );
         let counters = &self.shared.counters;
         let action = message.action.as_str();
@@ -143,9 +200,15 @@ impl Session {
     /// `correlationId`; drops it otherwise (spec §3.2).
     fn reject(&self, correlation_id: Option<&str>, error: &ValidationError) {
         bump(&self.shared.counters.frames_rejected, 1);
+        self.report(correlation_id, "InvalidArgumentException", error.to_string());
+    }
+
+    /// Sends a `"400"` STATUS_RESPONSE of `error_type` when `correlation_id` is
+    /// valid; otherwise only logs.
+    fn report(&self, correlation_id: Option<&str>, error_type: &str, description: String) {
         let correlation_id = correlation_id.filter(|id| validate_id(Field::CorrelationId, id).is_ok());
         let Some(correlation_id) = correlation_id else {
-            self.log(format_args!("dropped an invalid request: {error}"));
+            self.log(format_args!("dropped a request: {error_type}: {description}"));
             return;
         };
         let status = InboundMessage {
@@ -154,22 +217,22 @@ impl Session {
             message_payload: None,
             status_response: Some(StatusResponse {
                 correlation_id: correlation_id.to_owned(),
-                error_type: Some("InvalidArgumentException".to_owned()),
+                error_type: Some(error_type.to_owned()),
                 status_code: Some("400".to_owned()),
-                description: Some(truncate_description(error.to_string())),
+                description: Some(truncate_description(description)),
                 success: None,
             }),
         };
-        if self.outbox.send(Message::text(status.to_json())).is_ok() {
+        if self.outbox.send(Outgoing::now(Message::text(status.to_json()))).is_ok() {
             bump(&self.shared.counters.status_responses_sent, 1);
         }
-        self.log(format_args!("STATUS_RESPONSE for {correlation_id}: {error}"));
+        self.log(format_args!("STATUS_RESPONSE {error_type} for {correlation_id}"));
     }
 
     /// Queues a close frame after everything already queued.
     fn close(&self, code: CloseCode, reason: &'static str) {
         // An error means the writer has already stopped.
-        let _ = self.outbox.send(close_frame(code, reason));
+        let _ = self.outbox.send(Outgoing::now(close_frame(code.into(), reason)));
         self.log(format_args!("closing: {reason}"));
     }
 }
@@ -195,8 +258,9 @@ fn truncate_description(mut text: String) -> String {
 }
 
 /// Completes the upgrade and serves the connection until the peer leaves, the
-/// socket fails, a frame is too big, or the emulator stops.
-pub(super) async fn run(session: Session, upgrade: OnUpgrade, outbox: UnboundedReceiver<Message>) {
+/// socket fails, a frame is too big, a limit or fault ends it, or the emulator
+/// stops.
+pub(super) async fn run(mut session: Session, upgrade: OnUpgrade, outbox: UnboundedReceiver<Outgoing>) {
     let upgraded = match upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => {
@@ -204,27 +268,58 @@ pub(super) async fn run(session: Session, upgrade: OnUpgrade, outbox: UnboundedR
             return;
         }
     };
-    let max_frame_len = session.shared.config.max_frame_len;
+    let shared = session.shared.clone();
+    let max_frame_len = shared.config.max_frame_len;
     let config = WebSocketConfig::default().max_frame_size(Some(max_frame_len)).max_message_size(Some(max_frame_len));
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), tungstenite::protocol::Role::Server, Some(config))
             .await;
     let (sink, mut frames) = socket.split();
-    let mut writer = tokio::spawn(write_frames(sink, outbox));
-    let mut stop = session.shared.stop.subscribe();
-    let mut stopping = false;
+    let mut writer = tokio::spawn(write_frames(shared.clone(), sink, outbox));
+    let mut stop = shared.stop.subscribe();
+    let mut epoch = shared.epoch.subscribe();
+    let mut limits = shared.limits.subscribe();
+    let kill = session.kill.clone();
+    let mut closing = false;
+    let mut abrupt = false;
+    let mut last_frame = session.connected_at;
     loop {
+        let current = *limits.borrow_and_update();
+        let idle_at = deadline(last_frame, current.idle_timeout);
+        let age_at = deadline(session.connected_at, current.max_connection_age);
         let frame = tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped), if !stopping => {
-                stopping = true;
+            _ = stop.wait_for(|stopped| *stopped), if !closing => {
+                closing = true;
                 session.close(CloseCode::Away, "emulator shutting down");
                 continue;
+            }
+            _ = epoch.wait_for(|epoch| *epoch != session.epoch) => {
+                abrupt = true;
+                break;
+            }
+            _ = kill.notified() => {
+                abrupt = true;
+                break;
             }
             // The writer ends after a write error, or when a close frame it sent
             // went unanswered for the grace period.
             _ = &mut writer => break,
+            _ = limits.changed() => continue,
+            _ = tokio::time::sleep_until(idle_at.into()), if !closing => {
+                closing = true;
+                bump(&shared.counters.idle_timeouts, 1);
+                session.close(CloseCode::Away, "idle timeout");
+                continue;
+            }
+            _ = tokio::time::sleep_until(age_at.into()), if !closing => {
+                closing = true;
+                bump(&shared.counters.max_age_closes, 1);
+                session.close(CloseCode::Away, "maximum connection duration");
+                continue;
+            }
             frame = frames.next() => frame,
         };
+        last_frame = Instant::now();
         match frame {
             None => break,
             Some(Ok(Message::Text(text))) => session.handle_text(&text),
@@ -246,6 +341,13 @@ pub(super) async fn run(session: Session, upgrade: OnUpgrade, outbox: UnboundedR
             }
         }
     }
+    if abrupt {
+        // No close frame, nothing flushed: the socket just goes away.
+        writer.abort();
+        bump(&shared.counters.connections_dropped, 1);
+        session.log(format_args!("dropped"));
+        return;
+    }
     // Unregistering drops the last senders of the outbox, so the writer ends once
     // it has written what is queued.
     drop(session);
@@ -254,11 +356,50 @@ pub(super) async fn run(session: Session, upgrade: OnUpgrade, outbox: UnboundedR
     }
 }
 
+/// `start + after`, or far in the future when that does not fit.
+fn deadline(start: Instant, after: Duration) -> Instant {
+    start.checked_add(after).unwrap_or_else(|| start + Duration::from_secs(86_400 * 365))
+}
+
 /// Writes queued frames in order. Ends after a write error, when the session
 /// is gone (every sender dropped), or after sending a close frame: then it waits
 /// up to [`CLOSE_HANDSHAKE_GRACE`] for the session to end on the peer's answer.
-async fn write_frames(mut sink: SplitSink<Socket, Message>, mut outbox: UnboundedReceiver<Message>) {
-    while let Some(message) = outbox.recv().await {
+/// A GO_AWAY schedules a 1001 close after its grace; a frame-delay fault holds
+/// each frame until its queueing instant plus the delay.
+async fn write_frames(
+    shared: Arc<Shared>,
+    mut sink: SplitSink<Socket, Message>,
+    mut outbox: UnboundedReceiver<Outgoing>,
+) {
+    let mut close_at: Option<Instant> = None;
+    loop {
+        let scheduled_close = async {
+            match close_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let item = tokio::select! {
+            _ = scheduled_close => Outgoing::now(close_frame(CloseCode::Away.into(), "going away")),
+            item = outbox.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let message = match item {
+            Outgoing::GoAway(grace) => {
+                let at = Instant::now() + grace;
+                close_at = Some(close_at.map_or(at, |earlier| earlier.min(at)));
+                Message::text(GO_AWAY)
+            }
+            Outgoing::Frame(message, queued) => {
+                let delay = shared.frame_delay();
+                if !delay.is_zero() {
+                    tokio::time::sleep_until((queued + delay).into()).await;
+                }
+                message
+            }
+        };
         let closing = matches!(message, Message::Close(_));
         if sink.send(message).await.is_err() {
             return;

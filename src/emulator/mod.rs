@@ -1,19 +1,122 @@
-//! Local emulator of the signaling service's WebSocket data plane (spec §1.3, §3,
-//! §4, §6, §7.1): channels, one master and up to `max_viewers` viewers per channel,
-//! routing, store-and-forward with the overwrite rule, and STATUS_RESPONSE for
-//! rejected requests that carry a `correlationId`.
+//! Local emulator of the Kinesis Video Streams WebRTC signaling service: the
+//! WebSocket data plane (spec §1.3, §3, §4, §6, §7.1), the control-plane HTTP API
+//! and GetIceServerConfig (§8), SigV4 verification (§2), optional TLS, quotas,
+//! connection limits (§9.2, §9.3) and fault injection for tests — all on one port.
 //!
 //! It is an independent implementation of the service built only on
-//! [`crate::protocol`]; it shares nothing with the client.
+//! [`crate::protocol`]; it shares nothing with the client (not even the SigV4
+//! code: verification here is written by hand with `hmac` and `sha2`).
 //!
-//! Threading: [`Emulator::start`] spawns its tasks on the tokio runtime it is called
-//! from. One task accepts TCP connections; each connection gets an HTTP task
-//! (hyper), and each admitted WebSocket gets a reader task plus a writer task fed by
-//! an unbounded queue, so that routing never waits for a slow reader. Channel state
-//! lives behind one `std::sync::Mutex`, held only for map updates and queue pushes,
-//! never across an `.await`.
+//! # What is served where
 //!
-//! Choices where the spec is silent:
+//! | request | meaning |
+//! | --- | --- |
+//! | `GET` + WebSocket upgrade at `/`, `/m-<hex>`, `/v-<hex>` | ConnectAsMaster / ConnectAsViewer (`X-Amz-ChannelARN`, `X-Amz-ClientId`, SigV4 query) |
+//! | `POST /createSignalingChannel` | CreateSignalingChannel |
+//! | `POST /describeSignalingChannel` | DescribeSignalingChannel |
+//! | `POST /getSignalingChannelEndpoint` | GetSignalingChannelEndpoint |
+//! | `POST /deleteSignalingChannel` | DeleteSignalingChannel |
+//! | `POST /listSignalingChannels` | ListSignalingChannels |
+//! | `POST /describeMediaStorageConfiguration` | DescribeMediaStorageConfiguration (always `DISABLED`) |
+//! | `POST /r-<hex>/v1/get-ice-server-config` | GetIceServerConfig on the HTTPS channel endpoint |
+//! | `GET /admin/stats`, `POST /admin/...` | test controls, below (never authenticated) |
+//!
+//! GetSignalingChannelEndpoint returns endpoints that point back at the emulator,
+//! using the host the request was sent to (its `Host` header, so a client that
+//! reached the emulator as `localhost:PORT` or by a LAN address gets endpoints it
+//! can reach): WSS `ws://HOST/m-<hex>` for MASTER, `ws://HOST/v-<hex>` for VIEWER
+//! (`wss://` with TLS), HTTPS `http://HOST/r-<hex>` (`https://` with TLS). `<hex>`
+//! is an 8-digit label per channel. The `m-` path admits only masters (an upgrade
+//! with `X-Amz-ClientId` is refused with 400 InvalidArgumentException), the `v-`
+//! path only viewers (without `X-Amz-ClientId`: 400); `/` admits both and decides
+//! by the presence of `X-Amz-ClientId`, as before. Any hex label is accepted: the
+//! channel comes from `X-Amz-ChannelARN`.
+//!
+//! Every HTTP answer carries `Date` (from the emulator's clock, which a test may
+//! shift with [`Emulator::set_clock_offset`]) and `x-amzn-RequestId`. Errors are
+//! AWS rest-json errors: status, `x-amzn-ErrorType`, and a body
+//! `{"__type": CODE, "message": TEXT, "Message": TEXT}`. Unknown paths or methods
+//! get 404 `UnknownOperationException`; malformed JSON 400 `SerializationException`;
+//! constraint violations 400 `InvalidArgumentException`.
+//!
+//! # Authentication
+//!
+//! With [`EmulatorConfig::auth`] set, every upgrade and control-plane call must be
+//! signed (SigV4, service `kinesisvideo`, the emulator's region) with one of the
+//! configured access keys: the upgrade by presigned query parameters (or an
+//! `Authorization` header), the HTTP calls by an `Authorization` header. Session
+//! tokens are accepted as they come (signed in the query, or as an unsigned
+//! `x-amz-security-token` header). Any failure is 403 `AccessDeniedException`
+//! (also on the upgrade, with the same JSON body) with the service's texts:
+//! `The security token included in the request is invalid.` (unknown key),
+//! `The request signature we calculated does not match the signature you
+//! provided...` followed by the canonical request and string to sign the emulator
+//! expected, `Signature expired: ... is now earlier than ...` and `Signature not
+//! yet current: ... is still later than ...` (header dates more than 5 minutes
+//! off either way; presigned dates more than 5 minutes ahead, or older than their
+//! `X-Amz-Expires`, which may be up to 604800), `Credential should be scoped to a
+//! valid region, not '...'.`, `Missing Authentication Token`. A presigned URL
+//! must use the empty-payload hash (not `UNSIGNED-PAYLOAD`). The admin endpoints
+//! are never authenticated.
+//!
+//! # Admin endpoint (fault injection and limits)
+//!
+//! JSON in, JSON out, on the same port; the same operations exist as [`Emulator`]
+//! methods. A *target* selects current (not replaced) connections; every field
+//! is optional and an empty object means all connections:
+//! `{"channel": NAME_OR_ARN, "role": "MASTER"|"VIEWER", "client_id": ID}`.
+//!
+//! | request | body | effect | answer |
+//! | --- | --- | --- | --- |
+//! | `GET /admin/stats` | — | [`EmulatorStats`] as JSON (snake_case fields, `control_plane` object) | stats |
+//! | `POST /admin/drop` | target | end the connections at once: no close frame, TCP closed | `{"connections": N}` |
+//! | `POST /admin/close` | target + `"code"` (default 1001), `"reason"` | close frame, then close | `{"connections": N}` |
+//! | `POST /admin/go-away` | target + `"grace_ms"` | `{"messageType":"GO_AWAY"}`, then a 1001 close after the grace (default [`Limits::go_away_grace`]) | `{"connections": N}` |
+//! | `POST /admin/reconnect-ice-server` | target | `{"messageType":"RECONNECT_ICE_SERVER"}` (the socket stays open) | `{"connections": N}` |
+//! | `POST /admin/refuse-connections` | `"duration_ms"` (required), `"status"` (default 503), `"reset": true` | upgrades in that window get that HTTP error (type by status: 503 `ServiceUnavailable`, 500 `InternalFailure`, 429 `ThrottlingException`, ...), or with `reset` a TCP close without any response | `{}` |
+//! | `POST /admin/control-plane-errors` | `"status"` (default 500), `"error_type"`, `"count"`, `"duration_ms"`, `"operations": ["DescribeSignalingChannel", ...]` | control-plane calls (GetIceServerConfig included) answered with that error; ends after `count` failures or `duration_ms`, whichever first, or when cleared | `{}` |
+//! | `POST /admin/delay-frames` | `"delay_ms"` (0 ends it), `"duration_ms"` | every frame the emulator sends is written `delay_ms` after it was queued (order kept) | `{}` |
+//! | `POST /admin/restart` | `"down_ms"` (default 1000) | restart, below; starts about 50 ms after the answer is sent | `202 {}` |
+//! | `POST /admin/limits` | any of `"idle_timeout_ms"`, `"max_connection_age_ms"`, `"go_away_grace_ms"`, `"quotas"` | change [`Limits`]; open connections follow the new values | the limits |
+//! | `POST /admin/clock` | `"offset_ms"` (signed) | shift the emulator's clock for SigV4 checks and `Date` headers | `{}` |
+//! | `POST /admin/clear` | — | end every fault (refusal, control-plane errors, frame delay, clock offset) | `{}` |
+//!
+//! A bad admin request gets 400 (`InvalidArgumentException`, or
+//! `SerializationException` for a member of the wrong JSON type); an unknown
+//! admin path 404 `UnknownOperationException`.
+//!
+//! Restart is done in-process, standing in for "the process exits and a new one
+//! starts on the same port": every connection, WebSocket or HTTP, is ended at once with
+//! no close frame, the listener is closed (connects are refused), stored messages
+//! are dropped, and after `down` the same address is bound again. Channels, their
+//! ARNs, credentials, limits and counters survive.
+//!
+//! # Limits and quotas
+//!
+//! [`Limits`]: a connection that sends nothing (no frame, ping or pong) for
+//! `idle_timeout` (default 600 s) is closed with 1001 "idle timeout"; one older
+//! than `max_connection_age` (default 3600 s) with 1001 "maximum connection
+//! duration". With `quotas` on, each connection may send 5 SDP_OFFER, 5
+//! SDP_ANSWER and 20 ICE_CANDIDATE a second (token buckets holding one second's
+//! worth): an excess message is dropped and, if it carries a valid
+//! `correlationId`, answered with a STATUS_RESPONSE `ClientLimitExceededException`
+//! / `"400"`. Each channel admits 3 connects a second per role; an excess upgrade
+//! is refused with 400 `ClientLimitExceededException`. [`EmulatorConfig::default`]
+//! has quotas **off** (tests of other layers connect and send in bursts); the
+//! binary has them on unless `--no-quotas`.
+//!
+//! # Threading
+//!
+//! [`Emulator::start`] spawns its tasks on the tokio runtime it is called from.
+//! One task accepts TCP connections (and performs restarts); each connection gets
+//! an HTTP task (hyper, after the TLS handshake when TLS is on), and each admitted
+//! WebSocket gets a reader task plus a writer task fed by an unbounded queue, so
+//! that routing never waits for a slow reader. Channel state lives behind one
+//! `std::sync::Mutex`, held only for map updates and queue pushes, never across
+//! an `.await`; faults behind another.
+//!
+//! # Choices where the spec is silent
+//!
 //! * A replaced master or viewer connection is closed with code 1000 and reason
 //!   [`REPLACED_REASON`]; frames it sends before the close completes are dropped.
 //! * Store-and-forward keys the overwrite rule by (sender, recipient, action): an
@@ -30,21 +133,53 @@
 //!   with code 1009 (message too big): tungstenite stops reading a connection after
 //!   a size error, so the frame cannot be skipped.
 //! * A STATUS_RESPONSE is sent only when the `correlationId` itself is valid.
+//! * Channels are `ACTIVE` as soon as CreateSignalingChannel returns (never
+//!   `CREATING`), and gone as soon as DeleteSignalingChannel returns (never
+//!   `DELETING`): their connections get a 1001 "channel deleted" close and later
+//!   upgrades 404. Pre-created channels and CreateSignalingChannel without a TTL
+//!   use [`EmulatorConfig::message_ttl`] (60 s by default); the TTL is reported
+//!   in whole seconds, rounded up.
+//! * GetSignalingChannelEndpoint without `SingleMasterChannelEndpointConfiguration`
+//!   answers for role MASTER and protocols WSS and HTTPS; asking for `WEBRTC`
+//!   is 400 InvalidArgumentException (no channel has media storage).
+//! * ListSignalingChannels lists by name; its `NextToken` is opaque (base64 of
+//!   the last name listed).
+//! * GetIceServerConfig returns two entries, each with the URIs
+//!   `turn:HOST:PORT?transport=udp`, `turns:HOST:PORT?transport=udp` and
+//!   `turns:HOST:PORT?transport=tcp` (HOST and PORT of the request's `Host`; no
+//!   TURN server actually listens), a TURN-REST username
+//!   `<expiry epoch seconds>:<base64 of "v1:" + channel ARN>`, a base64 password
+//!   and `Ttl` [`EmulatorConfig::ice_server_ttl`] (300 s by default).
+//! * Idle and age closes use 1001 (the close code the service was observed to
+//!   use at its maximum age); GO_AWAY is `{"messageType":"GO_AWAY"}` and
+//!   RECONNECT_ICE_SERVER `{"messageType":"RECONNECT_ICE_SERVER"}`.
 
+mod admin;
 mod channels;
+mod clock;
 mod connection;
+mod control;
+mod faults;
 mod http;
+mod sigv4;
+mod tls;
 
-use channels::Registry;
+pub use faults::{ConnectRefusal, ControlPlaneFault, Limits, Operation, Target};
+pub use tls::TlsSetting;
+
+use channels::{Outgoing, PeerHandle, Registry};
 use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Close reason sent to a connection that a newer one with the same identity replaced.
 pub const REPLACED_REASON: &str = "replaced by a newer connection";
@@ -52,12 +187,15 @@ pub const REPLACED_REASON: &str = "replaced by a newer connection";
 /// How long [`Emulator::shutdown`] lets connections finish their close handshake.
 const SHUTDOWN_GRACE: Duration = connection::CLOSE_HANDSHAKE_GRACE.saturating_mul(3);
 
+/// How long a restart keeps trying to bind its address again.
+const REBIND_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Settings of one emulator instance; see [`Default`] for the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmulatorConfig {
     /// Address to bind; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Region written into channel ARNs (`[a-z0-9-]+`).
+    /// Region written into channel ARNs (`[a-z0-9-]+`); SigV4 scopes must name it.
     pub region: String,
     /// Account id written into channel ARNs (digits).
     pub account: String,
@@ -65,13 +203,30 @@ pub struct EmulatorConfig {
     pub channels: Vec<String>,
     /// Viewers allowed per channel at once; one more is refused (spec §7.1).
     pub max_viewers: usize,
-    /// How long a message for an absent recipient is kept (spec §6.5).
+    /// How long a message for an absent recipient is kept (spec §6.5), for the
+    /// channels created at start and by CreateSignalingChannel without
+    /// `MessageTtlSeconds`.
     pub message_ttl: Duration,
     /// Longest inbound WebSocket frame or message, in bytes; a longer one closes
     /// the connection with code 1009.
     pub max_frame_len: usize,
     /// Log connections, routing decisions and rejections to stderr.
     pub verbose: bool,
+    /// Accepted (access key id, secret access key) pairs; `None` accepts every
+    /// request, signed or not (default).
+    pub auth: Option<Vec<(String, String)>>,
+    /// Serve TLS (`wss://`, `https://`); `None` for plain TCP (default).
+    pub tls: Option<TlsSetting>,
+    /// Enforce the message and connect rate quotas (spec §7.1); default off.
+    pub quotas: bool,
+    /// Close a connection silent for this long (default 600 s, spec §9.2).
+    pub idle_timeout: Duration,
+    /// Close a connection this old (default 3600 s, spec §9.3).
+    pub max_connection_age: Duration,
+    /// Time between GO_AWAY and the close that follows it (default 60 s, spec §9.4).
+    pub go_away_grace: Duration,
+    /// `Ttl` of the TURN credentials GetIceServerConfig returns (default 300 s).
+    pub ice_server_ttl: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -85,7 +240,47 @@ impl Default for EmulatorConfig {
             message_ttl: Duration::from_secs(60),
             max_frame_len: 64 * 1024,
             verbose: false,
+            auth: None,
+            tls: None,
+            quotas: false,
+            idle_timeout: Duration::from_secs(600),
+            max_connection_age: Duration::from_secs(3600),
+            go_away_grace: Duration::from_secs(60),
+            ice_server_ttl: Duration::from_secs(300),
         }
+    }
+}
+
+/// Calls per control-plane operation, in [`EmulatorStats::control_plane`].
+/// Every request routed to the operation counts, refused ones included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControlPlaneCalls {
+    pub create_signaling_channel: u64,
+    pub describe_signaling_channel: u64,
+    pub get_signaling_channel_endpoint: u64,
+    pub delete_signaling_channel: u64,
+    pub list_signaling_channels: u64,
+    pub describe_media_storage_configuration: u64,
+    pub get_ice_server_config: u64,
+}
+
+impl ControlPlaneCalls {
+    /// The count of one operation.
+    pub fn get(&self, operation: Operation) -> u64 {
+        match operation {
+            Operation::CreateSignalingChannel => self.create_signaling_channel,
+            Operation::DescribeSignalingChannel => self.describe_signaling_channel,
+            Operation::GetSignalingChannelEndpoint => self.get_signaling_channel_endpoint,
+            Operation::DeleteSignalingChannel => self.delete_signaling_channel,
+            Operation::ListSignalingChannels => self.list_signaling_channels,
+            Operation::DescribeMediaStorageConfiguration => self.describe_media_storage_configuration,
+            Operation::GetIceServerConfig => self.get_ice_server_config,
+        }
+    }
+
+    /// All operations together.
+    pub fn total(&self) -> u64 {
+        faults::OPERATIONS.iter().map(|operation| self.get(*operation)).sum()
     }
 }
 
@@ -95,7 +290,7 @@ pub struct EmulatorStats {
     /// WebSocket connections admitted and not yet closed (replaced ones included
     /// until their socket closes).
     pub open_connections: usize,
-    /// Upgrade requests answered with an HTTP error instead of 101.
+    /// Upgrade requests answered with an HTTP error (or a reset) instead of 101.
     pub upgrades_refused: u64,
     /// Messages handed to a connected recipient, live or from storage.
     pub messages_relayed: u64,
@@ -107,8 +302,29 @@ pub struct EmulatorStats {
     pub messages_expired: u64,
     /// STATUS_RESPONSE messages sent.
     pub status_responses_sent: u64,
-    /// Inbound frames not routed: invalid JSON or fields, binary, oversized.
+    /// Inbound frames not routed: invalid JSON or fields, binary, oversized
+    /// (throttled ones are counted in `messages_throttled` instead).
     pub frames_rejected: u64,
+    /// Messages dropped by the per-connection rate quotas.
+    pub messages_throttled: u64,
+    /// Control-plane calls per operation.
+    pub control_plane: ControlPlaneCalls,
+    /// Control-plane calls answered with an injected error.
+    pub control_plane_faults: u64,
+    /// Requests (upgrades and calls) refused by SigV4 verification.
+    pub auth_failures: u64,
+    /// GO_AWAY messages sent.
+    pub go_aways_sent: u64,
+    /// RECONNECT_ICE_SERVER messages sent.
+    pub reconnect_ice_servers_sent: u64,
+    /// Connections ended without a close frame by a drop fault or a restart.
+    pub connections_dropped: u64,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// Connections closed at the maximum connection age.
+    pub max_age_closes: u64,
+    /// Restarts completed.
+    pub restarts: u64,
 }
 
 /// Atomic backing store of [`EmulatorStats`].
@@ -122,20 +338,83 @@ struct Counters {
     messages_expired: AtomicU64,
     status_responses_sent: AtomicU64,
     frames_rejected: AtomicU64,
+    messages_throttled: AtomicU64,
+    control_plane: [AtomicU64; faults::OPERATIONS.len()],
+    control_plane_faults: AtomicU64,
+    auth_failures: AtomicU64,
+    go_aways_sent: AtomicU64,
+    reconnect_ice_servers_sent: AtomicU64,
+    connections_dropped: AtomicU64,
+    idle_timeouts: AtomicU64,
+    max_age_closes: AtomicU64,
+    restarts: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> EmulatorStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let calls = |operation: Operation| read(&self.control_plane[operation.index()]);
+        EmulatorStats {
+            open_connections: self.open_connections.load(Ordering::Relaxed),
+            upgrades_refused: read(&self.upgrades_refused),
+            messages_relayed: read(&self.messages_relayed),
+            messages_stored: read(&self.messages_stored),
+            messages_replaced: read(&self.messages_replaced),
+            messages_expired: read(&self.messages_expired),
+            status_responses_sent: read(&self.status_responses_sent),
+            frames_rejected: read(&self.frames_rejected),
+            messages_throttled: read(&self.messages_throttled),
+            control_plane: ControlPlaneCalls {
+                create_signaling_channel: calls(Operation::CreateSignalingChannel),
+                describe_signaling_channel: calls(Operation::DescribeSignalingChannel),
+                get_signaling_channel_endpoint: calls(Operation::GetSignalingChannelEndpoint),
+                delete_signaling_channel: calls(Operation::DeleteSignalingChannel),
+                list_signaling_channels: calls(Operation::ListSignalingChannels),
+                describe_media_storage_configuration: calls(Operation::DescribeMediaStorageConfiguration),
+                get_ice_server_config: calls(Operation::GetIceServerConfig),
+            },
+            control_plane_faults: read(&self.control_plane_faults),
+            auth_failures: read(&self.auth_failures),
+            go_aways_sent: read(&self.go_aways_sent),
+            reconnect_ice_servers_sent: read(&self.reconnect_ice_servers_sent),
+            connections_dropped: read(&self.connections_dropped),
+            idle_timeouts: read(&self.idle_timeouts),
+            max_age_closes: read(&self.max_age_closes),
+            restarts: read(&self.restarts),
+        }
+    }
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
+/// A restart asked of the accept loop: the downtime and where to report.
+type RestartRequest = (Duration, oneshot::Sender<io::Result<()>>);
+
 /// State shared by every task of one emulator; owned through `Arc`.
 struct Shared {
     config: EmulatorConfig,
+    /// The bound address (real port).
+    local_addr: SocketAddr,
+    tls: Option<tls::Tls>,
     registry: Mutex<Registry>,
     counters: Counters,
     next_connection_id: AtomicU64,
+    next_request_id: AtomicU64,
     /// Set to `true` once to stop every task.
     stop: watch::Sender<bool>,
+    /// Bumped by a restart: every connection of an earlier epoch ends at once.
+    epoch: watch::Sender<u64>,
+    limits: watch::Sender<Limits>,
+    faults: Mutex<faults::FaultState>,
+    /// Whether a frame delay may be in force (spares writers the fault lock).
+    frame_delay_active: AtomicBool,
+    /// Test shift of the emulator's clock, milliseconds.
+    clock_offset_ms: AtomicI64,
+    restarts: mpsc::UnboundedSender<RestartRequest>,
+    /// Key of the TURN passwords.
+    turn_secret: String,
     /// HTTP and WebSocket tasks, awaited by [`Emulator::shutdown`].
     tasks: Mutex<JoinSet<()>>,
 }
@@ -144,6 +423,16 @@ struct Shared {
 /// consistent, so a panic elsewhere does not make it unusable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The emulator's own address as clients should write it: an unspecified bind
+/// address (`0.0.0.0`, `::`) becomes the loopback address.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    }
 }
 
 impl Shared {
@@ -160,12 +449,142 @@ impl Shared {
         tasks.spawn(task);
     }
 
-    fn create_channel(&self, name: &str) -> String {
+    /// The emulator's clock (real time plus the test offset), epoch seconds.
+    fn now_epoch(&self) -> i64 {
+        let millis = i64::try_from(epoch_millis()).unwrap_or(i64::MAX);
+        millis.saturating_add(self.clock_offset_ms.load(Ordering::Relaxed)).div_euclid(1000)
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    fn limits(&self) -> Limits {
+        *self.limits.borrow()
+    }
+
+    /// A fresh `x-amzn-RequestId`, UUID-shaped.
+    fn new_request_id(&self) -> String {
+        let n = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let hash = |salt: u8| {
+            let mut hasher = DefaultHasher::new();
+            (salt, n, &self.turn_secret).hash(&mut hasher);
+            hasher.finish()
+        };
+        let (a, b) = (hash(1), hash(2));
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            (b >> 48) & 0x3fff | 0x8000,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    /// Creates a channel; `Err` with the existing ARN when the name is taken.
+    fn create_channel(&self, name: &str, message_ttl: Duration, tags: Vec<(String, String)>) -> Result<String, String> {
         let config = &self.config;
-        let arn = lock(&self.registry)
-            .create_channel(name, |created_millis| channel_arn(&config.region, &config.account, name, created_millis));
-        self.log(format_args!("channel {name} is {arn}"));
-        arn
+        let created = lock(&self.registry).create_channel(name, message_ttl, tags, |created_millis| {
+            channel_arn(&config.region, &config.account, name, created_millis)
+        });
+        if let Ok(arn) = &created {
+            self.log(format_args!("channel {name} is {arn}"));
+        }
+        created
+    }
+
+    /// Deletes a channel by ARN; its connections get a 1001 close.
+    fn delete_channel(&self, arn: &str) -> bool {
+        let Some(peers) = lock(&self.registry).delete(arn) else {
+            return false;
+        };
+        for peer in &peers {
+            let _ = peer.outbox.send(Outgoing::now(connection::close_frame(1001, "channel deleted")));
+        }
+        self.log(format_args!("channel {arn} deleted; {} connections closed", peers.len()));
+        true
+    }
+
+    fn select(&self, target: &Target) -> Vec<PeerHandle> {
+        lock(&self.registry).select(target)
+    }
+
+    fn drop_connections(&self, target: &Target) -> usize {
+        let peers = self.select(target);
+        for peer in &peers {
+            peer.kill.notify_one();
+        }
+        peers.len()
+    }
+
+    fn close_connections(&self, target: &Target, code: u16, reason: &str) -> usize {
+        let peers = self.select(target);
+        for peer in &peers {
+            let _ = peer.outbox.send(Outgoing::now(connection::close_frame(code, reason)));
+        }
+        peers.len()
+    }
+
+    fn send_go_away(&self, target: &Target, grace: Option<Duration>) -> usize {
+        let grace = grace.unwrap_or_else(|| self.limits().go_away_grace);
+        let peers = self.select(target);
+        for peer in &peers {
+            if peer.outbox.send(Outgoing::GoAway(grace)).is_ok() {
+                bump(&self.counters.go_aways_sent, 1);
+            }
+        }
+        peers.len()
+    }
+
+    fn send_reconnect_ice_server(&self, target: &Target) -> usize {
+        let peers = self.select(target);
+        for peer in &peers {
+            let frame = Message::text(r#"{"messageType":"RECONNECT_ICE_SERVER"}"#);
+            if peer.outbox.send(Outgoing::now(frame)).is_ok() {
+                bump(&self.counters.reconnect_ice_servers_sent, 1);
+            }
+        }
+        peers.len()
+    }
+
+    fn refuse_connections(&self, duration: Duration, refusal: ConnectRefusal) {
+        lock(&self.faults).refuse_connections(refusal, Instant::now() + duration);
+    }
+
+    fn fail_control_plane(&self, fault: ControlPlaneFault) {
+        lock(&self.faults).fail_control_plane(fault, Instant::now());
+    }
+
+    fn delay_frames(&self, delay: Duration, duration: Option<Duration>) {
+        let now = Instant::now();
+        lock(&self.faults).delay_frames(delay, duration.map(|duration| now + duration));
+        self.frame_delay_active.store(!delay.is_zero(), Ordering::Relaxed);
+    }
+
+    /// The delay in force for a frame queued now.
+    fn frame_delay(&self) -> Duration {
+        if !self.frame_delay_active.load(Ordering::Relaxed) {
+            return Duration::ZERO;
+        }
+        let mut faults = lock(&self.faults);
+        let delay = faults.frame_delay(Instant::now());
+        if !faults.has_frame_delay() {
+            self.frame_delay_active.store(false, Ordering::Relaxed);
+        }
+        delay
+    }
+
+    fn clear_faults(&self) {
+        *lock(&self.faults) = faults::FaultState::default();
+        self.frame_delay_active.store(false, Ordering::Relaxed);
+        self.clock_offset_ms.store(0, Ordering::Relaxed);
+    }
+
+    async fn restart(&self, down: Duration) -> io::Result<()> {
+        let (report, reported) = oneshot::channel();
+        self.restarts.send((down, report)).map_err(|_| io::Error::other("the emulator has stopped"))?;
+        reported.await.unwrap_or_else(|_| Err(io::Error::other("the emulator stopped during the restart")))
     }
 }
 
@@ -178,8 +597,8 @@ fn epoch_millis() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis())
 }
 
-/// Rejects a region, account or channel name that would make an ARN clients
-/// cannot connect with.
+/// Rejects settings that would make ARNs clients cannot connect with, or that
+/// cannot work.
 fn check_config(config: &EmulatorConfig) -> io::Result<()> {
     let invalid = |message: String| Err(io::Error::new(io::ErrorKind::InvalidInput, message));
     let probe = channel_arn(&config.region, &config.account, "probe", 0);
@@ -195,6 +614,17 @@ fn check_config(config: &EmulatorConfig) -> io::Result<()> {
             return invalid(format!("channel name {name:?} must be characters of a-z A-Z 0-9 _ . -"));
         }
     }
+    if let Some(keys) = &config.auth {
+        if keys.is_empty() {
+            return invalid("auth needs at least one access key (None turns authentication off)".to_owned());
+        }
+        if keys.iter().any(|(id, secret)| id.is_empty() || id.contains('/') || secret.is_empty()) {
+            return invalid("access key ids must be non-empty without '/', and secrets non-empty".to_owned());
+        }
+    }
+    if config.ice_server_ttl < Duration::from_secs(1) {
+        return invalid("ice_server_ttl must be at least one second".to_owned());
+    }
     Ok(())
 }
 
@@ -202,51 +632,89 @@ fn check_config(config: &EmulatorConfig) -> io::Result<()> {
 /// stops the service in the background, [`Emulator::shutdown`] stops it and waits.
 pub struct Emulator {
     shared: Arc<Shared>,
-    local_addr: SocketAddr,
     accept_task: JoinHandle<()>,
 }
 
 impl Emulator {
-    /// Binds `config.listen`, creates `config.channels`, spawns the accept loop on
-    /// the current tokio runtime and returns at once. Fails on a bind error, or with
-    /// `InvalidInput` for a region, account or channel name outside its pattern.
+    /// Binds `config.listen`, prepares TLS, creates `config.channels`, spawns the
+    /// accept loop on the current tokio runtime and returns at once. Fails on a
+    /// bind error, a certificate problem, or with `InvalidInput` for a region,
+    /// account or channel name outside its pattern or unusable credentials.
     pub async fn start(config: EmulatorConfig) -> io::Result<Emulator> {
         check_config(&config)?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let (stop, _) = watch::channel(false);
+        let tls = config.tls.as_ref().map(|setting| tls::load(setting, local_addr.port())).transpose()?;
+        let limits = Limits {
+            idle_timeout: config.idle_timeout,
+            max_connection_age: config.max_connection_age,
+            go_away_grace: config.go_away_grace,
+            quotas: config.quotas,
+        };
+        let (restarts, restart_requests) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            config,
+            local_addr,
+            tls,
             registry: Mutex::new(Registry::default()),
             counters: Counters::default(),
             next_connection_id: AtomicU64::new(1),
-            stop,
+            next_request_id: AtomicU64::new(1),
+            stop: watch::channel(false).0,
+            epoch: watch::channel(0).0,
+            limits: watch::channel(limits).0,
+            faults: Mutex::new(faults::FaultState::default()),
+            frame_delay_active: AtomicBool::new(false),
+            clock_offset_ms: AtomicI64::new(0),
+            restarts,
+            turn_secret: format!("{}-{}-{}", std::process::id(), local_addr, epoch_millis()),
             tasks: Mutex::new(JoinSet::new()),
+            config,
         });
         for name in &shared.config.channels {
-            shared.create_channel(name);
+            let _ = shared.create_channel(name, shared.config.message_ttl, Vec::new());
         }
-        shared.log(format_args!("listening on {local_addr}"));
-        let accept_task = tokio::spawn(http::accept_loop(shared.clone(), listener));
-        Ok(Emulator { shared, local_addr, accept_task })
+        shared.log(format_args!("listening on {local_addr}{}", if shared.is_tls() { " (TLS)" } else { "" }));
+        let accept_task = tokio::spawn(http::accept_loop(shared.clone(), listener, restart_requests));
+        Ok(Emulator { shared, accept_task })
     }
 
     /// The bound address (with the real port when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.shared.local_addr
     }
 
-    /// The WebSocket endpoint, e.g. `ws://127.0.0.1:PORT` (no trailing slash, like
-    /// the endpoints GetSignalingChannelEndpoint returns).
+    /// The WebSocket endpoint base, `ws://127.0.0.1:PORT` or with TLS
+    /// `wss://127.0.0.1:PORT` (no trailing slash, like the endpoints
+    /// GetSignalingChannelEndpoint returns). Upgrades are accepted at `/` too.
     pub fn ws_endpoint(&self) -> String {
-        format!("ws://{}", self.local_addr)
+        let scheme = if self.shared.is_tls() { "wss" } else { "ws" };
+        format!("{scheme}://{}", reachable(self.shared.local_addr))
     }
 
-    /// Creates a channel and returns its ARN; for an existing name, returns the
-    /// existing ARN. A name outside `[a-zA-Z0-9_.-]+` yields an ARN that every
-    /// connect request rejects as malformed.
+    /// The control-plane endpoint, `http://127.0.0.1:PORT` or with TLS
+    /// `https://127.0.0.1:PORT`: what an AWS SDK takes as its endpoint URL.
+    pub fn control_plane_url(&self) -> String {
+        let scheme = if self.shared.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", reachable(self.shared.local_addr))
+    }
+
+    /// The PEM clients should trust when TLS is on: the generated CA, or the
+    /// contents of the given certificate file.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.shared.tls.as_ref().map(|tls| tls.ca_pem.as_str())
+    }
+
+    /// Where [`Emulator::ca_pem`] is on disk.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.shared.tls.as_ref().map(|tls| tls.ca_path.as_path())
+    }
+
+    /// Creates a channel (with [`EmulatorConfig::message_ttl`]) and returns its
+    /// ARN; for an existing name, returns the existing ARN. A name outside
+    /// `[a-zA-Z0-9_.-]+` yields an ARN that every connect request rejects as
+    /// malformed.
     pub fn create_channel(&self, name: &str) -> String {
-        self.shared.create_channel(name)
+        self.shared.create_channel(name, self.shared.config.message_ttl, Vec::new()).unwrap_or_else(|arn| arn)
     }
 
     /// The ARN of an existing channel.
@@ -254,20 +722,87 @@ impl Emulator {
         lock(&self.shared.registry).channel_arn(name)
     }
 
+    /// Deletes a channel by name or ARN, as DeleteSignalingChannel does; `false`
+    /// when there is no such channel.
+    pub fn delete_channel(&self, name_or_arn: &str) -> bool {
+        let arn = self.channel_arn(name_or_arn).unwrap_or_else(|| name_or_arn.to_owned());
+        self.shared.delete_channel(&arn)
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> EmulatorStats {
-        let c = &self.shared.counters;
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        EmulatorStats {
-            open_connections: c.open_connections.load(Ordering::Relaxed),
-            upgrades_refused: read(&c.upgrades_refused),
-            messages_relayed: read(&c.messages_relayed),
-            messages_stored: read(&c.messages_stored),
-            messages_replaced: read(&c.messages_replaced),
-            messages_expired: read(&c.messages_expired),
-            status_responses_sent: read(&c.status_responses_sent),
-            frames_rejected: read(&c.frames_rejected),
-        }
+        self.shared.counters.snapshot()
+    }
+
+    /// Ends the targeted connections at once, without a close frame (as a
+    /// network failure would); returns how many.
+    pub fn drop_connections(&self, target: &Target) -> usize {
+        self.shared.drop_connections(target)
+    }
+
+    /// Sends the targeted connections a close frame with `code` and `reason`
+    /// (reason cut to 123 bytes); returns how many.
+    pub fn close_connections(&self, target: &Target, code: u16, reason: &str) -> usize {
+        self.shared.close_connections(target, code, reason)
+    }
+
+    /// Sends the targeted connections GO_AWAY, then closes them with 1001
+    /// after `grace` (default [`Limits::go_away_grace`]); returns how many.
+    pub fn send_go_away(&self, target: &Target, grace: Option<Duration>) -> usize {
+        self.shared.send_go_away(target, grace)
+    }
+
+    /// Sends the targeted connections RECONNECT_ICE_SERVER; returns how many.
+    pub fn send_reconnect_ice_server(&self, target: &Target) -> usize {
+        self.shared.send_reconnect_ice_server(target)
+    }
+
+    /// Refuses WebSocket upgrades for `duration`, as `refusal` says.
+    pub fn refuse_connections(&self, duration: Duration, refusal: ConnectRefusal) {
+        self.shared.refuse_connections(duration, refusal);
+    }
+
+    /// Answers control-plane calls with an error, as `fault` says (replacing an
+    /// earlier control-plane fault).
+    pub fn fail_control_plane(&self, fault: ControlPlaneFault) {
+        self.shared.fail_control_plane(fault);
+    }
+
+    /// Holds every frame the emulator sends until `delay` after it was queued
+    /// (order kept), for `duration` or until cleared; a zero delay ends it.
+    pub fn delay_frames(&self, delay: Duration, duration: Option<Duration>) {
+        self.shared.delay_frames(delay, duration);
+    }
+
+    /// Shifts the emulator's clock by `offset_ms` (positive: ahead of real
+    /// time) for SigV4 date checks and the `Date` header.
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        self.shared.clock_offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.shared.limits()
+    }
+
+    /// Changes the limits; open connections follow the new values at once
+    /// (their idle and age clocks keep running from their last frame and their
+    /// start).
+    pub fn set_limits(&self, limits: Limits) {
+        self.shared.limits.send_replace(limits);
+    }
+
+    /// Ends every fault: refusal, control-plane errors, frame delay, clock offset.
+    pub fn clear_faults(&self) {
+        self.shared.clear_faults();
+    }
+
+    /// Restarts in-process: ends every connection without a close frame, stops
+    /// listening, drops stored messages, and after `down` listens again on the
+    /// same address. Channels, limits and counters survive. Returns once the
+    /// address is bound again.
+    pub async fn restart(&self, down: Duration) -> io::Result<()> {
+        self.shared.restart(down).await
     }
 
     /// Stops accepting, sends every WebSocket a close frame (1001, going away) and

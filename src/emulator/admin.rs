@@ -1,0 +1,220 @@
+//! The admin endpoint (`/admin/...`, documented in the module doc of
+//! [`super`]): fault injection, limits and counters over HTTP, for tests that
+//! drive the emulator binary. Never authenticated.
+
+use super::faults::{ConnectRefusal, ControlPlaneFault, Operation, Target};
+use super::http::{
+    HttpError, HttpResponse, JsonObject, json_response, opt_array, opt_i64, opt_str, opt_u64, parse_object, read_body,
+};
+use super::{EmulatorStats, Shared};
+use crate::protocol::Role;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Delay between answering `POST /admin/restart` and starting the restart, so
+/// that the answer reaches the caller before its connection is cut.
+const RESTART_DELAY: Duration = Duration::from_millis(50);
+
+pub(super) async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> HttpResponse {
+    let (parts, body) = request.into_parts();
+    let answer = async {
+        let body = read_body(body).await?;
+        let input = parse_object(&body)?;
+        run(shared, &parts.method, parts.uri.path(), &input)
+    };
+    match answer.await {
+        Ok((status, output)) => json_response(status, &output),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn millis(input: &JsonObject, key: &str) -> Result<Option<Duration>, HttpError> {
+    Ok(opt_u64(input, key)?.map(Duration::from_millis))
+}
+
+fn target(input: &JsonObject) -> Result<Target, HttpError> {
+    let role = match opt_str(input, "role")? {
+        None => None,
+        Some(role) if role.eq_ignore_ascii_case("master") => Some(Role::Master),
+        Some(role) if role.eq_ignore_ascii_case("viewer") => Some(Role::Viewer),
+        Some(other) => {
+            return Err(HttpError::invalid_argument(format!("role must be MASTER or VIEWER, not {other:?}")));
+        }
+    };
+    Ok(Target {
+        channel: opt_str(input, "channel")?.map(str::to_owned),
+        role,
+        client_id: opt_str(input, "client_id")?.map(str::to_owned),
+    })
+}
+
+fn status(input: &JsonObject, default: u16) -> Result<u16, HttpError> {
+    match opt_u64(input, "status")? {
+        None => Ok(default),
+        Some(status @ 400..=599) => Ok(status as u16),
+        Some(other) => Err(HttpError::invalid_argument(format!("status must be 400 to 599, not {other}"))),
+    }
+}
+
+fn connections(count: usize) -> (StatusCode, Value) {
+    (StatusCode::OK, json!({ "connections": count }))
+}
+
+fn done() -> (StatusCode, Value) {
+    (StatusCode::OK, json!({}))
+}
+
+fn run(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    input: &JsonObject,
+) -> Result<(StatusCode, Value), HttpError> {
+    if method == Method::GET && path == "/admin/stats" {
+        return Ok((StatusCode::OK, stats_json(&shared.counters.snapshot())));
+    }
+    if method != Method::POST {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            format!("no admin operation at {method} {path}"),
+        ));
+    }
+    match path {
+        "/admin/drop" => Ok(connections(shared.drop_connections(&target(input)?))),
+        "/admin/close" => {
+            let code = opt_u64(input, "code")?.unwrap_or(1001);
+            let code = u16::try_from(code)
+                .ok()
+                .filter(|code| (1000..=4999).contains(code))
+                .ok_or_else(|| HttpError::invalid_argument("code must be 1000 to 4999"))?;
+            let reason = opt_str(input, "reason")?.unwrap_or("closed by the admin endpoint");
+            Ok(connections(shared.close_connections(&target(input)?, code, reason)))
+        }
+        "/admin/go-away" => Ok(connections(shared.send_go_away(&target(input)?, millis(input, "grace_ms")?))),
+        "/admin/reconnect-ice-server" => Ok(connections(shared.send_reconnect_ice_server(&target(input)?))),
+        "/admin/refuse-connections" => {
+            let duration =
+                millis(input, "duration_ms")?.ok_or_else(|| HttpError::invalid_argument("duration_ms is required"))?;
+            let reset = match input.get("reset") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(reset)) => *reset,
+                Some(_) => return Err(HttpError::serialization("reset must be a boolean")),
+            };
+            let refusal = if reset { ConnectRefusal::Reset } else { ConnectRefusal::Status(status(input, 503)?) };
+            shared.refuse_connections(duration, refusal);
+            Ok(done())
+        }
+        "/admin/control-plane-errors" => {
+            let mut operations = Vec::new();
+            for item in opt_array(input, "operations")?.into_iter().flatten() {
+                let name = item.as_str().unwrap_or_default();
+                let operation = Operation::parse(name)
+                    .ok_or_else(|| HttpError::invalid_argument(format!("unknown operation {item}")))?;
+                operations.push(operation);
+            }
+            shared.fail_control_plane(ControlPlaneFault {
+                status: status(input, 500)?,
+                error_type: opt_str(input, "error_type")?.map(str::to_owned),
+                count: opt_u64(input, "count")?,
+                duration: millis(input, "duration_ms")?,
+                operations,
+            });
+            Ok(done())
+        }
+        "/admin/delay-frames" => {
+            let delay =
+                millis(input, "delay_ms")?.ok_or_else(|| HttpError::invalid_argument("delay_ms is required"))?;
+            shared.delay_frames(delay, millis(input, "duration_ms")?);
+            Ok(done())
+        }
+        "/admin/restart" => {
+            let down = millis(input, "down_ms")?.unwrap_or(Duration::from_secs(1));
+            let restarting = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RESTART_DELAY).await;
+                let _ = restarting.restart(down).await;
+            });
+            Ok((StatusCode::ACCEPTED, json!({})))
+        }
+        "/admin/limits" => {
+            let mut limits = shared.limits();
+            if let Some(idle) = millis(input, "idle_timeout_ms")? {
+                limits.idle_timeout = idle;
+            }
+            if let Some(age) = millis(input, "max_connection_age_ms")? {
+                limits.max_connection_age = age;
+            }
+            if let Some(grace) = millis(input, "go_away_grace_ms")? {
+                limits.go_away_grace = grace;
+            }
+            match input.get("quotas") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(quotas)) => limits.quotas = *quotas,
+                Some(_) => return Err(HttpError::serialization("quotas must be a boolean")),
+            }
+            shared.limits.send_replace(limits);
+            let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+            Ok((
+                StatusCode::OK,
+                json!({
+                    "idle_timeout_ms": millis(limits.idle_timeout),
+                    "max_connection_age_ms": millis(limits.max_connection_age),
+                    "go_away_grace_ms": millis(limits.go_away_grace),
+                    "quotas": limits.quotas,
+                }),
+            ))
+        }
+        "/admin/clock" => {
+            let offset =
+                opt_i64(input, "offset_ms")?.ok_or_else(|| HttpError::invalid_argument("offset_ms is required"))?;
+            shared.clock_offset_ms.store(offset, std::sync::atomic::Ordering::Relaxed);
+            Ok(done())
+        }
+        "/admin/clear" => {
+            shared.clear_faults();
+            Ok(done())
+        }
+        _ => Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            format!("no admin operation at {method} {path}"),
+        )),
+    }
+}
+
+fn stats_json(stats: &EmulatorStats) -> Value {
+    let calls = &stats.control_plane;
+    json!({
+        "open_connections": stats.open_connections,
+        "upgrades_refused": stats.upgrades_refused,
+        "messages_relayed": stats.messages_relayed,
+        "messages_stored": stats.messages_stored,
+        "messages_replaced": stats.messages_replaced,
+        "messages_expired": stats.messages_expired,
+        "status_responses_sent": stats.status_responses_sent,
+        "frames_rejected": stats.frames_rejected,
+        "messages_throttled": stats.messages_throttled,
+        "control_plane": {
+            "create_signaling_channel": calls.create_signaling_channel,
+            "describe_signaling_channel": calls.describe_signaling_channel,
+            "get_signaling_channel_endpoint": calls.get_signaling_channel_endpoint,
+            "delete_signaling_channel": calls.delete_signaling_channel,
+            "list_signaling_channels": calls.list_signaling_channels,
+            "describe_media_storage_configuration": calls.describe_media_storage_configuration,
+            "get_ice_server_config": calls.get_ice_server_config,
+            "total": calls.total(),
+        },
+        "control_plane_faults": stats.control_plane_faults,
+        "auth_failures": stats.auth_failures,
+        "go_aways_sent": stats.go_aways_sent,
+        "reconnect_ice_servers_sent": stats.reconnect_ice_servers_sent,
+        "connections_dropped": stats.connections_dropped,
+        "idle_timeouts": stats.idle_timeouts,
+        "max_age_closes": stats.max_age_closes,
+        "restarts": stats.restarts,
+    })
+}

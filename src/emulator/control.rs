@@ -1,0 +1,355 @@
+//! The control-plane API (spec §8.2–§8.7) and GetIceServerConfig (§8.5), in the
+//! AWS `rest-json` protocol: exact paths and member names, so that unmodified
+//! AWS SDK clients pointed at the emulator work.
+
+use super::channels::ChannelInfo;
+use super::faults::Operation;
+use super::http::{
+    HttpError, HttpResponse, JsonObject, RequestHost, authenticate, json_response, opt_array, opt_i64, opt_object,
+    opt_str, parse_object, read_body, request_host, required_str,
+};
+use super::{Shared, bump, lock, sigv4};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Tags a channel may carry (spec §7.2).
+const MAX_TAGS: usize = 50;
+/// ListSignalingChannels page size when `MaxResults` is absent (spec §8.7).
+const DEFAULT_MAX_RESULTS: i64 = 500;
+const NOT_FOUND: &str = "The requested channel is not found or not active.";
+
+/// Serves one control-plane call: counts it, applies an injected error, checks
+/// the signature, then runs the operation.
+pub(super) async fn handle(shared: &Arc<Shared>, operation: Operation, request: Request<Incoming>) -> HttpResponse {
+    bump(&shared.counters.control_plane[operation.index()], 1);
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    let injected = lock(&shared.faults).control_plane_error(operation, Instant::now());
+    if let Some((status, error_type)) = injected {
+        bump(&shared.counters.control_plane_faults, 1);
+        shared.log(format_args!("{} answered with an injected {status}", operation.name()));
+        return HttpError::injected(status, error_type, "injected fault").into_response();
+    }
+    let answer = authenticate(shared, &parts.method, &parts.uri, &parts.headers, &body).and_then(|()| {
+        let input = parse_object(&body)?;
+        let host = request_host(shared, &parts.headers);
+        match operation {
+            Operation::CreateSignalingChannel => create(shared, &input),
+            Operation::DescribeSignalingChannel => {
+                find(shared, &input).map(|info| json!({"ChannelInfo": describe(&info)}))
+            }
+            Operation::GetSignalingChannelEndpoint => endpoints(shared, &input, &host),
+            Operation::DeleteSignalingChannel => delete(shared, &input),
+            Operation::ListSignalingChannels => list(shared, &input),
+            Operation::DescribeMediaStorageConfiguration => {
+                find(shared, &input).map(|_| json!({"MediaStorageConfiguration": {"Status": "DISABLED"}}))
+            }
+            Operation::GetIceServerConfig => ice_servers(shared, &input, &host),
+        }
+    });
+    match answer {
+        Ok(output) => json_response(StatusCode::OK, &output),
+        Err(error) => {
+            shared.log(format_args!("{} refused: {} {}", operation.name(), error.error_type, error.message));
+            error.into_response()
+        }
+    }
+}
+
+/// `[a-zA-Z0-9_.-]{1,max}`: channel names, client ids.
+fn is_name(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn constraint(value: &str, member: &str, rule: &str) -> HttpError {
+    HttpError::invalid_argument(format!(
+        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {rule}"
+    ))
+}
+
+fn check_name(name: &str, member: &str) -> Result<(), HttpError> {
+    if is_name(name, 256) {
+        Ok(())
+    } else {
+        Err(constraint(name, member, "Member must match [a-zA-Z0-9_.-]+ and have length between 1 and 256"))
+    }
+}
+
+fn check_arn(arn: &str) -> Result<(), HttpError> {
+    crate::protocol::validate_channel_arn(arn).map_err(|error| constraint(arn, "channelARN", &error.to_string()))
+}
+
+fn ttl_seconds(ttl: Duration) -> u64 {
+    ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
+}
+
+/// `ChannelInfo` of DescribeSignalingChannel and ListSignalingChannels.
+fn describe(info: &ChannelInfo) -> Value {
+    json!({
+        "ChannelName": info.name,
+        "ChannelARN": info.arn,
+        "ChannelType": "SINGLE_MASTER",
+        "ChannelStatus": "ACTIVE",
+        "CreationTime": info.creation_time,
+        "SingleMasterConfiguration": { "MessageTtlSeconds": ttl_seconds(info.message_ttl).max(1) },
+        "Version": info.version,
+    })
+}
+
+fn create(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let name = required_str(input, "ChannelName")?;
+    check_name(name, "channelName")?;
+    match opt_str(input, "ChannelType")? {
+        None | Some("SINGLE_MASTER") => {}
+        Some("FULL_MESH") => return Err(HttpError::invalid_argument("Only SINGLE_MASTER channels are supported.")),
+        Some(other) => {
+            return Err(constraint(
+                other,
+                "channelType",
+                "Member must satisfy enum value set: [SINGLE_MASTER, FULL_MESH]",
+            ));
+        }
+    }
+    let mut message_ttl = shared.config.message_ttl;
+    if let Some(configuration) = opt_object(input, "SingleMasterConfiguration")?
+        && let Some(seconds) = opt_i64(configuration, "MessageTtlSeconds")?
+    {
+        if !(5..=120).contains(&seconds) {
+            let rule = "Member must have value between 5 and 120";
+            return Err(constraint(&seconds.to_string(), "singleMasterConfiguration.messageTtlSeconds", rule));
+        }
+        message_ttl = Duration::from_secs(seconds.unsigned_abs());
+    }
+    let tags = parse_tags(input)?;
+    match shared.create_channel(name, message_ttl, tags) {
+        Ok(arn) => Ok(json!({ "ChannelARN": arn })),
+        Err(_) => Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "ResourceInUseException",
+            format!("The signaling channel {name} already exists."),
+        )),
+    }
+}
+
+fn parse_tags(input: &JsonObject) -> Result<Vec<(String, String)>, HttpError> {
+    let Some(items) = opt_array(input, "Tags")? else {
+        return Ok(Vec::new());
+    };
+    if items.len() > MAX_TAGS {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "TagsPerResourceExceededLimitException",
+            format!("A resource can have at most {MAX_TAGS} tags; {} were given.", items.len()),
+        ));
+    }
+    let mut tags = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Object(tag) = item else {
+            return Err(HttpError::serialization("each of Tags must be an object"));
+        };
+        let key = required_str(tag, "Key")?;
+        let value = opt_str(tag, "Value")?.unwrap_or("");
+        if key.is_empty() || key.chars().count() > 128 {
+            return Err(constraint(key, "tags.member.key", "Member must have length between 1 and 128"));
+        }
+        if value.chars().count() > 256 {
+            return Err(constraint(value, "tags.member.value", "Member must have length less than or equal to 256"));
+        }
+        tags.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(tags)
+}
+
+/// The channel named by `ChannelARN` or `ChannelName` (the ARN wins when both
+/// are given, and then the name must match).
+fn find(shared: &Shared, input: &JsonObject) -> Result<ChannelInfo, HttpError> {
+    let name = opt_str(input, "ChannelName")?;
+    let arn = opt_str(input, "ChannelARN")?;
+    let registry = lock(&shared.registry);
+    let found = match (arn, name) {
+        (Some(arn), name) => {
+            check_arn(arn)?;
+            registry.by_arn(arn).filter(|info| name.is_none_or(|name| name == info.name))
+        }
+        (None, Some(name)) => {
+            check_name(name, "channelName")?;
+            registry.by_name(name)
+        }
+        (None, None) => return Err(HttpError::invalid_argument("Either ChannelName or ChannelARN is required.")),
+    };
+    found.ok_or_else(|| HttpError::not_found(NOT_FOUND))
+}
+
+fn by_arn(shared: &Shared, input: &JsonObject) -> Result<ChannelInfo, HttpError> {
+    let arn = required_str(input, "ChannelARN")?;
+    check_arn(arn)?;
+    lock(&shared.registry).by_arn(arn).ok_or_else(|| HttpError::not_found(NOT_FOUND))
+}
+
+fn endpoints(shared: &Shared, input: &JsonObject, host: &RequestHost) -> Result<Value, HttpError> {
+    let info = by_arn(shared, input)?;
+    let configuration = opt_object(input, "SingleMasterChannelEndpointConfiguration")?;
+    let mut protocols = vec!["WSS", "HTTPS"];
+    let mut role = "MASTER";
+    if let Some(configuration) = configuration {
+        if let Some(items) = opt_array(configuration, "Protocols")? {
+            if items.is_empty() || items.len() > 5 {
+                return Err(constraint(
+                    &format!("{items:?}"),
+                    "singleMasterChannelEndpointConfiguration.protocols",
+                    "Member must have length between 1 and 5",
+                ));
+            }
+            protocols.clear();
+            for item in items {
+                let protocol =
+                    item.as_str().ok_or_else(|| HttpError::serialization("each of Protocols must be a string"))?;
+                match protocol {
+                    "WSS" | "HTTPS" if !protocols.contains(&protocol) => protocols.push(protocol),
+                    "WSS" | "HTTPS" => {}
+                    "WEBRTC" => {
+                        return Err(HttpError::invalid_argument(
+                            "The WEBRTC protocol needs a channel with media storage enabled; this channel has none.",
+                        ));
+                    }
+                    other => {
+                        return Err(constraint(
+                            other,
+                            "singleMasterChannelEndpointConfiguration.protocols.member",
+                            "Member must satisfy enum value set: [WSS, HTTPS, WEBRTC]",
+                        ));
+                    }
+                }
+            }
+        }
+        match opt_str(configuration, "Role")? {
+            None => {}
+            Some(value @ ("MASTER" | "VIEWER")) => role = value,
+            Some(other) => {
+                return Err(constraint(
+                    other,
+                    "singleMasterChannelEndpointConfiguration.role",
+                    "Member must satisfy enum value set: [MASTER, VIEWER]",
+                ));
+            }
+        }
+    }
+    let (ws, http) = if shared.is_tls() { ("wss", "https") } else { ("ws", "http") };
+    let prefix = if role == "MASTER" { "m" } else { "v" };
+    let list: Vec<Value> = protocols
+        .iter()
+        .map(|protocol| {
+            let endpoint = match *protocol {
+                "WSS" => format!("{ws}://{}/{prefix}-{}", host.authority, info.endpoint_label),
+                _ => format!("{http}://{}/r-{}", host.authority, info.endpoint_label),
+            };
+            json!({ "Protocol": protocol, "ResourceEndpoint": endpoint })
+        })
+        .collect();
+    Ok(json!({ "ResourceEndpointList": list }))
+}
+
+fn delete(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let info = by_arn(shared, input)?;
+    if let Some(version) = opt_str(input, "CurrentVersion")?
+        && version != info.version
+    {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "VersionMismatchException",
+            format!("The supplied version {version} does not match the current version {}.", info.version),
+        ));
+    }
+    if !shared.delete_channel(&info.arn) {
+        return Err(HttpError::not_found(NOT_FOUND));
+    }
+    Ok(json!({}))
+}
+
+fn list(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let max_results = opt_i64(input, "MaxResults")?.unwrap_or(DEFAULT_MAX_RESULTS);
+    if !(1..=10_000).contains(&max_results) {
+        return Err(constraint(&max_results.to_string(), "maxResults", "Member must have value between 1 and 10000"));
+    }
+    let after = match opt_str(input, "NextToken")? {
+        None => None,
+        Some(token) => {
+            let decoded = STANDARD.decode(token).ok().and_then(|bytes| String::from_utf8(bytes).ok());
+            Some(decoded.ok_or_else(|| HttpError::invalid_argument("The NextToken is invalid."))?)
+        }
+    };
+    let mut prefix = "";
+    if let Some(condition) = opt_object(input, "ChannelNameCondition")? {
+        match opt_str(condition, "ComparisonOperator")? {
+            None | Some("BEGINS_WITH") => {}
+            Some(other) => {
+                return Err(constraint(
+                    other,
+                    "channelNameCondition.comparisonOperator",
+                    "Member must satisfy enum value set: [BEGINS_WITH]",
+                ));
+            }
+        }
+        prefix = opt_str(condition, "ComparisonValue")?.unwrap_or("");
+    }
+    let matching: Vec<ChannelInfo> = lock(&shared.registry)
+        .list()
+        .into_iter()
+        .filter(|info| info.name.starts_with(prefix) && after.as_ref().is_none_or(|after| info.name > *after))
+        .collect();
+    let page_len = usize::try_from(max_results).unwrap_or(usize::MAX).min(matching.len());
+    let page = &matching[..page_len];
+    let mut output = json!({ "ChannelInfoList": page.iter().map(describe).collect::<Vec<_>>() });
+    if page_len < matching.len()
+        && let Some(last) = page.last()
+    {
+        output["NextToken"] = json!(STANDARD.encode(&last.name));
+    }
+    Ok(output)
+}
+
+fn ice_servers(shared: &Shared, input: &JsonObject, host: &RequestHost) -> Result<Value, HttpError> {
+    let info = by_arn(shared, input)?;
+    if let Some(client_id) = opt_str(input, "ClientId")? {
+        check_name(client_id, "clientId")?;
+    }
+    match opt_str(input, "Service")? {
+        None | Some("TURN") => {}
+        Some(other) => return Err(constraint(other, "service", "Member must satisfy enum value set: [TURN]")),
+    }
+    if let Some(username) = opt_str(input, "Username")?
+        && (username.is_empty() || username.len() > 256)
+    {
+        return Err(constraint(username, "username", "Member must have length between 1 and 256"));
+    }
+    let ttl = shared.config.ice_server_ttl.as_secs().max(1);
+    let expiry = shared.now_epoch().saturating_add_unsigned(ttl);
+    let username = format!("{expiry}:{}", STANDARD.encode(format!("v1:{}", info.arn)));
+    let (hostname, port) = (&host.hostname, host.port);
+    let servers: Vec<Value> = (0..2)
+        .map(|index| {
+            let password = STANDARD.encode(sigv4::hmac(shared.turn_secret.as_bytes(), &format!("{username}#{index}")));
+            json!({
+                "Uris": [
+                    format!("turn:{hostname}:{port}?transport=udp"),
+                    format!("turns:{hostname}:{port}?transport=udp"),
+                    format!("turns:{hostname}:{port}?transport=tcp"),
+                ],
+                "Username": username,
+                "Password": password,
+                "Ttl": ttl,
+            })
+        })
+        .collect();
+    Ok(json!({ "IceServerList": servers }))
+}
