@@ -92,6 +92,12 @@ class Result(enum.IntEnum):
     ERR_FORKED = 26
     ERR_PANIC = 27
     ERR_RUNTIME = 28
+    ERR_TLS = 29
+    ERR_SERVICE_INVALID_ARGUMENT = 30
+    ERR_RESOURCE_IN_USE = 31
+    ERR_SERVICE = 32
+    ERR_BAD_RESPONSE = 33
+    ERR_CREDENTIALS = 34
 
 
 class Role(enum.IntEnum):
@@ -108,6 +114,7 @@ class State(enum.IntEnum):
     CONNECTING = 1
     CONNECTED = 2
     CLOSING = 3
+    RECONNECTING = 4
 
 
 class MessageType(enum.IntEnum):
@@ -198,9 +205,35 @@ class kvs_client_config(Structure):
         ("region", c_char_p),
         ("connect_timeout_ms", c_uint32),
         ("send_queue_capacity", c_uint32),
+        ("send_queue_timeout_ms", c_uint32),
+        ("backoff_initial_ms", c_uint32),
+        ("backoff_max_ms", c_uint32),
+        ("ping_interval_ms", c_uint32),
+        ("pong_timeout_ms", c_uint32),
+        ("max_connection_age_s", c_uint32),
+        ("sdp_per_second", c_uint32),
+        ("ice_per_second", c_uint32),
+        ("buffer_early_candidates", ctypes.c_bool),
+        ("use_control_plane", ctypes.c_bool),
+        ("channel_name", c_char_p),
+        ("control_plane_url", c_char_p),
+        ("use_fips", ctypes.c_bool),
+        ("use_dual_stack", ctypes.c_bool),
+        ("ca_bundle_path", c_char_p),
+        ("access_key_id", c_char_p),
+        ("secret_access_key", c_char_p),
+        ("session_token", c_char_p),
+        ("credentials_from_env", ctypes.c_bool),
+        ("credentials_callback", c_void_p),
+        ("create_channel", ctypes.c_bool),
+        ("message_ttl_s", c_uint32),
+        ("endpoint_cache_path", c_char_p),
+        ("endpoint_cache_ttl_s", c_uint32),
+        ("skip_ice_servers", ctypes.c_bool),
         ("on_message", kvs_message_callback),
         ("on_status", kvs_status_callback),
         ("on_state", kvs_state_callback),
+        ("on_ice_servers", c_void_p),
         ("userdata", c_void_p),
         ("free_userdata", kvs_free_callback),
     ]
