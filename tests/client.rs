@@ -183,6 +183,8 @@ async fn connect_failures_are_named() {
     let (client, _e) = Client::new(ClientConfig::master(&arn, &format!("ws://127.0.0.1:{closed_port}"))).unwrap();
     assert!(matches!(client.connect().await, Err(ClientError::Network(_))));
     assert_eq!(client.state(), ConnectionState::Disconnected);
+    // An immediate retry is another attempt, not "already connected".
+    assert!(matches!(client.connect().await, Err(ClientError::Network(_))));
     emulator.shutdown().await;
 }
 

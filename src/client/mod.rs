@@ -133,10 +133,19 @@ impl Client {
         let Some(first) = self.launch(FirstAttempt::Report)? else {
             return Err(ClientError::AlreadyConnected);
         };
-        match first.await {
+        let result = match first.await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Handshake("the client stopped while connecting".into())),
+        };
+        if result.is_err() {
+            // The supervisor is ending; wait for it so that an immediate retry
+            // of connect() is not refused as already connected.
+            let handle = self.supervisor().take();
+            if let Some(handle) = handle {
+                handle.stop(Duration::from_millis(100)).await;
+            }
         }
+        result
     }
 
     /// Starts connecting in the background and returns at once; unlike
