@@ -25,8 +25,12 @@ use tokio_tungstenite::tungstenite::{self, Message};
 const TARGET: &str = "client";
 /// Sends written per flush when several are ready.
 const WRITE_BATCH: usize = 32;
-/// How long the old socket is still read after a handover.
-const HANDOVER_DRAIN: Duration = Duration::from_secs(5);
+/// How long the old socket is still read after a handover. The new socket is
+/// not read meanwhile, so that what the service still sends on the old one comes
+/// first; a service that replaces the old connection closes it at once.
+const HANDOVER_DRAIN: Duration = Duration::from_secs(2);
+/// Payload of the ping that fences a handover (see [`Supervisor::begin_handover`]).
+const FENCE: &[u8] = b"handover";
 
 /// How the first connect attempt is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +87,7 @@ impl SupervisorHandle {
             retry_at: Instant::now(),
             failures: 0,
             age_at: None,
+            fence: None,
             sdp_window: Window::new(config.pacing.sdp_per_second),
             ice_window: Window::new(config.pacing.ice_per_second),
             seed: seed(),
@@ -124,8 +129,10 @@ impl SupervisorHandle {
 struct Link {
     writer: SocketWriter,
     reader: SocketReader,
+    /// Last frame received.
     last_frame: Instant,
-    last_ping: Instant,
+    /// Last frame written (data or ping).
+    last_sent: Instant,
     ping_outstanding: Option<Instant>,
 }
 
@@ -133,7 +140,7 @@ impl Link {
     fn new(socket: Socket) -> Link {
         let (writer, reader) = socket.split();
         let now = Instant::now();
-        Link { writer, reader, last_frame: now, last_ping: now, ping_outstanding: None }
+        Link { writer, reader, last_frame: now, last_sent: now, ping_outstanding: None }
     }
 }
 
@@ -160,8 +167,11 @@ struct Supervisor {
     retry_at: Instant,
     /// Consecutive failed attempts.
     failures: u32,
-    /// When the current socket is due for a handover.
+    /// When the current socket is due for a handover (its age limit, or now
+    /// after a GO_AWAY).
     age_at: Option<Instant>,
+    /// A handover waits for the answer to its fence ping until then.
+    fence: Option<Instant>,
     sdp_window: Window,
     ice_window: Window,
     seed: u64,
@@ -204,6 +214,32 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) if at <= Instant::now() => {}
         Some(at) => sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// How a bounded socket write ended.
+enum Written {
+    Done(Result<(), tungstenite::Error>),
+    /// No progress for this long: the peer stopped reading.
+    Stalled(Duration),
+    /// A command arrived first (the write was abandoned).
+    Interrupted(Option<Command>),
+}
+
+/// Runs one write to a socket, bounded: a peer that stops reading (the socket's
+/// buffers full) must neither hold up a stop, which would then leave queued sends
+/// unreported, nor go unnoticed, since no ping can be sent meanwhile.
+async fn bounded(
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    stall: Duration,
+    write: impl Future<Output = Result<(), tungstenite::Error>>,
+) -> Written {
+    tokio::select! {
+        result = tokio::time::timeout(stall, write) => match result {
+            Ok(result) => Written::Done(result),
+            Err(_) => Written::Stalled(stall),
+        },
+        command = commands.recv() => Written::Interrupted(command),
     }
 }
 
@@ -272,15 +308,23 @@ impl Supervisor {
                 self.start_attempt();
             }
             let now = Instant::now();
+            // Writes pause while a handover is in progress: what is written to the
+            // old socket after the service admitted the new one would be dropped.
+            let handing_over = self.fence.is_some() || self.pending.is_some();
             let write_at = match (&self.current, self.queue.head_action()) {
-                (Some(_), Some(action)) => Some(self.window(action).ready_at(now)),
+                (Some(_), Some(action)) if !handing_over => Some(self.window(action).ready_at(now)),
                 _ => None,
             };
-            let ping_at = self.current.as_ref().map(|link| match link.ping_outstanding {
+            // The current socket is not read while the old one drains.
+            let draining = self.old.is_some();
+            let ping_at = self.current.as_ref().filter(|_| !draining).map(|link| match link.ping_outstanding {
                 Some(sent) => sent + self.config.pong_timeout,
-                None => link.last_frame.max(link.last_ping) + self.config.ping_interval,
+                // Ping when either direction has been quiet for the interval: the
+                // service closes sockets it has heard nothing from, and a silent
+                // peer may be gone.
+                None => link.last_frame.min(link.last_sent) + self.config.ping_interval,
             });
-            let age_at = if self.pending.is_none() { self.age_at } else { None };
+            let age_at = if handing_over || draining || self.current.is_none() { None } else { self.age_at };
             let retry_at = (self.current.is_none() && self.pending.is_none()).then_some(self.retry_at);
             let expire_at = if self.current.is_none() { self.queue.next_deadline() } else { None };
             let old_deadline = self.old.as_ref().map(|(_, deadline)| *deadline);
@@ -289,15 +333,7 @@ impl Supervisor {
             // the reverse.
             tokio::select! {
                 command = self.commands.recv() => {
-                    let grace = match command {
-                        Some(Command::Stop { grace, done }) => {
-                            self.stop(grace).await;
-                            let _ = done.send(());
-                            return;
-                        }
-                        None => Duration::from_secs(1),
-                    };
-                    self.stop(grace).await;
+                    self.on_command(command).await;
                     return;
                 }
                 result = finish(&mut self.pending) => {
@@ -306,20 +342,36 @@ impl Supervisor {
                         return;
                     }
                 }
-                frame = next_frame(&mut self.current) => self.on_current_frame(frame).await,
+                frame = next_frame(&mut self.current), if !draining => self.on_current_frame(frame).await,
                 frame = next_old_frame(&mut self.old) => {
                     match frame {
-                        Some(Ok(Message::Text(text))) => self.on_text(text.as_str()),
+                        Some(Ok(Message::Text(text))) => self.on_text(text.as_str(), false),
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => self.old = None,
                         Some(Ok(_)) => {}
                     }
                 }
-                _ = sleep_until_opt(write_at) => self.write_ready().await,
+                _ = sleep_until_opt(write_at) => {
+                    if let Some(command) = self.write_ready().await {
+                        self.on_command(command).await;
+                        return;
+                    }
+                }
                 _ = self.queue.pushed.notified(), if queue_empty && self.current.is_some() => {}
-                _ = sleep_until_opt(ping_at) => self.on_ping_timer().await,
+                _ = sleep_until_opt(ping_at) => {
+                    if let Some(command) = self.on_ping_timer().await {
+                        self.on_command(command).await;
+                        return;
+                    }
+                }
                 _ = sleep_until_opt(age_at) => {
-                    log!(Level::Info, TARGET, "connection reached its maximum age; opening a new one first");
-                    self.age_at = None;
+                    if let Some(command) = self.begin_handover().await {
+                        self.on_command(command).await;
+                        return;
+                    }
+                }
+                _ = sleep_until_opt(self.fence) => {
+                    log!(Level::Warn, TARGET, "no answer to the handover ping; opening the new socket anyway");
+                    self.fence = None;
                     self.start_attempt();
                 }
                 _ = sleep_until_opt(retry_at) => {}
@@ -330,7 +382,11 @@ impl Supervisor {
                 }
                 _ = sleep_until_opt(old_deadline) => {
                     if let Some((mut link, _)) = self.old.take() {
-                        let _ = link.writer.send(Message::Close(None)).await;
+                        let close = link.writer.send(Message::Close(None));
+                        if let Written::Interrupted(command) = bounded(&mut self.commands, HANDOVER_DRAIN, close).await {
+                            self.on_command(command).await;
+                            return;
+                        }
                     }
                 }
             }
@@ -408,12 +464,15 @@ impl Supervisor {
         }
     }
 
-    fn on_text(&mut self, text: &str) {
+    /// Handles a text frame of the current socket, or (`current` false) of the
+    /// old one being let go.
+    fn on_text(&mut self, text: &str, current: bool) {
         match self.inbound.handle_text(text) {
             Some(Notice::GoAway) => {
                 self.target.on_go_away();
-                if self.pending.is_none() {
-                    self.start_attempt();
+                if current && self.current.is_some() {
+                    // Hand over as soon as possible.
+                    self.age_at = Some(Instant::now());
                 }
             }
             Some(Notice::ReconnectIceServer) => self.target.refresh_ice_servers(),
@@ -430,7 +489,14 @@ impl Supervisor {
                 }
                 match message {
                     Message::Text(text) => {
-                        self.on_text(text.as_str());
+                        self.on_text(text.as_str(), true);
+                        return;
+                    }
+                    Message::Pong(payload) => {
+                        if self.fence.is_some() && payload.as_ref() == FENCE {
+                            self.fence = None;
+                            self.start_attempt();
+                        }
                         return;
                     }
                     Message::Binary(data) => {
@@ -451,6 +517,7 @@ impl Supervisor {
     fn lose_current(&mut self, ended: Ended) {
         self.current = None;
         self.age_at = None;
+        self.fence = None;
         let reason = match ended {
             Ended::Closed(code) => StateReason::ClosedByService(code),
             Ended::Lost(text) => StateReason::ConnectionLost(text),
@@ -467,9 +534,10 @@ impl Supervisor {
         self.set_state(ConnectionState::Reconnecting, reason);
     }
 
-    /// Writes the queued sends that pacing allows now, in one flush.
-    async fn write_ready(&mut self) {
-        let Some(link) = self.current.as_mut() else { return };
+    /// Writes the queued sends that pacing allows now, in one flush. Returns a
+    /// command that arrived while the write waited (see [`bounded`]).
+    async fn write_ready(&mut self) -> Option<Option<Command>> {
+        let link = self.current.as_mut()?;
         let now = Instant::now();
         let mut batch = Vec::new();
         while batch.len() < WRITE_BATCH {
@@ -486,45 +554,113 @@ impl Supervisor {
             batch.push(outgoing);
         }
         if batch.is_empty() {
-            return;
+            return None;
         }
-        let mut result = Ok(());
-        for outgoing in &batch {
-            result = link.writer.feed(Message::text(outgoing.frame.as_str())).await;
-            if result.is_err() {
-                break;
+        let write = async {
+            for outgoing in &batch {
+                link.writer.feed(Message::text(outgoing.frame.as_str())).await?;
             }
-        }
-        if result.is_ok() {
-            result = link.writer.flush().await;
-        }
-        match result {
-            Ok(()) => {
+            link.writer.flush().await
+        };
+        let stall = self.config.ping_interval + self.config.pong_timeout;
+        let written = bounded(&mut self.commands, stall, write).await;
+        match written {
+            Written::Done(Ok(())) => {
+                link.last_sent = Instant::now();
                 self.counters.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                None
             }
-            Err(e) => {
+            Written::Done(Err(e)) => {
                 // Not known to be written: they go out again on the next socket.
                 self.queue.requeue_front(batch);
                 self.lose_current(Ended::Lost(format!("write failed: {e}")));
+                None
+            }
+            // Part of the batch may be in the socket already and may still reach
+            // the service: written, as far as the client can tell, so neither
+            // written again (no duplicate) nor reported failed.
+            Written::Stalled(after) => {
+                self.counters.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.lose_current(Ended::Lost(format!("a write made no progress for {} ms", after.as_millis())));
+                None
+            }
+            Written::Interrupted(command) => {
+                self.counters.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                Some(command)
             }
         }
     }
 
-    async fn on_ping_timer(&mut self) {
-        let Some(link) = self.current.as_mut() else { return };
+    /// Sends a keepalive ping, or counts an unanswered one as a drop. Returns a
+    /// command that arrived while the ping waited to be written.
+    async fn on_ping_timer(&mut self) -> Option<Option<Command>> {
+        let link = self.current.as_mut()?;
         let now = Instant::now();
+        let unanswered = format!("no answer to a ping within {} ms", self.config.pong_timeout.as_millis());
         if let Some(sent) = link.ping_outstanding {
             if now >= sent + self.config.pong_timeout {
-                let text = format!("no answer to a ping within {} ms", self.config.pong_timeout.as_millis());
-                self.lose_current(Ended::Lost(text));
+                self.lose_current(Ended::Lost(unanswered));
             }
-            return;
+            return None;
         }
-        link.last_ping = now;
+        link.last_sent = now;
         link.ping_outstanding = Some(now);
         bump(&self.counters.pings_sent);
-        if let Err(e) = link.writer.send(Message::Ping(Vec::new().into())).await {
-            self.lose_current(Ended::Lost(format!("ping failed: {e}")));
+        let ping = link.writer.send(Message::Ping(Vec::new().into()));
+        match bounded(&mut self.commands, self.config.pong_timeout, ping).await {
+            Written::Done(Ok(())) => None,
+            Written::Done(Err(e)) => {
+                self.lose_current(Ended::Lost(format!("ping failed: {e}")));
+                None
+            }
+            Written::Stalled(_) => {
+                self.lose_current(Ended::Lost(unanswered));
+                None
+            }
+            Written::Interrupted(command) => Some(command),
+        }
+    }
+
+    /// Starts a make-before-break handover of the current socket. Writes to it
+    /// stop, and a ping is sent after the last of them: the service answers a
+    /// ping once it has read every frame before it, so once the pong is back
+    /// nothing written to the old socket is still unread when the new socket
+    /// replaces it. Then the new socket is opened ([`Supervisor::on_attempt`]
+    /// switches to it and lets the old one drain). Returns a command that
+    /// arrived while the ping waited to be written.
+    async fn begin_handover(&mut self) -> Option<Option<Command>> {
+        self.age_at = None;
+        let link = self.current.as_mut()?;
+        log!(Level::Info, TARGET, "handing over to a new connection (GO_AWAY or maximum age)");
+        let now = Instant::now();
+        let ping = link.writer.send(Message::Ping(FENCE.to_vec().into()));
+        match bounded(&mut self.commands, self.config.pong_timeout, ping).await {
+            Written::Done(Ok(())) => {
+                link.last_sent = now;
+                self.fence = Some(now + self.config.pong_timeout);
+                None
+            }
+            Written::Done(Err(e)) => {
+                self.lose_current(Ended::Lost(format!("ping failed: {e}")));
+                None
+            }
+            Written::Stalled(_) => {
+                let text = format!("no answer to a ping within {} ms", self.config.pong_timeout.as_millis());
+                self.lose_current(Ended::Lost(text));
+                None
+            }
+            Written::Interrupted(command) => Some(command),
+        }
+    }
+
+    /// Stops on a command, or when the client's handle has gone.
+    async fn on_command(&mut self, command: Option<Command>) {
+        match command {
+            Some(Command::Stop { grace, done }) => {
+                self.stop(grace).await;
+                let _ = done.send(());
+            }
+            None => self.stop(Duration::from_secs(1)).await,
         }
     }
 
