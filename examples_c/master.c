@@ -6,13 +6,28 @@
  * back to its sender (same candidate, sdpMid and sdpMLineIndex). Sends happen
  * inside the library callbacks, which the header allows (sends never block).
  *
- *   master --endpoint ws://127.0.0.1:PORT --channel-arn ARN [--timeout-s N]
+ * Two ways to reach the channel:
  *
- * KVS_ENDPOINT and KVS_CHANNEL_ARN are used when the flags are absent. It runs
- * until SIGINT/SIGTERM or until --timeout-s seconds have passed, reconnecting
- * if the service drops the connection. What it receives goes to stdout, one
- * flushed line per event; status reports (failed sends) go to stderr. It prints
- * "master: connected" once the first connect succeeds.
+ *   master --endpoint ws://127.0.0.1:PORT --channel-arn ARN [--timeout-s N]
+ *       straight to a data-plane endpoint (the emulator without auth);
+ *
+ *   master --channel-name NAME [--control-plane URL] [--ca-bundle PATH]
+ *          [--region REGION] [--create-channel] [--credentials-callback] ...
+ *       the way the real service requires: the control plane (Describe/Create
+ *       SignalingChannel, GetSignalingChannelEndpoint, GetIceServerConfig) with
+ *       SigV4 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+ *       AWS_SESSION_TOKEN, then a presigned WSS connection. Without
+ *       --control-plane it talks to the real AWS regional endpoint. It prints
+ *       the endpoint it uses, the STUN URL, the TURN servers (never their
+ *       password) when they arrive, and the client's metrics at the end.
+ *
+ * KVS_ENDPOINT and KVS_CHANNEL_ARN are used when the flags are absent. It
+ * runs until SIGINT/SIGTERM or until --timeout-s seconds have passed; the
+ * library reconnects by itself after a drop. What it receives goes
+ * to stdout, one flushed line per event; status reports (failed sends) and
+ * failures go to stderr. It prints "master: connected" once the first connect
+ * succeeds. Exit status 1 if the connect fails (the message names the code,
+ * e.g. KVS_ERR_ACCESS_DENIED), 2 on bad arguments.
  *
  * Compiles as C11 and as C++ (see the Makefile).
  */
@@ -29,47 +44,8 @@
 
 #include "kvs_signaling.h"
 
-/* ------------------------------------------------------------------------ */
-/* Logging: one flushed line per event, safe from the dispatcher thread.     */
-
-static void say(FILE *out, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static void say(FILE *out, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    flockfile(out);
-    vfprintf(out, fmt, ap);
-    fputc('\n', out);
-    fflush(out);
-    funlockfile(out);
-    va_end(ap);
-}
-
-/* Reports a failed call with the library's text for the code and the detail
- * of the last failure on this thread. */
-static void report_failure(const char *what, kvs_result rc) {
-    say(stderr, "master: %s failed: %s (%u): %s", what, kvs_result_str(rc), (unsigned)rc,
-        kvs_last_error_message());
-}
-
-static const char *state_name(uint32_t state) {
-    switch (state) {
-    case KVS_STATE_DISCONNECTED:
-        return "DISCONNECTED";
-    case KVS_STATE_CONNECTING:
-        return "CONNECTING";
-    case KVS_STATE_CONNECTED:
-        return "CONNECTED";
-    case KVS_STATE_CLOSING:
-        return "CLOSING";
-    default:
-        return "UNKNOWN";
-    }
-}
+#define EXAMPLE_NAME "master"
+#include "kvs_example_common.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -101,7 +77,7 @@ static void free_master_state(void *userdata) {
     g_free_calls++;
     pthread_mutex_unlock(&g_free_lock);
     if (st != NULL) {
-        say(stdout, "master: totals: %lu offers, %lu answers sent, %lu candidates, %lu echoed, "
+        say(stdout, "totals: %lu offers, %lu answers sent, %lu candidates, %lu echoed, "
                     "%lu send failures, %lu status reports",
             st->offers, st->answers_sent, st->candidates, st->candidates_echoed, st->send_failures,
             st->status_reports);
@@ -250,16 +226,16 @@ static void on_offer(struct master_state *st, const kvs_message *m) {
     pthread_mutex_lock(&st->lock);
     unsigned long n = ++st->offers;
     pthread_mutex_unlock(&st->lock);
-    say(stdout, "master: offer #%lu from %s (%zu bytes of SDP)", n, m->sender_client_id,
+    say(stdout, "offer #%lu from %s (%zu bytes of SDP)", n, m->sender_client_id,
         m->sdp_len);
     if (m->sdp == NULL || m->sdp_type == NULL || strcmp(m->sdp_type, "offer") != 0) {
-        say(stdout, "master: offer #%lu has no parsable SDP offer; not answering", n);
+        say(stdout, "offer #%lu has no parsable SDP offer; not answering", n);
         return;
     }
     static char answer[8192]; /* only the dispatcher thread runs this */
     size_t len = build_answer(m->sdp, answer, sizeof answer, 1000000UL + n);
     if (len == 0) {
-        say(stdout, "master: offer #%lu is too large to answer", n);
+        say(stdout, "offer #%lu is too large to answer", n);
         return;
     }
     char correlation[KVS_CORRELATION_ID_CAPACITY];
@@ -277,7 +253,7 @@ static void on_offer(struct master_state *st, const kvs_message *m) {
         report_failure("kvs_send_sdp_answer", rc);
         return;
     }
-    say(stdout, "master: answer to %s sent (%zu bytes, correlation id %s)", m->sender_client_id,
+    say(stdout, "answer to %s sent (%zu bytes, correlation id %s)", m->sender_client_id,
         len, correlation);
 }
 
@@ -286,11 +262,11 @@ static void on_candidate(struct master_state *st, const kvs_message *m) {
     unsigned long n = ++st->candidates;
     pthread_mutex_unlock(&st->lock);
     if (m->candidate == NULL) {
-        say(stdout, "master: candidate #%lu from %s has no parsable candidate: %s", n,
+        say(stdout, "candidate #%lu from %s has no parsable candidate: %s", n,
             m->sender_client_id, m->payload);
         return;
     }
-    say(stdout, "master: candidate #%lu from %s: %s (sdpMid %s, sdpMLineIndex %d)", n,
+    say(stdout, "candidate #%lu from %s: %s (sdpMid %s, sdpMLineIndex %d)", n,
         m->sender_client_id, m->candidate, m->sdp_mid != NULL ? m->sdp_mid : "(none)",
         (int)m->sdp_mline_index);
 
@@ -312,7 +288,7 @@ static void on_candidate(struct master_state *st, const kvs_message *m) {
         report_failure("kvs_send_ice_candidate", rc);
         return;
     }
-    say(stdout, "master: candidate #%lu echoed to %s", n, m->sender_client_id);
+    say(stdout, "candidate #%lu echoed to %s", n, m->sender_client_id);
 }
 
 static void on_message(void *userdata, const kvs_message *m) {
@@ -320,30 +296,30 @@ static void on_message(void *userdata, const kvs_message *m) {
     switch (m->message_type) {
     case KVS_MESSAGE_TYPE_SDP_OFFER:
         if (m->sender_client_id == NULL) {
-            say(stdout, "master: offer without a sender client id; ignored");
+            say(stdout, "offer without a sender client id; ignored");
             return;
         }
         on_offer(st, m);
         break;
     case KVS_MESSAGE_TYPE_ICE_CANDIDATE:
         if (m->sender_client_id == NULL) {
-            say(stdout, "master: candidate without a sender client id; ignored");
+            say(stdout, "candidate without a sender client id; ignored");
             return;
         }
         on_candidate(st, m);
         break;
     case KVS_MESSAGE_TYPE_SDP_ANSWER:
-        say(stdout, "master: unexpected SDP answer from %s; ignored",
+        say(stdout, "unexpected SDP answer from %s; ignored",
             m->sender_client_id != NULL ? m->sender_client_id : "(unknown)");
         break;
     case KVS_MESSAGE_TYPE_GO_AWAY:
-        say(stdout, "master: GO_AWAY from the service (it will close the connection soon)");
+        say(stdout, "GO_AWAY from the service (it will close the connection soon)");
         break;
     case KVS_MESSAGE_TYPE_RECONNECT_ICE_SERVER:
-        say(stdout, "master: RECONNECT_ICE_SERVER from the service");
+        say(stdout, "RECONNECT_ICE_SERVER from the service");
         break;
     default:
-        say(stdout, "master: message of unknown type %u (%zu bytes)", (unsigned)m->message_type,
+        say(stdout, "message of unknown type %u (%zu bytes)", (unsigned)m->message_type,
             m->payload_len);
         break;
     }
@@ -354,7 +330,7 @@ static void on_status(void *userdata, const kvs_status *s) {
     pthread_mutex_lock(&st->lock);
     st->status_reports++;
     pthread_mutex_unlock(&st->lock);
-    say(stderr, "master: status (%s): correlation id %s: %s, code %u: %s",
+    say(stderr, "status (%s): correlation id %s: %s, code %u: %s",
         s->origin == KVS_STATUS_ORIGIN_SERVICE ? "service" : "local",
         s->correlation_id != NULL ? s->correlation_id : "(none)",
         s->error_type != NULL ? s->error_type : "(no type)", (unsigned)s->status_code,
@@ -363,7 +339,18 @@ static void on_status(void *userdata, const kvs_status *s) {
 
 static void on_state(void *userdata, uint32_t state, const char *reason) {
     (void)userdata;
-    say(stdout, "master: state %s (%s)", state_name(state), reason != NULL ? reason : "");
+    say(stdout, "state %s (%s)", state_name(state), reason != NULL ? reason : "");
+}
+
+/* A new TURN server list was fetched (control-plane mode): read and print it. */
+static void on_ice_servers(void *userdata, size_t count) {
+    struct master_state *st = (struct master_state *)userdata;
+    kvs_client *client = client_of(st);
+    if (client == NULL) {
+        say(stdout, "on_ice_servers (%zu servers) before the client was known", count);
+        return;
+    }
+    (void)print_ice_servers(client, count);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -377,10 +364,16 @@ static void handle_signal(int signo) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: master --endpoint URL --channel-arn ARN [--timeout-s N]\n"
-                 "  --endpoint URL      ws://host:port (or env KVS_ENDPOINT)\n"
-                 "  --channel-arn ARN   channel ARN (or env KVS_CHANNEL_ARN)\n"
-                 "  --timeout-s N       stop after N seconds (default: until SIGINT/SIGTERM)\n");
+    fprintf(out,
+            "usage: master --endpoint URL --channel-arn ARN [--timeout-s N]\n"
+            "       master --channel-name NAME [--control-plane URL] [--ca-bundle PATH]\n"
+            "              [--region REGION] [--create-channel] [--credentials-callback]\n"
+            "              [--timeout-s N]\n"
+            "data-plane mode (no credentials):\n"
+            "  --endpoint URL      ws://host:port (or env KVS_ENDPOINT)\n"
+            "  --channel-arn ARN   channel ARN (or env KVS_CHANNEL_ARN)\n"
+            AWS_OPTIONS_USAGE
+            "  --timeout-s N       stop after N seconds (default: until SIGINT/SIGTERM)\n");
 }
 
 static int parse_seconds(const char *text, double *out) {
@@ -398,6 +391,9 @@ int main(int argc, char **argv) {
     const char *endpoint = getenv("KVS_ENDPOINT");
     const char *channel_arn = getenv("KVS_CHANNEL_ARN");
     double timeout_s = 0; /* 0: no timeout */
+    struct aws_options aws;
+    aws_options_init(&aws);
+    char arn_region[64];
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -406,12 +402,21 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
+        if (aws_parse_flag(&aws, arg)) {
+            continue;
+        }
         if (value == NULL) {
             fprintf(stderr, "master: %s needs a value\n", arg);
             usage(stderr);
             return 2;
         }
-        if (strcmp(arg, "--endpoint") == 0) {
+        int used = aws_parse_option(&aws, arg, value);
+        if (used < 0) {
+            return 2;
+        }
+        if (used > 0) {
+            /* consumed */
+        } else if (strcmp(arg, "--endpoint") == 0) {
             endpoint = value;
         } else if (strcmp(arg, "--channel-arn") == 0) {
             channel_arn = value;
@@ -428,8 +433,15 @@ int main(int argc, char **argv) {
         }
         i++;
     }
-    if (endpoint == NULL || channel_arn == NULL) {
-        fprintf(stderr, "master: --endpoint and --channel-arn are required\n");
+    const bool control_plane = aws_mode(&aws);
+    if (control_plane) {
+        if (aws.channel_name == NULL && channel_arn == NULL) {
+            fprintf(stderr, "master: --control-plane needs --channel-name (or --channel-arn)\n");
+            usage(stderr);
+            return 2;
+        }
+    } else if (endpoint == NULL || channel_arn == NULL) {
+        fprintf(stderr, "master: --endpoint and --channel-arn (or --channel-name) are required\n");
         usage(stderr);
         return 2;
     }
@@ -441,7 +453,17 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    say(stdout, "master: %s", kvs_version());
+    say(stdout, "%s", kvs_version());
+    if (control_plane) {
+        aws_resolve_region(&aws, aws.channel_name != NULL ? NULL : channel_arn, arn_region,
+                           sizeof arn_region);
+        if (aws_describe(&aws, channel_arn) != 0) {
+            return 2;
+        }
+        print_stun_url(&aws);
+    } else {
+        say(stdout, "mode: data plane only, %s (no control plane, no credentials)", endpoint);
+    }
 
     struct master_state *st = (struct master_state *)calloc(1, sizeof *st);
     if (st == NULL) {
@@ -454,14 +476,21 @@ int main(int argc, char **argv) {
     config.role = KVS_ROLE_MASTER;
     config.channel_arn = channel_arn;
     config.endpoint = endpoint;
+    if (control_plane) {
+        aws_apply(&aws, &config, channel_arn, credentials_from_environment);
+    }
     config.on_message = on_message;
     config.on_status = on_status;
     config.on_state = on_state;
+    config.on_ice_servers = on_ice_servers;
     config.userdata = st;
     config.free_userdata = free_master_state;
 
     int exit_code = 0;
     kvs_client *client = NULL;
+    kvs_client_metrics metrics;
+    int have_metrics = 0;
+    struct timespec t0, t1;
     /* From here on `st` belongs to the library, even if this fails. */
     kvs_result rc = kvs_client_new(&config, &client);
     if (rc != KVS_OK) {
@@ -473,14 +502,24 @@ int main(int argc, char **argv) {
     st->client = client;
     pthread_mutex_unlock(&st->lock);
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     rc = kvs_client_connect(client);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc != KVS_OK) {
         report_failure("kvs_client_connect", rc);
         exit_code = 1;
         goto out;
     }
-    say(stdout, "master: connected to %s as master of %s", endpoint, channel_arn);
-    say(stdout, "master: connected");
+    {
+        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        if (control_plane) {
+            say(stdout, "connected as master of %s through the control plane in %.3f ms",
+                aws.channel_name != NULL ? aws.channel_name : channel_arn, ms);
+        } else {
+            say(stdout, "connected to %s as master of %s in %.3f ms", endpoint, channel_arn, ms);
+        }
+    }
+    say(stdout, "connected");
 
     {
         const double start = now_s();
@@ -488,15 +527,16 @@ int main(int argc, char **argv) {
         while (!g_stop) {
             double now = now_s();
             if (timeout_s > 0 && now - start >= timeout_s) {
-                say(stdout, "master: --timeout-s %.3g elapsed", timeout_s);
+                say(stdout, "--timeout-s %.3g elapsed", timeout_s);
                 break;
             }
-            /* The service closes connections (GO_AWAY, restarts): reconnect. */
+            /* The library reconnects by itself (state RECONNECTING); only a
+             * client that ended up DISCONNECTED is connected again here. */
             if (kvs_client_state(client) == KVS_STATE_DISCONNECTED && now >= next_reconnect) {
-                say(stdout, "master: connection lost; reconnecting");
+                say(stdout, "connection lost; reconnecting");
                 rc = kvs_client_connect(client);
                 if (rc == KVS_OK) {
-                    say(stdout, "master: reconnected");
+                    say(stdout, "reconnected");
                 } else if (rc != KVS_ERR_ALREADY_CONNECTED) {
                     report_failure("kvs_client_connect (reconnect)", rc);
                     next_reconnect = now_s() + 1.0;
@@ -509,11 +549,13 @@ int main(int argc, char **argv) {
         }
     }
     if (g_stop) {
-        say(stdout, "master: signal received; stopping");
+        say(stdout, "signal received; stopping");
     }
 
 out:
     if (client != NULL) {
+        /* The counters, read before the client goes away. */
+        have_metrics = get_metrics(client, &metrics) == 0;
         rc = kvs_client_free(client);
         if (rc != KVS_OK) {
             report_failure("kvs_client_free", rc);
@@ -521,12 +563,7 @@ out:
         }
         client = NULL;
         /* kvs_client_free returns after free_userdata has run. */
-        pthread_mutex_lock(&g_free_lock);
-        int free_calls = g_free_calls;
-        pthread_mutex_unlock(&g_free_lock);
-        if (rc == KVS_OK && free_calls != 1) {
-            say(stderr, "master: free_userdata ran %d times by the time kvs_client_free returned",
-                free_calls);
+        if (rc == KVS_OK && check_freed_on_return(&g_free_lock, &g_free_calls) < 0) {
             exit_code = 1;
         }
     }
@@ -539,9 +576,12 @@ out:
     int free_calls = g_free_calls;
     pthread_mutex_unlock(&g_free_lock);
     if (free_calls != 1) {
-        say(stderr, "master: free_userdata ran %d times; expected exactly once", free_calls);
+        say(stderr, "free_userdata ran %d times; expected exactly once", free_calls);
         exit_code = 1;
     }
-    say(stdout, "master: stopped (exit %d)", exit_code);
+    if (have_metrics) {
+        print_metrics(&metrics);
+    }
+    say(stdout, "stopped (exit %d)", exit_code);
     return exit_code;
 }

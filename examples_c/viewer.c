@@ -4,17 +4,35 @@
  *
  *   viewer --endpoint URL --channel-arn ARN --client-id ID
  *          [--candidates N] [--rounds R] [--timeout-s S]
+ *   viewer --channel-name NAME [--control-plane URL] [--ca-bundle PATH]
+ *          [--region REGION] [--create-channel] [--credentials-callback]
+ *          --client-id ID [--candidates N] [--rounds R] [--timeout-s S]
+ *
+ * The first form goes straight to a data-plane endpoint (the emulator without
+ * auth). The second bootstraps the way the real service requires: the
+ * control plane (Describe/CreateSignalingChannel, GetSignalingChannelEndpoint,
+ * GetIceServerConfig) with SigV4 credentials from AWS_ACCESS_KEY_ID /
+ * AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (or handed over by a credentials
+ * callback with --credentials-callback), then a presigned WSS connection.
+ * Without --control-plane that is the real AWS regional endpoint; the program
+ * prints which endpoint it uses. In that mode it also prints the STUN URL and
+ * waits for the TURN servers (printed without their password) before it sends
+ * its offer, as a WebRTC viewer would.
  *
  * It connects as a viewer, sends an SDP offer and waits for the master's SDP
  * answer (R times with --rounds, printing p50/p99 of the round trip), then
  * sends N ICE candidates and waits until the master has echoed every one back
  * (see master.c), checking that each echo matches a candidate it sent.
- * It prints the connect time, the offer->answer round trip and the time the N
- * candidates took to come back. Exit status 0 only if everything arrived.
+ * It prints the connect time, the offer->answer round trip, the time the N
+ * candidates took to come back and the client's metrics (connect phases,
+ * messages, clock skew). Exit status 0 only if everything arrived; 1 on a
+ * failure (the message names the code, e.g. KVS_ERR_ACCESS_DENIED), 2 on bad
+ * arguments.
  *
  * KVS_ENDPOINT, KVS_CHANNEL_ARN and KVS_CLIENT_ID are used when the flags are
- * absent. Waits use a mutex and a condition variable signalled from the
- * library's callbacks (which run on the library's dispatcher thread).
+ * absent. Waits use a mutex and a condition variable
+ * signalled from the library's callbacks (which run on the library's
+ * dispatcher thread).
  *
  * Compiles as C11 and as C++ (see the Makefile).
  */
@@ -31,45 +49,11 @@
 
 #include "kvs_signaling.h"
 
+#define EXAMPLE_NAME "viewer"
+#include "kvs_example_common.h"
+
 /* ------------------------------------------------------------------------ */
-/* Output helpers.                                                          */
-
-static void say(FILE *out, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static void say(FILE *out, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    flockfile(out);
-    vfprintf(out, fmt, ap);
-    fputc('\n', out);
-    fflush(out);
-    funlockfile(out);
-    va_end(ap);
-}
-
-static void report_failure(const char *what, kvs_result rc) {
-    say(stderr, "viewer: %s failed: %s (%u): %s", what, kvs_result_str(rc), (unsigned)rc,
-        kvs_last_error_message());
-}
-
-static const char *state_name(uint32_t state) {
-    switch (state) {
-    case KVS_STATE_DISCONNECTED:
-        return "DISCONNECTED";
-    case KVS_STATE_CONNECTING:
-        return "CONNECTING";
-    case KVS_STATE_CONNECTED:
-        return "CONNECTED";
-    case KVS_STATE_CLOSING:
-        return "CLOSING";
-    default:
-        return "UNKNOWN";
-    }
-}
+/* Time.                                                                    */
 
 static struct timespec mono_now(void) {
     struct timespec ts;
@@ -109,6 +93,11 @@ struct viewer_state {
     unsigned long echo_mismatches;
     unsigned long echo_duplicates;
     struct timespec last_echo_at;
+
+    /* TURN servers (control-plane mode). */
+    kvs_client *client; /* set once kvs_client_new succeeded */
+    unsigned long ice_server_lists;
+    long ice_servers;
 
     /* Trouble. */
     unsigned long status_reports;
@@ -155,7 +144,7 @@ static void on_answer(struct viewer_state *st, const kvs_message *m) {
     pthread_cond_broadcast(&st->changed);
     pthread_mutex_unlock(&st->lock);
     if (!ok) {
-        say(stdout, "viewer: SDP answer without a usable SDP: %s", m->payload);
+        say(stdout, "SDP answer without a usable SDP: %s", m->payload);
     }
 }
 
@@ -201,9 +190,9 @@ static void on_echo(struct viewer_state *st, const kvs_message *m) {
     pthread_cond_broadcast(&st->changed);
     pthread_mutex_unlock(&st->lock);
     if (problem != NULL) {
-        say(stdout, "viewer: bad echo (%s): %s", problem, m->payload);
+        say(stdout, "bad echo (%s): %s", problem, m->payload);
     } else {
-        say(stdout, "viewer: echo %zu/%zu: %s (sdpMid %s, sdpMLineIndex %d)", echoed, total,
+        say(stdout, "echo %zu/%zu: %s (sdpMid %s, sdpMLineIndex %d)", echoed, total,
             m->candidate, m->sdp_mid != NULL ? m->sdp_mid : "(none)", (int)m->sdp_mline_index);
     }
 }
@@ -218,16 +207,16 @@ static void on_message(void *userdata, const kvs_message *m) {
         on_echo(st, m);
         break;
     case KVS_MESSAGE_TYPE_GO_AWAY:
-        say(stdout, "viewer: GO_AWAY from the service");
+        say(stdout, "GO_AWAY from the service");
         break;
     case KVS_MESSAGE_TYPE_RECONNECT_ICE_SERVER:
-        say(stdout, "viewer: RECONNECT_ICE_SERVER from the service");
+        say(stdout, "RECONNECT_ICE_SERVER from the service");
         break;
     default:
         pthread_mutex_lock(&st->lock);
         st->other_messages++;
         pthread_mutex_unlock(&st->lock);
-        say(stdout, "viewer: unexpected message of type %u: %s", (unsigned)m->message_type,
+        say(stdout, "unexpected message of type %u: %s", (unsigned)m->message_type,
             m->payload != NULL ? m->payload : "");
         break;
     }
@@ -246,7 +235,7 @@ static void on_status(void *userdata, const kvs_status *s) {
     memcpy(st->last_status, text, sizeof text);
     pthread_cond_broadcast(&st->changed);
     pthread_mutex_unlock(&st->lock);
-    say(stderr, "viewer: status: %s", text);
+    say(stderr, "status: %s", text);
 }
 
 static void on_state(void *userdata, uint32_t state, const char *reason) {
@@ -260,13 +249,28 @@ static void on_state(void *userdata, uint32_t state, const char *reason) {
     }
     pthread_cond_broadcast(&st->changed);
     pthread_mutex_unlock(&st->lock);
-    say(stdout, "viewer: state %s (%s)", state_name(state), reason != NULL ? reason : "");
+    say(stdout, "state %s (%s)", state_name(state), reason != NULL ? reason : "");
+}
+
+/* A new TURN server list was fetched: read it (kvs_client_get_ice_servers
+ * works from a callback) and print it. */
+static void on_ice_servers(void *userdata, size_t count) {
+    struct viewer_state *st = (struct viewer_state *)userdata;
+    pthread_mutex_lock(&st->lock);
+    kvs_client *client = st->client;
+    pthread_mutex_unlock(&st->lock);
+    long printed = client != NULL ? print_ice_servers(client, count) : -1;
+    pthread_mutex_lock(&st->lock);
+    st->ice_server_lists++;
+    st->ice_servers = printed;
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Waiting.                                                                 */
 
-enum wait_what { WAIT_ANSWER, WAIT_ECHOES };
+enum wait_what { WAIT_ANSWER, WAIT_ECHOES, WAIT_ICE_SERVERS };
 
 /* Waits (st->lock held by the caller) until the wanted event happened, the
  * connection broke, the service reported a failed send, or `deadline` passed.
@@ -281,6 +285,9 @@ static const char *wait_locked(struct viewer_state *st, enum wait_what what,
         if (what == WAIT_ECHOES && st->echoed == st->candidate_count) {
             return NULL;
         }
+        if (what == WAIT_ICE_SERVERS && st->ice_server_lists > 0) {
+            return NULL;
+        }
         if (st->lost_connection) {
             return "the connection was lost";
         }
@@ -293,6 +300,9 @@ static const char *wait_locked(struct viewer_state *st, enum wait_what what,
                 return NULL;
             }
             if (what == WAIT_ECHOES && st->echoed == st->candidate_count) {
+                return NULL;
+            }
+            if (what == WAIT_ICE_SERVERS && st->ice_server_lists > 0) {
                 return NULL;
             }
             return "timed out";
@@ -337,14 +347,20 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: viewer --endpoint URL --channel-arn ARN --client-id ID\n"
             "              [--candidates N] [--rounds R] [--timeout-s S]\n"
+            "       viewer --channel-name NAME [--control-plane URL] [--ca-bundle PATH]\n"
+            "              [--region REGION] [--create-channel] [--credentials-callback]\n"
+            "              --client-id ID [--candidates N] [--rounds R] [--timeout-s S]\n"
+            "data-plane mode (no credentials):\n"
             "  --endpoint URL      ws://host:port (or env KVS_ENDPOINT)\n"
             "  --channel-arn ARN   channel ARN (or env KVS_CHANNEL_ARN)\n"
+            AWS_OPTIONS_USAGE
+            "common:\n"
             "  --client-id ID      this viewer's client id (or env KVS_CLIENT_ID;\n"
             "                      default c-viewer-PID)\n"
             "  --candidates N      ICE candidates to send and expect back (default 5)\n"
             "  --rounds R          offer->answer round trips to measure (default 1)\n"
             "  --timeout-s S       longest wait for each answer and for the echoes\n"
-            "                      (default 10)\n");
+            "                      (default 10; also for the TURN servers)\n");
 }
 
 static int parse_count(const char *text, long min, long max, long *out) {
@@ -404,6 +420,9 @@ int main(int argc, char **argv) {
     long rounds = 1;
     double timeout_s = 10;
     char default_id[64];
+    struct aws_options aws;
+    aws_options_init(&aws);
+    char arn_region[64];
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -412,12 +431,21 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
+        if (aws_parse_flag(&aws, arg)) {
+            continue;
+        }
         if (value == NULL) {
             fprintf(stderr, "viewer: %s needs a value\n", arg);
             usage(stderr);
             return 2;
         }
-        if (strcmp(arg, "--endpoint") == 0) {
+        int used = aws_parse_option(&aws, arg, value);
+        if (used < 0) {
+            return 2;
+        }
+        if (used > 0) {
+            /* consumed */
+        } else if (strcmp(arg, "--endpoint") == 0) {
             endpoint = value;
         } else if (strcmp(arg, "--channel-arn") == 0) {
             channel_arn = value;
@@ -447,8 +475,15 @@ int main(int argc, char **argv) {
         }
         i++;
     }
-    if (endpoint == NULL || channel_arn == NULL) {
-        fprintf(stderr, "viewer: --endpoint and --channel-arn are required\n");
+    const bool control_plane = aws_mode(&aws);
+    if (control_plane) {
+        if (aws.channel_name == NULL && channel_arn == NULL) {
+            fprintf(stderr, "viewer: --control-plane needs --channel-name (or --channel-arn)\n");
+            usage(stderr);
+            return 2;
+        }
+    } else if (endpoint == NULL || channel_arn == NULL) {
+        fprintf(stderr, "viewer: --endpoint and --channel-arn (or --channel-name) are required\n");
         usage(stderr);
         return 2;
     }
@@ -457,7 +492,17 @@ int main(int argc, char **argv) {
         client_id = default_id;
     }
 
-    say(stdout, "viewer: %s", kvs_version());
+    say(stdout, "%s", kvs_version());
+    if (control_plane) {
+        aws_resolve_region(&aws, aws.channel_name != NULL ? NULL : channel_arn, arn_region,
+                           sizeof arn_region);
+        if (aws_describe(&aws, channel_arn) != 0) {
+            return 2;
+        }
+        print_stun_url(&aws);
+    } else {
+        say(stdout, "mode: data plane only, %s (no control plane, no credentials)", endpoint);
+    }
 
     /* Everything the callbacks touch is allocated before the client exists. */
     struct viewer_state *st = (struct viewer_state *)calloc(1, sizeof *st);
@@ -499,9 +544,13 @@ int main(int argc, char **argv) {
     config.channel_arn = channel_arn;
     config.client_id = client_id;
     config.endpoint = endpoint;
+    if (control_plane) {
+        aws_apply(&aws, &config, channel_arn, credentials_from_environment);
+    }
     config.on_message = on_message;
     config.on_status = on_status;
     config.on_state = on_state;
+    config.on_ice_servers = on_ice_servers;
     config.userdata = st;
     config.free_userdata = free_viewer_state;
 
@@ -512,23 +561,59 @@ int main(int argc, char **argv) {
     size_t echoed = 0;
     kvs_client *client = NULL;
     struct timespec t0;
+    kvs_client_metrics metrics;
+    int have_metrics = 0;
+    double ice_ms = -1;
 
     /* From here on `st` belongs to the library, even if this fails. */
     kvs_result rc = kvs_client_new(&config, &client);
     if (rc != KVS_OK) {
         report_failure("kvs_client_new", rc);
-        failure = "could not create the client";
+        snprintf(failure_buf, sizeof failure_buf, "could not create the client: %s (%s)",
+                 result_name(rc), kvs_result_str(rc));
+        failure = failure_buf;
         goto out;
     }
+    pthread_mutex_lock(&st->lock);
+    st->client = client;
+    pthread_mutex_unlock(&st->lock);
     t0 = mono_now();
     rc = kvs_client_connect(client);
     if (rc != KVS_OK) {
         report_failure("kvs_client_connect", rc);
-        failure = "could not connect";
+        snprintf(failure_buf, sizeof failure_buf, "could not connect: %s (%s)", result_name(rc),
+                 kvs_result_str(rc));
+        failure = failure_buf;
         goto out;
     }
     connect_ms = ms_between(t0, mono_now());
-    say(stdout, "viewer: connected to %s as %s in %.3f ms", endpoint, client_id, connect_ms);
+    if (control_plane) {
+        say(stdout, "connected as %s to %s through the control plane in %.3f ms", client_id,
+            aws.channel_name != NULL ? aws.channel_name : channel_arn, connect_ms);
+    } else {
+        say(stdout, "connected to %s as %s in %.3f ms", endpoint, client_id, connect_ms);
+    }
+
+    /* A WebRTC viewer needs its TURN servers before it makes its offer: wait
+     * for on_ice_servers (GetIceServerConfig runs in the background). */
+    if (control_plane && !aws.skip_ice_servers) {
+        struct timespec deadline = deadline_after(timeout_s);
+        pthread_mutex_lock(&st->lock);
+        const char *problem = wait_locked(st, WAIT_ICE_SERVERS, 0, st->status_reports, &deadline);
+        long servers = st->ice_servers;
+        pthread_mutex_unlock(&st->lock);
+        if (problem != NULL) {
+            snprintf(failure_buf, sizeof failure_buf, "no TURN servers within %.3g s: %s",
+                     timeout_s, problem);
+            failure = failure_buf;
+            goto out;
+        }
+        if (servers < 0) {
+            failure = "the TURN servers could not be read (kvs_client_get_ice_servers)";
+            goto out;
+        }
+        ice_ms = ms_between(t0, mono_now());
+    }
 
     /* Offer -> answer, `rounds` times. */
     for (long r = 0; r < rounds; r++) {
@@ -548,7 +633,7 @@ int main(int argc, char **argv) {
             goto out;
         }
         if (rounds == 1) {
-            say(stdout, "viewer: offer sent (%zu bytes, correlation id %s)", strlen(offer),
+            say(stdout, "offer sent (%zu bytes, correlation id %s)", strlen(offer),
                 correlation);
         }
         struct timespec deadline = deadline_after(timeout_s);
@@ -568,18 +653,18 @@ int main(int argc, char **argv) {
         if (problem != NULL) {
             failure = failure_buf;
             if (strcmp(problem, "timed out") == 0 && r == 0) {
-                say(stderr, "viewer: is a master connected to the channel?");
+                say(stderr, "is a master connected to the channel?");
             }
             goto out;
         }
         rtts[r] = ms_between(sent_at, answered_at);
         rounds_done = r + 1;
         if (rounds == 1) {
-            say(stdout, "viewer: answer received (%zu bytes of SDP):", answer_len);
+            say(stdout, "answer received (%zu bytes of SDP):", answer_len);
             pthread_mutex_lock(&st->lock);
             for (const char *p = st->last_answer; *p != '\0';) {
                 size_t n = strcspn(p, "\r\n");
-                say(stdout, "viewer:   | %.*s", (int)n, p);
+                say(stdout, "  | %.*s", (int)n, p);
                 p += n;
                 p += strspn(p, "\r\n");
             }
@@ -606,7 +691,7 @@ int main(int argc, char **argv) {
                 failure = "could not send an ICE candidate";
                 goto out;
             }
-            say(stdout, "viewer: candidate %zu/%zu sent: %s", i + 1, st->candidate_count,
+            say(stdout, "candidate %zu/%zu sent: %s", i + 1, st->candidate_count,
                 c->line);
         }
         struct timespec deadline = deadline_after(timeout_s);
@@ -642,6 +727,8 @@ out:
             failure = failure_buf;
         }
         pthread_mutex_unlock(&st->lock);
+        /* The counters, read before the client goes away. */
+        have_metrics = get_metrics(client, &metrics) == 0;
         rc = kvs_client_free(client);
         if (rc != KVS_OK) {
             report_failure("kvs_client_free", rc);
@@ -652,14 +739,9 @@ out:
         client = NULL;
         st = NULL; /* released by the library through free_viewer_state */
         /* kvs_client_free returns after free_userdata has run. */
-        pthread_mutex_lock(&g_free_lock);
-        int free_calls = g_free_calls;
-        pthread_mutex_unlock(&g_free_lock);
-        if (rc == KVS_OK && free_calls != 1 && failure == NULL) {
-            snprintf(failure_buf, sizeof failure_buf,
-                     "free_userdata ran %d times by the time kvs_client_free returned",
-                     free_calls);
-            failure = failure_buf;
+        if (rc == KVS_OK && check_freed_on_return(&g_free_lock, &g_free_calls) < 0 &&
+            failure == NULL) {
+            failure = "free_userdata did not run exactly once for kvs_client_free";
         }
     }
     rc = kvs_shutdown(2000);
@@ -680,10 +762,13 @@ out:
 
     /* Report. */
     if (connect_ms > 0) {
-        say(stdout, "viewer: connect time (kvs_client_connect): %.3f ms", connect_ms);
+        say(stdout, "connect time (kvs_client_connect): %.3f ms", connect_ms);
+    }
+    if (ice_ms >= 0) {
+        say(stdout, "TURN servers ready: %.3f ms after the connect started", ice_ms);
     }
     if (rounds_done == 1) {
-        say(stdout, "viewer: offer->answer round trip: %.3f ms", rtts[0]);
+        say(stdout, "offer->answer round trip: %.3f ms", rtts[0]);
     } else if (rounds_done > 1) {
         double sum = 0;
         for (long r = 0; r < rounds_done; r++) {
@@ -691,22 +776,25 @@ out:
         }
         qsort(rtts, (size_t)rounds_done, sizeof *rtts, compare_doubles);
         say(stdout,
-            "viewer: offer->answer round trip over %ld rounds: min %.3f ms, p50 %.3f ms, "
+            "offer->answer round trip over %ld rounds: min %.3f ms, p50 %.3f ms, "
             "p99 %.3f ms, max %.3f ms, mean %.3f ms",
             rounds_done, rtts[0], percentile(rtts, (size_t)rounds_done, 50),
             percentile(rtts, (size_t)rounds_done, 99), rtts[rounds_done - 1],
             sum / (double)rounds_done);
     }
     if (candidates > 0 && failure == NULL) {
-        say(stdout, "viewer: %zu/%ld candidates echoed back in %.3f ms", echoed, candidates,
+        say(stdout, "%zu/%ld candidates echoed back in %.3f ms", echoed, candidates,
             echo_ms);
+    }
+    if (have_metrics) {
+        print_metrics(&metrics);
     }
     free(rtts);
     if (failure != NULL) {
-        say(stdout, "viewer: FAILED: %s", failure);
+        say(stdout, "FAILED: %s", failure);
         return 1;
     }
-    say(stdout, "viewer: OK (%ld offer%s answered, %ld candidate%s echoed)", rounds_done,
+    say(stdout, "OK (%ld offer%s answered, %ld candidate%s echoed)", rounds_done,
         rounds_done == 1 ? "" : "s", candidates, candidates == 1 ? "" : "s");
     return 0;
 }

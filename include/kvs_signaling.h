@@ -186,8 +186,7 @@ enum kvs_result
    */
   KVS_ERR_TLS = 29,
   /**
-   * The service refused an argument (InvalidArgumentException), e.g. a
-   * message TTL out of range or a bad channel name.
+   * The service refused an argument (InvalidArgumentException).
    */
   KVS_ERR_SERVICE_INVALID_ARGUMENT = 30,
   /**
@@ -500,7 +499,7 @@ typedef struct kvs_client_config {
    */
   const char *endpoint;
   /**
-   * AWS region; NULL takes it from the ARN.
+   * AWS region; NULL takes it from the ARN (us-west-2 when there is no ARN).
    */
   const char *region;
   /**
@@ -560,7 +559,8 @@ typedef struct kvs_client_config {
    */
   bool use_control_plane;
   /**
-   * The channel's name, instead of `channel_arn` (control plane only).
+   * The channel's name, instead of `channel_arn` (control plane only; when
+   * both are set the ARN is used).
    */
   const char *channel_name;
   /**
@@ -767,7 +767,8 @@ kvs_result kvs_client_get_ice_servers(const struct kvs_client *client,
 /**
  * Writes the STUN URL of `region` (e.g. `stun:stun.kinesisvideo.us-west-2.amazonaws.com:443`,
  * with the FIPS or dual-stack variant) into `buf`, NUL-terminated, and its
- * length into `*out_len`.
+ * length into `*out_len` (nullable). On KVS_ERR_BUFFER_TOO_SMALL only
+ * `*out_len` is written: the length needed, without the NUL.
  *
  * Ownership: all pointers borrowed for the call. Threading: any thread.
  * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG
@@ -800,8 +801,10 @@ struct kvs_client_config kvs_client_config_default(void);
  * Threading: any thread, callbacks included (it starts the library's threads on
  * first use).
  * Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`),
- * KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG, KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
- * KVS_ERR_RUNTIME.
+ * KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG (including a bad
+ * `control_plane_url`, an unreadable `ca_bundle_path`, `message_ttl_s` outside
+ * 5-120), KVS_ERR_CREDENTIALS (`use_control_plane` without usable credentials),
+ * KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_new(const struct kvs_client_config *config, struct kvs_client **out_client);
 
@@ -814,8 +817,11 @@ kvs_result kvs_client_new(const struct kvs_client_config *config, struct kvs_cli
  * Threading: blocks; call it from an application thread. From a callback or a
  * library thread it returns KVS_ERR_WOULD_DEADLOCK.
  * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_TIMEOUT,
- * KVS_ERR_NETWORK, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED,
- * KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN.
+ * KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED,
+ * KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, and through
+ * the control plane KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE,
+ * KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK,
+ * KVS_ERR_SHUTDOWN.
  */
 kvs_result kvs_client_connect(const struct kvs_client *client);
 

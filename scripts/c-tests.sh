@@ -2,13 +2,21 @@
 # C tests of libkvs_signaling against the local emulator (127.0.0.1 only):
 #
 #   1. make -C examples_c all (shared, static and C++ builds, header check)
-#   2. master + viewer, shared library
-#   3. master + viewer, static library
-#   4. master + viewer, compiled as C++
-#   5. tests/c/bad_input, shared, static and C++ builds
-#   6. bad_input and the viewer under valgrind (definite leaks and memory
-#      errors are fatal)
-#   7. (KVS_C_TESTS_ASAN=1) bad_input built with ASan+UBSan
+#   2. master + viewer, shared library        (ws://, data plane only)
+#   3. master + viewer, static library        (ws://)
+#   4. master + viewer, compiled as C++       (ws://)
+#   5. the control-plane mode against a second emulator started with --tls and
+#      SigV4 keys: master + viewer by channel name (credentials from the
+#      environment; through the credentials callback; static library), the
+#      failures (wrong secret -> KVS_ERR_ACCESS_DENIED, unknown channel ->
+#      KVS_ERR_NOT_FOUND, no CA bundle -> KVS_ERR_TLS, no keys ->
+#      KVS_ERR_CREDENTIALS), --create-channel making that unknown channel, and
+#      no secret in any output
+#   6. tests/c/bad_input, shared, static and C++ builds (both emulators)
+#   7. bad_input and a control-plane viewer under valgrind (definite leaks and
+#      memory errors are fatal; tests/c/valgrind.supp holds the known false
+#      positives of ring's AES-GCM assembly, matched in the static builds)
+#   8. (KVS_C_TESTS_ASAN=1) bad_input built with ASan+UBSan
 #
 # Prints a summary; exits 1 if any step failed.
 #
@@ -29,7 +37,8 @@ MAKE="${MAKE:-make}"
 VALGRIND="${VALGRIND:-valgrind}"
 EMULATOR="$ROOT/target/release/kvs-signaling-emulator"
 BUILD="$ROOT/examples_c/build"
-VALGRIND_ARGS=(--leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1)
+VALGRIND_ARGS=(--leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1
+    --suppressions="$ROOT/tests/c/valgrind.supp")
 
 if [ -n "${KVS_C_TESTS_LOG_DIR:-}" ]; then
     LOGS="$KVS_C_TESTS_LOG_DIR"
@@ -41,7 +50,12 @@ else
 fi
 
 EMULATOR_PID=""
+TLS_EMULATOR_PID=""
 MASTER_PID=""
+# Made-up keys the TLS emulator accepts (not AWS credentials).
+CT_ACCESS_KEY=AKIDCTESTSEXAMPLE000
+CT_SECRET_KEY=c-tests/SecretKey/EXAMPLE/0123456789abcdef
+CP_ENV=(AWS_ACCESS_KEY_ID="$CT_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$CT_SECRET_KEY" AWS_SESSION_TOKEN=)
 RESULTS=()
 FAILED=0
 
@@ -64,6 +78,7 @@ cleanup() {
     trap - EXIT
     if [ -n "$MASTER_PID" ]; then stop_pid "$MASTER_PID"; fi
     if [ -n "$EMULATOR_PID" ]; then stop_pid "$EMULATOR_PID"; fi
+    if [ -n "$TLS_EMULATOR_PID" ]; then stop_pid "$TLS_EMULATOR_PID"; fi
     if [ "$KEEP_LOGS" = 0 ] && [ "$status" = 0 ]; then
         rm -rf "$LOGS"
     else
@@ -143,12 +158,13 @@ for _ in $(seq 100); do
     if ! kill -0 "$EMULATOR_PID" 2>/dev/null; then
         break
     fi
-    ENDPOINT="$(sed -n 1p "$LOGS/emulator.out")"
-    if [ "$(grep -c '^channel ' "$LOGS/emulator.out")" -ge "${#CHANNELS[@]}" ]; then
+    # The control-plane line comes last: every line before it is complete then.
+    if grep -q '^control-plane .*[0-9]$' "$LOGS/emulator.out"; then
         break
     fi
     sleep 0.1
 done
+ENDPOINT="$(sed -n 1p "$LOGS/emulator.out")"
 for ch in "${CHANNELS[@]}"; do
     ARN[$ch]="$(awk -v ch="$ch" '$1 == "channel" && $2 == ch { print $3 }' "$LOGS/emulator.out")"
 done
@@ -159,6 +175,34 @@ if ! [[ "$ENDPOINT" =~ ^ws://127\.0\.0\.1:[0-9]+$ ]] || [ -z "${ARN[c-bad-input]
 fi
 echo "endpoint: $ENDPOINT"
 
+step "starting the TLS emulator on 127.0.0.1 (control plane, SigV4 keys)"
+CP_CHANNELS=(cp-shared cp-callback cp-static cp-valgrind cp-bad-input)
+channel_args=()
+for ch in "${CP_CHANNELS[@]}"; do channel_args+=(--channel "$ch"); done
+"$EMULATOR" --listen 127.0.0.1:0 "${channel_args[@]}" --exit-after 900 --verbose \
+    --tls --cert-out "$LOGS/emulator-ca.pem" \
+    --access-key "$CT_ACCESS_KEY" --secret-key "$CT_SECRET_KEY" \
+    >"$LOGS/emulator-tls.out" 2>"$LOGS/emulator-tls.err" &
+TLS_EMULATOR_PID=$!
+CONTROL_PLANE=""
+CA=""
+for _ in $(seq 100); do
+    kill -0 "$TLS_EMULATOR_PID" 2>/dev/null || break
+    if grep -q '^control-plane .*[0-9]$' "$LOGS/emulator-tls.out"; then # the last line
+        CONTROL_PLANE="$(awk '$1 == "control-plane" { print $2 }' "$LOGS/emulator-tls.out")"
+        CA="$(awk '$1 == "ca" { print $2 }' "$LOGS/emulator-tls.out")"
+        break
+    fi
+    sleep 0.1
+done
+if ! [[ "$CONTROL_PLANE" =~ ^https://127\.0\.0\.1:[0-9]+$ ]] || [ ! -s "$CA" ] ||
+    ! [[ "$(sed -n 1p "$LOGS/emulator-tls.out")" =~ ^wss:// ]]; then
+    echo "error: the TLS emulator did not start (want wss://, ca and control-plane lines)" >&2
+    show_tail "$LOGS/emulator-tls.out" "$LOGS/emulator-tls.err" >&2
+    exit 1
+fi
+echo "control plane: $CONTROL_PLANE (CA $CA)"
+
 # --- helpers -----------------------------------------------------------------
 
 # start_master NAME CHANNEL CMD...: runs CMD (a master) in the background and
@@ -166,8 +210,14 @@ echo "endpoint: $ENDPOINT"
 start_master() {
     local name="$1" ch="$2"
     shift 2
-    "$@" --endpoint "$ENDPOINT" --channel-arn "${ARN[$ch]}" --timeout-s 300 \
-        >"$LOGS/$name.master.out" 2>"$LOGS/$name.master.err" &
+    start_master_cmd "$name" "$@" --endpoint "$ENDPOINT" --channel-arn "${ARN[$ch]}"
+}
+
+# start_master_cmd NAME CMD...: the same for a complete master command line.
+start_master_cmd() {
+    local name="$1"
+    shift
+    "$@" --timeout-s 300 >"$LOGS/$name.master.out" 2>"$LOGS/$name.master.err" &
     MASTER_PID=$!
     for _ in $(seq 300); do
         grep -qx 'master: connected' "$LOGS/$name.master.out" 2>/dev/null && return 0
@@ -242,12 +292,18 @@ pair() {
     record "$name" 0 "$detail"
 }
 
-# bad_input NAME [PREFIX...]: the bad-input test, optionally under a wrapper.
+# bad_input NAME BINARY CP [PREFIX...]: the bad-input test, optionally under a
+# wrapper; CP=cp also runs its control-plane part against the TLS emulator.
 bad_input() {
-    local name="$1" binary="$2"
-    shift 2
+    local name="$1" binary="$2" cp="$3"
+    shift 3
     step "$name"
-    timeout 600 "$@" "$BUILD/$binary" --endpoint "$ENDPOINT" --channel-arn "${ARN[c-bad-input]}" \
+    local -a cp_args=()
+    if [ "$cp" = cp ]; then
+        cp_args=(--control-plane "$CONTROL_PLANE" --ca-bundle "$CA" --cp-channel cp-bad-input)
+    fi
+    timeout 600 env "${CP_ENV[@]}" "$@" "$BUILD/$binary" \
+        --endpoint "$ENDPOINT" --channel-arn "${ARN[c-bad-input]}" "${cp_args[@]}" \
         >"$LOGS/$name.out" 2>"$LOGS/$name.err"
     local status=$?
     grep -E '^FAIL' "$LOGS/$name.out" | sed 's/^/    /'
@@ -279,26 +335,179 @@ bad_input() {
     record "$name" "$status" "$summary"
 }
 
+# --- control-plane mode ------------------------------------------------------
+
+# The examples' arguments for a channel NAME through the TLS emulator.
+cp_args() { # cp_args CHANNEL
+    printf '%s\n' --channel-name "$1" --control-plane "$CONTROL_PLANE" --ca-bundle "$CA" \
+        --region us-west-2
+}
+
+# cp_pair NAME CHANNEL MASTER VIEWER "MASTER_ARGS" "VIEWER_ARGS" [VIEWER_PREFIX...]:
+# master + viewer by channel name, keys in the environment; checks the
+# exchange, the TURN servers, the STUN URL and the metrics in the output.
+cp_pair() {
+    local name="$1" ch="$2" master="$3" viewer="$4" master_args="$5" viewer_args="$6"
+    shift 6
+    step "$name"
+    local -a margs vargs common
+    mapfile -t common < <(cp_args "$ch")
+    read -r -a margs <<<"$master_args"
+    read -r -a vargs <<<"$viewer_args"
+    if ! start_master_cmd "$name" env "${CP_ENV[@]}" "$master" "${common[@]}" "${margs[@]}"; then
+        show_tail "$LOGS/$name.master.out" "$LOGS/$name.master.err"
+        stop_master
+        record "$name" 1 "the master did not connect"
+        return
+    fi
+    timeout 300 env "${CP_ENV[@]}" "$@" "$viewer" "${common[@]}" "${vargs[@]}" \
+        --client-id "viewer-$ch" --candidates 5 --timeout-s 20 \
+        >"$LOGS/$name.viewer.out" 2>"$LOGS/$name.viewer.err"
+    local viewer_status=$?
+    stop_master
+    local master_status=$?
+    grep -E 'control-plane endpoint|ICE servers:|STUN server|connect time|round trip|candidates echoed|metrics: last connect|FAILED|WARNING' \
+        "$LOGS/$name.viewer.out" "$LOGS/$name.viewer.err" | sed 's/^[^:]*://; s/^/    /'
+    if [ "$viewer_status" != 0 ] || [ "$master_status" != 0 ]; then
+        show_tail "$LOGS/$name.viewer.out" "$LOGS/$name.viewer.err" \
+            "$LOGS/$name.master.out" "$LOGS/$name.master.err"
+        record "$name" 1 "viewer exit $viewer_status, master exit $master_status"
+        return
+    fi
+    local missing=""
+    local want
+    for want in 'viewer: ICE servers: [1-9]' 'viewer:     turns?:' 'viewer: STUN server: stun:' \
+        'viewer: metrics: last connect: control plane [0-9.]+ ms, TLS [0-9.]+ ms' \
+        'viewer: metrics: messages: [1-9][0-9]* sent, [1-9][0-9]* received' \
+        'viewer: control-plane endpoint: https://127\.0\.0\.1'; do
+        grep -Eq "$want" "$LOGS/$name.viewer.out" || missing+=" [$want]"
+    done
+    for want in 'master: ICE servers: [1-9]' 'master: metrics: messages: [1-9]'; do
+        grep -Eq "$want" "$LOGS/$name.master.out" || missing+=" [$want]"
+    done
+    if [[ " $viewer_args " == *" --credentials-callback "* ]]; then
+        grep -q 'viewer: credentials callback #1: handed over' "$LOGS/$name.viewer.out" ||
+            missing+=" [credentials callback]"
+    fi
+    if grep -q 'password (0 characters' "$LOGS/$name.viewer.out"; then
+        missing+=" [a TURN password]"
+    fi
+    local detail
+    detail="$(grep -o 'round trip: [0-9.]* ms' "$LOGS/$name.viewer.out"); $(grep -o 'control plane [0-9.]* ms, TLS [0-9.]* ms, WebSocket [0-9.]* ms' "$LOGS/$name.viewer.out")"
+    if [ -n "$missing" ]; then
+        show_tail "$LOGS/$name.viewer.out" "$LOGS/$name.master.out"
+        record "$name" 1 "missing in the output:$missing"
+        return
+    fi
+    if [ "$#" -gt 0 ]; then # under valgrind: the log is on stderr
+        local verdict vs
+        verdict="$(valgrind_verdict "$LOGS/$name.viewer.err")"
+        vs=$?
+        if [ "$vs" != 0 ]; then show_tail "$LOGS/$name.viewer.err"; fi
+        record "$name" "$vs" "$verdict; $detail"
+        return
+    fi
+    record "$name" 0 "$detail"
+}
+
+# cp_fails NAME CODE ENV_ARGS -- VIEWER_ARGS...: the viewer alone, run as
+# `env ENV_ARGS viewer VIEWER_ARGS`, expected to exit non-zero with a message
+# naming CODE (e.g. KVS_ERR_ACCESS_DENIED) and the library's text for it.
+cp_fails() {
+    local name="$1" code="$2"
+    shift 2
+    local -a envs=()
+    while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    step "$name"
+    timeout 120 env "${envs[@]}" "$BUILD/viewer" "$@" --client-id viewer-fails \
+        --candidates 1 --timeout-s 10 >"$LOGS/$name.out" 2>"$LOGS/$name.err"
+    local status=$?
+    grep -E 'control-plane endpoint|TLS trust|FAILED|kvs_client_connect failed' \
+        "$LOGS/$name.out" "$LOGS/$name.err" | cut -c1-240 | sed 's/^[^:]*://; s/^/    /'
+    if [ "$status" = 0 ]; then
+        record "$name" 1 "exit 0; expected a failure with $code"
+        return
+    fi
+    if ! grep -q "FAILED: could not connect: $code (" "$LOGS/$name.out" ||
+        ! grep -q "kvs_client_connect failed: $code (" "$LOGS/$name.err"; then
+        show_tail "$LOGS/$name.out" "$LOGS/$name.err"
+        record "$name" 1 "exit $status, but no message naming $code"
+        return
+    fi
+    record "$name" 0 "exit $status, $(grep -o "FAILED: could not connect: $code ([^)]*)" "$LOGS/$name.out")"
+}
+
 # --- tests -------------------------------------------------------------------
 
 pair "master+viewer (shared)" c-shared "$BUILD/master" "$BUILD/viewer"
 pair "master+viewer (static)" c-static "$BUILD/master-static" "$BUILD/viewer-static"
 pair "master+viewer (C++)" c-cxx "$BUILD/master-cxx" "$BUILD/viewer-cxx"
 
-bad_input "bad_input (shared)" bad_input
-bad_input "bad_input (static)" bad_input-static
-bad_input "bad_input (C++)" bad_input-cxx
+cp_pair "control plane: master+viewer (shared, env credentials)" cp-shared \
+    "$BUILD/master" "$BUILD/viewer" "" ""
+cp_pair "control plane: master+viewer (shared, credentials callback)" cp-callback \
+    "$BUILD/master" "$BUILD/viewer" "--credentials-callback" "--credentials-callback"
+cp_pair "control plane: master+viewer (static)" cp-static \
+    "$BUILD/master-static" "$BUILD/viewer-static" "" "--credentials-callback"
+
+mapfile -t CP_CREATED < <(cp_args "cp-created-$$")
+cp_fails "control plane: wrong secret -> KVS_ERR_ACCESS_DENIED" KVS_ERR_ACCESS_DENIED \
+    "${CP_ENV[@]}" AWS_SECRET_ACCESS_KEY=not-the-secret -- "${CP_CREATED[@]}"
+cp_fails "control plane: wrong secret, credentials callback -> KVS_ERR_ACCESS_DENIED" \
+    KVS_ERR_ACCESS_DENIED "${CP_ENV[@]}" AWS_SECRET_ACCESS_KEY=not-the-secret -- \
+    "${CP_CREATED[@]}" --credentials-callback
+cp_fails "control plane: unknown channel, no --create-channel -> KVS_ERR_NOT_FOUND" \
+    KVS_ERR_NOT_FOUND "${CP_ENV[@]}" -- "${CP_CREATED[@]}"
+cp_fails "control plane: no --ca-bundle -> KVS_ERR_TLS" KVS_ERR_TLS "${CP_ENV[@]}" -- \
+    --channel-name cp-shared --control-plane "$CONTROL_PLANE" --region us-west-2
+cp_fails "control plane: no keys in the environment -> KVS_ERR_CREDENTIALS" KVS_ERR_CREDENTIALS \
+    -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -- "${CP_CREATED[@]}"
+# The channel the NOT_FOUND run did not find: the master creates it.
+cp_pair "control plane: --create-channel (master creates cp-created-$$)" "cp-created-$$" \
+    "$BUILD/master" "$BUILD/viewer" "--create-channel --message-ttl 30" ""
+
+bad_input "bad_input (shared)" bad_input cp
+bad_input "bad_input (static)" bad_input-static cp
+bad_input "bad_input (C++)" bad_input-cxx cp
 
 if command -v "$VALGRIND" >/dev/null 2>&1; then
-    bad_input "bad_input (valgrind)" bad_input "$VALGRIND" "${VALGRIND_ARGS[@]}"
+    # The shared library is stripped: valgrind stacks in it have no names, so
+    # the TLS runs use the static builds (see tests/c/valgrind.supp).
+    bad_input "bad_input (valgrind, shared, no TLS)" bad_input no "$VALGRIND" "${VALGRIND_ARGS[@]}"
+    bad_input "bad_input (valgrind, static, with the TLS emulator)" bad_input-static cp \
+        "$VALGRIND" "${VALGRIND_ARGS[@]}"
     pair "viewer (valgrind)" c-valgrind "$BUILD/master" "$BUILD/viewer" \
         "$VALGRIND" "${VALGRIND_ARGS[@]}"
+    cp_pair "control plane: viewer (valgrind, static)" cp-valgrind "$BUILD/master" \
+        "$BUILD/viewer-static" "" "--credentials-callback" "$VALGRIND" "${VALGRIND_ARGS[@]}"
 else
     record "valgrind" 1 "$VALGRIND not found; install valgrind"
 fi
 
 if [ "$ASAN" = 1 ]; then
-    ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" bad_input "bad_input (ASan+UBSan)" bad_input-asan
+    ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" bad_input "bad_input (ASan+UBSan)" bad_input-asan cp
+fi
+
+# --- what the control-plane runs printed -----------------------------------
+
+step "control plane: secrets and kvs_client_free"
+# The secret key must not appear in anything the examples or tests printed.
+leaks="$(grep -rlF -- "$CT_SECRET_KEY" "$LOGS" 2>/dev/null | grep -v '/emulator' || true)"
+if [ -n "$leaks" ]; then
+    record "control plane: no secret key in any output" 1 "found in: $(echo $leaks)"
+else
+    record "control plane: no secret key in any output" 0
+fi
+# The examples print this WARNING when kvs_client_free returned before
+# free_userdata ran, which the header rules out (a library bug).
+late="$(grep -l 'WARNING: library bug' "$LOGS"/control*.err 2>/dev/null || true)"
+if [ -n "$late" ]; then
+    grep -h 'WARNING: library bug' "$LOGS"/control*.err | sort | uniq -c | sed 's/^/    /'
+    record "control plane: kvs_client_free returned after free_userdata (examples)" 1 \
+        "$(echo "$late" | wc -l) runs saw free_userdata run after kvs_client_free returned"
+else
+    record "control plane: kvs_client_free returned after free_userdata (examples)" 0
 fi
 
 # --- summary -----------------------------------------------------------------

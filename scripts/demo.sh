@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # One-command demo from a fresh clone: builds the C library and the emulator,
-# builds the C examples, starts the emulator on 127.0.0.1 with one channel,
-# runs the C master in the background and the C viewer in the foreground, and
-# prints the exchange. Exits with the viewer's status.
+# builds the C examples, starts the emulator on 127.0.0.1 the way the real
+# service works (TLS with a generated CA, SigV4 auth with made-up demo keys,
+# the control-plane API), runs the C master in the background and the C viewer
+# in the foreground, both bootstrapping from the channel NAME through the
+# control plane (DescribeSignalingChannel, GetSignalingChannelEndpoint,
+# GetIceServerConfig) with the keys in the environment, and prints the
+# exchange, the TURN servers, the timings and the client metrics. Stops by
+# itself; exits with the viewer's status.
 #
 #   scripts/demo.sh
 #
 # Environment: CANDIDATES (default 5), CARGO (default cargo), MAKE (default make).
+#
+# The keys below are placeholders the emulator is told to accept; they are
+# not AWS credentials. To run the same examples against a real AWS account,
+# see the hint printed at the end.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +27,10 @@ CANDIDATES="${CANDIDATES:-5}"
 CHANNEL=demo-channel
 EMULATOR="$ROOT/target/release/kvs-signaling-emulator"
 BUILD="$ROOT/examples_c/build"
+# Made-up demo keys (AWS documentation style placeholders), accepted only by
+# the emulator started below.
+DEMO_ACCESS_KEY=AKIAIOSFODNN7EXAMPLE
+DEMO_SECRET_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kvs-demo.XXXXXX")"
 EMULATOR_PID=""
@@ -62,38 +75,56 @@ step "building the emulator (cargo build --release --bin kvs-signaling-emulator)
 step "building the C examples (make -C examples_c shared)"
 "$MAKE" -C examples_c shared
 
-step "starting the emulator on 127.0.0.1"
+step "starting the emulator on 127.0.0.1 (TLS, SigV4 auth with the demo keys)"
 "$EMULATOR" --listen 127.0.0.1:0 --channel "$CHANNEL" --exit-after 120 \
+    --tls --cert-out "$WORK/emulator-ca.pem" \
+    --access-key "$DEMO_ACCESS_KEY" --secret-key "$DEMO_SECRET_KEY" \
     >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
 EMULATOR_PID=$!
 
 ENDPOINT=""
 ARN=""
+CA=""
+CONTROL_PLANE=""
 for _ in $(seq 100); do
     if ! kill -0 "$EMULATOR_PID" 2>/dev/null; then
         echo "error: the emulator exited early:" >&2
         cat "$WORK/emulator.err" >&2
         exit 1
     fi
-    ENDPOINT="$(sed -n 1p "$WORK/emulator.out")"
-    ARN="$(awk -v ch="$CHANNEL" '$1 == "channel" && $2 == ch { print $3 }' "$WORK/emulator.out")"
-    [ -n "$ENDPOINT" ] && [ -n "$ARN" ] && break
+    # The control-plane line comes last: the lines before it are complete.
+    grep -q '^control-plane .*[0-9]$' "$WORK/emulator.out" && break
     sleep 0.1
 done
-if ! [[ "$ENDPOINT" =~ ^ws://127\.0\.0\.1:[0-9]+$ ]] || [ -z "$ARN" ]; then
-    echo "error: unexpected emulator output (want ws://127.0.0.1:PORT and a channel line):" >&2
+ENDPOINT="$(sed -n 1p "$WORK/emulator.out")"
+ARN="$(awk -v ch="$CHANNEL" '$1 == "channel" && $2 == ch { print $3 }' "$WORK/emulator.out")"
+CA="$(awk '$1 == "ca" { print $2 }' "$WORK/emulator.out")"
+CONTROL_PLANE="$(awk '$1 == "control-plane" { print $2 }' "$WORK/emulator.out")"
+if ! [[ "$ENDPOINT" =~ ^wss://127\.0\.0\.1:[0-9]+$ ]] || [ -z "$ARN" ] || [ ! -s "$CA" ] ||
+    ! [[ "$CONTROL_PLANE" =~ ^https://127\.0\.0\.1:[0-9]+$ ]]; then
+    echo "error: unexpected emulator output (want wss://127.0.0.1:PORT, a channel line," >&2
+    echo "       a ca line and a control-plane https://127.0.0.1:PORT line):" >&2
     cat "$WORK/emulator.out" "$WORK/emulator.err" >&2
     exit 1
 fi
-echo "endpoint:    $ENDPOINT"
-echo "channel ARN: $ARN"
+echo "control plane: $CONTROL_PLANE   (the examples start from here)"
+echo "data plane:    $ENDPOINT   (learnt through GetSignalingChannelEndpoint)"
+echo "channel:       $CHANNEL   ($ARN)"
+echo "CA bundle:     $CA"
+echo "credentials:   AWS_ACCESS_KEY_ID=$DEMO_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=<demo secret>"
 
-step "starting the C master"
+# The examples read the keys from the environment (credentials_from_env).
+export AWS_ACCESS_KEY_ID="$DEMO_ACCESS_KEY"
+export AWS_SECRET_ACCESS_KEY="$DEMO_SECRET_KEY"
+unset AWS_SESSION_TOKEN
+CP_ARGS=(--channel-name "$CHANNEL" --control-plane "$CONTROL_PLANE" --ca-bundle "$CA" --region us-west-2)
+
+step "starting the C master (control plane, channel \"$CHANNEL\" by name)"
 # --timeout-s is only a safety net; the script stops it below.
-"$BUILD/master" --endpoint "$ENDPOINT" --channel-arn "$ARN" --timeout-s 110 \
+"$BUILD/master" "${CP_ARGS[@]}" --timeout-s 110 \
     >"$WORK/master.out" 2>"$WORK/master.err" &
 MASTER_PID=$!
-for _ in $(seq 100); do
+for _ in $(seq 150); do
     grep -qx 'master: connected' "$WORK/master.out" 2>/dev/null && break
     if ! kill -0 "$MASTER_PID" 2>/dev/null; then
         break
@@ -107,9 +138,9 @@ if ! grep -qx 'master: connected' "$WORK/master.out" 2>/dev/null; then
 fi
 echo "master connected"
 
-step "running the C viewer ($CANDIDATES candidates)"
+step "running the C viewer (control plane, $CANDIDATES candidates)"
 set +e
-"$BUILD/viewer" --endpoint "$ENDPOINT" --channel-arn "$ARN" --client-id demo-viewer \
+"$BUILD/viewer" "${CP_ARGS[@]}" --client-id demo-viewer \
     --candidates "$CANDIDATES" --timeout-s 10
 VIEWER_STATUS=$?
 set -e
@@ -128,6 +159,12 @@ step "stopping the emulator"
 stop_pid "$EMULATOR_PID"
 EMULATOR_PID=""
 
+echo
+echo "To run the same examples against a real AWS account (this creates the channel"
+echo "if needed; the keys need Kinesis Video Streams permissions):"
+echo "  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... [AWS_SESSION_TOKEN=...]"
+echo "  examples_c/master --channel-name my-channel --region us-west-2 --create-channel &"
+echo "  examples_c/viewer --channel-name my-channel --region us-west-2 --client-id viewer-1"
 echo
 if [ "$VIEWER_STATUS" -eq 0 ]; then
     echo "demo: OK"

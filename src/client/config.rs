@@ -70,6 +70,22 @@ pub struct AwsConfig {
 }
 
 impl AwsConfig {
+    /// Checks what can be checked before any call: the control-plane URL, the
+    /// CA bundle, the TTL of a channel to create.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let cp = &self.control_plane;
+        crate::aws::resolve_control_plane(&cp.region, cp.variant, cp.endpoint_override.as_deref())?;
+        if let Some(bundle) = &cp.ca_bundle {
+            crate::aws::tls_config(Some(bundle))?;
+        }
+        if let Some(ttl) = self.create_channel.as_ref().and_then(|c| c.message_ttl_secs)
+            && !(5..=120).contains(&ttl)
+        {
+            return Err(ClientError::InvalidConfig(format!("message TTL {ttl} s is outside 5-120 s")));
+        }
+        Ok(())
+    }
+
     /// Defaults: no channel creation, a one-hour in-memory cache, ICE servers fetched.
     pub fn new(control_plane: ControlPlaneConfig) -> AwsConfig {
         AwsConfig {
@@ -209,6 +225,9 @@ impl ClientConfig {
         }
         if self.backoff.max < self.backoff.initial {
             return invalid("maximum backoff must not be below the initial backoff".into());
+        }
+        if let Some(aws) = &self.aws {
+            aws.validate()?;
         }
         Ok(())
     }

@@ -2,8 +2,7 @@
 //! environment, or a callback), the ICE server list into caller memory, and
 //! the region's STUN URL.
 
-use super::client::{Callbacks, handle_ref, kvs_client, kvs_client_config};
-use super::dispatch;
+use super::client::{Delivery, handle_ref, kvs_client, kvs_client_config};
 use super::result::fail;
 use super::{arg_str, boundary, require_non_null, write_out_str};
 use crate::aws::{
@@ -76,14 +75,15 @@ pub extern "C" fn kvs_credentials_sink_set(
 
 /// Credentials from the application's callback, called on the dispatcher thread.
 struct CallbackCredentials {
-    callbacks: Weak<Callbacks>,
+    delivery: Weak<Delivery>,
 }
 
 impl CredentialsProvider for CallbackCredentials {
     fn fetch(&self) -> Result<Credentials, AwsError> {
-        let callbacks = self.callbacks.upgrade().ok_or_else(|| AwsError::Credentials("the client is gone".into()))?;
+        let gone = || AwsError::Credentials("the client is being freed".into());
+        let delivery = self.delivery.upgrade().ok_or_else(gone)?;
         let (reply, wait) = std::sync::mpsc::channel();
-        dispatch::post(Box::new(move || {
+        let posted = delivery.post(move |callbacks| {
             let mut sink = kvs_credentials_sink { credentials: None };
             let outcome = match callbacks.credentials {
                 // SAFETY: the application's callback; `sink` lives for the call.
@@ -91,7 +91,11 @@ impl CredentialsProvider for CallbackCredentials {
                 None => KVS_ERR_CREDENTIALS,
             };
             let _ = reply.send((outcome, sink.credentials));
-        }));
+        });
+        drop(delivery);
+        if !posted {
+            return Err(gone());
+        }
         match wait.recv_timeout(CREDENTIALS_CALLBACK_TIMEOUT) {
             Ok((KVS_OK, Some(credentials))) => Ok(credentials),
             Ok((KVS_OK, None)) => Err(AwsError::Credentials(
@@ -111,7 +115,7 @@ pub(super) fn aws_config(
     config: &kvs_client_config,
     region: &str,
     request_timeout: Duration,
-    callbacks: &Arc<Callbacks>,
+    delivery: &Arc<Delivery>,
 ) -> Result<AwsConfig, kvs_result> {
     let read = |ptr, name| {
         // SAFETY: the header requires NUL-terminated strings or NULL.
@@ -121,7 +125,7 @@ pub(super) fn aws_config(
     let secret = read(config.secret_access_key, "secret_access_key")?;
     let token = read(config.session_token, "session_token")?;
     let provider: Arc<dyn CredentialsProvider> = if config.credentials_callback.is_some() {
-        Arc::new(CallbackCredentials { callbacks: Arc::downgrade(callbacks) })
+        Arc::new(CallbackCredentials { delivery: Arc::downgrade(delivery) })
     } else if let (Some(key), Some(secret)) = (&key, &secret) {
         let credentials = Credentials::new(key, secret, token.as_deref());
         credentials.check().map_err(|e| fail(KVS_ERR_CREDENTIALS, e.to_string()))?;
@@ -245,7 +249,8 @@ pub extern "C" fn kvs_client_get_ice_servers(
 
 /// Writes the STUN URL of `region` (e.g. `stun:stun.kinesisvideo.us-west-2.amazonaws.com:443`,
 /// with the FIPS or dual-stack variant) into `buf`, NUL-terminated, and its
-/// length into `*out_len`.
+/// length into `*out_len` (nullable). On KVS_ERR_BUFFER_TOO_SMALL only
+/// `*out_len` is written: the length needed, without the NUL.
 ///
 /// Ownership: all pointers borrowed for the call. Threading: any thread.
 /// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG

@@ -12,7 +12,7 @@ use crate::protocol::{Action, IceCandidate, MAX_ID_LEN, MAX_PAYLOAD_LEN, Message
 use crate::runtime;
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// `sdp_per_second` / `ice_per_second` value that turns pacing off.
@@ -163,7 +163,7 @@ pub struct kvs_client_config {
     pub client_id: *const c_char,
     /// Data-plane endpoint for this role, `ws://host:port` or `wss://host`. Required.
     pub endpoint: *const c_char,
-    /// AWS region; NULL takes it from the ARN.
+    /// AWS region; NULL takes it from the ARN (us-west-2 when there is no ARN).
     pub region: *const c_char,
     /// Connect timeout in milliseconds (for the whole attempt: control plane,
     /// TLS, WebSocket); 0 means 5000, or 15000 with `use_control_plane`.
@@ -197,7 +197,8 @@ pub struct kvs_client_config {
     /// WSS URL, with GetIceServerConfig in the background. Needs credentials;
     /// `endpoint` is then unused.
     pub use_control_plane: bool,
-    /// The channel's name, instead of `channel_arn` (control plane only).
+    /// The channel's name, instead of `channel_arn` (control plane only; when
+    /// both are set the ARN is used).
     pub channel_name: *const c_char,
     /// A control-plane URL replacing the regional endpoint (e.g. the emulator's
     /// `https://127.0.0.1:PORT`); NULL for `https://kinesisvideo.REGION.amazonaws.com`.
@@ -317,10 +318,42 @@ impl Drop for Callbacks {
     }
 }
 
+/// The one way C callbacks of a client get posted to the dispatcher. Holds the
+/// callbacks weakly, and refuses to post once the client is being freed, so
+/// that nothing left running in the library (an aborted task that still holds
+/// the event sink) can post a callback after `kvs_client_free`, or end up
+/// holding the last reference and run `free_userdata` off the dispatcher.
+pub(super) struct Delivery {
+    callbacks: Weak<Callbacks>,
+    closed: Mutex<bool>,
+}
+
+impl Delivery {
+    /// Runs `job` with the callbacks on the dispatcher, unless closed; false if
+    /// it was not posted.
+    pub(super) fn post(&self, job: impl FnOnce(&Callbacks) + Send + 'static) -> bool {
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return false;
+        }
+        let Some(callbacks) = self.callbacks.upgrade() else { return false };
+        // The strong reference moves into the job: none stays on this thread.
+        dispatch::post(Box::new(move || job(&callbacks)));
+        true
+    }
+
+    /// Refuses every later post; posts already made still run.
+    fn close(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+}
+
 /// What `*mut kvs_client` points at.
 pub(super) struct ClientHandle {
     pub(super) client: Client,
+    /// The only strong reference to the callbacks outside queued jobs.
     callbacks: Arc<Callbacks>,
+    delivery: Arc<Delivery>,
 }
 
 pub(super) fn handle_ref<'a>(client: *const kvs_client) -> &'a ClientHandle {
@@ -464,7 +497,7 @@ fn config_str(ptr: *const c_char, name: &str, max: usize) -> Result<Option<Strin
     unsafe { arg_str(ptr, name, max, KVS_ERR_INVALID_CONFIG) }.map(|s| s.map(str::to_owned))
 }
 
-fn client_config(config: &kvs_client_config, callbacks: &Arc<Callbacks>) -> Result<ClientConfig, kvs_result> {
+fn client_config(config: &kvs_client_config, delivery: &Arc<Delivery>) -> Result<ClientConfig, kvs_result> {
     let role = match config.role {
         0 => Role::Master,
         1 => Role::Viewer,
@@ -530,7 +563,7 @@ fn client_config(config: &kvs_client_config, callbacks: &Arc<Callbacks>) -> Resu
             // Room for a cold start: up to three control-plane calls, then TLS.
             out.connect_timeout = Duration::from_secs(15);
         }
-        out.aws = Some(super::aws::aws_config(config, &out.region, out.connect_timeout, callbacks)?);
+        out.aws = Some(super::aws::aws_config(config, &out.region, out.connect_timeout, delivery)?);
     }
     out.validate().map_err(|e| fail_client(&e))?;
     Ok(out)
@@ -547,8 +580,10 @@ fn client_config(config: &kvs_client_config, callbacks: &Arc<Callbacks>) -> Resu
 /// Threading: any thread, callbacks included (it starts the library's threads on
 /// first use).
 /// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`),
-/// KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG, KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
-/// KVS_ERR_RUNTIME.
+/// KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG (including a bad
+/// `control_plane_url`, an unreadable `ca_bundle_path`, `message_ttl_s` outside
+/// 5-120), KVS_ERR_CREDENTIALS (`use_control_plane` without usable credentials),
+/// KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *mut *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -569,20 +604,20 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
         if let Err(e) = runtime::handle() {
             return fail_runtime(e);
         }
-        let client_config = match client_config(config, &callbacks) {
+        let delivery = Arc::new(Delivery { callbacks: Arc::downgrade(&callbacks), closed: Mutex::new(false) });
+        let client_config = match client_config(config, &delivery) {
             Ok(c) => c,
             Err(code) => return code,
         };
-        let for_sink = Arc::clone(&callbacks);
+        let for_sink = Arc::clone(&delivery);
         let sink: EventSink = Arc::new(move |event| {
-            let callbacks = Arc::clone(&for_sink);
-            dispatch::post(Box::new(move || callbacks.deliver(event)));
+            for_sink.post(move |callbacks| callbacks.deliver(event));
         });
         let client = match Client::with_sink(client_config, sink) {
             Ok(c) => c,
             Err(e) => return fail_client(&e),
         };
-        let handle = Box::new(ClientHandle { client, callbacks });
+        let handle = Box::new(ClientHandle { client, callbacks, delivery });
         // SAFETY: checked non-NULL; the caller provides a writable pointer.
         unsafe { *out_client = Box::into_raw(handle).cast() };
         KVS_OK
@@ -597,8 +632,11 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 /// Threading: blocks; call it from an application thread. From a callback or a
 /// library thread it returns KVS_ERR_WOULD_DEADLOCK.
 /// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_TIMEOUT,
-/// KVS_ERR_NETWORK, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED,
-/// KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN.
+/// KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED,
+/// KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, and through
+/// the control plane KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE,
+/// KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK,
+/// KVS_ERR_SHUTDOWN.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
     boundary(|| {
@@ -769,9 +807,10 @@ pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
         }
         // SAFETY: non-NULL and made by kvs_client_new; the caller gives it up here.
         let handle = unsafe { Box::from_raw(client.cast::<ClientHandle>()) };
-        let ClientHandle { client, callbacks } = *handle;
+        let ClientHandle { client, callbacks, delivery } = *handle;
         // After the shutdown of the runtime there is no task left to stop.
         let _ = runtime::block_on(client.disconnect(Duration::from_secs(1)));
+        delivery.close();
         drop(client);
         // The last reference is dropped on the dispatcher, after every queued
         // callback of this client, so free_userdata runs last and there.

@@ -74,8 +74,7 @@ pub enum kvs_result {
     KVS_ERR_RUNTIME = 28,
     /// The TLS handshake failed (e.g. a certificate that does not verify).
     KVS_ERR_TLS = 29,
-    /// The service refused an argument (InvalidArgumentException), e.g. a
-    /// message TTL out of range or a bad channel name.
+    /// The service refused an argument (InvalidArgumentException).
     KVS_ERR_SERVICE_INVALID_ARGUMENT = 30,
     /// The channel exists already or is not available now (ResourceInUseException).
     KVS_ERR_RESOURCE_IN_USE = 31,

@@ -74,6 +74,11 @@ static const char *const RESULT_NAMES[] = {
     "KVS_ERR_PANIC",
     "KVS_ERR_RUNTIME",
     "KVS_ERR_TLS",
+    "KVS_ERR_SERVICE_INVALID_ARGUMENT",
+    "KVS_ERR_RESOURCE_IN_USE",
+    "KVS_ERR_SERVICE",
+    "KVS_ERR_BAD_RESPONSE",
+    "KVS_ERR_CREDENTIALS",
 };
 #define RESULT_COUNT (sizeof RESULT_NAMES / sizeof RESULT_NAMES[0])
 
@@ -205,6 +210,23 @@ static void sleep_ms(long ms) {
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = (ms % 1000) * 1000000L;
     nanosleep(&ts, NULL);
+}
+
+/* kvs_client_connect, retried while the emulator's connect quota (3 per
+ * second per channel and role, like the service) refuses it: the tests below
+ * connect the same channel and role in quick succession, and scripts run this
+ * program several times against one emulator. */
+static kvs_result connect_paced(const kvs_client *client) {
+    kvs_result rc = KVS_OK;
+    for (int attempt = 0; attempt < 10; attempt++) {
+        rc = kvs_client_connect(client);
+        if (rc != KVS_ERR_LIMIT_EXCEEDED) {
+            break;
+        }
+        print_line("      (the emulator's connect quota refused it; again in 400 ms)");
+        sleep_ms(400);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -603,6 +625,15 @@ static void test_config_default(void) {
                     c.send_queue_capacity == 0 && c.on_message == NULL && c.on_status == NULL &&
                     c.on_state == NULL && c.userdata == NULL && c.free_userdata == NULL,
                 "every field at its documented default");
+    EXPECT_TRUE(!c.use_control_plane && c.channel_name == NULL && c.control_plane_url == NULL &&
+                    !c.use_fips && !c.use_dual_stack && c.ca_bundle_path == NULL &&
+                    c.access_key_id == NULL && c.secret_access_key == NULL &&
+                    c.session_token == NULL && !c.credentials_from_env &&
+                    c.credentials_callback == NULL && !c.create_channel &&
+                    c.message_ttl_s == 0 && c.endpoint_cache_path == NULL &&
+                    c.endpoint_cache_ttl_s == 0 && !c.skip_ice_servers &&
+                    c.on_ice_servers == NULL,
+                "the control-plane fields at their defaults (off, NULL, 0)");
 }
 
 static kvs_client_config base_config(uint32_t role, struct probe *p) {
@@ -1052,6 +1083,436 @@ static void test_connect_failures(void) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* The control-plane entry points without a service.                        */
+
+static void test_new_result_codes(void) {
+    section("result codes of the control-plane path");
+    const uint32_t codes[] = {KVS_ERR_TLS, KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE,
+                              KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        const char *text = kvs_result_str(codes[i]);
+        EXPECT_TRUE(text != NULL && text[0] != '\0' && strcmp(text, "unknown result code") != 0,
+                    "%s (%u) -> \"%s\"", rc_name(codes[i]), (unsigned)codes[i],
+                    text != NULL ? text : "(NULL)");
+    }
+    EXPECT_TRUE(KVS_ERR_CREDENTIALS == 34 && KVS_ERR_SERVICE_INVALID_ARGUMENT == 30,
+                "stable values: KVS_ERR_SERVICE_INVALID_ARGUMENT 30 .. KVS_ERR_CREDENTIALS 34");
+}
+
+static void test_stun_url(void) {
+    section("kvs_stun_url");
+    char buf[256];
+    size_t n = 0;
+    const char *want = "stun:stun.kinesisvideo.us-west-2.amazonaws.com:443";
+    const size_t want_len = strlen(want);
+
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_stun_url(NULL, false, false, buf, sizeof buf, &n));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_stun_url("us-west-2", false, false, NULL, 0, &n));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_stun_url("us-west-2", false, false, NULL, 100, NULL));
+    EXPECT_RC(KVS_ERR_INVALID_UTF8, kvs_stun_url(NON_UTF8, false, false, buf, sizeof buf, &n));
+    EXPECT_RC(KVS_ERR_INVALID_CONFIG, kvs_stun_url("", false, false, buf, sizeof buf, &n));
+    EXPECT_RC(KVS_ERR_INVALID_CONFIG, kvs_stun_url("US-WEST-2", false, false, buf, sizeof buf, &n));
+    EXPECT_RC(KVS_ERR_INVALID_CONFIG, kvs_stun_url("us west 2", false, false, buf, sizeof buf, &n));
+    EXPECT_RC(KVS_ERR_INVALID_CONFIG, kvs_stun_url("us_west_2", false, false, buf, sizeof buf, &n));
+    EXPECT_RC(KVS_ERR_INVALID_CONFIG,
+              kvs_stun_url("us-west-2/../x", false, false, buf, sizeof buf, &n));
+    EXPECT_RC(KVS_ERR_INVALID_CONFIG, kvs_stun_url(g_id257, false, false, buf, sizeof buf, &n));
+    /* The iso partitions have no dual-stack endpoints. */
+    EXPECT_RC(KVS_ERR_INVALID_CONFIG,
+              kvs_stun_url("us-iso-east-1", false, true, buf, sizeof buf, &n));
+
+    /* Too small, by one byte and entirely: nothing written into buf. */
+    memset(buf, 'Z', sizeof buf);
+    n = 12345;
+    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL, kvs_stun_url("us-west-2", false, false, buf, want_len, &n));
+    EXPECT_TRUE(buf[0] == 'Z' && buf[want_len - 1] == 'Z', "buffer untouched");
+    EXPECT_TRUE(n == 12345 || n == want_len,
+                "out_len %s (%zu; the header does not say which)",
+                n == 12345 ? "untouched" : "= the length needed", n);
+    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL, kvs_stun_url("us-west-2", false, false, buf, 0, &n));
+    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL, kvs_stun_url("us-west-2", false, false, buf, 1, NULL));
+
+    /* Exactly big enough; out_len NULL. */
+    memset(buf, 'Z', sizeof buf);
+    n = 0;
+    EXPECT_RC(KVS_OK, kvs_stun_url("us-west-2", false, false, buf, want_len + 1, &n));
+    EXPECT_TRUE(strcmp(buf, want) == 0 && n == want_len, "\"%s\" (%zu)", buf, n);
+    EXPECT_RC(KVS_OK, kvs_stun_url("us-west-2", false, false, buf, sizeof buf, NULL));
+    EXPECT_RC(KVS_OK, kvs_stun_url("us-gov-east-1", true, false, buf, sizeof buf, &n));
+    EXPECT_TRUE(strcmp(buf, "stuns:stun.kinesisvideo-fips.us-gov-east-1.amazonaws.com:443") == 0,
+                "FIPS: \"%s\"", buf);
+    EXPECT_RC(KVS_OK, kvs_stun_url("cn-north-1", false, false, buf, sizeof buf, &n));
+    EXPECT_TRUE(strcmp(buf, "stun:stun.kinesisvideo.cn-north-1.amazonaws.com.cn:443") == 0,
+                "China: \"%s\"", buf);
+    EXPECT_RC(KVS_OK, kvs_stun_url("us-west-1", false, true, buf, sizeof buf, &n));
+    EXPECT_TRUE(strcmp(buf, "stun:stun.kinesisvideo.us-west-1.api.aws:443") == 0,
+                "dual-stack: \"%s\"", buf);
+}
+
+/* A control-plane config with static keys, aimed at `control_plane_url`. */
+static kvs_client_config cp_config(uint32_t role, struct probe *p, const char *control_plane_url) {
+    kvs_client_config c = base_config(role, p);
+    c.use_control_plane = true;
+    c.channel_arn = NULL;
+    c.endpoint = NULL;
+    c.channel_name = "bad-input";
+    c.control_plane_url = control_plane_url;
+    c.access_key_id = "AKIDBADINPUTEXAMPLE";
+    c.secret_access_key = "bad-input-secret-bad-input-secret";
+    c.connect_timeout_ms = 3000;
+    return c;
+}
+
+static kvs_client_config with_channel_name(kvs_client_config c, const char *v) {
+    c.channel_name = v;
+    return c;
+}
+static kvs_client_config with_keys(kvs_client_config c, const char *key, const char *secret) {
+    c.access_key_id = key;
+    c.secret_access_key = secret;
+    return c;
+}
+static kvs_client_config with_control_plane_url(kvs_client_config c, const char *v) {
+    c.control_plane_url = v;
+    return c;
+}
+static kvs_client_config with_fips(kvs_client_config c) {
+    c.use_fips = true;
+    return c;
+}
+static kvs_client_config with_ca_bundle(kvs_client_config c, const char *v) {
+    c.ca_bundle_path = v;
+    return c;
+}
+static kvs_client_config with_session_token(kvs_client_config c, const char *v) {
+    c.session_token = v;
+    return c;
+}
+
+/* What the credentials callback does, and what it saw. */
+enum cred_mode { CRED_FAIL, CRED_OK_WITHOUT_SET, CRED_MISUSE_THEN_SET };
+
+struct recorded_rc {
+    int done;
+    uint32_t rc;
+    char msg[256];
+};
+
+struct cred_probe {
+    enum cred_mode mode;
+    int calls;
+    int on_main_thread;
+    struct recorded_rc null_sink, null_key, null_secret, empty_key, empty_secret, bad_utf8, good;
+};
+static struct cred_probe g_cred;
+
+static void record_rc(struct recorded_rc *r, uint32_t rc) {
+    r->done = 1;
+    r->rc = rc;
+    snprintf(r->msg, sizeof r->msg, "%s", kvs_last_error_message());
+}
+
+static kvs_result cred_callback(void *userdata, kvs_credentials_sink *sink) {
+    (void)userdata;
+    struct cred_probe *c = &g_cred;
+    pthread_mutex_lock(&g_lock);
+    c->calls++;
+    c->on_main_thread = pthread_equal(pthread_self(), g_main_thread) ? 1 : 0;
+    enum cred_mode mode = c->mode;
+    pthread_mutex_unlock(&g_lock);
+    if (mode == CRED_FAIL) {
+        return KVS_ERR_CREDENTIALS;
+    }
+    if (mode == CRED_OK_WITHOUT_SET) {
+        return KVS_OK;
+    }
+    struct cred_probe r;
+    memset(&r, 0, sizeof r);
+    record_rc(&r.null_sink, kvs_credentials_sink_set(NULL, "AKIDX", "secret", NULL, 0));
+    record_rc(&r.null_key, kvs_credentials_sink_set(sink, NULL, "secret", NULL, 0));
+    record_rc(&r.null_secret, kvs_credentials_sink_set(sink, "AKIDX", NULL, NULL, 0));
+    record_rc(&r.empty_key, kvs_credentials_sink_set(sink, "", "secret", NULL, 0));
+    record_rc(&r.empty_secret, kvs_credentials_sink_set(sink, "AKIDX", "", NULL, 0));
+    record_rc(&r.bad_utf8, kvs_credentials_sink_set(sink, NON_UTF8, "secret", NULL, 0));
+    record_rc(&r.good, kvs_credentials_sink_set(sink, "AKIDX", "secret", "token", 4102444800u));
+    pthread_mutex_lock(&g_lock);
+    c->null_sink = r.null_sink;
+    c->null_key = r.null_key;
+    c->null_secret = r.null_secret;
+    c->empty_key = r.empty_key;
+    c->empty_secret = r.empty_secret;
+    c->bad_utf8 = r.bad_utf8;
+    c->good = r.good;
+    pthread_mutex_unlock(&g_lock);
+    return KVS_OK;
+}
+
+static void judge_rc(int line, const char *what, const struct recorded_rc *r, uint32_t want) {
+    if (!r->done) {
+        fail(line, what, "the credentials callback did not make this call");
+        return;
+    }
+    judge(line, what, r->rc, want, r->msg, "");
+}
+
+/* A config mistake of the control-plane fields: refused with
+ * KVS_ERR_INVALID_CONFIG by kvs_client_new (where the header puts config
+ * errors) or, at the latest, by kvs_client_connect, before anything is sent.
+ * The second case passes with a NOTE: the header does not say when these
+ * fields are checked. */
+static void expect_config_refused(int line, const char *what, kvs_client_config c) {
+    struct probe p;
+    probe_init(&p, what);
+    c.userdata = &p;
+    c.free_userdata = probe_free;
+    kvs_client *client = NULL;
+    primed();
+    uint32_t got = (uint32_t)kvs_client_new(&c, &client);
+    if (got != KVS_OK) {
+        judge(line, what, got, KVS_ERR_INVALID_CONFIG, kvs_last_error_message(), g_marker);
+        return;
+    }
+    /* A configuration error must surface at kvs_client_new, not later. */
+    judge(line, what, got, KVS_ERR_INVALID_CONFIG, kvs_last_error_message(), g_marker);
+    (void)kvs_client_free(client);
+}
+
+static void test_control_plane_offline(void) {
+    section("kvs_client_new with use_control_plane");
+    struct probe unused;
+    probe_init(&unused, "unused");
+    const kvs_client_config cp = cp_config(KVS_ROLE_VIEWER, &unused, "http://127.0.0.1:9");
+
+    EXPECT_NEW_FAILS(with_keys(cp, NULL, NULL), KVS_ERR_CREDENTIALS,
+                     "use_control_plane without any credentials");
+    EXPECT_NEW_FAILS(with_keys(cp, "AKIDX", NULL), KVS_ERR_CREDENTIALS,
+                     "access_key_id without secret_access_key");
+    EXPECT_NEW_FAILS(with_keys(cp, NULL, "secret"), KVS_ERR_CREDENTIALS,
+                     "secret_access_key without access_key_id");
+    EXPECT_NEW_FAILS(with_keys(cp, "", "secret"), KVS_ERR_CREDENTIALS, "access_key_id empty");
+    EXPECT_NEW_FAILS(with_keys(cp, "AKIDX", ""), KVS_ERR_CREDENTIALS, "secret_access_key empty");
+    EXPECT_NEW_FAILS(with_keys(cp, NON_UTF8, "secret"), KVS_ERR_INVALID_UTF8,
+                     "access_key_id not UTF-8");
+    EXPECT_NEW_FAILS(with_session_token(cp, NON_UTF8), KVS_ERR_INVALID_UTF8,
+                     "session_token not UTF-8");
+    EXPECT_NEW_FAILS(with_channel_name(cp, NULL), KVS_ERR_NULL_PARAMETER,
+                     "use_control_plane without channel_name or channel_arn");
+    EXPECT_NEW_FAILS(with_channel_name(cp, NON_UTF8), KVS_ERR_INVALID_UTF8,
+                     "channel_name not UTF-8");
+    EXPECT_NEW_FAILS(with_channel_name(cp, ""), KVS_ERR_INVALID_CONFIG, "channel_name empty");
+    EXPECT_NEW_FAILS(with_channel_name(cp, "a b"), KVS_ERR_INVALID_CONFIG,
+                     "channel_name \"a b\"");
+    EXPECT_NEW_FAILS(with_channel_name(cp, g_id257), KVS_ERR_INVALID_CONFIG,
+                     "channel_name of 257 characters");
+    EXPECT_NEW_FAILS(with_control_plane_url(cp, NON_UTF8), KVS_ERR_INVALID_UTF8,
+                     "control_plane_url not UTF-8");
+    expect_config_refused(__LINE__, "control_plane_url ftp://",
+                          with_control_plane_url(cp, "ftp://127.0.0.1:9"));
+    expect_config_refused(__LINE__, "control_plane_url without a scheme",
+                          with_control_plane_url(cp, "127.0.0.1:9"));
+    expect_config_refused(__LINE__, "control_plane_url with a query string",
+                          with_control_plane_url(cp, "http://127.0.0.1:9/?a=b"));
+    expect_config_refused(__LINE__, "control_plane_url with use_fips", with_fips(cp));
+    {
+        kvs_client_config c = cp;
+        c.control_plane_url = NULL;
+        c.use_dual_stack = true;
+        c.region = "us-iso-east-1";
+        expect_config_refused(__LINE__, "use_dual_stack in a region without dual-stack", c);
+    }
+    EXPECT_NEW_FAILS(with_ca_bundle(cp, NON_UTF8), KVS_ERR_INVALID_UTF8,
+                     "ca_bundle_path not UTF-8");
+    {
+        kvs_client_config c = cp;
+        c.channel_name = NULL;
+        c.channel_arn = "arn:bad";
+        EXPECT_NEW_FAILS(c, KVS_ERR_INVALID_CONFIG, "use_control_plane with channel_arn \"arn:bad\"");
+    }
+    {
+        /* Without use_control_plane the control-plane fields do not make a
+         * client: channel_name alone is not enough. */
+        kvs_client_config c = base_config(KVS_ROLE_VIEWER, &unused);
+        c.channel_arn = NULL;
+        c.channel_name = "bad-input";
+        EXPECT_NEW_FAILS(c, KVS_ERR_NULL_PARAMETER, "channel_name without use_control_plane");
+    }
+
+    /* What must work: endpoint NULL (unused), environment credentials (read
+     * at connect time, so unset ones are no kvs_client_new error), a callback. */
+    {
+        struct probe p;
+        probe_init(&p, "cp-static-keys");
+        kvs_client_config c = cp_config(KVS_ROLE_MASTER, &p, "http://127.0.0.1:9");
+        kvs_client *client = NULL;
+        EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+        EXPECT_RC(KVS_OK, kvs_client_free(client));
+        EXPECT_FREED_NOW(&p, 1);
+
+        probe_init(&p, "cp-env");
+        c = cp_config(KVS_ROLE_MASTER, &p, NULL); /* the real regional endpoint, never contacted */
+        c.access_key_id = NULL;
+        c.secret_access_key = NULL;
+        c.credentials_from_env = true;
+        c.region = "eu-west-1";
+        client = NULL;
+        EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+        EXPECT_RC(KVS_OK, kvs_client_free(client));
+        EXPECT_FREED_NOW(&p, 1);
+    }
+
+    section("kvs_client_get_metrics, kvs_client_get_ice_servers, kvs_client_start (no service)");
+    struct probe p;
+    probe_init(&p, "entry-points");
+    kvs_client_config c = base_config(KVS_ROLE_VIEWER, &p);
+    char closed[64];
+    if (closed_port_endpoint(closed, sizeof closed) != 0) {
+        fail(__LINE__, "closed_port_endpoint", "could not find a closed port");
+        return;
+    }
+    c.endpoint = closed;
+    c.backoff_initial_ms = 20;
+    c.backoff_max_ms = 50;
+    kvs_client *client = NULL;
+    EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+    if (client == NULL) {
+        return;
+    }
+
+    kvs_client_metrics m;
+    memset(&m, 0xAB, sizeof m);
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_get_metrics(NULL, &m));
+    EXPECT_TRUE(m.connects == 0xABABABABABABABABull, "*out_metrics untouched on failure");
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_get_metrics(client, NULL));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_get_metrics(NULL, NULL));
+    EXPECT_RC(KVS_OK, kvs_client_get_metrics(client, &m));
+    EXPECT_TRUE(m.state == KVS_STATE_DISCONNECTED && m.connects == 0 && m.reconnects == 0 &&
+                    m.connect_failures == 0 && m.last_connect_unix_ms == 0 &&
+                    m.messages_sent == 0 && m.messages_queued == 0 && m.clock_skew_ms == 0,
+                "a new client's metrics are zero (state %u, connects %llu)", (unsigned)m.state,
+                (unsigned long long)m.connects);
+
+    kvs_ice_server servers[2];
+    char strings[512];
+    size_t count = 12345, len = 12345;
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER,
+              kvs_client_get_ice_servers(NULL, servers, 2, strings, sizeof strings, &count, &len));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER,
+              kvs_client_get_ice_servers(client, servers, 2, strings, sizeof strings, NULL, &len));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_get_ice_servers(client, servers, 2, strings,
+                                                                 sizeof strings, &count, NULL));
+    EXPECT_TRUE(count == 12345 && len == 12345, "outputs untouched on NULL_PARAMETER");
+    EXPECT_RC(KVS_OK, kvs_client_get_ice_servers(client, servers, 2, strings, sizeof strings,
+                                                 &count, &len));
+    EXPECT_TRUE(count == 0 && len == 0, "no control plane: an empty list (count %zu, %zu bytes)",
+                count, len);
+    count = len = 12345;
+    EXPECT_RC(KVS_OK, kvs_client_get_ice_servers(client, NULL, 0, NULL, 0, &count, &len));
+    EXPECT_TRUE(count == 0 && len == 0, "an empty list fits in no buffer at all (%zu, %zu)", count,
+                len);
+
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_client_start(NULL));
+    EXPECT_RC(KVS_OK, kvs_client_start(client));
+    EXPECT_RC(KVS_ERR_ALREADY_CONNECTED, kvs_client_start(client));
+    EXPECT_RC(KVS_ERR_ALREADY_CONNECTED, kvs_client_connect(client));
+    /* "Sends are accepted from now on and wait in the queue." */
+    EXPECT_RC(KVS_OK, kvs_send_sdp_offer(client, NULL, SDP, "queued-offer", NULL, 0, NULL));
+    int failures = 0;
+    for (int waited = 0; waited < 3000; waited += 10) {
+        if (kvs_client_get_metrics(client, &m) == KVS_OK && m.connect_failures >= 2) {
+            failures = 1;
+            break;
+        }
+        sleep_ms(10);
+    }
+    uint32_t state = kvs_client_state(client);
+    EXPECT_TRUE(failures && m.messages_queued == 1 && m.connects == 0,
+                "retrying a closed port: %llu failed attempts, %llu queued, state %u",
+                (unsigned long long)m.connect_failures, (unsigned long long)m.messages_queued,
+                (unsigned)state);
+    EXPECT_TRUE(state == KVS_STATE_RECONNECTING || state == KVS_STATE_CONNECTING,
+                "state while retrying: %u (RECONNECTING or CONNECTING)", (unsigned)state);
+    EXPECT_RC(KVS_OK, kvs_client_disconnect(client));
+    EXPECT_TRUE(kvs_client_state(client) == KVS_STATE_DISCONNECTED, "DISCONNECTED after disconnect");
+    int reports = 0;
+    for (int waited = 0; waited < 2000; waited += 10) { /* on_status runs on the dispatcher */
+        pthread_mutex_lock(&g_lock);
+        reports = p.status_reports;
+        pthread_mutex_unlock(&g_lock);
+        if (reports > 0) {
+            break;
+        }
+        sleep_ms(10);
+    }
+    EXPECT_TRUE(reports == 1, "the queued offer was reported failed through on_status (%d)",
+                reports);
+    EXPECT_RC(KVS_OK, kvs_client_start(client)); /* startable again */
+    EXPECT_RC(KVS_OK, kvs_client_free(client));
+    EXPECT_FREED_NOW(&p, 1);
+
+    section("kvs_credentials_sink_set, credentials_callback (no service)");
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_credentials_sink_set(NULL, "AKIDX", "secret", NULL, 0));
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_credentials_sink_set(NULL, NULL, NULL, NULL, 0));
+    char cp_url[80];
+    {
+        /* ws://127.0.0.1:PORT -> http://127.0.0.1:PORT */
+        char ws[64];
+        if (closed_port_endpoint(ws, sizeof ws) != 0) {
+            fail(__LINE__, "closed_port_endpoint", "could not find a closed port");
+            return;
+        }
+        snprintf(cp_url, sizeof cp_url, "http://%s", ws + strlen("ws://"));
+    }
+    const enum cred_mode modes[] = {CRED_FAIL, CRED_OK_WITHOUT_SET, CRED_MISUSE_THEN_SET};
+    const char *const labels[] = {"callback returns KVS_ERR_CREDENTIALS",
+                                  "callback returns KVS_OK without kvs_credentials_sink_set",
+                                  "callback misuses the sink, then sets it"};
+    for (size_t i = 0; i < 3; i++) {
+        pthread_mutex_lock(&g_lock);
+        memset(&g_cred, 0, sizeof g_cred);
+        g_cred.mode = modes[i];
+        pthread_mutex_unlock(&g_lock);
+        probe_init(&p, labels[i]);
+        c = cp_config(KVS_ROLE_VIEWER, &p, cp_url);
+        c.credentials_callback = cred_callback; /* takes precedence over the static keys */
+        client = NULL;
+        EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+        if (client == NULL) {
+            continue;
+        }
+        print_line("      (%s; control plane %s)", labels[i], cp_url);
+        if (modes[i] == CRED_MISUSE_THEN_SET) {
+            /* Credentials accepted; then the closed port. */
+            EXPECT_RC2(KVS_ERR_NETWORK, KVS_ERR_TIMEOUT, kvs_client_connect(client));
+        } else {
+            EXPECT_RC(KVS_ERR_CREDENTIALS, kvs_client_connect(client));
+        }
+        pthread_mutex_lock(&g_lock);
+        struct cred_probe seen = g_cred;
+        pthread_mutex_unlock(&g_lock);
+        EXPECT_TRUE(seen.calls >= 1 && !seen.on_main_thread,
+                    "the callback ran %d times, on a library thread", seen.calls);
+        if (modes[i] == CRED_MISUSE_THEN_SET) {
+            judge_rc(__LINE__, "kvs_credentials_sink_set(NULL sink) in the callback",
+                     &seen.null_sink, KVS_ERR_NULL_PARAMETER);
+            judge_rc(__LINE__, "kvs_credentials_sink_set(access_key_id NULL)", &seen.null_key,
+                     KVS_ERR_NULL_PARAMETER);
+            judge_rc(__LINE__, "kvs_credentials_sink_set(secret_access_key NULL)",
+                     &seen.null_secret, KVS_ERR_NULL_PARAMETER);
+            judge_rc(__LINE__, "kvs_credentials_sink_set(access_key_id \"\")", &seen.empty_key,
+                     KVS_ERR_CREDENTIALS);
+            judge_rc(__LINE__, "kvs_credentials_sink_set(secret_access_key \"\")",
+                     &seen.empty_secret, KVS_ERR_CREDENTIALS);
+            judge_rc(__LINE__, "kvs_credentials_sink_set(access_key_id not UTF-8)",
+                     &seen.bad_utf8, KVS_ERR_INVALID_UTF8);
+            judge_rc(__LINE__, "kvs_credentials_sink_set(valid, with token and expiry)",
+                     &seen.good, KVS_OK);
+        }
+        EXPECT_RC(KVS_OK, kvs_client_free(client));
+        EXPECT_FREED_NOW(&p, 1);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* With the emulator: callbacks calling back into the library.              */
 
 struct recorded {
@@ -1310,10 +1771,10 @@ static void test_online(const char *endpoint, const char *arn) {
         (void)kvs_client_free(o->viewer);
         return;
     }
-    EXPECT_RC(KVS_OK, kvs_client_connect(o->master));
+    EXPECT_RC(KVS_OK, connect_paced(o->master));
     EXPECT_TRUE(kvs_client_state(o->master) == KVS_STATE_CONNECTED, "master CONNECTED");
     EXPECT_RC(KVS_ERR_ALREADY_CONNECTED, kvs_client_connect(o->master));
-    EXPECT_RC(KVS_OK, kvs_client_connect(o->viewer));
+    EXPECT_RC(KVS_OK, connect_paced(o->viewer));
 
     /* Validation still comes first when connected. */
     EXPECT_RC(KVS_ERR_RECIPIENT_REQUIRED,
@@ -1381,7 +1842,7 @@ static void test_online(const char *endpoint, const char *arn) {
     judge_recorded(__LINE__, "kvs_client_free(client made there) from on_message",
                    &snapshot.free_made_in_cb, KVS_ERR_IN_CALLBACK);
     if (snapshot.made_in_callback != NULL) {
-        EXPECT_RC(KVS_OK, kvs_client_connect(snapshot.made_in_callback));
+        EXPECT_RC(KVS_OK, connect_paced(snapshot.made_in_callback));
         EXPECT_RC(KVS_OK, kvs_client_free(snapshot.made_in_callback));
         EXPECT_FREED_NOW(&o->made_probe, 1);
     }
@@ -1400,7 +1861,7 @@ static void test_online(const char *endpoint, const char *arn) {
                   kvs_send_ice_candidate(o->viewer, NULL, &c, NULL, NULL, 0, NULL));
     }
     EXPECT_RC(KVS_OK, kvs_client_disconnect(o->viewer)); /* again: a no-op */
-    EXPECT_RC(KVS_OK, kvs_client_connect(o->viewer));    /* a client can reconnect */
+    EXPECT_RC(KVS_OK, connect_paced(o->viewer));    /* a client can reconnect */
     EXPECT_TRUE(kvs_client_state(o->viewer) == KVS_STATE_CONNECTED, "viewer CONNECTED again");
     EXPECT_RC(KVS_OK, kvs_client_disconnect(o->viewer));
 
@@ -1415,6 +1876,325 @@ static void test_online(const char *endpoint, const char *arn) {
     pthread_mutex_unlock(&g_lock);
     EXPECT_TRUE(late == 0, "no callback after free_userdata (%d)", late);
     EXPECT_TRUE(on_main == 0, "free_userdata ran on the dispatcher thread");
+}
+
+/* ------------------------------------------------------------------------ */
+/* With an emulator started with --tls and keys: the control-plane path.     */
+
+struct cp_online {
+    kvs_client *client;
+    int ice_callbacks;
+    size_t announced;
+    struct recorded_rc sizes_in_cb; /* NULL buffers: BUFFER_TOO_SMALL with the sizes */
+    struct recorded_rc copy_in_cb;  /* big enough buffers: KVS_OK */
+    size_t count_in_cb;
+    size_t len_in_cb;
+};
+static struct cp_online g_cp;
+
+static void cp_on_ice_servers(void *userdata, size_t count) {
+    (void)userdata;
+    struct cp_online *o = &g_cp;
+    pthread_mutex_lock(&g_lock);
+    kvs_client *client = o->client;
+    pthread_mutex_unlock(&g_lock);
+    struct recorded_rc sizes, copy;
+    memset(&sizes, 0, sizeof sizes);
+    memset(&copy, 0, sizeof copy);
+    size_t n = 0, len = 0;
+    if (client != NULL) {
+        record_rc(&sizes, kvs_client_get_ice_servers(client, NULL, 0, NULL, 0, &n, &len));
+        kvs_ice_server servers[16];
+        static char strings[8192]; /* only the dispatcher thread runs this */
+        size_t n2 = 0, len2 = 0;
+        record_rc(&copy, kvs_client_get_ice_servers(client, servers, 16, strings, sizeof strings,
+                                                    &n2, &len2));
+    }
+    pthread_mutex_lock(&g_lock);
+    o->ice_callbacks++;
+    o->announced = count;
+    o->sizes_in_cb = sizes;
+    o->copy_in_cb = copy;
+    o->count_in_cb = n;
+    o->len_in_cb = len;
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* Connects a control-plane viewer made from `c` and expects `want`. */
+static void expect_cp_connect(int line, const char *what, kvs_client_config c, uint32_t want) {
+    struct probe p;
+    probe_init(&p, what);
+    c.userdata = &p;
+    c.free_userdata = probe_free;
+    kvs_client *client = NULL;
+    primed();
+    uint32_t got = (uint32_t)kvs_client_new(&c, &client);
+    if (got != KVS_OK) {
+        judge(line, what, got, KVS_OK, kvs_last_error_message(), g_marker);
+        return;
+    }
+    primed();
+    got = (uint32_t)kvs_client_connect(client);
+    judge(line, what, got, want, kvs_last_error_message(), g_marker);
+    kvs_client_metrics m;
+    /* (A configuration refused at connect time is not counted as an attempt.) */
+    if (kvs_client_get_metrics(client, &m) == KVS_OK && want != KVS_OK &&
+        want != KVS_ERR_INVALID_CONFIG) {
+        expect_true(line, m.connects == 0 && m.connect_failures >= 1, "  ...metrics count it",
+                    "%llu connects, %llu failed attempts", (unsigned long long)m.connects,
+                    (unsigned long long)m.connect_failures);
+    }
+    (void)kvs_client_free(client);
+    int n = probe_free_calls(&p);
+    expect_true(line, n == 1, "  ...userdata released once", "%d times", n);
+}
+
+static int g_race_ice = 0;
+
+static void race_on_ice_servers(void *userdata, size_t count) {
+    (void)userdata;
+    (void)count;
+    pthread_mutex_lock(&g_lock);
+    g_race_ice++;
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* kvs_client_free "returns once every callback of this client already queued
+ * has run and free_userdata has run". Checked several times on clients whose
+ * background GetIceServerConfig loop is running (the control-plane path):
+ * the count of clients whose free_userdata had not run yet when
+ * kvs_client_free returned must be 0. */
+static void test_free_after_ice_servers(kvs_client_config base, int rounds) {
+    section("with the TLS emulator: kvs_client_free returns after free_userdata (ICE refresh running)");
+    int late = 0, never = 0, done = 0;
+    for (int i = 0; i < rounds; i++) {
+        struct probe p;
+        probe_init(&p, "free-race");
+        kvs_client_config c = base;
+        char id[64];
+        snprintf(id, sizeof id, "bad-input-free-%d", i);
+        c.role = i % 2 == 0 ? KVS_ROLE_MASTER : KVS_ROLE_VIEWER;
+        c.client_id = i % 2 == 0 ? NULL : id;
+        c.skip_ice_servers = false;
+        c.on_ice_servers = race_on_ice_servers;
+        c.userdata = &p;
+        c.free_userdata = probe_free;
+        pthread_mutex_lock(&g_lock);
+        g_race_ice = 0;
+        pthread_mutex_unlock(&g_lock);
+        kvs_client *client = NULL;
+        if (kvs_client_new(&c, &client) != KVS_OK) {
+            fail(__LINE__, "kvs_client_new", kvs_last_error_message());
+            break;
+        }
+        if (connect_paced(client) != KVS_OK) {
+            fail(__LINE__, "kvs_client_connect", kvs_last_error_message());
+            (void)kvs_client_free(client);
+            (void)probe_wait_freed(&p, 3000);
+            break;
+        }
+        (void)wait_for(&g_race_ice, 1, 3000);
+        (void)kvs_client_free(client);
+        int on_return = probe_free_calls(&p);
+        int later = probe_wait_freed(&p, 3000); /* `p` must outlive a late call */
+        late += on_return == 0 && later == 1;
+        never += later == 0;
+        done++;
+    }
+    EXPECT_TRUE(late == 0 && never == 0 && done == rounds,
+                "%d of %d clients: free_userdata had not run when kvs_client_free returned "
+                "(it ran later, on a library thread); %d never", late, done, never);
+}
+
+static void test_control_plane_online(const char *url, const char *ca, const char *channel) {
+    const char *key = getenv("AWS_ACCESS_KEY_ID");
+    const char *secret = getenv("AWS_SECRET_ACCESS_KEY");
+    if (key == NULL || secret == NULL) {
+        fail(__LINE__, "control plane", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set");
+        return;
+    }
+    section("with the TLS emulator: control-plane connect errors");
+    struct probe unused;
+    probe_init(&unused, "unused");
+    kvs_client_config base = base_config(KVS_ROLE_VIEWER, &unused);
+    base.use_control_plane = true;
+    base.channel_arn = NULL;
+    base.endpoint = NULL;
+    base.client_id = "bad-input-cp-viewer";
+    base.channel_name = channel;
+    base.control_plane_url = url;
+    base.ca_bundle_path = ca;
+    base.credentials_from_env = true;
+    base.skip_ice_servers = true;
+    base.connect_timeout_ms = 5000;
+
+    kvs_client_config c = base;
+    c.access_key_id = key;
+    c.secret_access_key = "not-the-secret";
+    expect_cp_connect(__LINE__, "wrong secret_access_key", c, KVS_ERR_ACCESS_DENIED);
+    c = base;
+    c.access_key_id = "AKIDUNKNOWNEXAMPLE";
+    c.secret_access_key = secret;
+    expect_cp_connect(__LINE__, "unknown access_key_id", c, KVS_ERR_ACCESS_DENIED);
+    c = base;
+    c.channel_name = "bad-input-no-such-channel";
+    expect_cp_connect(__LINE__, "unknown channel without create_channel", c, KVS_ERR_NOT_FOUND);
+    c = base;
+    c.ca_bundle_path = NULL;
+    expect_cp_connect(__LINE__, "no ca_bundle_path (the emulator's CA is not trusted)", c,
+                      KVS_ERR_TLS);
+    c = base;
+    c.ca_bundle_path = "/nonexistent/kvs-bad-input-ca.pem";
+    expect_config_refused(__LINE__, "ca_bundle_path that does not exist", c);
+    c = base;
+    c.channel_name = "bad-input-ttl";
+    c.create_channel = true;
+    c.message_ttl_s = 500;
+    expect_config_refused(__LINE__, "create_channel with message_ttl_s 500 (5-120)", c);
+
+    section("with the TLS emulator: ICE servers, metrics, kvs_client_start");
+    struct probe p;
+    probe_init(&p, "cp-master");
+    c = base;
+    c.role = KVS_ROLE_MASTER;
+    c.client_id = NULL;
+    c.skip_ice_servers = false;
+    c.on_ice_servers = cp_on_ice_servers;
+    c.userdata = &p;
+    c.free_userdata = probe_free;
+    memset(&g_cp, 0, sizeof g_cp);
+    kvs_client *client = NULL;
+    EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+    if (client == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&g_lock);
+    g_cp.client = client;
+    pthread_mutex_unlock(&g_lock);
+    EXPECT_RC(KVS_OK, connect_paced(client));
+    int got_ice = 0;
+    for (int waited = 0; waited < 5000 && !got_ice; waited += 10) {
+        pthread_mutex_lock(&g_lock);
+        got_ice = g_cp.ice_callbacks > 0;
+        pthread_mutex_unlock(&g_lock);
+        if (!got_ice) {
+            sleep_ms(10);
+        }
+    }
+    EXPECT_TRUE(got_ice, "on_ice_servers fired");
+    pthread_mutex_lock(&g_lock);
+    struct cp_online seen = g_cp;
+    pthread_mutex_unlock(&g_lock);
+    if (got_ice) {
+        judge_rc(__LINE__, "kvs_client_get_ice_servers(NULL buffers) in on_ice_servers",
+                 &seen.sizes_in_cb, KVS_ERR_BUFFER_TOO_SMALL);
+        EXPECT_TRUE(seen.count_in_cb == seen.announced && seen.len_in_cb > 0,
+                    "sizes reported in the callback: %zu servers (announced %zu), %zu bytes",
+                    seen.count_in_cb, seen.announced, seen.len_in_cb);
+        judge_rc(__LINE__, "kvs_client_get_ice_servers(big buffers) in on_ice_servers",
+                 &seen.copy_in_cb, KVS_OK);
+    }
+
+    size_t count = 0, len = 0;
+    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
+              kvs_client_get_ice_servers(client, NULL, 0, NULL, 0, &count, &len));
+    EXPECT_TRUE(count >= 1 && count <= 16 && len > 0, "the sizes needed: %zu servers, %zu bytes",
+                count, len);
+    if (count >= 1 && count <= 16 && len > 0 && len < 65536) {
+        kvs_ice_server servers[17];
+        char *buf = (char *)malloc(len + 1);
+        size_t n = 0, l = 0;
+        if (buf != NULL) {
+            memset(servers, 0x5A, sizeof servers);
+            memset(buf, 'Z', len + 1);
+            EXPECT_RC(KVS_ERR_NULL_PARAMETER,
+                      kvs_client_get_ice_servers(client, servers, count, buf, len, NULL, &l));
+            EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
+                      kvs_client_get_ice_servers(client, NULL, count, buf, len, &n, &l));
+            EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
+                      kvs_client_get_ice_servers(client, servers, count, NULL, len, &n, &l));
+            EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
+                      kvs_client_get_ice_servers(client, servers, count - 1, buf, len, &n, &l));
+            EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
+                      kvs_client_get_ice_servers(client, servers, count, buf, len - 1, &n, &l));
+            EXPECT_TRUE(buf[0] == 'Z' && buf[len - 2] == 'Z' &&
+                            ((unsigned char *)servers)[0] == 0x5A,
+                        "too small: nothing written into the buffers");
+            EXPECT_TRUE(n == count && l == len, "too small: the sizes reported (%zu, %zu)", n, l);
+            n = l = 0;
+            EXPECT_RC(KVS_OK, kvs_client_get_ice_servers(client, servers, count, buf, len, &n, &l));
+            int ok = n == count && l == len;
+            char detail[256] = "";
+            for (size_t i = 0; ok && i < n; i++) {
+                const kvs_ice_server *s = &servers[i];
+                int in_buf = s->username >= buf && s->username < buf + len &&
+                             s->password >= buf && s->password < buf + len;
+                for (size_t u = 0; u < s->uri_count && u < KVS_MAX_ICE_URIS; u++) {
+                    in_buf = in_buf && s->uris[u] >= buf && s->uris[u] < buf + len &&
+                             (strncmp(s->uris[u], "turn:", 5) == 0 ||
+                              strncmp(s->uris[u], "turns:", 6) == 0);
+                }
+                ok = in_buf && s->uri_count >= 1 && s->uri_count <= KVS_MAX_ICE_URIS &&
+                     s->username[0] != '\0' && s->password[0] != '\0' && s->ttl_seconds > 0;
+                snprintf(detail, sizeof detail, "server %zu: %zu URIs (first %s), TTL %u s, "
+                         "password %zu characters", i + 1, s->uri_count,
+                         s->uri_count > 0 ? s->uris[0] : "-", (unsigned)s->ttl_seconds,
+                         strlen(s->password));
+            }
+            EXPECT_TRUE(ok && buf[len] == 'Z', "%zu servers copied, pointers into the buffer, "
+                        "nothing past it; %s", n, detail);
+            /* Capacity larger than needed is fine. */
+            EXPECT_RC(KVS_OK, kvs_client_get_ice_servers(client, servers, 17, buf, len + 1, &n, &l));
+            free(buf);
+        }
+    }
+
+    kvs_client_metrics m;
+    EXPECT_RC(KVS_OK, kvs_client_get_metrics(client, &m));
+    EXPECT_TRUE(m.state == KVS_STATE_CONNECTED && m.connects == 1 && m.last_connect_unix_ms > 0 &&
+                    m.last_control_plane_us > 0 && m.last_tls_us > 0 && m.last_websocket_us > 0,
+                "after a control-plane connect: %llu connects, control plane %llu us, TLS %llu us, "
+                "WebSocket %llu us",
+                (unsigned long long)m.connects, (unsigned long long)m.last_control_plane_us,
+                (unsigned long long)m.last_tls_us, (unsigned long long)m.last_websocket_us);
+    EXPECT_RC(KVS_OK, kvs_client_free(client));
+    EXPECT_FREED_NOW(&p, 1);
+
+    /* kvs_client_start through the control plane: connects in the background. */
+    probe_init(&p, "cp-start");
+    c = base;
+    c.userdata = &p;
+    c.free_userdata = probe_free;
+    client = NULL;
+    EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+    if (client != NULL) {
+        EXPECT_RC(KVS_OK, kvs_client_start(client));
+        EXPECT_RC(KVS_OK, kvs_send_sdp_offer(client, NULL, SDP, NULL, NULL, 0, NULL));
+        uint32_t state = KVS_STATE_DISCONNECTED;
+        for (int waited = 0; waited < 5000; waited += 10) {
+            state = kvs_client_state(client);
+            if (state == KVS_STATE_CONNECTED) {
+                break;
+            }
+            sleep_ms(10);
+        }
+        EXPECT_TRUE(state == KVS_STATE_CONNECTED, "kvs_client_start: CONNECTED (state %u)",
+                    (unsigned)state);
+        int sent = 0;
+        for (int waited = 0; waited < 3000 && !sent; waited += 10) {
+            sent = kvs_client_get_metrics(client, &m) == KVS_OK && m.messages_sent >= 1;
+            if (!sent) {
+                sleep_ms(10);
+            }
+        }
+        EXPECT_TRUE(sent && m.messages_queued == 0,
+                    "the offer queued before the socket opened went out (%llu sent)",
+                    (unsigned long long)m.messages_sent);
+        EXPECT_RC(KVS_OK, kvs_client_free(client));
+        EXPECT_FREED_NOW(&p, 1);
+    }
+
+    test_free_after_ice_servers(base, 10);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1439,7 +2219,7 @@ static void test_shutdown(const char *endpoint, const char *arn) {
         c.client_id = "live-viewer";
         EXPECT_RC(KVS_OK, kvs_client_new(&c, &live));
         if (live != NULL) {
-            EXPECT_RC(KVS_OK, kvs_client_connect(live));
+            EXPECT_RC(KVS_OK, connect_paced(live));
         }
     }
 
@@ -1474,17 +2254,29 @@ static void test_shutdown(const char *endpoint, const char *arn) {
 
 static void usage(FILE *out) {
     fprintf(out, "usage: bad_input --endpoint URL --channel-arn ARN\n"
+                 "                 [--control-plane URL --ca-bundle PATH --cp-channel NAME]\n"
                  "       bad_input --offline\n"
-                 "  (or set KVS_ENDPOINT and KVS_CHANNEL_ARN)\n");
+                 "  (or set KVS_ENDPOINT and KVS_CHANNEL_ARN)\n"
+                 "  --control-plane etc.: an emulator started with --tls and keys, which\n"
+                 "  must be in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY\n");
 }
 
 int main(int argc, char **argv) {
     const char *endpoint = getenv("KVS_ENDPOINT");
     const char *arn = getenv("KVS_CHANNEL_ARN");
+    const char *cp_url = NULL;
+    const char *cp_ca = NULL;
+    const char *cp_channel = NULL;
     int offline = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--offline") == 0) {
             offline = 1;
+        } else if (strcmp(argv[i], "--control-plane") == 0 && i + 1 < argc) {
+            cp_url = argv[++i];
+        } else if (strcmp(argv[i], "--ca-bundle") == 0 && i + 1 < argc) {
+            cp_ca = argv[++i];
+        } else if (strcmp(argv[i], "--cp-channel") == 0 && i + 1 < argc) {
+            cp_channel = argv[++i];
         } else if (strcmp(argv[i], "--endpoint") == 0 && i + 1 < argc) {
             endpoint = argv[++i];
         } else if (strcmp(argv[i], "--channel-arn") == 0 && i + 1 < argc) {
@@ -1501,6 +2293,11 @@ int main(int argc, char **argv) {
     if (offline) {
         endpoint = NULL;
         arn = NULL;
+        cp_url = NULL;
+    } else if (cp_url != NULL && (cp_ca == NULL || cp_channel == NULL)) {
+        fprintf(stderr, "bad_input: --control-plane needs --ca-bundle and --cp-channel\n");
+        usage(stderr);
+        return 2;
     } else if (endpoint == NULL || arn == NULL) {
         fprintf(stderr, "bad_input: needs --endpoint and --channel-arn of a running emulator "
                         "(or --offline to skip the tests that need one)\n");
@@ -1521,10 +2318,18 @@ int main(int argc, char **argv) {
     test_client_new();
     test_unconnected_clients();
     test_connect_failures();
+    test_new_result_codes();
+    test_stun_url();
+    test_control_plane_offline();
     if (endpoint != NULL) {
         test_online(endpoint, arn);
     } else {
         print_line("== with the emulator: SKIPPED (--offline)");
+    }
+    if (cp_url != NULL) {
+        test_control_plane_online(cp_url, cp_ca, cp_channel);
+    } else {
+        print_line("== with the TLS emulator: SKIPPED (no --control-plane)");
     }
     finish_log_callback();
     test_shutdown(endpoint, arn);
