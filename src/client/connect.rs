@@ -14,6 +14,10 @@ pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(super) type SocketWriter = futures_util::stream::SplitSink<Socket, Message>;
 pub(super) type SocketReader = futures_util::stream::SplitStream<Socket>;
 
+/// Read buffer per socket. tungstenite's default (128 KiB) is zero-filled on
+/// every read and stays resident per connection; signaling frames are small,
+/// and larger ones still arrive whole.
+const READ_BUFFER: usize = 4096;
 /// Frames above this size make tungstenite fail the connection; smaller ones
 /// above the configured inbound limit are skipped by the client instead.
 const SOCKET_MAX_MESSAGE: usize = 1 << 20;
@@ -94,7 +98,10 @@ pub(super) async fn open_socket(url: &str, tls: &Arc<rustls::ClientConfig>) -> R
     let tls_time = if secure { tls_started.elapsed() } else { Duration::ZERO };
     let ws_started = Instant::now();
     let ws_config =
-        WebSocketConfig::default().max_message_size(Some(SOCKET_MAX_MESSAGE)).max_frame_size(Some(SOCKET_MAX_MESSAGE));
+        WebSocketConfig::default()
+            .max_message_size(Some(SOCKET_MAX_MESSAGE))
+            .max_frame_size(Some(SOCKET_MAX_MESSAGE))
+            .read_buffer_size(READ_BUFFER);
     match tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config)).await {
         Ok((socket, _response)) => Ok((socket, Phases { tls: tls_time, websocket: ws_started.elapsed() })),
         Err(tungstenite::Error::Http(response)) => {

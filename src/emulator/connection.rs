@@ -270,7 +270,12 @@ pub(super) async fn run(mut session: Session, upgrade: OnUpgrade, outbox: Unboun
     };
     let shared = session.shared.clone();
     let max_frame_len = shared.config.max_frame_len;
-    let config = WebSocketConfig::default().max_frame_size(Some(max_frame_len)).max_message_size(Some(max_frame_len));
+    // A small read buffer: tungstenite's default 128 KiB stays resident per
+    // connection, which is what limits how many sockets the emulator holds.
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(max_frame_len))
+        .max_message_size(Some(max_frame_len))
+        .read_buffer_size(4096);
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), tungstenite::protocol::Role::Server, Some(config))
             .await;
