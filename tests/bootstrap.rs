@@ -76,19 +76,29 @@ async fn bootstrap_by_name_over_tls_with_sigv4_and_exchange() {
     .await;
     assert_eq!((offer.sender_client_id.as_deref(), offer.sdp.unwrap().sdp.as_str()), (Some("phone"), "v=0 over tls"));
     master.send_sdp_answer(Some("phone"), "v=0 answer", None).unwrap();
+    // The ICE servers arrive on their own, in parallel with the socket: possibly
+    // before the answer, so note them while waiting for it.
+    let mut ice_count = None;
     let answer = next_matching(&mut viewer_events, |e| match e {
         ClientEvent::Message(m) => Some(m),
+        ClientEvent::IceServersChanged { count } => {
+            ice_count = Some(count);
+            None
+        }
         _ => None,
     })
     .await;
     assert_eq!(answer.message_type, MessageType::SdpAnswer);
-
-    // The ICE servers arrive on their own, in parallel with the socket.
-    let count = next_matching(&mut viewer_events, |e| match e {
-        ClientEvent::IceServersChanged { count } => Some(count),
-        _ => None,
-    })
-    .await;
+    let count = match ice_count {
+        Some(count) => count,
+        None => {
+            next_matching(&mut viewer_events, |e| match e {
+                ClientEvent::IceServersChanged { count } => Some(count),
+                _ => None,
+            })
+            .await
+        }
+    };
     let servers = viewer.ice_servers();
     assert_eq!(servers.len(), count);
     assert!(count >= 1);
