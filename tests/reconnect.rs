@@ -272,6 +272,11 @@ async fn refused_reconnects_are_retried_with_capped_backoff_until_accepted() {
     assert!(elapsed < refusal + Duration::from_millis(1500), "reconnected {elapsed:?} after the drop");
     assert!(largest_backoff <= 500, "backoff {largest_backoff} ms over the cap");
     for peer in [&master, &viewer] {
+        // The counters move before the state event reaches the recorder.
+        let settle = Instant::now() + WAIT;
+        while peer.states().last() != Some(&Connected) && Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let metrics = peer.metrics();
         assert!(metrics.connect_failures >= 2, "{}: {} failures in {refusal:?}", peer.name, metrics.connect_failures);
         // Reconnecting is reported once while retrying, not once per attempt.

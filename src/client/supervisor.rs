@@ -23,6 +23,8 @@ use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 const TARGET: &str = "client";
+/// A connection that lived this long resets the reconnect backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Sends written per flush when several are ready.
 const WRITE_BATCH: usize = 32;
 /// How long the old socket is still read after a handover. The new socket is
@@ -129,6 +131,8 @@ impl SupervisorHandle {
 struct Link {
     writer: SocketWriter,
     reader: SocketReader,
+    /// When the socket opened.
+    opened: Instant,
     /// Last frame received.
     last_frame: Instant,
     /// Last frame written (data or ping).
@@ -140,7 +144,7 @@ impl Link {
     fn new(socket: Socket) -> Link {
         let (writer, reader) = socket.split();
         let now = Instant::now();
-        Link { writer, reader, last_frame: now, last_sent: now, ping_outstanding: None }
+        Link { writer, reader, opened: now, last_frame: now, last_sent: now, ping_outstanding: None }
     }
 }
 
@@ -413,7 +417,6 @@ impl Supervisor {
                     self.old = Some((previous, Instant::now() + HANDOVER_DRAIN));
                 }
                 self.current = Some(Link::new(socket));
-                self.failures = 0;
                 self.age_at = Some(Instant::now() + self.config.max_connection_age);
                 self.sdp_window.reset();
                 self.ice_window.reset();
@@ -515,6 +518,11 @@ impl Supervisor {
 
     /// Drops the current socket and schedules a reconnect.
     fn lose_current(&mut self, ended: Ended) {
+        // Only a connection that stayed up a while resets the backoff: a service
+        // that accepts and closes at once must not be hammered.
+        if self.current.as_ref().is_some_and(|link| link.opened.elapsed() >= STABLE_CONNECTION) {
+            self.failures = 0;
+        }
         self.current = None;
         self.age_at = None;
         self.fence = None;
