@@ -15,13 +15,14 @@ step() {
   shift
   echo
   echo "=== $name"
+  local started=$SECONDS
   if "$@"; then
     passed=$((passed + 1))
-    echo "=== $name: ok"
+    echo "=== $name: ok ($((SECONDS - started)) s)"
   else
     failed=$((failed + 1))
     failures+=("$name")
-    echo "=== $name: FAILED"
+    echo "=== $name: FAILED ($((SECONDS - started)) s)"
   fi
 }
 

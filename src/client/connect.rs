@@ -97,11 +97,10 @@ pub(super) async fn open_socket(url: &str, tls: &Arc<rustls::ClientConfig>) -> R
     };
     let tls_time = if secure { tls_started.elapsed() } else { Duration::ZERO };
     let ws_started = Instant::now();
-    let ws_config =
-        WebSocketConfig::default()
-            .max_message_size(Some(SOCKET_MAX_MESSAGE))
-            .max_frame_size(Some(SOCKET_MAX_MESSAGE))
-            .read_buffer_size(READ_BUFFER);
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(SOCKET_MAX_MESSAGE))
+        .max_frame_size(Some(SOCKET_MAX_MESSAGE))
+        .read_buffer_size(READ_BUFFER);
     match tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config)).await {
         Ok((socket, _response)) => Ok((socket, Phases { tls: tls_time, websocket: ws_started.elapsed() })),
         Err(tungstenite::Error::Http(response)) => {
