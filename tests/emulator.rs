@@ -3,6 +3,9 @@
 
 #![cfg(feature = "emulator")]
 
+mod emulator_support;
+
+use emulator_support::{RawResponse, assert_aws_error, exchange};
 use futures_util::{SinkExt, StreamExt};
 use kvs_signaling::emulator::{Emulator, EmulatorConfig, REPLACED_REASON};
 use kvs_signaling::protocol::{
@@ -12,7 +15,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -130,19 +133,6 @@ async fn wait_for_open_connections(emulator: &Emulator, expected: usize) {
     assert!(waited.is_ok(), "open connections stayed at {} instead of {expected}", emulator.stats().open_connections);
 }
 
-/// A raw HTTP response: status, lower-case header names, body.
-struct RawResponse {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl RawResponse {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).expect("the body is JSON")
-    }
-}
-
 /// Sends `GET {path_and_query}` with WebSocket upgrade headers (plus `extra`
 /// header lines) on a plain TCP socket and reads the response head and body.
 async fn raw_upgrade(addr: SocketAddr, path_and_query: &str, extra: &str) -> RawResponse {
@@ -154,41 +144,7 @@ async fn raw_upgrade(addr: SocketAddr, path_and_query: &str, extra: &str) -> Raw
 }
 
 async fn raw_request(addr: SocketAddr, head: &str) -> RawResponse {
-    let stream = TcpStream::connect(addr).await.expect("TCP connect");
-    let mut stream = BufReader::new(stream);
-    stream.get_mut().write_all(head.as_bytes()).await.expect("request written");
-    let read = async {
-        let mut status_line = String::new();
-        stream.read_line(&mut status_line).await.unwrap();
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let mut headers = HashMap::new();
-        loop {
-            let mut line = String::new();
-            stream.read_line(&mut line).await.unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').expect("header line");
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        }
-        let length = headers.get("content-length").map_or(0, |length| length.parse().unwrap());
-        let mut body = vec![0; length];
-        stream.read_exact(&mut body).await.unwrap();
-        RawResponse { status, headers, body: String::from_utf8(body).unwrap() }
-    };
-    timeout(WAIT, read).await.expect("response within the wait")
-}
-
-fn assert_aws_error(response: &RawResponse, status: u16, error_type: &str) {
-    assert_eq!(response.status, status, "body: {}", response.body);
-    assert_eq!(response.headers.get("x-amzn-errortype").map(String::as_str), Some(error_type));
-    assert_eq!(response.headers.get("content-type").map(String::as_str), Some("application/json"));
-    assert_eq!(response.json()["__type"], error_type);
+    exchange(TcpStream::connect(addr).await.expect("TCP connect"), head, b"").await
 }
 
 #[tokio::test]

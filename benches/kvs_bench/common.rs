@@ -120,25 +120,12 @@ pub fn ice_frame(role: Role, recipient: Option<&str>, n: u64) -> String {
         .to_json()
 }
 
-/// RFC 3986 percent-encoding of everything but unreserved characters.
-pub fn uri_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// The data-plane URL of a master (`client_id` None) or a viewer.
 pub fn channel_url(endpoint: &str, arn: &str, client_id: Option<&str>) -> String {
-    let mut url = format!("{}/?X-Amz-ChannelARN={}", endpoint.trim_end_matches('/'), uri_encode(arn));
+    let mut url = format!("{}/?X-Amz-ChannelARN={}", endpoint.trim_end_matches('/'), kvs_signaling::aws::sigv4::uri_encode(arn));
     if let Some(id) = client_id {
         url.push_str("&X-Amz-ClientId=");
-        url.push_str(&uri_encode(id));
+        url.push_str(&kvs_signaling::aws::sigv4::uri_encode(id));
     }
     url
 }
