@@ -52,6 +52,9 @@ pub(super) struct SupervisorHandle {
     commands: mpsc::UnboundedSender<Command>,
     pub queue: Arc<SendQueue>,
     task: JoinHandle<()>,
+    /// For sends left queued by a supervisor that had to be aborted.
+    sink: EventSink,
+    counters: Arc<Counters>,
 }
 
 impl SupervisorHandle {
@@ -94,7 +97,8 @@ impl SupervisorHandle {
             ice_window: Window::new(config.pacing.ice_per_second),
             seed: seed(),
         };
-        SupervisorHandle { commands, queue, task: tokio::spawn(supervisor.run()) }
+        let (sink, counters) = (supervisor.sink.clone(), supervisor.counters.clone());
+        SupervisorHandle { commands, queue, task: tokio::spawn(supervisor.run()), sink, counters }
     }
 
     /// True once the supervisor has ended (it then accepts no sends).
@@ -117,6 +121,16 @@ impl SupervisorHandle {
         {
             task.abort();
             let _ = task.await;
+            // The supervisor could not finish its own stop: whatever it left
+            // queued is reported here, so that no accepted send goes unreported.
+            for outgoing in self.queue.close() {
+                report_failed(
+                    &self.sink,
+                    &self.counters,
+                    outgoing,
+                    "the client disconnected before the message was written",
+                );
+            }
         }
     }
 
@@ -125,6 +139,19 @@ impl SupervisorHandle {
         let (done, _) = oneshot::channel();
         let _ = self.commands.send(Command::Stop { grace: Duration::from_secs(1), done });
     }
+}
+
+/// Reports an accepted send that was not written: the status callback gets it
+/// with its correlation id (origin Local).
+fn report_failed(sink: &EventSink, counters: &Counters, outgoing: Outgoing, why: &str) {
+    bump(&counters.messages_failed);
+    sink(ClientEvent::Status(StatusReport {
+        origin: StatusOrigin::Local,
+        correlation_id: outgoing.correlation_id,
+        error_type: Some("SendFailed".into()),
+        status_code: 0,
+        description: Some(why.to_owned()),
+    }));
 }
 
 /// An open socket.
@@ -268,14 +295,7 @@ impl Supervisor {
     }
 
     fn report_failed(&self, outgoing: Outgoing, why: &str) {
-        bump(&self.counters.messages_failed);
-        self.emit(ClientEvent::Status(StatusReport {
-            origin: StatusOrigin::Local,
-            correlation_id: outgoing.correlation_id,
-            error_type: Some("SendFailed".into()),
-            status_code: 0,
-            description: Some(why.to_owned()),
-        }));
+        report_failed(&self.sink, &self.counters, outgoing, why);
     }
 
     /// A random duration in [0, bound] (full jitter).
