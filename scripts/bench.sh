@@ -105,11 +105,19 @@ exe=[json.loads(l).get("executable") for l in open(sys.argv[1]) if "\"executable
 print([e for e in exe if e][-1])' "$WORK/cargo-bench.json")"
     say "building the C benchmark programs"
     "$MAKE" -s -C bench/c >&2
+    # Footprint only: the firmware variant (system OpenSSL, no rustls, no
+    # emulator), in its own target directory so the library above stays as is.
+    say "building the native-tls variant of the library (release, target/native-tls)"
+    if ! "$CARGO" build --release --lib --no-default-features --features native-tls \
+        --target-dir "$ROOT/target/native-tls" >&2; then
+        SKIPPED[native-tls]="the native-tls build failed (libssl-dev and pkg-config installed?)"
+    fi
 else
     BENCH_BIN="$(ls -t target/release/deps/kvs_bench-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)"
 fi
 EMULATOR="$ROOT/target/release/kvs-signaling-emulator"
 SO="$ROOT/target/release/libkvs_signaling.so"
+NATIVE_SO="$ROOT/target/native-tls/release/libkvs_signaling.so"
 C_RELAY="$ROOT/target/bench-c/relay"
 C_FOOTPRINT="$ROOT/target/bench-c/footprint"
 for f in "${BENCH_BIN:-missing}" "$EMULATOR" "$SO" "$C_RELAY" "$C_FOOTPRINT"; do
@@ -206,6 +214,14 @@ say "4. footprint: library size, RSS and threads with 1/10/100 clients, queued m
 STRIPPED="$WORK/libkvs_signaling.stripped.so"
 strip -o "$STRIPPED" "$SO" 2>/dev/null || cp "$SO" "$STRIPPED"
 SO_BYTES="$(stat -c %s "$STRIPPED")"
+NATIVE_SO_BYTES=""
+if [ -f "$NATIVE_SO" ] && [ -z "${SKIPPED[native-tls]:-}" ]; then
+    NATIVE_STRIPPED="$WORK/libkvs_signaling.native-tls.stripped.so"
+    strip -o "$NATIVE_STRIPPED" "$NATIVE_SO" 2>/dev/null || cp "$NATIVE_SO" "$NATIVE_STRIPPED"
+    NATIVE_SO_BYTES="$(stat -c %s "$NATIVE_STRIPPED")"
+elif [ -z "${SKIPPED[native-tls]:-}" ]; then
+    SKIPPED[native-tls]="$NATIVE_SO is missing (run without --no-build)"
+fi
 FP_CHANNELS=()
 for i in $(seq 0 99); do FP_CHANNELS+=("fp$i"); done
 start_emulator footprint 300 "${FP_CHANNELS[@]}"
@@ -257,7 +273,7 @@ NOTES+=("ratios: latency and connect time = figure / baseline (above 1 is slower
 NOTES+=("relay: master and viewer in one process for every implementation, both unpaced; the floor writes the very frames the library writes")
 NOTES+=("scale: the load generator shares the 2 cores with the server, so relay rates are lower bounds; bare relay = bench scale-server (same routing, 4 KiB read buffers, no validation, store or quotas)")
 for key in "${!SKIPPED[@]}"; do printf '%s\t%s\n' "$key" "${SKIPPED[$key]}"; done >"$WORK/skipped.txt"
-export ROOT MODE SO_BYTES WORK
+export ROOT MODE SO_BYTES NATIVE_SO_BYTES WORK
 META="$WORK/meta.json"
 python3 - "$META" "${NOTES[@]+"${NOTES[@]}"}" <<'PY'
 import json, os, platform, subprocess, sys
@@ -284,7 +300,8 @@ meta = {
     "cores": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
     "rustc": run("rustc", "--version"), "node": run("node", "--version"),
     "date": run("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
-    "footprint": {"so_stripped_bytes": int(os.environ["SO_BYTES"]), "native_tls": None},
+    "footprint": {"so_stripped_bytes": int(os.environ["SO_BYTES"]),
+                  "native_tls": int(os.environ["NATIVE_SO_BYTES"]) if os.environ.get("NATIVE_SO_BYTES") else None},
     "skipped": skipped, "notes": sys.argv[2:],
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, lints, Rust unit and integration
-# tests (including the header drift check), the C examples and C tests against
+# Runs every test of the project: formatting, lints (default and native-tls
+# builds), Rust unit and integration tests (including the header drift check),
+# the native-tls client against the emulator, the C examples and C tests against
 # the emulator (shared and static library, one under valgrind), the Python
 # binding test and the official JS SDK viewer test. Ends with "N passed, M failed".
 set -uo pipefail
@@ -37,13 +38,23 @@ python_tests() {
     python3 -m pytest -q python
 }
 
+# The firmware build (system OpenSSL, no rustls, no emulator) compiles, and the
+# native-tls client (preferred over rustls when both are enabled; rustls then
+# only serves the emulator) passes the TLS bring-up tests with the emulator's CA.
+native_tls_tests() {
+  cargo build --lib --no-default-features --features native-tls &&
+    cargo test --features native-tls --lib --test bootstrap --test aws_control_plane
+}
+
 js_tests() {
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error) && tests/js/run.sh --master c
 }
 
 step "cargo fmt" cargo fmt --check
 step "cargo clippy" cargo clippy --all-targets -- -D warnings
+step "cargo clippy (native-tls)" cargo clippy --all-targets --features native-tls -- -D warnings
 step "cargo test (unit, integration, header drift)" cargo test
+step "native-tls client (system OpenSSL) against the emulator" native_tls_tests
 step "release build (library + emulator)" build_release
 step "C examples and C tests (shared, static, valgrind)" scripts/c-tests.sh
 step "Python binding (Python master, C viewer)" python_tests

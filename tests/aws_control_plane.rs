@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_tungstenite::Connector;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::http::Uri;
 
 const ACCESS_KEY: &str = "AKIDEMULATORTEST";
 const SECRET: &str = "emulator-secret-key-value";
@@ -56,14 +58,23 @@ fn temp_path(tag: &str) -> PathBuf {
 }
 
 /// Opens the presigned WebSocket URL and closes it again; `Ok` means the
-/// emulator accepted the signature and the upgrade.
+/// emulator accepted the signature and the upgrade. `wss://` goes through the
+/// control plane's own TLS client (rustls or native-tls, as built).
 async fn open_socket(url: &str, control_plane: &ControlPlane) -> Result<(), String> {
-    let connector = if url.starts_with("wss://") {
-        Connector::Rustls(control_plane.tls_config().clone())
+    let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let secure = url.starts_with("wss://");
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+    if secure {
+        upgrade(url, control_plane.tls().connect(&host, tcp).await.map_err(|e| e.to_string())?).await
     } else {
-        Connector::Plain
-    };
-    match tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector)).await {
+        upgrade(url, tcp).await
+    }
+}
+
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(url: &str, stream: S) -> Result<(), String> {
+    match tokio_tungstenite::client_async(url, stream).await {
         Ok((mut socket, _)) => {
             let _ = socket.close(None).await;
             Ok(())

@@ -122,7 +122,8 @@ pub fn ice_frame(role: Role, recipient: Option<&str>, n: u64) -> String {
 
 /// The data-plane URL of a master (`client_id` None) or a viewer.
 pub fn channel_url(endpoint: &str, arn: &str, client_id: Option<&str>) -> String {
-    let mut url = format!("{}/?X-Amz-ChannelARN={}", endpoint.trim_end_matches('/'), kvs_signaling::aws::sigv4::uri_encode(arn));
+    let mut url =
+        format!("{}/?X-Amz-ChannelARN={}", endpoint.trim_end_matches('/'), kvs_signaling::aws::sigv4::uri_encode(arn));
     if let Some(id) = client_id {
         url.push_str("&X-Amz-ClientId=");
         url.push_str(&kvs_signaling::aws::sigv4::uri_encode(id));

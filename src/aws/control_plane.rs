@@ -9,9 +9,10 @@ use super::clock::{ClockSkew, TimeSource, system_time};
 use super::credentials::{CachingCredentials, Credentials, CredentialsProvider};
 use super::endpoints::{EndpointVariant, resolve_control_plane};
 use super::error::{classify, is_clock_skew_message, service_error};
-use super::http::{HttpClient, HttpResponse, tls_config};
+use super::http::{HttpClient, HttpResponse};
 use super::ice::{IceServer, parse_ice_server_list};
 use super::sigv4::{self, strip_query};
+use super::tls::TlsClient;
 use super::{AwsError, ServiceError};
 use crate::log::{Level, log};
 use crate::protocol::{Role, get_ci, validate_channel_arn, validate_client_id};
@@ -276,7 +277,7 @@ impl ControlPlane {
     /// credentials provider in a cache. Opens nothing yet.
     pub fn new(config: &ControlPlaneConfig) -> Result<ControlPlane, AwsError> {
         let url = resolve_control_plane(&config.region, config.variant, config.endpoint_override.as_deref())?;
-        let tls = tls_config(config.ca_bundle.as_deref())?;
+        let tls = TlsClient::new(config.ca_bundle.as_deref())?;
         let credentials =
             Arc::new(CachingCredentials::with_margin(config.credentials.clone(), config.credentials_refresh_margin));
         Ok(ControlPlane::from_parts(&config.region, &url, HttpClient::new(tls), credentials, config.request_timeout))
@@ -323,8 +324,8 @@ impl ControlPlane {
     }
 
     /// The TLS settings, for the WebSocket connect.
-    pub fn tls_config(&self) -> &Arc<rustls::ClientConfig> {
-        self.http.tls_config()
+    pub fn tls(&self) -> &TlsClient {
+        self.http.tls()
     }
 
     /// The learnt clock skew (read it for metrics; it also signs the WSS URL).

@@ -1,19 +1,15 @@
-//! TLS settings and a small HTTP/1.1 client (hyper's connection API over a TCP
-//! or rustls stream): one connection per request, which is all the control
-//! plane needs (a handful of calls per connect).
+//! A small HTTP/1.1 client (hyper's connection API over a TCP or TLS stream):
+//! one connection per request, which is all the control plane needs (a handful
+//! of calls per connect).
 
 use super::AwsError;
 use super::sigv4::strip_query;
+use super::tls::TlsClient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper::{Request, Uri, header};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use std::fmt;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -21,36 +17,6 @@ use tokio::net::TcpStream;
 const MAX_BODY: usize = 1 << 20;
 
 const USER_AGENT: &str = concat!("kvs-signaling/", env!("CARGO_PKG_VERSION"));
-
-/// The rustls client settings for every TLS connection of the library (HTTPS
-/// calls and the WSS socket): ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`
-/// (spec §1.3), certificates always verified. Trust anchors are the Mozilla
-/// roots (webpki-roots), or only the certificates of the PEM file `ca_bundle`.
-pub fn tls_config(ca_bundle: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, AwsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_bundle {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(path) => {
-            let config_error = |e: &dyn fmt::Display| AwsError::Config(format!("CA bundle {}: {e}", path.display()));
-            let certificates = CertificateDer::pem_file_iter(path).map_err(|e| config_error(&e))?;
-            for certificate in certificates {
-                let certificate = certificate.map_err(|e| config_error(&e))?;
-                roots.add(certificate).map_err(|e| config_error(&e))?;
-            }
-            if roots.is_empty() {
-                return Err(config_error(&"no PEM certificate in the file"));
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AwsError::Tls(format!("TLS settings: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
 
 /// A reply: status, headers (lower-case names, in order) and the whole body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,36 +76,19 @@ impl Target {
     }
 }
 
-/// Maps a TLS handshake failure: rustls's own errors (certificate not
-/// trusted, expired, wrong name, alert received...) are [`AwsError::Tls`];
-/// a transport failure during the handshake is [`AwsError::Network`].
-fn tls_error(error: std::io::Error, authority: &str) -> AwsError {
-    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls_error) => AwsError::Tls(format!("{authority}: {rustls_error}")),
-        None if error.kind() == std::io::ErrorKind::InvalidData => AwsError::Tls(format!("{authority}: {error}")),
-        None => AwsError::Network(format!("TLS handshake with {authority}: {error}")),
-    }
-}
-
 /// A small HTTPS (and, for local tests, HTTP) client. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct HttpClient {
-    tls: Arc<rustls::ClientConfig>,
-}
-
-impl fmt::Debug for HttpClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpClient").field("alpn", &self.tls.alpn_protocols).finish()
-    }
+    tls: TlsClient,
 }
 
 impl HttpClient {
-    pub fn new(tls: Arc<rustls::ClientConfig>) -> HttpClient {
+    pub fn new(tls: TlsClient) -> HttpClient {
         HttpClient { tls }
     }
 
     /// The TLS settings this client connects with.
-    pub fn tls_config(&self) -> &Arc<rustls::ClientConfig> {
+    pub fn tls(&self) -> &TlsClient {
         &self.tls
     }
 
@@ -192,10 +141,7 @@ impl HttpClient {
         if !target.https {
             return exchange(TokioIo::new(tcp), request, &target.authority).await;
         }
-        let server_name = ServerName::try_from(target.host.clone())
-            .map_err(|_| AwsError::Config(format!("{:?} is not a valid TLS server name", target.host)))?;
-        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-        let tls = connector.connect(server_name, tcp).await.map_err(|e| tls_error(e, &target.authority))?;
+        let tls = self.tls.connect(&target.host, tcp).await?;
         exchange(TokioIo::new(tls), request, &target.authority).await
     }
 }
@@ -256,18 +202,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tls_settings() {
-        let config = tls_config(None).unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
-        let missing = std::env::temp_dir().join(format!("kvs-no-such-bundle-{}.pem", std::process::id()));
-        assert!(matches!(tls_config(Some(&missing)), Err(AwsError::Config(_))));
-        let empty = std::env::temp_dir().join(format!("kvs-empty-bundle-{}.pem", std::process::id()));
-        std::fs::write(&empty, "not a certificate\n").unwrap();
-        assert!(matches!(tls_config(Some(&empty)), Err(AwsError::Config(m)) if m.contains("no PEM certificate")));
-        let _ = std::fs::remove_file(&empty);
-    }
-
     /// Serves one canned reply and returns the request it read.
     async fn one_shot_server(reply: &'static str) -> (String, tokio::task::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -307,7 +241,7 @@ mod tests {
             "HTTP/1.1 404 Not Found\r\nx-amzn-ErrorType: ResourceNotFoundException\r\nContent-Length: 17\r\n\r\n{\"message\":\"no\"}\n",
         )
         .await;
-        let client = HttpClient::new(tls_config(None).unwrap());
+        let client = HttpClient::new(TlsClient::new(None).unwrap());
         let headers = vec![("x-test".to_owned(), "1".to_owned())];
         let response = client.post_json(&url, &headers, b"{\"a\":1}".to_vec(), Duration::from_secs(5)).await.unwrap();
         assert_eq!(response.status, 404);
@@ -323,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn network_timeout_and_tls_failures() {
-        let client = HttpClient::new(tls_config(None).unwrap());
+        let client = HttpClient::new(TlsClient::new(None).unwrap());
         // Nothing listens on a port just released.
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
         let result = client.post_json(&format!("http://127.0.0.1:{port}/"), &[], vec![], Duration::from_secs(5)).await;

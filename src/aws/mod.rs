@@ -6,7 +6,7 @@
 //! Bring-up (spec §9.1): [`ControlPlane::resolve_channel`] (cache, or
 //! DescribeSignalingChannel / CreateSignalingChannel, then
 //! GetSignalingChannelEndpoint) → [`ControlPlane::get_ice_server_config`] →
-//! [`ControlPlane::presign_wss_url`] → connect with [`ControlPlane::tls_config`].
+//! [`ControlPlane::presign_wss_url`] → connect with [`ControlPlane::tls`].
 //!
 //! No C types here, and no secret ever reaches a log line, an error or a
 //! `Debug` output: credentials and ICE passwords print redacted, service
@@ -22,6 +22,7 @@ mod error;
 pub mod http;
 pub mod ice;
 pub mod sigv4;
+pub mod tls;
 
 pub use cache::{CachedEndpoints, EndpointCache};
 pub use clock::{ClockSkew, TimeSource, parse_http_date, system_time};
@@ -31,5 +32,8 @@ pub use control_plane::{
 pub use credentials::{CachingCredentials, Credentials, CredentialsProvider, EnvCredentials, StaticCredentials};
 pub use endpoints::{EndpointVariant, control_plane_url, resolve_control_plane, stun_url};
 pub use error::{AwsError, ServiceError, is_clock_skew_message};
-pub use http::{HttpClient, HttpResponse, tls_config};
+pub use http::{HttpClient, HttpResponse};
 pub use ice::IceServer;
+#[cfg(feature = "rustls")]
+pub use tls::tls_config;
+pub use tls::{TlsClient, TlsStream};

@@ -76,7 +76,7 @@ impl AwsConfig {
         let cp = &self.control_plane;
         crate::aws::resolve_control_plane(&cp.region, cp.variant, cp.endpoint_override.as_deref())?;
         if let Some(bundle) = &cp.ca_bundle {
-            crate::aws::tls_config(Some(bundle))?;
+            crate::aws::TlsClient::new(Some(bundle))?;
         }
         if let Some(ttl) = self.create_channel.as_ref().and_then(|c| c.message_ttl_secs)
             && !(5..=120).contains(&ttl)

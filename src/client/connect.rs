@@ -2,15 +2,19 @@
 //! timed. The one place a socket is set up.
 
 use super::ClientError;
-use std::sync::Arc;
+use crate::aws::{AwsError, TlsClient, TlsStream};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type Socket = WebSocketStream<Stream>;
 pub(super) type SocketWriter = futures_util::stream::SplitSink<Socket, Message>;
 pub(super) type SocketReader = futures_util::stream::SplitStream<Socket>;
 
@@ -41,15 +45,57 @@ pub(super) struct Phases {
     pub websocket: Duration,
 }
 
-/// The default TLS configuration: Mozilla's roots, ring, ALPN http/1.1.
-pub(crate) fn default_tls() -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+/// The transport under a WebSocket: TCP for `ws://`, TLS over TCP for `wss://`.
+pub(super) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The client settings for an endpoint used as it is: the default roots.
+pub(crate) fn default_tls() -> Result<TlsClient, ClientError> {
+    TlsClient::new(None).map_err(socket_error)
+}
+
+/// A TLS failure of the socket, as the client reports it.
+fn socket_error(error: AwsError) -> ClientError {
+    match error {
+        AwsError::Tls(m) => ClientError::Tls(m),
+        AwsError::Network(m) => ClientError::Network(m),
+        AwsError::Config(m) => ClientError::InvalidConfig(format!("endpoint host: {m}")),
+        other => ClientError::ControlPlane(other),
+    }
 }
 
 fn host_and_port(url: &str) -> Result<(String, u16, bool), ClientError> {
@@ -77,23 +123,16 @@ fn host_and_port(url: &str) -> Result<(String, u16, bool), ClientError> {
 
 /// Opens the WebSocket at `url` (the full URL, query included). `tls` is used
 /// for `wss://`.
-pub(super) async fn open_socket(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(Socket, Phases), ClientError> {
+pub(super) async fn open_socket(url: &str, tls: &TlsClient) -> Result<(Socket, Phases), ClientError> {
     let (host, port, secure) = host_and_port(url)?;
     let request = url.into_client_request().map_err(|e| ClientError::InvalidConfig(format!("endpoint: {e}")))?;
     let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| ClientError::Network(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let tls_started = Instant::now();
     let stream = if secure {
-        let name = rustls_pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| ClientError::InvalidConfig(format!("endpoint host {host:?}: {e}")))?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
-        let tls_stream = connector.connect(name, tcp).await.map_err(|e| match e.get_ref() {
-            Some(inner) if inner.is::<rustls::Error>() => ClientError::Tls(inner.to_string()),
-            _ => ClientError::Network(e.to_string()),
-        })?;
-        MaybeTlsStream::Rustls(tls_stream)
+        Stream::Tls(Box::new(tls.connect(&host, tcp).await.map_err(socket_error)?))
     } else {
-        MaybeTlsStream::Plain(tcp)
+        Stream::Plain(tcp)
     };
     let tls_time = if secure { tls_started.elapsed() } else { Duration::ZERO };
     let ws_started = Instant::now();

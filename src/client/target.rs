@@ -7,7 +7,9 @@ use super::connect::{Phases, Socket, default_tls, open_socket, redact_query, wit
 use super::{ClientConfig, ClientError, ClientEvent, EventSink};
 use crate::aws::ice::refresh_after;
 use crate::aws::sigv4::uri_encode;
-use crate::aws::{AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, is_clock_skew_message};
+use crate::aws::{
+    AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, TlsClient, is_clock_skew_message,
+};
 use crate::log::{Level, log};
 use crate::protocol::Role;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,7 +55,7 @@ pub(super) struct Target {
 }
 
 enum Inner {
-    Direct { url: String, tls: Arc<rustls::ClientConfig> },
+    Direct { url: String, tls: TlsClient },
     Aws(Box<AwsTarget>),
 }
 
@@ -185,7 +187,7 @@ impl AwsTarget {
             .await?;
         *lock(&self.endpoint) = resolved.endpoints.wss.clone();
         let control_plane_time = started.elapsed();
-        match open_socket(&url, self.control_plane.tls_config()).await {
+        match open_socket(&url, self.control_plane.tls()).await {
             Ok((socket, phases)) => Ok((socket, phases, control_plane_time)),
             Err(err) => {
                 self.after_failure(&err);
