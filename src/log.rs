@@ -55,11 +55,13 @@ fn env_level() -> Level {
 }
 
 /// Installs `sink` for lines at or above `min_level`, or restores stderr
-/// output when `sink` is `None`. Returns the sink it replaced.
+/// output filtered by `KVS_LOG` when `sink` is `None` (`min_level` is then
+/// ignored). Returns the sink it replaced.
 pub fn set_sink(min_level: Level, sink: Option<Sink>) -> Option<Sink> {
     let mut logger = LOGGER.write().unwrap_or_else(|e| e.into_inner());
     let previous = logger.take().and_then(|l| l.sink);
-    *logger = Some(Logger { min_level, sink });
+    // Without a sink, stderr and KVS_LOG apply again.
+    *logger = sink.map(|sink| Logger { min_level, sink: Some(sink) });
     previous
 }
 

@@ -223,6 +223,10 @@ impl ClientConfig {
         if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
             return invalid(format!("{name} must be above zero"));
         }
+        let max_rate = 10_000;
+        if self.pacing.sdp_per_second > max_rate || self.pacing.ice_per_second > max_rate {
+            return invalid(format!("pacing rates above {max_rate} per second are not pacing; use 0 (unpaced)"));
+        }
         if self.backoff.max < self.backoff.initial {
             return invalid("maximum backoff must not be below the initial backoff".into());
         }

@@ -240,8 +240,8 @@ impl Client {
             deadline: Instant::now() + self.config.send_queue_timeout,
         };
         match &*self.supervisor() {
-            Some(handle) => handle.queue.push(outgoing)?,
-            None => return Err(ClientError::NotConnected),
+            Some(handle) if !handle.is_finished() => handle.queue.push(outgoing)?,
+            _ => return Err(ClientError::NotConnected),
         }
         Ok(correlation_id.to_owned())
     }

@@ -16,7 +16,8 @@ pub(super) struct Window {
 
 impl Window {
     pub fn new(per_second: u32) -> Window {
-        Window { limit: per_second as usize, recent: VecDeque::with_capacity(per_second as usize) }
+        // Grows as needed: a huge configured rate must not allocate up front.
+        Window { limit: per_second as usize, recent: VecDeque::with_capacity((per_second as usize).min(64)) }
     }
 
     /// When the next event may happen (now or later).

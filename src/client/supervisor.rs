@@ -584,9 +584,13 @@ impl Supervisor {
         if batch.is_empty() {
             return None;
         }
+        // Frames handed to the socket's buffer so far: they go out with the next
+        // flush or close, so they count as written even if the flush never ends.
+        let mut fed = 0usize;
         let write = async {
             for outgoing in &batch {
                 link.writer.feed(Message::text(outgoing.frame.as_str())).await?;
+                fed += 1;
             }
             link.writer.flush().await
         };
@@ -604,16 +608,19 @@ impl Supervisor {
                 self.lose_current(Ended::Lost(format!("write failed: {e}")));
                 None
             }
-            // Part of the batch may be in the socket already and may still reach
-            // the service: written, as far as the client can tell, so neither
-            // written again (no duplicate) nor reported failed.
+            // The fed part may be in the socket already and may still reach the
+            // service: written, as far as the client can tell, so neither written
+            // again (no duplicate) nor reported failed. The rest goes back to the
+            // queue: the next socket writes it, or a stop reports it failed.
             Written::Stalled(after) => {
-                self.counters.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.counters.messages_sent.fetch_add(fed as u64, Ordering::Relaxed);
+                self.queue.requeue_front(batch.split_off(fed));
                 self.lose_current(Ended::Lost(format!("a write made no progress for {} ms", after.as_millis())));
                 None
             }
             Written::Interrupted(command) => {
-                self.counters.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.counters.messages_sent.fetch_add(fed as u64, Ordering::Relaxed);
+                self.queue.requeue_front(batch.split_off(fed));
                 Some(command)
             }
         }

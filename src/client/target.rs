@@ -191,8 +191,24 @@ impl AwsTarget {
             Ok((socket, phases)) => Ok((socket, phases, control_plane_time)),
             Err(err) => {
                 self.after_failure(&err);
-                Err(err)
+                Err(self.scrub(err))
             }
+        }
+    }
+
+    /// A refused upgrade's body as far as it may be shown: its first line, with
+    /// the secret key and session token removed (an AWS signature-mismatch body
+    /// quotes the canonical request, presigned query and token included).
+    fn scrub(&self, err: ClientError) -> ClientError {
+        match err {
+            ClientError::Refused { status, error_type, body, date } => {
+                let mut body = body.lines().next().unwrap_or_default().to_owned();
+                if let Some(credentials) = self.control_plane.credentials_cache().cached(SystemTime::now()) {
+                    body = credentials.redact(&body);
+                }
+                ClientError::Refused { status, error_type, body, date }
+            }
+            other => other,
         }
     }
 

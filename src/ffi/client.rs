@@ -333,7 +333,9 @@ impl Delivery {
     /// it was not posted.
     pub(super) fn post(&self, job: impl FnOnce(&Callbacks) + Send + 'static) -> bool {
         let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        if *closed {
+        // After kvs_shutdown there is no dispatcher: callbacks are not run at all
+        // rather than on some other thread.
+        if *closed || runtime::is_shut_down() {
             return false;
         }
         let Some(callbacks) = self.callbacks.upgrade() else { return false };
@@ -1073,7 +1075,8 @@ pub extern "C" fn kvs_send_message(
                 format!("action {action} is not SDP_OFFER (1), SDP_ANSWER (2) or ICE_CANDIDATE (3)"),
             );
         };
-        if payload_len.div_ceil(3) * 4 > MAX_PAYLOAD_LEN {
+        // Compared before multiplying: a garbage length must not wrap around.
+        if payload_len > MAX_PAYLOAD_LEN / 4 * 3 {
             return fail(
                 KVS_ERR_PAYLOAD_TOO_LARGE,
                 format!("a {payload_len}-byte payload is over 10,000 characters once base64-encoded"),

@@ -35,9 +35,9 @@ fn run(jobs: Receiver<Job>) {
     mark_library_thread();
     ON_DISPATCHER.with(|flag| flag.set(true));
     for job in jobs {
-        // A panic in our conversion code must not end the thread; the panic
-        // hook has already recorded it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        // A panic in our conversion code must not end the thread: the boundary
+        // catches it and records it quietly, as at every entry point.
+        super::boundary(job);
     }
 }
 
