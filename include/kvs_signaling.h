@@ -391,7 +391,9 @@ typedef struct kvs_message {
    */
   const char *sender_client_id;
   /**
-   * The decoded payload (JSON text), NUL-terminated, `payload_len` bytes.
+   * The decoded payload, `payload_len` bytes followed by a NUL: JSON text in
+   * practice, but passed on as received when it is not (it may then hold any
+   * bytes, NULs included: use `payload_len`).
    */
   const char *payload;
   size_t payload_len;
@@ -834,8 +836,8 @@ kvs_result kvs_client_connect(const struct kvs_client *client);
  *
  * Ownership: `client` is borrowed for the call. Threading: any thread,
  * callbacks included.
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_SHUTDOWN,
- * KVS_ERR_FORKED.
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_INVALID_CONFIG,
+ * KVS_ERR_TLS (the TLS settings could not be built), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED.
  */
 kvs_result kvs_client_start(const struct kvs_client *client);
 

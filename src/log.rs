@@ -44,14 +44,16 @@ struct Logger {
 
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 
+/// The level named by `KVS_LOG`, read once per process.
 fn env_level() -> Level {
-    match std::env::var("KVS_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| match std::env::var("KVS_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
         "error" => Level::Error,
         "info" => Level::Info,
         "debug" => Level::Debug,
         "trace" => Level::Trace,
         _ => Level::Warn,
-    }
+    })
 }
 
 /// Installs `sink` for lines at or above `min_level`, or restores stderr

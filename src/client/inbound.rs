@@ -5,13 +5,14 @@ use super::metrics::{Counters, bump};
 use super::{ClientEvent, EventSink, ReceivedMessage, StatusOrigin, StatusReport};
 use crate::log::{Level, log};
 use crate::protocol::{IceCandidate, InboundError, InboundMessage, MessageType, SessionDescription, decode_payload};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 const TARGET: &str = "client";
 /// Candidates held per peer at most; later ones are delivered at once.
 const MAX_HELD_PER_PEER: usize = 100;
-/// Peers remembered as having sent their SDP; the set is cleared beyond this.
+/// Peers remembered as having sent their SDP (the oldest is forgotten beyond
+/// this), and peers whose candidates may be held at once.
 const MAX_PEERS_SEEN: usize = 1024;
 
 /// What the supervisor must act on after a frame.
@@ -29,12 +30,22 @@ pub(super) struct Inbound {
     hold_early_candidates: bool,
     /// Peers (None = the master) whose SDP has been delivered.
     sdp_seen: HashSet<Option<String>>,
+    /// `sdp_seen` in insertion order, to forget the oldest first.
+    sdp_order: VecDeque<Option<String>>,
     held: HashMap<Option<String>, Vec<ReceivedMessage>>,
 }
 
 impl Inbound {
     pub fn new(sink: EventSink, counters: Arc<Counters>, max_frame: usize, hold_early_candidates: bool) -> Inbound {
-        Inbound { sink, counters, max_frame, hold_early_candidates, sdp_seen: HashSet::new(), held: HashMap::new() }
+        Inbound {
+            sink,
+            counters,
+            max_frame,
+            hold_early_candidates,
+            sdp_seen: HashSet::new(),
+            sdp_order: VecDeque::new(),
+            held: HashMap::new(),
+        }
     }
 
     fn emit(&self, event: ClientEvent) {
@@ -104,7 +115,10 @@ impl Inbound {
         }
         let peer = received.sender_client_id.clone();
         if received.message_type == MessageType::IceCandidate {
-            if !self.sdp_seen.contains(&peer) {
+            // Held only while the peer's SDP is awaited, up to a bound per peer
+            // and on the number of peers; beyond that, delivered at once.
+            let room = self.held.contains_key(&peer) || self.held.len() < MAX_PEERS_SEEN;
+            if !self.sdp_seen.contains(&peer) && room {
                 let held = self.held.entry(peer).or_default();
                 if held.len() < MAX_HELD_PER_PEER {
                     held.push(received);
@@ -115,11 +129,17 @@ impl Inbound {
             return;
         }
         self.emit(ClientEvent::Message(received));
-        if self.sdp_seen.len() >= MAX_PEERS_SEEN {
-            self.sdp_seen.clear();
-        }
         let held = self.held.remove(&peer).unwrap_or_default();
-        self.sdp_seen.insert(peer);
+        if self.sdp_seen.insert(peer.clone()) {
+            // Forget the oldest peer, not all of them: a peer still trickling
+            // must not have its candidates held again.
+            self.sdp_order.push_back(peer);
+            if self.sdp_order.len() > MAX_PEERS_SEEN
+                && let Some(oldest) = self.sdp_order.pop_front()
+            {
+                self.sdp_seen.remove(&oldest);
+            }
+        }
         for candidate in held {
             self.emit(ClientEvent::Message(candidate));
         }
@@ -193,5 +213,25 @@ mod tests {
             .map(|(p, l)| (p.to_string(), l.to_string()))
             .collect();
         assert_eq!(got, want, "b's candidate stays held until b's SDP");
+    }
+
+    #[test]
+    fn the_oldest_peer_is_forgotten_first() {
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let sink_seen = delivered.clone();
+        let sink: EventSink = Arc::new(move |event| {
+            if let ClientEvent::Message(m) = event {
+                sink_seen.lock().unwrap().push(m.sender_client_id.unwrap());
+            }
+        });
+        let mut inbound = Inbound::new(sink, Arc::new(Counters::default()), 65536, true);
+        for i in 0..=MAX_PEERS_SEEN {
+            inbound.handle_text(&frame("SDP_OFFER", &format!("p{i}"), r#"{"type":"offer","sdp":"v=0"}"#));
+        }
+        delivered.lock().unwrap().clear();
+        // p0 was forgotten: its candidate waits for a new SDP; p1 is still known.
+        inbound.handle_text(&frame("ICE_CANDIDATE", "p0", r#"{"candidate":"c"}"#));
+        inbound.handle_text(&frame("ICE_CANDIDATE", "p1", r#"{"candidate":"c"}"#));
+        assert_eq!(*delivered.lock().unwrap(), ["p1".to_owned()]);
     }
 }

@@ -81,7 +81,9 @@ pub struct kvs_message {
     /// The viewer that sent it (when the master receives); NULL on messages from
     /// the master.
     pub sender_client_id: *const c_char,
-    /// The decoded payload (JSON text), NUL-terminated, `payload_len` bytes.
+    /// The decoded payload, `payload_len` bytes followed by a NUL: JSON text in
+    /// practice, but passed on as received when it is not (it may then hold any
+    /// bytes, NULs included: use `payload_len`).
     pub payload: *const c_char,
     pub payload_len: usize,
     /// "offer" or "answer" for SDP messages whose payload parsed; else NULL.
@@ -660,8 +662,8 @@ pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
 ///
 /// Ownership: `client` is borrowed for the call. Threading: any thread,
 /// callbacks included.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_SHUTDOWN,
-/// KVS_ERR_FORKED.
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_INVALID_CONFIG,
+/// KVS_ERR_TLS (the TLS settings could not be built), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_start(client: *const kvs_client) -> kvs_result {
     boundary(|| {
