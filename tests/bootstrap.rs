@@ -258,3 +258,31 @@ async fn ice_servers_are_refreshed_before_their_ttl_and_on_request() {
     next_matching(&mut events, ice_event).await;
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upgrade_never_shows_the_token_or_signature() {
+    let emulator = secure_emulator(Duration::from_secs(300)).await;
+    let cache = temp_path("refused-endpoints.json");
+    let _ = std::fs::remove_file(&cache);
+    let cached = |secret: &str| {
+        let mut aws = aws(&emulator, secret);
+        aws.endpoint_cache_path = Some(cache.clone());
+        aws.ice_servers = false;
+        aws
+    };
+    let (good, _e) = Client::new(config("cam-1", None, cached(SECRET))).unwrap();
+    good.connect().await.unwrap();
+    good.disconnect(Duration::from_secs(1)).await;
+    // Warm start with a wrong secret: no control-plane call, so the presigned
+    // upgrade itself is refused, with a body that quotes the canonical request.
+    let (bad, _e) = Client::new(config("cam-1", None, cached("a-wrong-secret"))).unwrap();
+    let error = bad.connect().await.unwrap_err();
+    assert!(matches!(error, ClientError::Refused { status: 403, .. }), "{error:?}");
+    let shown = format!("{error} {error:?}");
+    assert!(shown.to_ascii_lowercase().contains("signature"), "the service's reason is kept: {shown}");
+    for secret in ["session-token", "a-wrong-secret", "X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Credential"] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    let _ = std::fs::remove_file(&cache);
+    emulator.shutdown().await;
+}

@@ -4,7 +4,8 @@
 //! No C types here. A [`Client`] is `Send + Sync`; its methods may be called from
 //! any thread or task. It spawns its connection task on the tokio runtime that
 //! is current when [`Client::connect`] runs. Events of one client are delivered
-//! to its sink one at a time, in arrival order.
+//! to its sink in arrival order, from its supervisor task (and its ICE refresh
+//! task for `IceServersChanged`).
 
 mod config;
 mod connect;
@@ -32,8 +33,10 @@ use supervisor::{FirstAttempt, SupervisorHandle};
 use target::{IceState, Target};
 use tokio::sync::{mpsc, oneshot};
 
-/// Receives every event of one client, on the thread that produced it (the
-/// client's supervisor task). It must not block for long.
+/// Receives every event of one client, on the thread that produced it: the
+/// client's supervisor task, and its ICE refresh task for
+/// `IceServersChanged` (so, on a multi-thread runtime, possibly at the same
+/// time as another event). It must not block for long.
 pub type EventSink = Arc<dyn Fn(ClientEvent) + Send + Sync>;
 
 /// A signaling client for one channel and role. Dropping it closes its socket.

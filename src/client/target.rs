@@ -196,13 +196,22 @@ impl AwsTarget {
         }
     }
 
-    /// A refused upgrade's body as far as it may be shown: its first line, with
-    /// the secret key and session token removed (an AWS signature-mismatch body
+    /// A refused upgrade's body as far as it may be shown: the first line of its
+    /// message, with the secret key and session token removed (an AWS signature-mismatch body
     /// quotes the canonical request, presigned query and token included).
     fn scrub(&self, err: ClientError) -> ClientError {
         match err {
             ClientError::Refused { status, error_type, body, date } => {
-                let mut body = body.lines().next().unwrap_or_default().to_owned();
+                // An AWS error body is JSON whose message goes on, after its
+                // first line, to quote the canonical request: keep that line only.
+                let message = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|json| {
+                    ["message", "Message"].iter().find_map(|key| json.get(key)?.as_str().map(str::to_owned))
+                });
+                let text = message.unwrap_or(body);
+                // The body may be cut short (not JSON any more): stop at a raw or
+                // an escaped line break either way.
+                let end = [text.find('\n'), text.find("\\n")].into_iter().flatten().min().unwrap_or(text.len());
+                let mut body = text[..end].to_owned();
                 if let Some(credentials) = self.control_plane.credentials_cache().cached(SystemTime::now()) {
                     body = credentials.redact(&body);
                 }
