@@ -39,7 +39,7 @@ pub type Sink = Arc<dyn Fn(Level, &str, &str) + Send + Sync>;
 
 struct Logger {
     min_level: Level,
-    sink: Option<Sink>,
+    sink: Sink,
 }
 
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
@@ -58,13 +58,13 @@ fn env_level() -> Level {
 
 /// Installs `sink` for lines at or above `min_level`, or restores stderr
 /// output filtered by `KVS_LOG` when `sink` is `None` (`min_level` is then
-/// ignored). Returns the sink it replaced.
-pub fn set_sink(min_level: Level, sink: Option<Sink>) -> Option<Sink> {
-    let mut logger = LOGGER.write().unwrap_or_else(|e| e.into_inner());
-    let previous = logger.take().and_then(|l| l.sink);
-    // Without a sink, stderr and KVS_LOG apply again.
-    *logger = sink.map(|sink| Logger { min_level, sink: Some(sink) });
-    previous
+/// ignored). The replaced sink is dropped after the lock is released.
+pub fn set_sink(min_level: Level, sink: Option<Sink>) {
+    let previous = {
+        let mut logger = LOGGER.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *logger, sink.map(|sink| Logger { min_level, sink }))
+    };
+    drop(previous);
 }
 
 /// True when a line at `level` would be written anywhere.
@@ -78,7 +78,7 @@ pub fn enabled(level: Level) -> bool {
 pub fn write(level: Level, target: &str, message: &str) {
     let sink = {
         let logger = LOGGER.read().unwrap_or_else(|e| e.into_inner());
-        logger.as_ref().and_then(|l| l.sink.clone())
+        logger.as_ref().map(|l| l.sink.clone())
     };
     match sink {
         Some(sink) => sink(level, target, message),

@@ -167,8 +167,7 @@ pub extern "C" fn kvs_set_log_callback(
                 };
             }) as log::Sink
         });
-        let min = if sink.is_some() { level } else { Level::Warn };
-        log::set_sink(min, sink);
+        log::set_sink(level, sink);
         KVS_OK
     })
 }
