@@ -11,11 +11,22 @@
  * - `const T *` parameters are read-only and borrowed for the call only;
  *   `T *` parameters are mutated and need exclusive access.
  * - Strings given to the library are NUL-terminated UTF-8.
- * - Outputs are written only on success.
- * - Callbacks of one client run on the library's dispatcher thread, serially,
- *   in arrival order; every pointer a callback receives is borrowed for that
- *   call only. The log callback may run on any thread.
- * - Fork after first use and unloading the library are unsupported.
+ * - Outputs are written only on success, with one exception: a function
+ *   that returns KVS_ERR_BUFFER_TOO_SMALL writes the length it needs to its
+ *   length output. Functions that fill a caller buffer take a NULL buffer as
+ *   a size query: KVS_OK with only the length written.
+ * - Callbacks of one client run on the library's dispatcher thread and only
+ *   there, serially, in arrival order; every pointer a callback receives is
+ *   borrowed for that call only. Callbacks that cannot run on it (the library
+ *   was shut down, the client is being freed) are discarded, never run on
+ *   another thread. The log callback may run on any thread.
+ * - Each client holds a bounded backlog of callbacks (see
+ *   `callback_backlog_messages`); when it is full the client stops reading
+ *   its socket until the callbacks catch up.
+ * - Fork after first use is unsupported: in a child process every call on the
+ *   library's state returns KVS_ERR_FORKED at once (kvs_client_free and
+ *   kvs_shutdown included: they leave everything as it is). Unloading the
+ *   library is unsupported.
  */
 
 #ifndef KVS_SIGNALING_H
@@ -57,6 +68,16 @@
  * bytes of SDP); longer text returns KVS_ERR_PAYLOAD_TOO_LARGE.
  */
 #define KVS_MAX_SDP_LEN 10000
+
+/**
+ * Default of `kvs_client_config.callback_backlog_messages`.
+ */
+#define KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES 1024
+
+/**
+ * Default of `kvs_client_config.callback_backlog_bytes` (512 KiB).
+ */
+#define KVS_DEFAULT_CALLBACK_BACKLOG_BYTES (512 * 1024)
 
 /**
  * Result of every fallible function. `KVS_OK` is 0; error values are stable and
@@ -205,6 +226,16 @@ enum kvs_result
    * No credentials: none configured, or the credentials callback failed.
    */
   KVS_ERR_CREDENTIALS = 34,
+  /**
+   * The client is being freed: `kvs_client_free` was called (seen by a
+   * callback of that client still running, or a second free).
+   */
+  KVS_ERR_CLOSED = 35,
+  /**
+   * `kvs_client_connect` was abandoned because `kvs_client_disconnect` (or
+   * `kvs_client_free`) stopped the client meanwhile.
+   */
+  KVS_ERR_CANCELLED = 36,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -369,8 +400,11 @@ typedef struct kvs_ice_server {
  * Asked for fresh credentials: call `kvs_credentials_sink_set` on `sink` (valid
  * during this call only) and return KVS_OK, or return an error code. Runs on
  * the dispatcher thread, before the current credentials expire.
+ *
+ * The return value is a `kvs_result` value (a `uint32_t`); a value that is
+ * not a known code counts as a failure.
  */
-typedef kvs_result (*kvs_credentials_callback)(void *userdata, struct kvs_credentials_sink *sink);
+typedef uint32_t (*kvs_credentials_callback)(void *userdata, struct kvs_credentials_sink *sink);
 
 /**
  * A received SDP offer, SDP answer or ICE candidate, or a service notice
@@ -633,10 +667,24 @@ typedef struct kvs_client_config {
    */
   void *userdata;
   /**
-   * Called exactly once with `userdata`: on the dispatcher thread after the
-   * client's last callback, or on the calling thread if `kvs_client_new` fails.
+   * Called exactly once with `userdata`, after the client's last callback:
+   * on the thread that calls `kvs_client_free`, before it returns, or on the
+   * calling thread if `kvs_client_new` fails.
    */
   kvs_free_callback free_userdata;
+  /**
+   * Received messages and reports that may wait for this client's callbacks
+   * at once; 0 means KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES. When the backlog
+   * is full (this count or `callback_backlog_bytes`), the client stops
+   * reading its socket until the callbacks catch up: TCP slows the sender,
+   * nothing is dropped.
+   */
+  uint32_t callback_backlog_messages;
+  /**
+   * Bytes (message text plus 128 per message) that may wait for this
+   * client's callbacks at once; 0 means KVS_DEFAULT_CALLBACK_BACKLOG_BYTES.
+   */
+  uint32_t callback_backlog_bytes;
 } kvs_client_config;
 
 /**
@@ -690,6 +738,15 @@ typedef struct kvs_client_metrics {
    * Service clock minus local clock (ms), learnt from the service.
    */
   int64_t clock_skew_ms;
+  /**
+   * Times the client stopped reading its socket because its callback
+   * backlog was full.
+   */
+  uint64_t backpressure_pauses;
+  /**
+   * Callbacks of this client waiting to run now.
+   */
+  uint64_t callbacks_queued;
 } kvs_client_metrics;
 
 /**
@@ -751,7 +808,8 @@ kvs_result kvs_credentials_sink_set(struct kvs_credentials_sink *sink,
  * strings into `buf` (`buf_capacity` bytes), the entries' pointers pointing
  * into `buf`. `*out_count` receives the list's length and `*out_buf_len` the
  * bytes the strings need; if either capacity is too small nothing else is
- * written and KVS_ERR_BUFFER_TOO_SMALL is returned. The list is empty until the
+ * written and KVS_ERR_BUFFER_TOO_SMALL is returned. `out_servers` and `buf`
+ * both NULL ask for the sizes only (KVS_OK). The list is empty until the
  * first GetIceServerConfig answered (and without `use_control_plane`).
  *
  * Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
@@ -770,7 +828,9 @@ kvs_result kvs_client_get_ice_servers(const struct kvs_client *client,
  * Writes the STUN URL of `region` (e.g. `stun:stun.kinesisvideo.us-west-2.amazonaws.com:443`,
  * with the FIPS or dual-stack variant) into `buf`, NUL-terminated, and its
  * length into `*out_len` (nullable). On KVS_ERR_BUFFER_TOO_SMALL only
- * `*out_len` is written: the length needed, without the NUL.
+ * `*out_len` is written: the length needed, without the NUL. A NULL `buf`
+ * asks for the length only (KVS_OK); `buf` and `out_len` both NULL is
+ * KVS_ERR_NULL_PARAMETER.
  *
  * Ownership: all pointers borrowed for the call. Threading: any thread.
  * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG
@@ -870,17 +930,28 @@ kvs_result kvs_client_disconnect(const struct kvs_client *client);
 uint32_t kvs_client_state(const struct kvs_client *client);
 
 /**
- * Disconnects (as `kvs_client_disconnect`) and releases the client. Returns
- * once every callback of this client already queued has run and
- * `free_userdata` has run (on the dispatcher thread; after `kvs_shutdown`, on
- * the calling thread): after it returns, nothing of this client calls into the
- * application any more. Do not hold a lock that
- * your callbacks take while calling it. NULL is a no-op. Must not be called
- * twice for the same client.
+ * Releases the client: later calls on it return KVS_ERR_CLOSED, callbacks of
+ * this client not started yet are discarded (they are not run), a callback of
+ * this client running now is waited for, the connection is closed (a close
+ * frame, at most one second for the service), sends still queued are dropped
+ * without a report (call `kvs_client_disconnect` first to have them reported),
+ * and `free_userdata` runs on the calling thread. After it returns, nothing
+ * of this client calls into the application any more. It takes at most the
+ * running callback's remaining time plus about 3 seconds, whatever the
+ * backlog. Do not hold a lock that your callbacks take while calling it.
+ * NULL is a no-op. Must not be called twice for the same client.
  *
- * Ownership: consumes `client` on success. On KVS_ERR_IN_CALLBACK or
- * KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid.
+ * A callback of this client that runs while it is freed may still use
+ * `client` (it stays valid until that callback returns); every call on it
+ * then returns KVS_ERR_CLOSED.
+ *
+ * Ownership: consumes `client` on KVS_OK. On KVS_ERR_IN_CALLBACK or
+ * KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid. In a
+ * forked child (KVS_ERR_FORKED) the client is left as it is (leaked) and the
+ * call returns at once.
  * Threading: blocks; call it from an application thread, not from a callback.
+ * Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED,
+ * KVS_ERR_CLOSED (freed already, while that free still runs).
  */
 kvs_result kvs_client_free(struct kvs_client *client);
 
@@ -1015,14 +1086,23 @@ kvs_result kvs_set_log_callback(uint32_t min_level,
                                 kvs_free_callback free_userdata);
 
 /**
- * Shuts the library down: new calls return KVS_ERR_SHUTDOWN, connections are
- * dropped, the runtime thread stops (waiting at most `timeout_ms`), queued
- * callbacks run, and the dispatcher thread ends. Free your clients first with
- * `kvs_client_free`; clients left alive simply stop. Final: the library cannot
- * be started again in this process.
+ * Shuts the library down, for good: new calls return KVS_ERR_SHUTDOWN, no
+ * callback starts any more (callbacks queued and not started are discarded),
+ * connections are dropped without a close handshake, the runtime thread
+ * stops, and a callback running now is waited for. The whole call takes at
+ * most `timeout_ms`; if the running callback (or a runtime task) has not
+ * finished by then it returns KVS_ERR_TIMEOUT, and that callback is the only
+ * library code that may still be running. Otherwise, once it returns, the
+ * library runs no C callback any more (`free_userdata` of a client runs
+ * later, on the thread that frees it with `kvs_client_free`, which stays
+ * valid and returns at once after a shutdown). Free your clients first if you
+ * want their connections closed cleanly. The library cannot be started again
+ * in this process.
  *
  * Threading: call it from an application thread; from a callback or a library
  * thread it returns KVS_ERR_WOULD_DEADLOCK.
+ * Errors: KVS_ERR_WOULD_DEADLOCK, KVS_ERR_TIMEOUT, KVS_ERR_FORKED (in a forked
+ * child: nothing is done, at once).
  */
 kvs_result kvs_shutdown(uint32_t timeout_ms);
 

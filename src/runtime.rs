@@ -34,6 +34,13 @@ struct RuntimeCell {
 
 static RUNTIME: OnceLock<Result<RuntimeCell, RuntimeError>> = OnceLock::new();
 static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
+/// Set in a child process forked after the runtime was built.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// `pthread_atfork` child handler: async-signal-safe (one atomic store).
+extern "C" fn mark_forked() {
+    FORKED.store(true, Ordering::Release);
+}
 
 thread_local! {
     static LIBRARY_THREAD: Cell<bool> = const { Cell::new(false) };
@@ -51,6 +58,9 @@ pub fn on_library_thread() -> bool {
 }
 
 fn build() -> Result<RuntimeCell, RuntimeError> {
+    // SAFETY: registers a handler that only stores to an atomic. A failure
+    // (ENOMEM) leaves the pid comparison in `handle` as the only check.
+    unsafe { libc::pthread_atfork(None, None, Some(mark_forked)) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(1)
@@ -62,13 +72,24 @@ fn build() -> Result<RuntimeCell, RuntimeError> {
     Ok(RuntimeCell { handle: runtime.handle().clone(), runtime: Mutex::new(Some(runtime)), pid: std::process::id() })
 }
 
+/// True in a child process forked after the library started: nothing of the
+/// parent's library state (threads, locks, sockets) may be used there. One
+/// atomic load.
+pub fn is_forked() -> bool {
+    FORKED.load(Ordering::Acquire)
+}
+
 /// The runtime's handle, building the runtime on first use.
 pub fn handle() -> Result<Handle, RuntimeError> {
+    if is_forked() {
+        return Err(RuntimeError::Forked);
+    }
     if SHUT_DOWN.load(Ordering::Acquire) {
         return Err(RuntimeError::ShutDown);
     }
     let cell = RUNTIME.get_or_init(build).as_ref().map_err(|e| *e)?;
     if cell.pid != std::process::id() {
+        FORKED.store(true, Ordering::Release);
         return Err(RuntimeError::Forked);
     }
     Ok(cell.handle.clone())
@@ -86,6 +107,9 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output, RuntimeError> {
 /// Stops the runtime: later calls fail with [`RuntimeError::ShutDown`]; tasks
 /// still running after `timeout` are abandoned. Must not run on a library thread.
 pub fn shutdown(timeout: Duration) -> Result<(), RuntimeError> {
+    if is_forked() {
+        return Err(RuntimeError::Forked);
+    }
     if on_library_thread() {
         return Err(RuntimeError::WouldDeadlock);
     }

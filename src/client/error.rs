@@ -30,6 +30,9 @@ pub enum ClientError {
     Handshake(String),
     /// The TLS handshake failed (for example a certificate that does not verify).
     Tls(String),
+    /// The connect was abandoned before it finished: the client was
+    /// disconnected, or its runtime stopped, meanwhile.
+    Cancelled,
     /// A control-plane call (DescribeSignalingChannel, GetSignalingChannelEndpoint,
     /// ...) or the credentials provider failed; the kind names the failure.
     ControlPlane(crate::aws::AwsError),
@@ -62,6 +65,7 @@ impl fmt::Display for ClientError {
             }
             ClientError::Handshake(text) => write!(f, "WebSocket handshake failed: {text}"),
             ClientError::Tls(text) => write!(f, "TLS handshake failed: {text}"),
+            ClientError::Cancelled => f.write_str("the connect was abandoned: the client stopped before it finished"),
             ClientError::ControlPlane(e) => write!(f, "control plane: {e}"),
         }
     }

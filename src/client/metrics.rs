@@ -32,6 +32,11 @@ pub struct Metrics {
     pub current_backoff_ms: u64,
     /// Clock skew learnt from the service (service time minus local), in milliseconds.
     pub clock_skew_ms: i64,
+    /// Times the client stopped reading its socket because the event
+    /// receiver's backlog was full (see [`super::Backlog`]).
+    pub backpressure_pauses: u64,
+    /// Events the receiver holds now (0 without a backlog).
+    pub events_queued: u64,
 }
 
 /// Atomic backing store of [`Metrics`]; written by the supervisor task.
@@ -52,6 +57,7 @@ pub(super) struct Counters {
     pub go_aways: AtomicU64,
     pub current_backoff_ms: AtomicU64,
     pub clock_skew_ms: AtomicI64,
+    pub backpressure_pauses: AtomicU64,
 }
 
 pub(super) fn state_to_u8(state: ConnectionState) -> u8 {
@@ -102,7 +108,8 @@ impl Counters {
         self.current_backoff_ms.store(0, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self, queued: usize) -> Metrics {
+    /// The counters now, with `queued` sends and `events_queued` events held.
+    pub fn snapshot(&self, queued: usize, events_queued: usize) -> Metrics {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Metrics {
             state: self.state(),
@@ -121,6 +128,8 @@ impl Counters {
             go_aways: read(&self.go_aways),
             current_backoff_ms: read(&self.current_backoff_ms),
             clock_skew_ms: self.clock_skew_ms.load(Ordering::Relaxed),
+            backpressure_pauses: read(&self.backpressure_pauses),
+            events_queued: events_queued as u64,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! to its sink in arrival order, from its supervisor task (and its ICE refresh
 //! task for `IceServersChanged`).
 
+mod backlog;
 mod config;
 mod connect;
 mod error;
@@ -18,6 +19,7 @@ mod queue;
 mod supervisor;
 mod target;
 
+pub use backlog::{Backlog, event_size};
 pub use config::{AwsConfig, Backoff, ClientConfig, Pacing, region_of_arn};
 pub use error::ClientError;
 pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
@@ -43,6 +45,8 @@ pub type EventSink = Arc<dyn Fn(ClientEvent) + Send + Sync>;
 pub struct Client {
     config: ClientConfig,
     sink: EventSink,
+    /// What the sink's receiver holds; `None`: it never pushes back.
+    backlog: Option<Arc<Backlog>>,
     counters: Arc<Counters>,
     supervisor: Mutex<Option<SupervisorHandle>>,
     ice: Arc<IceState>,
@@ -54,6 +58,18 @@ impl Client {
     /// Makes a client after validating `config`; nothing is opened yet.
     /// Events go to `sink`.
     pub fn with_sink(config: ClientConfig, sink: EventSink) -> Result<Client, ClientError> {
+        Client::build(config, sink, None)
+    }
+
+    /// Makes a client whose events go to `sink`, a receiver that counts what it
+    /// holds in `backlog`: while the backlog is full the client does not read
+    /// its socket (TCP back-pressure to the sender), so the receiver's memory
+    /// stays bounded and no event is dropped.
+    pub fn with_backlog(config: ClientConfig, sink: EventSink, backlog: Arc<Backlog>) -> Result<Client, ClientError> {
+        Client::build(config, sink, Some(backlog))
+    }
+
+    fn build(config: ClientConfig, sink: EventSink, backlog: Option<Arc<Backlog>>) -> Result<Client, ClientError> {
         config.validate()?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         // Distinguishes this client's generated correlation ids from those of
@@ -62,6 +78,7 @@ impl Client {
         Ok(Client {
             config,
             sink,
+            backlog,
             counters: Arc::new(Counters::default()),
             supervisor: Mutex::new(None),
             ice: Arc::default(),
@@ -97,7 +114,8 @@ impl Client {
     /// A snapshot of the client's counters.
     pub fn metrics(&self) -> Metrics {
         let queued = self.supervisor().as_ref().map_or(0, |h| h.queue.len());
-        let mut metrics = self.counters.snapshot(queued);
+        let events_queued = self.backlog.as_ref().map_or(0, |b| b.held().0);
+        let mut metrics = self.counters.snapshot(queued, events_queued);
         metrics.state = self.state();
         metrics
     }
@@ -123,8 +141,15 @@ impl Client {
             }
             FirstAttempt::Retry => (None, None),
         };
-        *supervisor =
-            Some(SupervisorHandle::start(&self.config, self.sink.clone(), self.counters.clone(), target, mode, first));
+        *supervisor = Some(SupervisorHandle::start(
+            &self.config,
+            self.sink.clone(),
+            self.backlog.clone(),
+            self.counters.clone(),
+            target,
+            mode,
+            first,
+        ));
         Ok(first_rx)
     }
 
@@ -138,14 +163,17 @@ impl Client {
         };
         let result = match first.await {
             Ok(result) => result,
-            Err(_) => Err(ClientError::Handshake("the client stopped while connecting".into())),
+            Err(_) => Err(ClientError::Cancelled),
         };
         if result.is_err() {
             // The supervisor is ending; wait for it so that an immediate retry
-            // of connect() is not refused as already connected.
+            // of connect() is not refused as already connected. A cancelled
+            // connect has no supervisor left to wait for (a disconnect took it,
+            // or the runtime, timers included, is gone).
             let handle = self.supervisor().take();
-            if let Some(handle) = handle {
-                handle.stop(Duration::from_millis(100)).await;
+            match handle {
+                Some(handle) if result != Err(ClientError::Cancelled) => handle.stop(Duration::from_millis(100)).await,
+                _ => {}
             }
         }
         result

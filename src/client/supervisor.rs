@@ -3,6 +3,7 @@
 //! pings, reconnects forever with full-jitter backoff, and on GO_AWAY or at the
 //! age limit opens the new socket before it lets go of the old one.
 
+use super::backlog::Backlog;
 use super::connect::{Phases, Socket, SocketReader, SocketWriter};
 use super::inbound::{Inbound, Notice};
 use super::metrics::{Counters, bump};
@@ -63,6 +64,7 @@ impl SupervisorHandle {
     pub fn start(
         config: &ClientConfig,
         sink: EventSink,
+        backlog: Option<Arc<Backlog>>,
         counters: Arc<Counters>,
         target: Target,
         mode: FirstAttempt,
@@ -79,6 +81,7 @@ impl SupervisorHandle {
             ),
             config: config.clone(),
             sink,
+            backlog,
             counters,
             target,
             queue: queue.clone(),
@@ -180,6 +183,8 @@ type Attempt = JoinHandle<Result<(Socket, Phases, Duration), ClientError>>;
 struct Supervisor {
     config: ClientConfig,
     sink: EventSink,
+    /// What the sink's receiver holds: no socket is read while it is full.
+    backlog: Option<Arc<Backlog>>,
     counters: Arc<Counters>,
     target: Target,
     queue: Arc<SendQueue>,
@@ -234,6 +239,14 @@ async fn finish(attempt: &mut Option<Attempt>) -> Result<(Socket, Phases, Durati
             Ok(result) => result,
             Err(e) => Err(ClientError::Handshake(format!("connect task ended: {e}"))),
         },
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when `backlog` has room again; pending forever without one.
+async fn backlog_room(backlog: &Option<Arc<Backlog>>) {
+    match backlog {
+        Some(backlog) => backlog.room().await,
         None => std::future::pending().await,
     }
 }
@@ -341,13 +354,18 @@ impl Supervisor {
             };
             // The current socket is not read while the old one drains.
             let draining = self.old.is_some();
-            let ping_at = self.current.as_ref().filter(|_| !draining).map(|link| match link.ping_outstanding {
-                Some(sent) => sent + self.config.pong_timeout,
-                // Ping when either direction has been quiet for the interval: the
-                // service closes sockets it has heard nothing from, and a silent
-                // peer may be gone.
-                None => link.last_frame.min(link.last_sent) + self.config.ping_interval,
-            });
+            // No socket is read while the application's callbacks are behind:
+            // TCP slows the sender down instead of our memory growing. Pongs are
+            // not read either, so no ping is sent or timed meanwhile.
+            let paused = self.backlog.as_ref().is_some_and(|b| b.is_full());
+            let ping_at =
+                self.current.as_ref().filter(|_| !draining && !paused).map(|link| match link.ping_outstanding {
+                    Some(sent) => sent + self.config.pong_timeout,
+                    // Ping when either direction has been quiet for the interval: the
+                    // service closes sockets it has heard nothing from, and a silent
+                    // peer may be gone.
+                    None => link.last_frame.min(link.last_sent) + self.config.ping_interval,
+                });
             let age_at = if handing_over || draining || self.current.is_none() { None } else { self.age_at };
             let retry_at = (self.current.is_none() && self.pending.is_none()).then_some(self.retry_at);
             let expire_at = if self.current.is_none() { self.queue.next_deadline() } else { None };
@@ -366,8 +384,9 @@ impl Supervisor {
                         return;
                     }
                 }
-                frame = next_frame(&mut self.current), if !draining => self.on_current_frame(frame).await,
-                frame = next_old_frame(&mut self.old) => {
+                frame = next_frame(&mut self.current), if !draining && !paused => self.on_current_frame(frame).await,
+                _ = backlog_room(&self.backlog), if paused => self.resume_reading(),
+                frame = next_old_frame(&mut self.old), if !paused => {
                     match frame {
                         Some(Ok(Message::Text(text))) => self.on_text(text.as_str(), false),
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => self.old = None,
@@ -414,6 +433,16 @@ impl Supervisor {
                     }
                 }
             }
+        }
+    }
+
+    /// After a pause for back-pressure: the socket counts as heard from now,
+    /// and a ping sent before the pause is not held against it.
+    fn resume_reading(&mut self) {
+        bump(&self.counters.backpressure_pauses);
+        if let Some(link) = self.current.as_mut() {
+            link.last_frame = Instant::now();
+            link.ping_outstanding = None;
         }
     }
 

@@ -2,7 +2,8 @@
 //! environment, or a callback), the ICE server list into caller memory, and
 //! the region's STUN URL.
 
-use super::client::{Delivery, handle_ref, kvs_client, kvs_client_config};
+use super::client::{kvs_client, kvs_client_config, open_handle};
+use super::dispatch::Lane;
 use super::result::fail;
 use super::{arg_str, boundary, require_non_null, write_out_str};
 use crate::aws::{
@@ -20,6 +21,8 @@ use std::time::{Duration, UNIX_EPOCH};
 pub const KVS_MAX_ICE_URIS: usize = 8;
 /// How long the library waits for the credentials callback.
 const CREDENTIALS_CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a credentials request counts for in the client's callback backlog.
+const CREDENTIALS_JOB_BYTES: usize = 128;
 
 /// Where the credentials callback puts what it fetched; valid during the
 /// callback only. Opaque.
@@ -75,33 +78,38 @@ pub extern "C" fn kvs_credentials_sink_set(
 
 /// Credentials from the application's callback, called on the dispatcher thread.
 struct CallbackCredentials {
-    delivery: Weak<Delivery>,
+    lane: Weak<Lane>,
 }
 
 impl CredentialsProvider for CallbackCredentials {
     fn fetch(&self) -> Result<Credentials, AwsError> {
         let gone = || AwsError::Credentials("the client is being freed".into());
-        let delivery = self.delivery.upgrade().ok_or_else(gone)?;
+        let lane = self.lane.upgrade().ok_or_else(gone)?;
         let (reply, wait) = std::sync::mpsc::channel();
-        let posted = delivery.post(move |callbacks| {
+        let job = Box::new(move |callbacks: &super::client::Callbacks| {
             let mut sink = kvs_credentials_sink { credentials: None };
             let outcome = match callbacks.credentials {
                 // SAFETY: the application's callback; `sink` lives for the call.
-                Some(cb) => unsafe { cb(callbacks.userdata, &mut sink) },
-                None => KVS_ERR_CREDENTIALS,
+                // Its return value is a plain integer, checked below.
+                Some(cb) => kvs_result::from_u32(unsafe { cb(callbacks.userdata, &mut sink) }),
+                None => Some(KVS_ERR_CREDENTIALS),
             };
             let _ = reply.send((outcome, sink.credentials));
         });
-        drop(delivery);
+        let posted = lane.post(CREDENTIALS_JOB_BYTES, job);
+        drop(lane);
         if !posted {
             return Err(gone());
         }
         match wait.recv_timeout(CREDENTIALS_CALLBACK_TIMEOUT) {
-            Ok((KVS_OK, Some(credentials))) => Ok(credentials),
-            Ok((KVS_OK, None)) => Err(AwsError::Credentials(
+            Ok((Some(KVS_OK), Some(credentials))) => Ok(credentials),
+            Ok((Some(KVS_OK), None)) => Err(AwsError::Credentials(
                 "the credentials callback returned KVS_OK without calling kvs_credentials_sink_set".into(),
             )),
-            Ok((code, _)) => Err(AwsError::Credentials(format!(
+            Ok((None, _)) => {
+                Err(AwsError::Credentials("the credentials callback returned a value that is not a kvs_result".into()))
+            }
+            Ok((Some(code), _)) => Err(AwsError::Credentials(format!(
                 "the credentials callback returned {}",
                 code.text().trim_end_matches('\0')
             ))),
@@ -115,7 +123,7 @@ pub(super) fn aws_config(
     config: &kvs_client_config,
     region: &str,
     request_timeout: Duration,
-    delivery: &Arc<Delivery>,
+    lane: &Arc<Lane>,
 ) -> Result<AwsConfig, kvs_result> {
     let read = |ptr, name| {
         // SAFETY: the header requires NUL-terminated strings or NULL.
@@ -125,7 +133,7 @@ pub(super) fn aws_config(
     let secret = read(config.secret_access_key, "secret_access_key")?;
     let token = read(config.session_token, "session_token")?;
     let provider: Arc<dyn CredentialsProvider> = if config.credentials_callback.is_some() {
-        Arc::new(CallbackCredentials { delivery: Arc::downgrade(delivery) })
+        Arc::new(CallbackCredentials { lane: Arc::downgrade(lane) })
     } else if let (Some(key), Some(secret)) = (&key, &secret) {
         let credentials = Credentials::new(key, secret, token.as_deref());
         credentials.check().map_err(|e| fail(KVS_ERR_CREDENTIALS, e.to_string()))?;
@@ -176,7 +184,8 @@ pub struct kvs_ice_server {
 /// strings into `buf` (`buf_capacity` bytes), the entries' pointers pointing
 /// into `buf`. `*out_count` receives the list's length and `*out_buf_len` the
 /// bytes the strings need; if either capacity is too small nothing else is
-/// written and KVS_ERR_BUFFER_TOO_SMALL is returned. The list is empty until the
+/// written and KVS_ERR_BUFFER_TOO_SMALL is returned. `out_servers` and `buf`
+/// both NULL ask for the sizes only (KVS_OK). The list is empty until the
 /// first GetIceServerConfig answered (and without `use_control_plane`).
 ///
 /// Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
@@ -193,10 +202,13 @@ pub extern "C" fn kvs_client_get_ice_servers(
     out_buf_len: *mut usize,
 ) -> kvs_result {
     boundary(|| {
-        require_non_null!(client, "client");
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
         require_non_null!(out_count, "out_count");
         require_non_null!(out_buf_len, "out_buf_len");
-        let servers = handle_ref(client).client.ice_servers();
+        let servers = handle.client.ice_servers();
         let strings = |s: &crate::aws::IceServer| {
             s.uris.iter().take(KVS_MAX_ICE_URIS).map(|u| u.len() + 1).sum::<usize>()
                 + s.username.len()
@@ -209,7 +221,7 @@ pub extern "C" fn kvs_client_get_ice_servers(
             *out_count = servers.len();
             *out_buf_len = needed;
         }
-        if servers.is_empty() {
+        if servers.is_empty() || (out_servers.is_null() && buf.is_null()) {
             return KVS_OK;
         }
         if out_servers.is_null() || buf.is_null() || capacity < servers.len() || buf_capacity < needed {
@@ -250,7 +262,9 @@ pub extern "C" fn kvs_client_get_ice_servers(
 /// Writes the STUN URL of `region` (e.g. `stun:stun.kinesisvideo.us-west-2.amazonaws.com:443`,
 /// with the FIPS or dual-stack variant) into `buf`, NUL-terminated, and its
 /// length into `*out_len` (nullable). On KVS_ERR_BUFFER_TOO_SMALL only
-/// `*out_len` is written: the length needed, without the NUL.
+/// `*out_len` is written: the length needed, without the NUL. A NULL `buf`
+/// asks for the length only (KVS_OK); `buf` and `out_len` both NULL is
+/// KVS_ERR_NULL_PARAMETER.
 ///
 /// Ownership: all pointers borrowed for the call. Threading: any thread.
 /// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG
@@ -266,7 +280,9 @@ pub extern "C" fn kvs_stun_url(
 ) -> kvs_result {
     boundary(|| {
         require_non_null!(region, "region");
-        require_non_null!(buf, "buf");
+        if buf.is_null() && out_len.is_null() {
+            return fail(KVS_ERR_NULL_PARAMETER, "buf and out_len must not both be NULL");
+        }
         // SAFETY: NUL-terminated, as the header requires.
         let region = match unsafe { arg_str(region, "region", 64, KVS_ERR_INVALID_CONFIG) } {
             Ok(Some(r)) => r,

@@ -1,18 +1,19 @@
 //! `kvs_client`: configuration, lifecycle, sends and callbacks.
 
-use super::dispatch;
+use super::dispatch::{self, Lane};
 use super::result::{fail, fail_client, fail_runtime};
 use super::{StrError, arg_str, boundary, c_str, require_non_null, write_out_str};
 use crate::client::{
-    Client, ClientConfig, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason, StatusOrigin,
-    StatusReport,
+    Backlog, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason,
+    StatusOrigin, StatusReport, event_size,
 };
 use crate::ffi::kvs_result::{self, *};
 use crate::protocol::{Action, IceCandidate, MAX_ID_LEN, MAX_PAYLOAD_LEN, MessageType, Role};
 use crate::runtime;
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// `sdp_per_second` / `ice_per_second` value that turns pacing off.
@@ -144,8 +145,11 @@ pub type kvs_ice_servers_callback = Option<unsafe extern "C" fn(userdata: *mut c
 /// Asked for fresh credentials: call `kvs_credentials_sink_set` on `sink` (valid
 /// during this call only) and return KVS_OK, or return an error code. Runs on
 /// the dispatcher thread, before the current credentials expire.
+///
+/// The return value is a `kvs_result` value (a `uint32_t`); a value that is
+/// not a known code counts as a failure.
 pub type kvs_credentials_callback =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut super::kvs_credentials_sink) -> kvs_result>;
+    Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut super::kvs_credentials_sink) -> u32>;
 /// Releases `userdata`; called exactly once.
 pub type kvs_free_callback = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
@@ -241,9 +245,29 @@ pub struct kvs_client_config {
     pub on_ice_servers: kvs_ice_servers_callback,
     /// Passed first to every callback.
     pub userdata: *mut c_void,
-    /// Called exactly once with `userdata`: on the dispatcher thread after the
-    /// client's last callback, or on the calling thread if `kvs_client_new` fails.
+    /// Called exactly once with `userdata`, after the client's last callback:
+    /// on the thread that calls `kvs_client_free`, before it returns, or on the
+    /// calling thread if `kvs_client_new` fails.
     pub free_userdata: kvs_free_callback,
+    /// Received messages and reports that may wait for this client's callbacks
+    /// at once; 0 means KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES. When the backlog
+    /// is full (this count or `callback_backlog_bytes`), the client stops
+    /// reading its socket until the callbacks catch up: TCP slows the sender,
+    /// nothing is dropped.
+    pub callback_backlog_messages: u32,
+    /// Bytes (message text plus 128 per message) that may wait for this
+    /// client's callbacks at once; 0 means KVS_DEFAULT_CALLBACK_BACKLOG_BYTES.
+    pub callback_backlog_bytes: u32,
+}
+
+/// Default of `kvs_client_config.callback_backlog_messages`.
+pub const KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES: u32 = 1024;
+/// Default of `kvs_client_config.callback_backlog_bytes` (512 KiB).
+pub const KVS_DEFAULT_CALLBACK_BACKLOG_BYTES: u32 = 512 * 1024;
+
+/// `value` as a size, or `default` when it is 0.
+fn default_if_zero(value: u32, default: u32) -> usize {
+    (if value == 0 { default } else { value }) as usize
 }
 
 /// An opaque signaling client, made by `kvs_client_new`, released by `kvs_client_free`.
@@ -291,10 +315,14 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         on_state: None,
         userdata: ptr::null_mut(),
         free_userdata: None,
+        callback_backlog_messages: 0,
+        callback_backlog_bytes: 0,
     }
 }
 
-/// The application's callbacks and userdata. Dropping it calls `free_userdata`.
+/// The application's callbacks and userdata. `free_userdata` runs once, through
+/// [`Callbacks::release`] (or when dropped unreleased, e.g. a failed
+/// `kvs_client_new`).
 pub(super) struct Callbacks {
     on_message: kvs_message_callback,
     on_status: kvs_status_callback,
@@ -303,68 +331,95 @@ pub(super) struct Callbacks {
     pub(super) credentials: kvs_credentials_callback,
     pub(super) userdata: *mut c_void,
     free_userdata: kvs_free_callback,
+    released: AtomicBool,
 }
 
-// SAFETY: the header states that callbacks and free_userdata run on the
-// dispatcher thread, so the application hands `userdata` to that thread.
+// SAFETY: the header states that callbacks run on the dispatcher thread and
+// free_userdata on the thread that frees the client, so the application hands
+// `userdata` to those threads.
 unsafe impl Send for Callbacks {}
-// SAFETY: the callbacks are only ever invoked from the dispatcher thread.
+// SAFETY: the callbacks are only invoked from the dispatcher thread, one at a
+// time; `release` is guarded by an atomic flag.
 unsafe impl Sync for Callbacks {}
 
-impl Drop for Callbacks {
-    fn drop(&mut self) {
-        if let Some(free) = self.free_userdata {
+impl Callbacks {
+    fn from_config(config: &kvs_client_config) -> Callbacks {
+        Callbacks {
+            on_message: config.on_message,
+            on_status: config.on_status,
+            on_state: config.on_state,
+            on_ice_servers: config.on_ice_servers,
+            credentials: config.credentials_callback,
+            userdata: config.userdata,
+            free_userdata: config.free_userdata,
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// Calls `free_userdata` on the calling thread, the first time only.
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel)
+            && let Some(free) = self.free_userdata
+        {
             // SAFETY: the application's finalizer, called exactly once with its own pointer.
             unsafe { free(self.userdata) };
         }
     }
 }
 
-/// The one way C callbacks of a client get posted to the dispatcher. Holds the
-/// callbacks weakly, and refuses to post once the client is being freed, so
-/// that nothing left running in the library (an aborted task that still holds
-/// the event sink) can post a callback after `kvs_client_free`, or end up
-/// holding the last reference and run `free_userdata` off the dispatcher.
-pub(super) struct Delivery {
-    callbacks: Weak<Callbacks>,
-    closed: Mutex<bool>,
-}
-
-impl Delivery {
-    /// Runs `job` with the callbacks on the dispatcher, unless closed; false if
-    /// it was not posted.
-    pub(super) fn post(&self, job: impl FnOnce(&Callbacks) + Send + 'static) -> bool {
-        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        // After kvs_shutdown there is no dispatcher: callbacks are not run at all
-        // rather than on some other thread.
-        if *closed || runtime::is_shut_down() {
-            return false;
-        }
-        let Some(callbacks) = self.callbacks.upgrade() else { return false };
-        // The strong reference moves into the job: none stays on this thread.
-        dispatch::post(Box::new(move || job(&callbacks)));
-        true
-    }
-
-    /// Refuses every later post; posts already made still run.
-    fn close(&self) {
-        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+impl Drop for Callbacks {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
-/// What `*mut kvs_client` points at.
+/// What `*mut kvs_client` points at: shared (an `Arc`), so that a callback
+/// running while the client is freed still finds it, reading as closed.
 pub(super) struct ClientHandle {
     pub(super) client: Client,
-    /// The only strong reference to the callbacks outside queued jobs.
-    callbacks: Arc<Callbacks>,
-    delivery: Arc<Delivery>,
+    /// The client's callbacks and their queue on the dispatcher.
+    lane: Arc<Lane>,
+    /// Set when `kvs_client_free` begins: every entry point then refuses the
+    /// client with KVS_ERR_CLOSED.
+    closed: AtomicBool,
 }
 
-pub(super) fn handle_ref<'a>(client: *const kvs_client) -> &'a ClientHandle {
-    // SAFETY: every caller has checked for NULL; a non-NULL kvs_client pointer
-    // comes from kvs_client_new (a Box<ClientHandle>) and stays valid until
-    // kvs_client_free, as the header requires.
-    unsafe { &*client.cast::<ClientHandle>() }
+/// Why a C pointer does not lead to a usable client.
+#[derive(Clone, Copy)]
+enum Unusable {
+    Null,
+    Forked,
+    Closed,
+}
+
+/// The client behind a C pointer, without recording an error.
+fn peek_handle<'a>(client: *const kvs_client) -> Result<&'a ClientHandle, Unusable> {
+    if client.is_null() {
+        return Err(Unusable::Null);
+    }
+    if runtime::is_forked() {
+        return Err(Unusable::Forked);
+    }
+    // SAFETY: a non-NULL kvs_client pointer comes from kvs_client_new (an
+    // Arc<ClientHandle>) and, as the header requires, is not used after
+    // kvs_client_free returned; while that runs, the handle stays alive until
+    // the client's running callback (its only other legitimate user) returned.
+    let handle = unsafe { &*client.cast::<ClientHandle>() };
+    if handle.closed.load(Ordering::Acquire) {
+        return Err(Unusable::Closed);
+    }
+    Ok(handle)
+}
+
+/// The client behind a C pointer, for a call on it. Checks, in order: NULL
+/// (KVS_ERR_NULL_PARAMETER), a forked child (KVS_ERR_FORKED), a client being
+/// freed (KVS_ERR_CLOSED); each with last-error text.
+pub(super) fn open_handle<'a>(client: *const kvs_client) -> Result<&'a ClientHandle, kvs_result> {
+    peek_handle(client).map_err(|why| match why {
+        Unusable::Null => fail(KVS_ERR_NULL_PARAMETER, "client must not be NULL"),
+        Unusable::Forked => fail_runtime(runtime::RuntimeError::Forked),
+        Unusable::Closed => fail(KVS_ERR_CLOSED, "the client is being freed (kvs_client_free was called)"),
+    })
 }
 
 fn opt_cstring(text: Option<&str>) -> Option<CString> {
@@ -501,7 +556,7 @@ fn config_str(ptr: *const c_char, name: &str, max: usize) -> Result<Option<Strin
     unsafe { arg_str(ptr, name, max, KVS_ERR_INVALID_CONFIG) }.map(|s| s.map(str::to_owned))
 }
 
-fn client_config(config: &kvs_client_config, delivery: &Arc<Delivery>) -> Result<ClientConfig, kvs_result> {
+fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientConfig, kvs_result> {
     let role = match config.role {
         0 => Role::Master,
         1 => Role::Viewer,
@@ -567,7 +622,7 @@ fn client_config(config: &kvs_client_config, delivery: &Arc<Delivery>) -> Result
             // Room for a cold start: up to three control-plane calls, then TLS.
             out.connect_timeout = Duration::from_secs(15);
         }
-        out.aws = Some(super::aws::aws_config(config, &out.region, out.connect_timeout, delivery)?);
+        out.aws = Some(super::aws::aws_config(config, &out.region, out.connect_timeout, lane)?);
     }
     out.validate().map_err(|e| fail_client(&e))?;
     Ok(out)
@@ -594,36 +649,37 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
         require_non_null!(config, "config");
         // SAFETY: checked non-NULL; the caller passes a valid config.
         let config = unsafe { &*config };
-        let callbacks = Arc::new(Callbacks {
-            on_message: config.on_message,
-            on_status: config.on_status,
-            on_state: config.on_state,
-            on_ice_servers: config.on_ice_servers,
-            credentials: config.credentials_callback,
-            userdata: config.userdata,
-            free_userdata: config.free_userdata,
-        });
-        // From here on, every return path drops `callbacks` and so frees userdata.
+        // From here on, every return path drops `callbacks` (or the lane holding
+        // them) unreleased, and so frees userdata on this thread.
+        let callbacks = Callbacks::from_config(config);
         require_non_null!(out_client, "out_client");
         if let Err(e) = runtime::handle() {
             return fail_runtime(e);
         }
-        let delivery = Arc::new(Delivery { callbacks: Arc::downgrade(&callbacks), closed: Mutex::new(false) });
-        let client_config = match client_config(config, &delivery) {
+        if dispatch::start().is_err() {
+            return fail(KVS_ERR_RUNTIME, "the callback thread could not be started");
+        }
+        let backlog = Arc::new(Backlog::new(
+            default_if_zero(config.callback_backlog_messages, KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES),
+            default_if_zero(config.callback_backlog_bytes, KVS_DEFAULT_CALLBACK_BACKLOG_BYTES),
+        ));
+        let lane = Lane::new(callbacks, Arc::clone(&backlog));
+        let client_config = match client_config(config, &lane) {
             Ok(c) => c,
             Err(code) => return code,
         };
-        let for_sink = Arc::clone(&delivery);
+        let for_sink = Arc::clone(&lane);
         let sink: EventSink = Arc::new(move |event| {
-            for_sink.post(move |callbacks| callbacks.deliver(event));
+            let bytes = event_size(&event);
+            for_sink.post(bytes, Box::new(move |callbacks| callbacks.deliver(event)));
         });
-        let client = match Client::with_sink(client_config, sink) {
+        let client = match Client::with_backlog(client_config, sink, backlog) {
             Ok(c) => c,
             Err(e) => return fail_client(&e),
         };
-        let handle = Box::new(ClientHandle { client, callbacks, delivery });
+        let handle = Arc::new(ClientHandle { client, lane, closed: AtomicBool::new(false) });
         // SAFETY: checked non-NULL; the caller provides a writable pointer.
-        unsafe { *out_client = Box::into_raw(handle).cast() };
+        unsafe { *out_client = Arc::into_raw(handle).cast_mut().cast() };
         KVS_OK
     })
 }
@@ -644,10 +700,15 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
     boundary(|| {
-        require_non_null!(client, "client");
-        let handle = handle_ref(client);
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
         match runtime::block_on(handle.client.connect()) {
             Ok(Ok(())) => KVS_OK,
+            Ok(Err(ClientError::Cancelled)) if runtime::is_shut_down() => {
+                fail(KVS_ERR_SHUTDOWN, "kvs_shutdown stopped the library while the client was connecting")
+            }
             Ok(Err(e)) => fail_client(&e),
             Err(e) => fail_runtime(e),
         }
@@ -667,8 +728,10 @@ pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_start(client: *const kvs_client) -> kvs_result {
     boundary(|| {
-        require_non_null!(client, "client");
-        let handle = handle_ref(client);
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
         let runtime = match runtime::handle() {
             Ok(runtime) => runtime,
             Err(e) => return fail_runtime(e),
@@ -711,6 +774,11 @@ pub struct kvs_client_metrics {
     pub current_backoff_ms: u64,
     /// Service clock minus local clock (ms), learnt from the service.
     pub clock_skew_ms: i64,
+    /// Times the client stopped reading its socket because its callback
+    /// backlog was full.
+    pub backpressure_pauses: u64,
+    /// Callbacks of this client waiting to run now.
+    pub callbacks_queued: u64,
 }
 
 /// Fills `*out_metrics` with the client's counters.
@@ -724,9 +792,12 @@ pub extern "C" fn kvs_client_get_metrics(
     out_metrics: *mut kvs_client_metrics,
 ) -> kvs_result {
     boundary(|| {
-        require_non_null!(client, "client");
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
         require_non_null!(out_metrics, "out_metrics");
-        let m = handle_ref(client).client.metrics();
+        let m = handle.client.metrics();
         let metrics = kvs_client_metrics {
             state: state_code(m.state),
             connects: m.connects,
@@ -744,6 +815,8 @@ pub extern "C" fn kvs_client_get_metrics(
             go_aways: m.go_aways,
             current_backoff_ms: m.current_backoff_ms,
             clock_skew_ms: m.clock_skew_ms,
+            backpressure_pauses: m.backpressure_pauses,
+            callbacks_queued: m.events_queued,
         };
         // SAFETY: checked non-NULL; the caller passes writable memory for one struct.
         unsafe { out_metrics.write(metrics) };
@@ -761,8 +834,10 @@ pub extern "C" fn kvs_client_get_metrics(
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_disconnect(client: *const kvs_client) -> kvs_result {
     boundary(|| {
-        require_non_null!(client, "client");
-        let handle = handle_ref(client);
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
         match runtime::block_on(handle.client.disconnect(Duration::from_secs(1))) {
             Ok(()) => KVS_OK,
             Err(e) => fail_runtime(e),
@@ -775,30 +850,42 @@ pub extern "C" fn kvs_client_disconnect(client: *const kvs_client) -> kvs_result
 /// Ownership: `client` is borrowed for the call. Threading: any thread, callbacks included.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
-    boundary(|| {
-        if client.is_null() {
-            return kvs_state::Disconnected as u32;
-        }
-        state_code(handle_ref(client).client.state())
+    boundary(|| match peek_handle(client) {
+        Ok(handle) => state_code(handle.client.state()),
+        Err(_) => kvs_state::Disconnected as u32,
     })
 }
 
-/// Disconnects (as `kvs_client_disconnect`) and releases the client. Returns
-/// once every callback of this client already queued has run and
-/// `free_userdata` has run (on the dispatcher thread; after `kvs_shutdown`, on
-/// the calling thread): after it returns, nothing of this client calls into the
-/// application any more. Do not hold a lock that
-/// your callbacks take while calling it. NULL is a no-op. Must not be called
-/// twice for the same client.
+/// Releases the client: later calls on it return KVS_ERR_CLOSED, callbacks of
+/// this client not started yet are discarded (they are not run), a callback of
+/// this client running now is waited for, the connection is closed (a close
+/// frame, at most one second for the service), sends still queued are dropped
+/// without a report (call `kvs_client_disconnect` first to have them reported),
+/// and `free_userdata` runs on the calling thread. After it returns, nothing
+/// of this client calls into the application any more. It takes at most the
+/// running callback's remaining time plus about 3 seconds, whatever the
+/// backlog. Do not hold a lock that your callbacks take while calling it.
+/// NULL is a no-op. Must not be called twice for the same client.
 ///
-/// Ownership: consumes `client` on success. On KVS_ERR_IN_CALLBACK or
-/// KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid.
+/// A callback of this client that runs while it is freed may still use
+/// `client` (it stays valid until that callback returns); every call on it
+/// then returns KVS_ERR_CLOSED.
+///
+/// Ownership: consumes `client` on KVS_OK. On KVS_ERR_IN_CALLBACK or
+/// KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid. In a
+/// forked child (KVS_ERR_FORKED) the client is left as it is (leaked) and the
+/// call returns at once.
 /// Threading: blocks; call it from an application thread, not from a callback.
+/// Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED,
+/// KVS_ERR_CLOSED (freed already, while that free still runs).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
     boundary(|| {
         if client.is_null() {
             return KVS_OK;
+        }
+        if runtime::is_forked() {
+            return fail_runtime(runtime::RuntimeError::Forked);
         }
         if dispatch::on_dispatcher() {
             return fail(
@@ -809,21 +896,20 @@ pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
         if runtime::on_library_thread() {
             return fail_runtime(runtime::RuntimeError::WouldDeadlock);
         }
-        // SAFETY: non-NULL and made by kvs_client_new; the caller gives it up here.
-        let handle = unsafe { Box::from_raw(client.cast::<ClientHandle>()) };
-        let ClientHandle { client, callbacks, delivery } = *handle;
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
+        if handle.closed.swap(true, Ordering::AcqRel) {
+            return fail(KVS_ERR_CLOSED, "kvs_client_free was called twice for this client");
+        }
+        handle.lane.close();
         // After the shutdown of the runtime there is no task left to stop.
-        let _ = runtime::block_on(client.disconnect(Duration::from_secs(1)));
-        delivery.close();
-        drop(client);
-        // The last reference is dropped on the dispatcher, after every queued
-        // callback of this client, so free_userdata runs last and there.
-        let (released, wait) = std::sync::mpsc::channel();
-        dispatch::post(Box::new(move || {
-            drop(callbacks);
-            let _ = released.send(());
-        }));
-        let _ = wait.recv();
+        let _ = runtime::block_on(handle.client.disconnect(Duration::from_secs(1)));
+        handle.lane.callbacks().release();
+        // SAFETY: made by Arc::into_raw in kvs_client_new; the caller gives its
+        // reference up here, and nothing of the library kept a pointer to it.
+        drop(unsafe { Arc::from_raw(client.cast_const().cast::<ClientHandle>()) });
         KVS_OK
     })
 }
@@ -841,7 +927,7 @@ fn action_of(code: u32) -> Option<Action> {
 /// the correlation id out.
 #[allow(clippy::too_many_arguments)]
 fn send_common(
-    client: *const kvs_client,
+    handle: &ClientHandle,
     action: Action,
     recipient: *const c_char,
     payload: &[u8],
@@ -870,7 +956,6 @@ fn send_common(
             ),
         );
     }
-    let handle = handle_ref(client);
     match handle.client.send_payload(action, recipient, payload, correlation) {
         // SAFETY: the caller passes a buffer of out_capacity bytes (checked above) or NULL.
         Ok(id) => unsafe { write_out_str(&id, out_correlation_id, out_capacity, out_len) },
@@ -904,7 +989,10 @@ fn send_sdp(
     out_capacity: usize,
     out_len: *mut usize,
 ) -> kvs_result {
-    require_non_null!(client, "client");
+    let handle = match open_handle(client) {
+        Ok(handle) => handle,
+        Err(code) => return code,
+    };
     let sdp = match payload_str(sdp, "sdp") {
         Ok(s) => s,
         Err(code) => return code,
@@ -912,7 +1000,7 @@ fn send_sdp(
     let sdp_type =
         if action == Action::SdpOffer { crate::protocol::SdpType::Offer } else { crate::protocol::SdpType::Answer };
     let json = crate::protocol::SessionDescription { sdp_type, sdp: sdp.to_owned() }.to_json();
-    send_common(client, action, recipient, json.as_bytes(), correlation_id, out_correlation_id, out_capacity, out_len)
+    send_common(handle, action, recipient, json.as_bytes(), correlation_id, out_correlation_id, out_capacity, out_len)
 }
 
 /// Sends an SDP offer. The library wraps `sdp` as `{"type":"offer","sdp":...}`,
@@ -1000,7 +1088,10 @@ pub extern "C" fn kvs_send_ice_candidate(
     out_len: *mut usize,
 ) -> kvs_result {
     boundary(|| {
-        require_non_null!(client, "client");
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
         require_non_null!(candidate, "candidate");
         // SAFETY: checked non-NULL; borrowed for the call.
         let fields = unsafe { &*candidate };
@@ -1036,7 +1127,7 @@ pub extern "C" fn kvs_send_ice_candidate(
         };
         let json = ice.to_json();
         send_common(
-            client,
+            handle,
             Action::IceCandidate,
             recipient_client_id,
             json.as_bytes(),
@@ -1066,7 +1157,10 @@ pub extern "C" fn kvs_send_message(
     out_len: *mut usize,
 ) -> kvs_result {
     boundary(|| {
-        require_non_null!(client, "client");
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
         if payload_len == 0 {
             return fail(KVS_ERR_PAYLOAD_EMPTY, "payload_len is 0");
         }
@@ -1087,7 +1181,7 @@ pub extern "C" fn kvs_send_message(
         // SAFETY: non-NULL and, as the header requires, readable for payload_len bytes.
         let bytes = unsafe { std::slice::from_raw_parts(payload, payload_len) };
         send_common(
-            client,
+            handle,
             action,
             recipient_client_id,
             bytes,

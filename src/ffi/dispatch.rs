@@ -1,29 +1,43 @@
-//! The callback dispatcher: one plain thread (`kvs-callbacks`) that runs every C
-//! callback of every client, one at a time, in the order they were posted. It is
-//! never a tokio worker, so a slow callback cannot stall the sockets.
+//! The callback dispatcher: one plain thread (`kvs-callbacks`) that runs the C
+//! callbacks of every client. It is never a tokio worker, so a slow callback
+//! cannot stall the sockets.
+//!
+//! Each client has a [`Lane`]: its callbacks run one at a time, in the order
+//! they were posted. Lanes with work take turns, one callback each, so a
+//! client with a long backlog does not hold up the others. What a lane holds
+//! is counted in the client's [`Backlog`]; when it is full the client stops
+//! reading its socket until the dispatcher has caught up.
 
+use super::client::Callbacks;
+use crate::client::Backlog;
 use crate::runtime::mark_library_thread;
 use std::cell::Cell;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-type Job = Box<dyn FnOnce() + Send>;
+/// One callback invocation, run with the client's callbacks.
+pub(super) type Job = Box<dyn FnOnce(&Callbacks) + Send>;
 
 struct Dispatcher {
-    jobs: Sender<Job>,
+    /// Lanes that have just received work.
+    ready: Sender<Arc<Lane>>,
     thread: JoinHandle<()>,
 }
 
 static DISPATCHER: Mutex<Option<Dispatcher>> = Mutex::new(None);
+/// Set by [`shutdown`]: no callback starts any more, and nothing is queued.
+static STOPPED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static ON_DISPATCHER: Cell<bool> = const { Cell::new(false) };
 }
 
-fn lock() -> MutexGuard<'static, Option<Dispatcher>> {
-    DISPATCHER.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// True on the dispatcher thread, i.e. inside a callback.
@@ -31,51 +45,191 @@ pub fn on_dispatcher() -> bool {
     ON_DISPATCHER.with(Cell::get)
 }
 
-fn run(jobs: Receiver<Job>) {
-    mark_library_thread();
-    ON_DISPATCHER.with(|flag| flag.set(true));
-    for job in jobs {
-        // A panic in our conversion code must not end the thread: the boundary
-        // catches it and records it quietly, as at every entry point.
-        super::boundary(job);
-    }
+/// The callbacks of one client and the jobs waiting to run them. Shared by the
+/// client's handle, its event sink and the dispatcher.
+pub(super) struct Lane {
+    callbacks: Callbacks,
+    backlog: Arc<Backlog>,
+    state: Mutex<LaneState>,
+    /// Signalled when a running job of this lane returns.
+    idle: Condvar,
 }
 
-/// Queues `job` for the dispatcher thread, starting it on first use. If the
-/// thread cannot run (it could not be started, or the library was shut down),
-/// the job runs on the calling thread instead so that nothing is lost.
-pub fn post(job: Job) {
-    let mut dispatcher = lock();
-    if dispatcher.is_none() && !crate::runtime::is_shut_down() {
-        let (jobs, receiver) = channel();
-        let spawned = std::thread::Builder::new().name("kvs-callbacks".into()).spawn(move || run(receiver));
-        if let Ok(thread) = spawned {
-            *dispatcher = Some(Dispatcher { jobs, thread });
+#[derive(Default)]
+struct LaneState {
+    /// Jobs not started yet, with the bytes each is counted for.
+    jobs: VecDeque<(Job, usize)>,
+    /// The lane is in the dispatcher's rotation (it will look at it again).
+    scheduled: bool,
+    /// A job of this lane is running on the dispatcher now.
+    running: bool,
+    /// The client is being freed: posts are refused.
+    closed: bool,
+}
+
+impl Lane {
+    /// A lane for `callbacks`, counting what it holds in `backlog`.
+    pub fn new(callbacks: Callbacks, backlog: Arc<Backlog>) -> Arc<Lane> {
+        Arc::new(Lane { callbacks, backlog, state: Mutex::default(), idle: Condvar::new() })
+    }
+
+    pub fn callbacks(&self) -> &Callbacks {
+        &self.callbacks
+    }
+
+    /// Queues `job`, counted as `bytes` in the backlog. False (the job is
+    /// dropped) once the lane is closed or the library shut down, and when the
+    /// dispatcher thread is gone: callbacks then never run.
+    pub fn post(self: &Arc<Self>, bytes: usize, job: Job) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed || STOPPED.load(Ordering::Acquire) {
+            return false;
+        }
+        if !state.scheduled {
+            let sent = lock(&DISPATCHER).as_ref().is_some_and(|d| d.ready.send(Arc::clone(self)).is_ok());
+            if !sent {
+                return false;
+            }
+            state.scheduled = true;
+        }
+        state.jobs.push_back((job, bytes));
+        self.backlog.add(bytes);
+        true
+    }
+
+    /// Refuses later posts, discards the jobs not started yet, and waits until
+    /// a job of this lane running now has returned. Must not run on the
+    /// dispatcher thread.
+    pub fn close(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        let discarded = std::mem::take(&mut state.jobs);
+        while state.running {
+            state = self.idle.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(state);
+        self.forget(discarded);
+    }
+
+    /// Drops jobs that will not run and gives their room back.
+    fn forget(&self, jobs: VecDeque<(Job, usize)>) {
+        for (job, bytes) in jobs {
+            drop(job);
+            self.backlog.remove(bytes);
         }
     }
-    let job = match dispatcher.as_ref() {
-        Some(d) => match d.jobs.send(job) {
-            Ok(()) => return,
-            Err(returned) => returned.0,
-        },
-        None => job,
-    };
-    drop(dispatcher);
-    job();
+
+    /// Runs the lane's next job, if any; true if more wait after it.
+    fn run_next(&self) -> bool {
+        let (job, bytes) = {
+            let mut state = lock(&self.state);
+            match state.jobs.pop_front() {
+                Some(next) => {
+                    state.running = true;
+                    next
+                }
+                None => {
+                    state.scheduled = false;
+                    return false;
+                }
+            }
+        };
+        // A panic in our conversion code must not end the thread: the boundary
+        // catches it and records it quietly, as at every entry point.
+        super::boundary(|| job(&self.callbacks));
+        self.backlog.remove(bytes);
+        let mut state = lock(&self.state);
+        state.running = false;
+        self.idle.notify_all();
+        if state.jobs.is_empty() {
+            state.scheduled = false;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Drops every waiting job (the library is shutting down).
+    fn discard(&self) {
+        let discarded = {
+            let mut state = lock(&self.state);
+            state.scheduled = false;
+            std::mem::take(&mut state.jobs)
+        };
+        self.forget(discarded);
+    }
 }
 
-/// Lets the queued jobs finish, then joins the thread; gives up waiting after
-/// `timeout` (the thread then ends on its own once its queue is empty).
-pub fn shutdown(timeout: Duration) {
-    let Some(dispatcher) = lock().take() else {
-        return;
+fn run(ready: Receiver<Arc<Lane>>) {
+    mark_library_thread();
+    ON_DISPATCHER.with(|flag| flag.set(true));
+    // Lanes with work, in turn: one job each, then to the back of the line.
+    let mut turns: VecDeque<Arc<Lane>> = VecDeque::new();
+    loop {
+        loop {
+            match ready.try_recv() {
+                Ok(lane) => turns.push_back(lane),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    turns.iter().for_each(|lane| lane.discard());
+                    return;
+                }
+            }
+        }
+        if STOPPED.load(Ordering::Acquire) {
+            turns.iter().for_each(|lane| lane.discard());
+            ready.try_iter().for_each(|lane| lane.discard());
+            return;
+        }
+        let lane = match turns.pop_front() {
+            Some(lane) => lane,
+            None => match ready.recv() {
+                Ok(lane) => lane,
+                Err(_) => return,
+            },
+        };
+        if lane.run_next() {
+            turns.push_back(lane);
+        }
+    }
+}
+
+/// Starts the dispatcher thread unless it runs. Fails if the library was shut
+/// down or the thread could not be started.
+pub fn start() -> Result<(), ()> {
+    let mut dispatcher = lock(&DISPATCHER);
+    if STOPPED.load(Ordering::Acquire) {
+        return Err(());
+    }
+    if dispatcher.is_none() {
+        let (ready, receiver) = channel();
+        let thread = std::thread::Builder::new().name("kvs-callbacks".into()).spawn(move || run(receiver));
+        *dispatcher = Some(Dispatcher { ready, thread: thread.map_err(drop)? });
+    }
+    Ok(())
+}
+
+/// No callback starts from now on and nothing more is queued; one running now
+/// finishes.
+pub fn stop_callbacks() {
+    STOPPED.store(true, Ordering::Release);
+}
+
+/// Stops the dispatcher ([`stop_callbacks`]), discards the queued callbacks,
+/// and waits until `deadline` for one running now. Err if it was still running
+/// then (the thread ends by itself once it returns).
+pub fn shutdown(deadline: Instant) -> Result<(), ()> {
+    stop_callbacks();
+    let Some(dispatcher) = lock(&DISPATCHER).take() else {
+        return Ok(());
     };
-    drop(dispatcher.jobs);
-    let deadline = Instant::now() + timeout;
-    while !dispatcher.thread.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
+    drop(dispatcher.ready);
+    while !dispatcher.thread.is_finished() {
+        if Instant::now() >= deadline {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    if dispatcher.thread.is_finished() {
-        let _ = dispatcher.thread.join();
-    }
+    let _ = dispatcher.thread.join();
+    Ok(())
 }

@@ -9,7 +9,7 @@ use crate::runtime;
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Log levels for `kvs_set_log_callback`.
 #[repr(u32)]
@@ -142,6 +142,11 @@ pub extern "C" fn kvs_set_log_callback(
     free_userdata: super::kvs_free_callback,
 ) -> kvs_result {
     boundary(|| {
+        if runtime::is_forked() {
+            // The parent's logger lock may be held by a thread that does not
+            // exist here; userdata is left alone (leaked) like everything else.
+            return fail_runtime(runtime::RuntimeError::Forked);
+        }
         let registration = callback.map(|callback| Arc::new(LogCallback { callback, userdata, free_userdata }));
         if callback.is_none()
             && let Some(free) = free_userdata
@@ -172,25 +177,45 @@ pub extern "C" fn kvs_set_log_callback(
     })
 }
 
-/// Shuts the library down: new calls return KVS_ERR_SHUTDOWN, connections are
-/// dropped, the runtime thread stops (waiting at most `timeout_ms`), queued
-/// callbacks run, and the dispatcher thread ends. Free your clients first with
-/// `kvs_client_free`; clients left alive simply stop. Final: the library cannot
-/// be started again in this process.
+/// Shuts the library down, for good: new calls return KVS_ERR_SHUTDOWN, no
+/// callback starts any more (callbacks queued and not started are discarded),
+/// connections are dropped without a close handshake, the runtime thread
+/// stops, and a callback running now is waited for. The whole call takes at
+/// most `timeout_ms`; if the running callback (or a runtime task) has not
+/// finished by then it returns KVS_ERR_TIMEOUT, and that callback is the only
+/// library code that may still be running. Otherwise, once it returns, the
+/// library runs no C callback any more (`free_userdata` of a client runs
+/// later, on the thread that frees it with `kvs_client_free`, which stays
+/// valid and returns at once after a shutdown). Free your clients first if you
+/// want their connections closed cleanly. The library cannot be started again
+/// in this process.
 ///
 /// Threading: call it from an application thread; from a callback or a library
 /// thread it returns KVS_ERR_WOULD_DEADLOCK.
+/// Errors: KVS_ERR_WOULD_DEADLOCK, KVS_ERR_TIMEOUT, KVS_ERR_FORKED (in a forked
+/// child: nothing is done, at once).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_shutdown(timeout_ms: u32) -> kvs_result {
     boundary(|| {
-        if dispatch::on_dispatcher() {
+        if runtime::is_forked() {
+            return fail_runtime(runtime::RuntimeError::Forked);
+        }
+        if dispatch::on_dispatcher() || runtime::on_library_thread() {
             return fail_runtime(runtime::RuntimeError::WouldDeadlock);
         }
         let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let deadline = Instant::now() + timeout;
+        // Callbacks stop first, so that none starts while the runtime winds down.
+        dispatch::stop_callbacks();
         if let Err(e) = runtime::shutdown(timeout) {
             return fail_runtime(e);
         }
-        dispatch::shutdown(timeout);
-        KVS_OK
+        match dispatch::shutdown(deadline) {
+            Ok(()) => KVS_OK,
+            Err(()) => fail(
+                KVS_ERR_TIMEOUT,
+                format!("a callback was still running after {timeout_ms} ms; it is the last one to run"),
+            ),
+        }
     })
 }

@@ -84,6 +84,12 @@ pub enum kvs_result {
     KVS_ERR_BAD_RESPONSE = 33,
     /// No credentials: none configured, or the credentials callback failed.
     KVS_ERR_CREDENTIALS = 34,
+    /// The client is being freed: `kvs_client_free` was called (seen by a
+    /// callback of that client still running, or a second free).
+    KVS_ERR_CLOSED = 35,
+    /// `kvs_client_connect` was abandoned because `kvs_client_disconnect` (or
+    /// `kvs_client_free`) stopped the client meanwhile.
+    KVS_ERR_CANCELLED = 36,
 }
 
 use kvs_result::*;
@@ -127,12 +133,14 @@ impl kvs_result {
             KVS_ERR_SERVICE => "the service failed\0",
             KVS_ERR_BAD_RESPONSE => "the service answered with an unexpected response\0",
             KVS_ERR_CREDENTIALS => "no usable credentials\0",
+            KVS_ERR_CLOSED => "the client is being freed\0",
+            KVS_ERR_CANCELLED => "the connect was cancelled by a disconnect\0",
         }
     }
 
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 35] = [
+        const ALL: [kvs_result; 37] = [
             KVS_OK,
             KVS_ERR_NULL_PARAMETER,
             KVS_ERR_INVALID_UTF8,
@@ -168,6 +176,8 @@ impl kvs_result {
             KVS_ERR_SERVICE,
             KVS_ERR_BAD_RESPONSE,
             KVS_ERR_CREDENTIALS,
+            KVS_ERR_CLOSED,
+            KVS_ERR_CANCELLED,
         ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
@@ -207,6 +217,7 @@ pub fn client_code(e: &ClientError) -> kvs_result {
         ClientError::Refused { .. } => KVS_ERR_CONNECT_REFUSED,
         ClientError::Handshake(_) => KVS_ERR_HANDSHAKE,
         ClientError::Tls(_) => KVS_ERR_TLS,
+        ClientError::Cancelled => KVS_ERR_CANCELLED,
         ClientError::ControlPlane(e) => aws_code(e),
     }
 }
