@@ -12,7 +12,7 @@ use kvs_signaling::ffi::*;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::net::TcpListener;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,6 @@ struct Probe {
     freed: AtomicUsize,
     freed_on: Mutex<Option<std::thread::ThreadId>>,
     callback_after_free: AtomicBool,
-    most_queued_seen: AtomicU64,
 }
 
 fn probe(userdata: *mut c_void) -> &'static Probe {
