@@ -638,11 +638,12 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 ///
 /// Threading: any thread, callbacks included (it starts the library's threads on
 /// first use).
-/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`),
-/// KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG (including a bad
-/// `control_plane_url`, an unreadable `ca_bundle_path`, `message_ttl_s` outside
-/// 5-120), KVS_ERR_CREDENTIALS (`use_control_plane` without usable credentials),
-/// KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
+/// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
+/// (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
+/// KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *mut *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -691,12 +692,14 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 /// Ownership: `client` is borrowed for the call.
 /// Threading: blocks; call it from an application thread. From a callback or a
 /// library thread it returns KVS_ERR_WOULD_DEADLOCK.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_TIMEOUT,
-/// KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED,
-/// KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, and through
-/// the control plane KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE,
-/// KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK,
-/// KVS_ERR_SHUTDOWN.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
+/// KVS_ERR_INVALID_CONFIG, KVS_ERR_TIMEOUT, KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND,
+/// KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
+/// KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
+/// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
+/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
+/// `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
     boundary(|| {
@@ -723,8 +726,10 @@ pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
 ///
 /// Ownership: `client` is borrowed for the call. Threading: any thread,
 /// callbacks included.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_INVALID_CONFIG,
-/// KVS_ERR_TLS (the TLS settings could not be built), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
+/// KVS_ERR_INVALID_CONFIG, KVS_ERR_TLS (the TLS settings could not be built), KVS_ERR_CREDENTIALS,
+/// KVS_ERR_SHUTDOWN, KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_start(client: *const kvs_client) -> kvs_result {
     boundary(|| {
@@ -785,7 +790,8 @@ pub struct kvs_client_metrics {
 ///
 /// Ownership: `client` is borrowed; `out_metrics` is caller-owned memory,
 /// written on success only. Threading: any thread, callbacks included.
-/// Errors: KVS_ERR_NULL_PARAMETER.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_get_metrics(
     client: *const kvs_client,
@@ -831,6 +837,9 @@ pub extern "C" fn kvs_client_get_metrics(
 /// Ownership: `client` is borrowed for the call.
 /// Threading: blocks; from a callback or a library thread it returns
 /// KVS_ERR_WOULD_DEADLOCK.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_WOULD_DEADLOCK,
+/// KVS_ERR_SHUTDOWN, KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_disconnect(client: *const kvs_client) -> kvs_result {
     boundary(|| {
@@ -876,8 +885,9 @@ pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
 /// forked child (KVS_ERR_FORKED) the client is left as it is (leaked) and the
 /// call returns at once.
 /// Threading: blocks; call it from an application thread, not from a callback.
-/// Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED,
-/// KVS_ERR_CLOSED (freed already, while that free still runs).
+///
+/// Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED, KVS_ERR_CLOSED (freed
+/// already, while that free still runs).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -1020,10 +1030,12 @@ fn send_sdp(
 ///
 /// Ownership: every pointer is borrowed for the call. Threading: any thread,
 /// callbacks included.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_PAYLOAD_EMPTY,
-/// KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY, KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN,
-/// KVS_ERR_RECIPIENT_REQUIRED, KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED,
-/// KVS_ERR_QUEUE_FULL, KVS_ERR_BUFFER_TOO_SMALL.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+/// KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+/// KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+/// KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_send_sdp_offer(
     client: *const kvs_client,
@@ -1048,8 +1060,14 @@ pub extern "C" fn kvs_send_sdp_offer(
     })
 }
 
-/// Sends an SDP answer; arguments, ownership, threading and errors as
+/// Sends an SDP answer; arguments, ownership and threading as
 /// `kvs_send_sdp_offer` (the payload is `{"type":"answer","sdp":...}`).
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+/// KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+/// KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+/// KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_send_sdp_answer(
     client: *const kvs_client,
@@ -1076,7 +1094,14 @@ pub extern "C" fn kvs_send_sdp_answer(
 
 /// Sends an ICE candidate built from `candidate` (its `candidate` line is
 /// required; `sdp_mid`, `sdp_mline_index` and `username_fragment` are optional).
-/// Other arguments, ownership, threading and errors as `kvs_send_sdp_offer`.
+/// Other arguments, ownership and threading as `kvs_send_sdp_offer`.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+/// KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+/// KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+/// KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN (KVS_ERR_INVALID_ARGUMENT: `sdp_mline_index` above
+/// 65535, `sdp_mid` or `username_fragment` over 256 bytes).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_send_ice_candidate(
     client: *const kvs_client,
@@ -1142,8 +1167,14 @@ pub extern "C" fn kvs_send_ice_candidate(
 /// Sends an already-built payload (for example JSON the application made) as
 /// `action` (KVS_MESSAGE_TYPE_SDP_OFFER, _SDP_ANSWER or _ICE_CANDIDATE). The
 /// library base64-encodes `payload_len` bytes at `payload`. Other arguments,
-/// ownership, threading and errors as `kvs_send_sdp_offer`, plus
-/// KVS_ERR_INVALID_ARGUMENT for another `action`.
+/// ownership and threading as `kvs_send_sdp_offer`.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+/// KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+/// KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+/// KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN (KVS_ERR_INVALID_ARGUMENT: an `action` other than the
+/// three).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_send_message(
     client: *const kvs_client,
