@@ -95,7 +95,7 @@ fn the_codes_functions_return_are_the_documented_ones() {
     let mut check = Checker { lists: documented(), seen: Vec::new() };
     let arn = CString::new(emulator.arn.clone()).unwrap();
     let endpoint = CString::new(emulator.endpoint.clone()).unwrap();
-    let bad_utf8 = b"\xff\xfe\0".as_ptr().cast::<c_char>();
+    let bad_utf8 = c"\xff\xfe".as_ptr();
     let long_id = CString::new("a".repeat(300)).unwrap();
     let mut out = [0 as c_char; 300];
     let mut len = 0usize;
