@@ -21,6 +21,7 @@ pub mod endpoints;
 mod error;
 pub mod http;
 pub mod ice;
+mod redact;
 pub mod sigv4;
 pub mod tls;
 
@@ -31,9 +32,11 @@ pub use control_plane::{
 };
 pub use credentials::{CachingCredentials, Credentials, CredentialsProvider, EnvCredentials, StaticCredentials};
 pub use endpoints::{EndpointVariant, control_plane_url, resolve_control_plane, stun_url};
+pub(crate) use error::truncate;
 pub use error::{AwsError, ServiceError, is_clock_skew_message};
 pub use http::{HttpClient, HttpResponse};
 pub use ice::IceServer;
+pub(crate) use redact::Redactor;
 #[cfg(feature = "rustls")]
 pub use tls::tls_config;
 pub use tls::{TlsClient, TlsStream};
