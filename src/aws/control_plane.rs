@@ -114,7 +114,10 @@ pub struct ControlPlaneConfig {
     pub variant: EndpointVariant,
     /// A control-plane URL replacing the regional one (e.g. a local emulator).
     pub endpoint_override: Option<String>,
-    /// PEM file of trusted CA certificates replacing the Mozilla roots.
+    /// PEM file of trusted CA certificates replacing the built-in roots, for
+    /// the control-plane and GetIceServerConfig calls and, in a client, its
+    /// WebSocket too. When set, it takes precedence over the client's
+    /// `ClientConfig::ca_bundle`.
     pub ca_bundle: Option<PathBuf>,
     /// Upper bound of one HTTP call (connect, TLS, request, reply).
     pub request_timeout: Duration,

@@ -9,9 +9,12 @@
 //! [`ControlPlane::presign_wss_url`] → connect with [`ControlPlane::tls`].
 //!
 //! No C types here, and no secret ever reaches a log line, an error or a
-//! `Debug` output: credentials and ICE passwords print redacted, service
-//! messages are scrubbed of the secret key and session token, and URLs are
-//! logged without their query.
+//! `Debug` output: credentials and ICE passwords print redacted, what a
+//! server sends back is scrubbed of the secret key, the session token and the
+//! request's signature in any encoding before it is cut, and URLs are logged
+//! without their query. Endpoints the service returns (or the endpoint cache
+//! holds) are never weaker than the control plane: `wss://` and `https://`
+//! under an `https://` control plane.
 
 mod cache;
 mod clock;
