@@ -1,9 +1,10 @@
 //! Client configuration.
 
 use super::ClientError;
+use super::connect::{host_and_port, redact_query};
 use crate::aws::{ControlPlaneConfig, CreateChannel};
 use crate::protocol::{Role, validate_channel_arn, validate_client_id};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Everything a client needs to reach one signaling channel.
@@ -51,6 +52,13 @@ pub struct ClientConfig {
     /// Connect through the control plane with SigV4 (the real service path).
     /// `None` connects to `endpoint` as it is, unsigned.
     pub aws: Option<AwsConfig>,
+    /// A PEM file of CA certificates that replaces the built-in roots (the
+    /// Mozilla roots with rustls, the system store with native-tls) for every
+    /// connection of the client: the WebSocket, the control-plane and
+    /// GetIceServerConfig calls. Only its certificates are trusted. A
+    /// `ControlPlaneConfig::ca_bundle` that is set takes precedence over it
+    /// (for all of those connections). Checked by [`ClientConfig::validate`].
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// How a client reaches the service through its control plane.
@@ -76,7 +84,7 @@ impl AwsConfig {
         let cp = &self.control_plane;
         crate::aws::resolve_control_plane(&cp.region, cp.variant, cp.endpoint_override.as_deref())?;
         if let Some(bundle) = &cp.ca_bundle {
-            crate::aws::TlsClient::new(Some(bundle))?;
+            check_ca_bundle(bundle)?;
         }
         if let Some(ttl) = self.create_channel.as_ref().and_then(|c| c.message_ttl_secs)
             && !(5..=120).contains(&ttl)
@@ -136,6 +144,7 @@ impl ClientConfig {
             pacing: Pacing { sdp_per_second: 5, ice_per_second: 20 },
             buffer_early_candidates: false,
             aws: None,
+            ca_bundle: None,
         }
     }
 
@@ -194,13 +203,14 @@ impl ClientConfig {
             }
             (Role::Master, None) => {}
         }
-        let scheme_ok = self.endpoint.starts_with("ws://") || self.endpoint.starts_with("wss://");
-        let endpoint_needed = self.aws.is_none();
-        if endpoint_needed && !scheme_ok || self.endpoint.contains('?') || self.endpoint.contains(char::is_whitespace) {
+        if self.endpoint.contains(['?', '#']) || self.endpoint.contains(char::is_whitespace) {
             return invalid(format!(
-                "endpoint {:?} must be a ws:// or wss:// URL without a query string",
-                self.endpoint
+                "endpoint {:?} must be a ws:// or wss:// URL without a query string or spaces",
+                redact_query(&self.endpoint)
             ));
+        }
+        if self.aws.is_none() {
+            host_and_port(&self.endpoint)?;
         }
         let region_ok = !self.region.is_empty()
             && self.region.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
@@ -230,10 +240,32 @@ impl ClientConfig {
         if self.backoff.max < self.backoff.initial {
             return invalid("maximum backoff must not be below the initial backoff".into());
         }
+        if let Some(bundle) = &self.ca_bundle {
+            check_ca_bundle(bundle)?;
+        }
         if let Some(aws) = &self.aws {
             aws.validate()?;
         }
         Ok(())
+    }
+
+    /// The CA bundle of the connections through the control plane: its own
+    /// when set, else the client's.
+    pub(super) fn control_plane_config(&self, aws: &AwsConfig) -> ControlPlaneConfig {
+        let mut control_plane = aws.control_plane.clone();
+        if control_plane.ca_bundle.is_none() {
+            control_plane.ca_bundle = self.ca_bundle.clone();
+        }
+        control_plane
+    }
+}
+
+/// Loads the PEM file `bundle`: unreadable, not PEM or without a certificate
+/// is [`ClientError::InvalidConfig`], so that it shows when the client is made.
+fn check_ca_bundle(bundle: &Path) -> Result<(), ClientError> {
+    match crate::aws::TlsClient::new(Some(bundle)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ClientError::InvalidConfig(e.message().to_owned())),
     }
 }
 
@@ -270,5 +302,32 @@ mod tests {
         for config in cases {
             assert!(matches!(config.validate(), Err(ClientError::InvalidConfig(_))), "{config:?}");
         }
+    }
+
+    #[test]
+    fn endpoints_are_checked_whole_and_quoted_without_their_query() {
+        let message = |endpoint: &str| ClientConfig::master(ARN, endpoint).validate().unwrap_err().to_string();
+        assert_eq!(message("ws://"), "invalid configuration: endpoint \"ws://\" has no host");
+        assert!(message("wss://h:99999").contains("\"wss://h:99999\" has an invalid port"));
+        assert!(message("wss://h:x").contains("invalid port"));
+        let with_query = message("wss://h/?X-Amz-Security-Token=t");
+        assert!(with_query.contains("\"wss://h/\"") && !with_query.contains("Token"), "{with_query}");
+        for good in ["ws://127.0.0.1:9000", "wss://h", "wss://[::1]:8443/path"] {
+            assert!(ClientConfig::master(ARN, good).validate().is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_ca_bundle_is_loaded_when_the_configuration_is_checked() {
+        let dir = std::env::temp_dir();
+        let garbage = dir.join(format!("kvs-config-garbage-bundle-{}.pem", std::process::id()));
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let missing = dir.join(format!("kvs-config-missing-bundle-{}.pem", std::process::id()));
+        for (bundle, why) in [(&garbage, "no PEM certificate"), (&missing, "CA bundle")] {
+            let config = ClientConfig { ca_bundle: Some(bundle.clone()), ..ClientConfig::master(ARN, "wss://h") };
+            let result = config.validate();
+            assert!(matches!(&result, Err(ClientError::InvalidConfig(m)) if m.contains(why)), "{result:?}");
+        }
+        let _ = std::fs::remove_file(&garbage);
     }
 }

@@ -2,8 +2,9 @@
 //! timed. The one place a socket is set up.
 
 use super::ClientError;
-use crate::aws::{AwsError, TlsClient, TlsStream};
+use crate::aws::{AwsError, Redactor, TlsClient, TlsStream, truncate};
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -83,9 +84,10 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// The client settings for an endpoint used as it is: the default roots.
-pub(crate) fn default_tls() -> Result<TlsClient, ClientError> {
-    TlsClient::new(None).map_err(socket_error)
+/// The client settings for an endpoint used as it is: the roots of the PEM
+/// file `ca_bundle`, or the built-in ones.
+pub(crate) fn direct_tls(ca_bundle: Option<&Path>) -> Result<TlsClient, ClientError> {
+    TlsClient::new(ca_bundle).map_err(|e| ClientError::InvalidConfig(e.message().to_owned()))
 }
 
 /// A TLS failure of the socket, as the client reports it.
@@ -98,32 +100,72 @@ fn socket_error(error: AwsError) -> ClientError {
     }
 }
 
-fn host_and_port(url: &str) -> Result<(String, u16, bool), ClientError> {
+/// The host (without brackets), port and security of a `ws://` or `wss://`
+/// URL: a host is required, a port must be 1-65535, a user name is refused.
+/// Errors quote the URL without its query string.
+pub(super) fn host_and_port(url: &str) -> Result<(String, u16, bool), ClientError> {
+    let bad = |why: &str| Err(ClientError::InvalidConfig(format!("endpoint {:?} {why}", redact_query(url))));
     let (secure, rest) = if let Some(rest) = url.strip_prefix("wss://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("ws://") {
         (false, rest)
     } else {
-        return Err(ClientError::InvalidConfig(format!("endpoint {} is not ws:// or wss://", redact_query(url))));
+        return bad("is not ws:// or wss://");
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => match port.parse::<u16>() {
-            Ok(port) => (host, port),
-            Err(_) => (authority, if secure { 443 } else { 80 }),
-        },
-        _ => (authority, if secure { 443 } else { 80 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(ClientError::InvalidConfig(format!("endpoint {} has no host", redact_query(url))));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return bad("must not hold a user name");
     }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, after)) => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return bad("has text after its IPv6 address"),
+            },
+            None => return bad("has an unclosed '['"),
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return bad("has no host");
+    }
+    let port = match port {
+        None if secure => 443,
+        None => 80,
+        Some(digits) => match digits.parse::<u16>() {
+            Ok(port) if port != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => port,
+            _ => return bad("has an invalid port (1-65535)"),
+        },
+    };
     Ok((host.to_owned(), port, secure))
 }
 
+/// What a refused upgrade's body may show: the first line of its message (an
+/// AWS error body is JSON whose message goes on, after its first line, to
+/// quote the canonical request), with the secrets of `redactor` removed from
+/// the whole body first, then cut to 512 characters.
+fn refusal_text(body: &str, redactor: &Redactor) -> String {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|json| ["message", "Message"].iter().find_map(|key| json.get(key)?.as_str().map(str::to_owned)));
+    let text = redactor.scrub(&message.unwrap_or_else(|| body.to_owned()));
+    // Not JSON (e.g. cut short by the server): stop at a raw or an escaped line break.
+    let end = [text.find('\n'), text.find("\\n")].into_iter().flatten().min().unwrap_or(text.len());
+    truncate(&text[..end])
+}
+
 /// Opens the WebSocket at `url` (the full URL, query included). `tls` is used
-/// for `wss://`.
-pub(super) async fn open_socket(url: &str, tls: &TlsClient) -> Result<(Socket, Phases), ClientError> {
+/// for `wss://`; `redactor` holds the secrets of `url`, removed from the body
+/// of a refused upgrade.
+pub(super) async fn open_socket(
+    url: &str,
+    tls: &TlsClient,
+    redactor: &Redactor,
+) -> Result<(Socket, Phases), ClientError> {
     let (host, port, secure) = host_and_port(url)?;
     let request = url.into_client_request().map_err(|e| ClientError::InvalidConfig(format!("endpoint: {e}")))?;
     let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| ClientError::Network(e.to_string()))?;
@@ -144,7 +186,7 @@ pub(super) async fn open_socket(url: &str, tls: &TlsClient) -> Result<(Socket, P
         Ok((socket, _response)) => Ok((socket, Phases { tls: tls_time, websocket: ws_started.elapsed() })),
         Err(tungstenite::Error::Http(response)) => {
             let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            let body: String = body.chars().take(512).collect();
+            let body = refusal_text(&body, redactor);
             let error_type = response
                 .headers()
                 .get("x-amzn-ErrorType")
@@ -168,8 +210,33 @@ mod tests {
         assert_eq!(host_and_port("ws://127.0.0.1:9000/?a=b").unwrap(), ("127.0.0.1".into(), 9000, false));
         assert_eq!(host_and_port("wss://v-1.example.com/path").unwrap(), ("v-1.example.com".into(), 443, true));
         assert_eq!(host_and_port("wss://[::1]:8443/").unwrap(), ("::1".into(), 8443, true));
-        assert!(host_and_port("http://x").is_err());
-        assert!(host_and_port("ws://:9/").is_err());
+        assert_eq!(host_and_port("ws://[::1]/").unwrap(), ("::1".into(), 80, false));
+        for (bad, why) in [
+            ("http://x", "\"http://x\" is not ws:// or wss://"),
+            ("ws://", "\"ws://\" has no host"),
+            ("ws://:9/", "has no host"),
+            ("wss://h:0/", "invalid port"),
+            ("wss://h:65536/", "invalid port"),
+            ("wss://h:+80/", "invalid port"),
+            ("wss://h:x/?X-Amz-Signature=s", "endpoint \"wss://h:x/\" has an invalid port"),
+            ("wss://u:p@h/", "user name"),
+            ("wss://[::1/", "unclosed"),
+            ("wss://[::1]x/", "after its IPv6"),
+        ] {
+            let error = host_and_port(bad).unwrap_err().to_string();
+            assert!(error.contains(why) && !error.contains("Signature"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn refusals_show_the_first_line_scrubbed_then_cut() {
+        let redactor = Redactor::new(["Secret/Token="]);
+        let json = r#"{"message":"Signature mismatch\nCanonical request: Secret%2FToken%3D"}"#;
+        assert_eq!(refusal_text(json, &redactor), "Signature mismatch");
+        let long = format!("{}Secret%2FToken%3D{}", "x".repeat(505), "y".repeat(600));
+        let shown = refusal_text(&long, &redactor);
+        assert!(!shown.contains("Secret") && shown.ends_with("..."), "{shown}");
+        assert!(shown.chars().count() <= 515, "{shown}");
     }
 
     #[test]

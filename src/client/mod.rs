@@ -24,6 +24,7 @@ pub use config::{AwsConfig, Backoff, ClientConfig, Pacing, region_of_arn};
 pub use error::ClientError;
 pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
 pub use metrics::Metrics;
+pub use target::ICE_REFRESH_MIN_INTERVAL;
 
 use crate::protocol::{Action, IceCandidate, OutboundMessage, Role, SdpType, SessionDescription, encode_payload};
 use metrics::Counters;
