@@ -324,3 +324,45 @@ fn buffers_may_be_null_to_ask_for_the_size() {
     let mut buf = vec![0 as c_char; len + 1];
     assert_eq!(kvs_stun_url(c"us-west-2".as_ptr(), false, false, buf.as_mut_ptr(), buf.len(), ptr::null_mut()), KVS_OK);
 }
+
+#[test]
+fn the_ca_bundle_serves_a_direct_wss_endpoint_and_config_errors_come_from_new() {
+    let dir = std::env::temp_dir().join(format!("kvs-ffi-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let emulator = EmulatorThread::start_with(EmulatorConfig {
+        tls: Some(kvs_signaling::emulator::TlsSetting::Generate { ca_out: Some(ca.clone()) }),
+        ..EmulatorConfig::default()
+    });
+    assert!(emulator.endpoint.starts_with("wss://"), "{}", emulator.endpoint);
+    let arn = CString::new(emulator.arn.clone()).unwrap();
+    let endpoint = CString::new(emulator.endpoint.clone()).unwrap();
+    let ca_path = CString::new(ca.to_str().unwrap()).unwrap();
+    let garbage_path = CString::new(garbage.to_str().unwrap()).unwrap();
+    let attempt = |endpoint: &CString, bundle: Option<&CString>| {
+        let mut config = kvs_client_config_default();
+        config.channel_arn = arn.as_ptr();
+        config.endpoint = endpoint.as_ptr();
+        config.ca_bundle_path = bundle.map_or(ptr::null(), |b| b.as_ptr());
+        let mut client = ptr::null_mut();
+        let made = kvs_client_new(&config, &mut client);
+        if made != KVS_OK {
+            return (made, None, last_error());
+        }
+        let connected = kvs_client_connect(client);
+        let text = last_error();
+        assert_eq!(kvs_client_free(client), KVS_OK);
+        (made, Some(connected), text)
+    };
+    assert_eq!(attempt(&endpoint, Some(&ca_path)).1, Some(KVS_OK), "the private CA is trusted for wss://");
+    let (_, connected, text) = attempt(&endpoint, None);
+    assert_eq!(connected, Some(KVS_ERR_TLS), "without the bundle the emulator's certificate is refused: {text}");
+    let (made, _, text) = attempt(&endpoint, Some(&garbage_path));
+    assert_eq!(made, KVS_ERR_INVALID_CONFIG, "a garbage bundle is refused by kvs_client_new: {text}");
+    let (made, _, text) = attempt(&CString::new("ws://").unwrap(), None);
+    assert_eq!(made, KVS_ERR_INVALID_CONFIG, "{text}");
+    assert!(text.contains("\"ws://\"") && text.contains("no host"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -150,7 +150,6 @@ pub(super) fn aws_config(
     let mut control_plane = ControlPlaneConfig::new(region, provider);
     control_plane.variant = EndpointVariant { fips: config.use_fips, dual_stack: config.use_dual_stack };
     control_plane.endpoint_override = read(config.control_plane_url, "control_plane_url")?;
-    control_plane.ca_bundle = read(config.ca_bundle_path, "ca_bundle_path")?.map(PathBuf::from);
     control_plane.request_timeout = request_timeout;
     let mut aws = AwsConfig::new(control_plane);
     if config.create_channel {

@@ -616,6 +616,7 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
     out.pacing.sdp_per_second = rate(config.sdp_per_second, out.pacing.sdp_per_second);
     out.pacing.ice_per_second = rate(config.ice_per_second, out.pacing.ice_per_second);
     out.buffer_early_candidates = config.buffer_early_candidates;
+    out.ca_bundle = config_str(config.ca_bundle_path, "ca_bundle_path", 4096)?.map(std::path::PathBuf::from);
     if config.use_control_plane {
         out.channel_name = channel_name;
         if config.connect_timeout_ms == 0 {
