@@ -32,6 +32,12 @@ pub struct Metrics {
     pub current_backoff_ms: u64,
     /// Clock skew learnt from the service (service time minus local), in milliseconds.
     pub clock_skew_ms: i64,
+    /// Bytes of early ICE candidates held now, waiting for their peer's SDP;
+    /// never above `ClientConfig::early_candidate_budget`.
+    pub early_candidates_held_bytes: u64,
+    /// Early candidates delivered before their peer's SDP because the hold was
+    /// full (see `ClientConfig::early_candidate_budget`).
+    pub early_candidates_overflowed: u64,
 }
 
 /// Atomic backing store of [`Metrics`]; written by the supervisor task.
@@ -52,6 +58,8 @@ pub(super) struct Counters {
     pub go_aways: AtomicU64,
     pub current_backoff_ms: AtomicU64,
     pub clock_skew_ms: AtomicI64,
+    pub early_candidates_held_bytes: AtomicU64,
+    pub early_candidates_overflowed: AtomicU64,
 }
 
 pub(super) fn state_to_u8(state: ConnectionState) -> u8 {
@@ -121,6 +129,8 @@ impl Counters {
             go_aways: read(&self.go_aways),
             current_backoff_ms: read(&self.current_backoff_ms),
             clock_skew_ms: self.clock_skew_ms.load(Ordering::Relaxed),
+            early_candidates_held_bytes: read(&self.early_candidates_held_bytes),
+            early_candidates_overflowed: read(&self.early_candidates_overflowed),
         }
     }
 }
