@@ -49,6 +49,36 @@
 
 
 /**
+ * Longest `statusResponse.errorType` and `statusResponse.statusCode` (spec §4.1).
+ */
+#define MAX_ERROR_TYPE_LEN 256
+
+/**
+ * The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
+ * the largest message of the spec (a 10,000-character payload in its
+ * envelope, spec §7.1), small enough to be buffered whole per socket on firmware.
+ */
+#define DEFAULT_MAX_INBOUND_FRAME_LEN (64 * 1024)
+
+/**
+ * The least [`ClientConfig::max_inbound_frame_len`] accepted (16 KiB): the
+ * largest message of the spec (about 10.6 KB) must fit.
+ */
+#define MIN_INBOUND_FRAME_LEN (16 * 1024)
+
+/**
+ * The most [`ClientConfig::max_inbound_frame_len`] accepted (1 MiB): a socket
+ * buffers a whole message before the client sees it.
+ */
+#define MAX_INBOUND_FRAME_LEN (1024 * 1024)
+
+/**
+ * The default of [`ClientConfig::early_candidate_budget`] (256 KiB): about 250
+ * candidates of a usual size (a 1 KB entry) held at once, over all peers.
+ */
+#define DEFAULT_EARLY_CANDIDATE_BUDGET (256 * 1024)
+
+/**
  * Most URIs copied per ICE server by `kvs_client_get_ice_servers`.
  */
 #define KVS_MAX_ICE_URIS 8
@@ -687,6 +717,18 @@ typedef struct kvs_client_config {
    * client's callbacks at once; 0 means KVS_DEFAULT_CALLBACK_BACKLOG_BYTES.
    */
   uint32_t callback_backlog_bytes;
+  /**
+   * Bytes of early ICE candidates (`buffer_early_candidates`) held at most,
+   * over all peers; beyond it the oldest is delivered at once, before its
+   * peer's SDP. 0 means 262144 (256 KiB).
+   */
+  uint32_t early_candidate_budget_bytes;
+  /**
+   * Longest inbound WebSocket message; a longer one is a protocol violation
+   * that drops the connection (the client reconnects). 16384-1048576; 0
+   * means 65536.
+   */
+  uint32_t max_inbound_frame_len;
 } kvs_client_config;
 
 /**
@@ -749,6 +791,15 @@ typedef struct kvs_client_metrics {
    * Callbacks of this client waiting to run now.
    */
   uint64_t callbacks_queued;
+  /**
+   * Bytes of early ICE candidates held now, waiting for their peer's SDP.
+   */
+  uint64_t early_candidates_held_bytes;
+  /**
+   * Early candidates delivered before their peer's SDP because the hold
+   * was full.
+   */
+  uint64_t early_candidates_overflowed;
 } kvs_client_metrics;
 
 /**

@@ -240,6 +240,8 @@ class kvs_client_config(Structure):
         ("free_userdata", kvs_free_callback),
         ("callback_backlog_messages", c_uint32),
         ("callback_backlog_bytes", c_uint32),
+        ("early_candidate_budget_bytes", c_uint32),
+        ("max_inbound_frame_len", c_uint32),
     ]
 
 

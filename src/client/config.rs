@@ -7,6 +7,20 @@ use crate::protocol::{Role, validate_channel_arn, validate_client_id};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
+/// the largest message of the spec (a 10,000-character payload in its
+/// envelope, spec §7.1), small enough to be buffered whole per socket on firmware.
+pub const DEFAULT_MAX_INBOUND_FRAME_LEN: usize = 64 * 1024;
+/// The least [`ClientConfig::max_inbound_frame_len`] accepted (16 KiB): the
+/// largest message of the spec (about 10.6 KB) must fit.
+pub const MIN_INBOUND_FRAME_LEN: usize = 16 * 1024;
+/// The most [`ClientConfig::max_inbound_frame_len`] accepted (1 MiB): a socket
+/// buffers a whole message before the client sees it.
+pub const MAX_INBOUND_FRAME_LEN: usize = 1024 * 1024;
+/// The default of [`ClientConfig::early_candidate_budget`] (256 KiB): about 250
+/// candidates of a usual size (a 1 KB entry) held at once, over all peers.
+pub const DEFAULT_EARLY_CANDIDATE_BUDGET: usize = 256 * 1024;
+
 /// Everything a client needs to reach one signaling channel.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -29,7 +43,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Sends that may wait for the socket at once; one more is refused.
     pub send_queue_capacity: usize,
-    /// Inbound frames longer than this are logged and skipped.
+    /// The longest inbound message (and frame) in bytes, and so what one socket
+    /// buffers at most before the client parses it. A longer one breaks the
+    /// protocol: the connection is dropped (with a log line naming the size) and
+    /// the client reconnects. Default [`DEFAULT_MAX_INBOUND_FRAME_LEN`] (64 KiB);
+    /// [`MIN_INBOUND_FRAME_LEN`]..=[`MAX_INBOUND_FRAME_LEN`].
     pub max_inbound_frame_len: usize,
     /// How long a send may wait in the queue while the client reconnects before
     /// it is reported failed.
@@ -47,8 +65,16 @@ pub struct ClientConfig {
     /// Outbound pacing per connection, to stay under the service quotas.
     pub pacing: Pacing,
     /// Hold ICE candidates that arrive before an SDP offer or answer from the same
-    /// peer, and deliver them right after it.
+    /// peer, and deliver them right after it. An offer this client writes to a
+    /// peer makes that peer's candidates wait again, for its answer.
     pub buffer_early_candidates: bool,
+    /// The most bytes of early candidates held at once, over all peers (each
+    /// counted with its payload, parsed fields and sender id). Beyond it the
+    /// oldest held candidate is delivered at once, before its peer's SDP and out
+    /// of order, with a log line: a WebRTC stack copes with an early candidate
+    /// (it may fail to add it), while a dropped one can cost the connection.
+    /// Default [`DEFAULT_EARLY_CANDIDATE_BUDGET`] (256 KiB).
+    pub early_candidate_budget: usize,
     /// Connect through the control plane with SigV4 (the real service path).
     /// `None` connects to `endpoint` as it is, unsigned.
     pub aws: Option<AwsConfig>,
@@ -135,7 +161,7 @@ impl ClientConfig {
             region: region_of_arn(channel_arn).unwrap_or("us-west-2").to_owned(),
             connect_timeout: Duration::from_secs(5),
             send_queue_capacity: 256,
-            max_inbound_frame_len: 64 * 1024,
+            max_inbound_frame_len: DEFAULT_MAX_INBOUND_FRAME_LEN,
             send_queue_timeout: Duration::from_secs(30),
             backoff: Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(10) },
             ping_interval: Duration::from_secs(20),
@@ -143,6 +169,7 @@ impl ClientConfig {
             max_connection_age: Duration::from_secs(55 * 60),
             pacing: Pacing { sdp_per_second: 5, ice_per_second: 20 },
             buffer_early_candidates: false,
+            early_candidate_budget: DEFAULT_EARLY_CANDIDATE_BUDGET,
             aws: None,
             ca_bundle: None,
         }
@@ -223,6 +250,12 @@ impl ClientConfig {
         if self.send_queue_capacity == 0 {
             return invalid("send queue capacity must be above zero".into());
         }
+        if !(MIN_INBOUND_FRAME_LEN..=MAX_INBOUND_FRAME_LEN).contains(&self.max_inbound_frame_len) {
+            return invalid(format!(
+                "maximum inbound frame length {} is outside {MIN_INBOUND_FRAME_LEN}-{MAX_INBOUND_FRAME_LEN} bytes",
+                self.max_inbound_frame_len
+            ));
+        }
         let positive = [
             ("send queue timeout", self.send_queue_timeout),
             ("initial backoff", self.backoff.initial),
@@ -298,6 +331,8 @@ mod tests {
             ClientConfig::master(ARN, "ws://h/?X-Amz-ChannelARN=x"),
             ClientConfig { region: "US".into(), ..ClientConfig::master(ARN, "ws://h") },
             ClientConfig { connect_timeout: Duration::ZERO, ..ClientConfig::master(ARN, "ws://h") },
+            ClientConfig { max_inbound_frame_len: 1000, ..ClientConfig::master(ARN, "ws://h") },
+            ClientConfig { max_inbound_frame_len: 2 << 20, ..ClientConfig::master(ARN, "ws://h") },
         ];
         for config in cases {
             assert!(matches!(config.validate(), Err(ClientError::InvalidConfig(_))), "{config:?}");

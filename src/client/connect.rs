@@ -2,6 +2,7 @@
 //! timed. The one place a socket is set up.
 
 use super::ClientError;
+use super::config::DEFAULT_MAX_INBOUND_FRAME_LEN;
 use crate::aws::{AwsError, Redactor, TlsClient, TlsStream, truncate};
 use std::io;
 use std::path::Path;
@@ -23,9 +24,47 @@ pub(super) type SocketReader = futures_util::stream::SplitStream<Socket>;
 /// every read and stays resident per connection; signaling frames are small,
 /// and larger ones still arrive whole.
 const READ_BUFFER: usize = 4096;
-/// Frames above this size make tungstenite fail the connection; smaller ones
-/// above the configured inbound limit are skipped by the client instead.
-const SOCKET_MAX_MESSAGE: usize = 1 << 20;
+/// Frames are buffered up to this many bytes (16 KiB) before they are written
+/// to the socket, so that a batch of candidates goes out in one write; a flush
+/// writes at once whatever is buffered.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// The most bytes (64 KiB) the client buffers for one socket beyond what the
+/// kernel took. Pongs that tungstenite answers pings with are dropped beyond it,
+/// and a send finds the buffer full ([`tungstenite::Error::WriteBufferFull`]),
+/// which ends the connection: a peer that does not read what is written to it
+/// is gone as far as the client is concerned. Room for [`WRITE_BUFFER`] and
+/// several of the largest frames the client sends (about 10.6 KB: a
+/// 10,000-character payload, two 256-character ids and the keys).
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
+
+tokio::task_local! {
+    /// The longest inbound message (and frame) for the sockets opened in this
+    /// task: [`super::ClientConfig::max_inbound_frame_len`]. The supervisor sets
+    /// it around each connect attempt ([`with_inbound_limit`]), so that
+    /// [`open_socket`], which the connect paths of `target` call, applies the
+    /// client's setting; outside it, [`DEFAULT_MAX_INBOUND_FRAME_LEN`] applies.
+    static INBOUND_LIMIT: usize;
+}
+
+/// Runs `connect` (a task's connect attempt) with sockets that accept inbound
+/// messages of up to `limit` bytes.
+pub(super) async fn with_inbound_limit<F: Future>(limit: usize, connect: F) -> F::Output {
+    INBOUND_LIMIT.scope(limit, connect).await
+}
+
+/// Describes a socket error for the log and the state change, naming the
+/// limits a hostile or broken peer ran into.
+pub(super) fn describe_socket_error(error: &tungstenite::Error) -> String {
+    match error {
+        tungstenite::Error::WriteBufferFull(_) => {
+            format!("the peer is not reading: {MAX_WRITE_BUFFER} bytes wait to be written")
+        }
+        tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong { size, max_size }) => {
+            format!("protocol violation: an inbound message of {size} bytes exceeds the limit of {max_size} bytes")
+        }
+        other => other.to_string(),
+    }
+}
 
 /// `endpoint` with a `/` path when it has none, ready for a query string.
 pub(crate) fn with_path(endpoint: &str) -> String {
@@ -178,10 +217,13 @@ pub(super) async fn open_socket(
     };
     let tls_time = if secure { tls_started.elapsed() } else { Duration::ZERO };
     let ws_started = Instant::now();
+    let max_inbound = INBOUND_LIMIT.try_with(|limit| *limit).unwrap_or(DEFAULT_MAX_INBOUND_FRAME_LEN);
     let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(SOCKET_MAX_MESSAGE))
-        .max_frame_size(Some(SOCKET_MAX_MESSAGE))
-        .read_buffer_size(READ_BUFFER);
+        .max_message_size(Some(max_inbound))
+        .max_frame_size(Some(max_inbound))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER);
     match tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config)).await {
         Ok((socket, _response)) => Ok((socket, Phases { tls: tls_time, websocket: ws_started.elapsed() })),
         Err(tungstenite::Error::Http(response)) => {

@@ -258,6 +258,14 @@ pub struct kvs_client_config {
     /// Bytes (message text plus 128 per message) that may wait for this
     /// client's callbacks at once; 0 means KVS_DEFAULT_CALLBACK_BACKLOG_BYTES.
     pub callback_backlog_bytes: u32,
+    /// Bytes of early ICE candidates (`buffer_early_candidates`) held at most,
+    /// over all peers; beyond it the oldest is delivered at once, before its
+    /// peer's SDP. 0 means 262144 (256 KiB).
+    pub early_candidate_budget_bytes: u32,
+    /// Longest inbound WebSocket message; a longer one is a protocol violation
+    /// that drops the connection (the client reconnects). 16384-1048576; 0
+    /// means 65536.
+    pub max_inbound_frame_len: u32,
 }
 
 /// Default of `kvs_client_config.callback_backlog_messages`.
@@ -317,6 +325,8 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         free_userdata: None,
         callback_backlog_messages: 0,
         callback_backlog_bytes: 0,
+        early_candidate_budget_bytes: 0,
+        max_inbound_frame_len: 0,
     }
 }
 
@@ -616,6 +626,12 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
     out.pacing.sdp_per_second = rate(config.sdp_per_second, out.pacing.sdp_per_second);
     out.pacing.ice_per_second = rate(config.ice_per_second, out.pacing.ice_per_second);
     out.buffer_early_candidates = config.buffer_early_candidates;
+    if config.early_candidate_budget_bytes > 0 {
+        out.early_candidate_budget = config.early_candidate_budget_bytes as usize;
+    }
+    if config.max_inbound_frame_len > 0 {
+        out.max_inbound_frame_len = config.max_inbound_frame_len as usize;
+    }
     out.ca_bundle = config_str(config.ca_bundle_path, "ca_bundle_path", 4096)?.map(std::path::PathBuf::from);
     if config.use_control_plane {
         out.channel_name = channel_name;
@@ -785,6 +801,11 @@ pub struct kvs_client_metrics {
     pub backpressure_pauses: u64,
     /// Callbacks of this client waiting to run now.
     pub callbacks_queued: u64,
+    /// Bytes of early ICE candidates held now, waiting for their peer's SDP.
+    pub early_candidates_held_bytes: u64,
+    /// Early candidates delivered before their peer's SDP because the hold
+    /// was full.
+    pub early_candidates_overflowed: u64,
 }
 
 /// Fills `*out_metrics` with the client's counters.
@@ -824,6 +845,8 @@ pub extern "C" fn kvs_client_get_metrics(
             clock_skew_ms: m.clock_skew_ms,
             backpressure_pauses: m.backpressure_pauses,
             callbacks_queued: m.events_queued,
+            early_candidates_held_bytes: m.early_candidates_held_bytes,
+            early_candidates_overflowed: m.early_candidates_overflowed,
         };
         // SAFETY: checked non-NULL; the caller passes writable memory for one struct.
         unsafe { out_metrics.write(metrics) };
