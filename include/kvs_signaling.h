@@ -996,14 +996,16 @@ kvs_result kvs_client_disconnect(const struct kvs_client *client);
 uint32_t kvs_client_state(const struct kvs_client *client);
 
 /**
- * Releases the client: later calls on it return KVS_ERR_CLOSED, callbacks of
- * this client not started yet are discarded (they are not run), a callback of
- * this client running now is waited for, the connection is closed (a close
- * frame, at most one second for the service), sends still queued are dropped
- * without a report (call `kvs_client_disconnect` first to have them reported),
- * and `free_userdata` runs on the calling thread. After it returns, nothing
- * of this client calls into the application any more. It takes at most the
- * running callback's remaining time plus about 3 seconds, whatever the
+ * Releases the client: later calls on it return KVS_ERR_CLOSED; received
+ * messages and notices not delivered yet are discarded (their callbacks do
+ * not run); the connection is closed (a close frame, at most one second for
+ * the service); sends still queued are reported failed through `on_status`
+ * and the state changes (CLOSING, DISCONNECTED) reach `on_state`, as with
+ * `kvs_client_disconnect`; a callback running now is waited for; then
+ * `free_userdata` runs on the calling thread. After it returns, nothing of
+ * this client calls into the application any more. It takes the running
+ * callback's remaining time, about 3 seconds at most for the close, and the
+ * time of those reports (at most one per queued send), whatever the inbound
  * backlog. Do not hold a lock that your callbacks take while calling it.
  * NULL is a no-op. Must not be called twice for the same client.
  *

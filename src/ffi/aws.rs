@@ -97,7 +97,7 @@ impl CredentialsProvider for CallbackCredentials {
             };
             let _ = reply.send((outcome, sink.credentials));
         });
-        let posted = lane.post(CREDENTIALS_JOB_BYTES, job);
+        let posted = lane.post(super::dispatch::Kind::Inbound, CREDENTIALS_JOB_BYTES, job);
         drop(lane);
         if !posted {
             return Err(gone());

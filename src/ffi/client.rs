@@ -1,6 +1,6 @@
 //! `kvs_client`: configuration, lifecycle, sends and callbacks.
 
-use super::dispatch::{self, Lane};
+use super::dispatch::{self, Kind, Lane};
 use super::result::{fail, fail_client, fail_runtime};
 use super::{StrError, arg_str, boundary, c_str, require_non_null, write_out_str};
 use crate::client::{
@@ -689,7 +689,11 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
         let for_sink = Arc::clone(&lane);
         let sink: EventSink = Arc::new(move |event| {
             let bytes = event_size(&event);
-            for_sink.post(bytes, Box::new(move |callbacks| callbacks.deliver(event)));
+            let kind = match event {
+                ClientEvent::Status(_) | ClientEvent::State(_) => Kind::Report,
+                _ => Kind::Inbound,
+            };
+            for_sink.post(kind, bytes, Box::new(move |callbacks| callbacks.deliver(event)));
         });
         let client = match Client::with_backlog(client_config, sink, backlog) {
             Ok(c) => c,
@@ -889,14 +893,16 @@ pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
     })
 }
 
-/// Releases the client: later calls on it return KVS_ERR_CLOSED, callbacks of
-/// this client not started yet are discarded (they are not run), a callback of
-/// this client running now is waited for, the connection is closed (a close
-/// frame, at most one second for the service), sends still queued are dropped
-/// without a report (call `kvs_client_disconnect` first to have them reported),
-/// and `free_userdata` runs on the calling thread. After it returns, nothing
-/// of this client calls into the application any more. It takes at most the
-/// running callback's remaining time plus about 3 seconds, whatever the
+/// Releases the client: later calls on it return KVS_ERR_CLOSED; received
+/// messages and notices not delivered yet are discarded (their callbacks do
+/// not run); the connection is closed (a close frame, at most one second for
+/// the service); sends still queued are reported failed through `on_status`
+/// and the state changes (CLOSING, DISCONNECTED) reach `on_state`, as with
+/// `kvs_client_disconnect`; a callback running now is waited for; then
+/// `free_userdata` runs on the calling thread. After it returns, nothing of
+/// this client calls into the application any more. It takes the running
+/// callback's remaining time, about 3 seconds at most for the close, and the
+/// time of those reports (at most one per queued send), whatever the inbound
 /// backlog. Do not hold a lock that your callbacks take while calling it.
 /// NULL is a no-op. Must not be called twice for the same client.
 ///
@@ -937,9 +943,10 @@ pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
         if handle.closed.swap(true, Ordering::AcqRel) {
             return fail(KVS_ERR_CLOSED, "kvs_client_free was called twice for this client");
         }
-        handle.lane.close();
+        handle.lane.begin_close();
         // After the shutdown of the runtime there is no task left to stop.
         let _ = runtime::block_on(handle.client.disconnect(Duration::from_secs(1)));
+        handle.lane.close();
         handle.lane.callbacks().release();
         // SAFETY: made by Arc::into_raw in kvs_client_new; the caller gives its
         // reference up here, and nothing of the library kept a pointer to it.
