@@ -19,6 +19,7 @@ mod control_plane;
 mod credentials;
 pub mod endpoints;
 mod error;
+pub(crate) mod fuzzing;
 pub mod http;
 pub mod ice;
 pub mod sigv4;
