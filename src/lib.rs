@@ -10,5 +10,7 @@ pub mod emulator;
 pub mod aws;
 pub mod client;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod runtime;

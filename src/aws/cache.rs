@@ -199,7 +199,13 @@ fn load(path: &Path) -> HashMap<(String, Role), CachedEndpoints> {
             return HashMap::new();
         }
     };
-    let file: CacheFile = match serde_json::from_slice(&bytes) {
+    parse_file(&bytes, path)
+}
+
+/// Reads the content of the cache file at `path` (named in log lines);
+/// anything wrong with it means an empty cache, an implausible entry is skipped.
+pub(super) fn parse_file(bytes: &[u8], path: &Path) -> HashMap<(String, Role), CachedEndpoints> {
+    let file: CacheFile = match serde_json::from_slice(bytes) {
         Ok(file) => file,
         Err(e) => {
             log!(Level::Warn, TARGET, "endpoint cache: {} is not a valid cache file, ignored: {e}", path.display());

@@ -121,7 +121,8 @@ pub fn parse_http_date(text: &str) -> Option<SystemTime> {
     };
     let mut clock = time.split(':').map(|p| p.parse::<u32>().ok());
     let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
-    if clock.next().is_some() || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    let in_range = (0..=9999).contains(&year) && (1..=31).contains(&day) && hour <= 23 && minute <= 59 && second <= 60;
+    if clock.next().is_some() || !in_range {
         return None;
     }
     let seconds = days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
@@ -155,6 +156,8 @@ mod tests {
             "Sun, 06 Nov 1994 08:49 GMT",
             "Sun, 06 Nov 1994 08:49:37 PST",
             "Wed, 31 Dec 1969 23:59:59 GMT",
+            // Found by fuzzing: the day count overflowed (a panic in debug builds).
+            "Sat, 31 Dec 20199999999999996 23:59:60 GMT",
         ] {
             assert_eq!(parse_http_date(bad), None, "{bad:?}");
         }

@@ -205,7 +205,7 @@ fn string_field(object: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 /// Reads DescribeSignalingChannel's reply (spec §8.3).
-fn parse_channel_info(body: &Value) -> Result<ChannelInfo, AwsError> {
+pub(super) fn parse_channel_info(body: &Value) -> Result<ChannelInfo, AwsError> {
     let bad = |what: &str| AwsError::BadResponse(format!("DescribeSignalingChannel: {what}"));
     let info = body
         .as_object()
@@ -231,7 +231,7 @@ fn parse_channel_info(body: &Value) -> Result<ChannelInfo, AwsError> {
 
 /// Reads GetSignalingChannelEndpoint's reply; both WSS and HTTPS are required
 /// (spec §8.4); `Protocol` matches in any case.
-fn parse_endpoints(body: &Value) -> Result<ChannelEndpoints, AwsError> {
+pub(super) fn parse_endpoints(body: &Value) -> Result<ChannelEndpoints, AwsError> {
     let bad = |what: &str| AwsError::BadResponse(format!("GetSignalingChannelEndpoint: {what}"));
     let list = body
         .as_object()
@@ -249,6 +249,15 @@ fn parse_endpoints(body: &Value) -> Result<ChannelEndpoints, AwsError> {
     let wss = find("WSS").ok_or_else(|| bad("no WSS endpoint in the reply"))?;
     let https = find("HTTPS").ok_or_else(|| bad("no HTTPS endpoint in the reply"))?;
     Ok(ChannelEndpoints { wss, https })
+}
+
+/// Reads CreateSignalingChannel's reply (spec §8.2): the new channel's ARN.
+pub(super) fn parse_create_reply(reply: &Value) -> Result<String, AwsError> {
+    reply
+        .as_object()
+        .and_then(|o| string_field(o, "ChannelARN"))
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| AwsError::BadResponse("CreateSignalingChannel: no ChannelARN in the reply".into()))
 }
 
 fn create_request(name: &str, message_ttl_secs: Option<u32>, tags: &[(String, String)]) -> Result<Value, AwsError> {
@@ -382,11 +391,7 @@ impl ControlPlane {
     ) -> Result<String, AwsError> {
         let body = create_request(name, message_ttl_secs, tags)?;
         let reply = self.call("CreateSignalingChannel", &format!("{}/createSignalingChannel", self.url), &body).await?;
-        reply
-            .as_object()
-            .and_then(|o| string_field(o, "ChannelARN"))
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| AwsError::BadResponse("CreateSignalingChannel: no ChannelARN in the reply".into()))
+        parse_create_reply(&reply)
     }
 
     /// GetSignalingChannelEndpoint for `role` with protocols WSS and HTTPS, as
@@ -610,7 +615,7 @@ impl ControlPlane {
     }
 }
 
-fn parse_success(operation: &str, response: &HttpResponse) -> Result<Value, AwsError> {
+pub(super) fn parse_success(operation: &str, response: &HttpResponse) -> Result<Value, AwsError> {
     if response.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
@@ -635,7 +640,7 @@ fn request_redactor(credentials: &Credentials, headers: &[(String, String)]) -> 
 
 /// Maps an error reply to an [`AwsError`], with any echo of the request's
 /// secrets removed from its body and headers before anything is cut.
-fn error_from_response(response: &HttpResponse, redactor: &Redactor) -> AwsError {
+pub(super) fn error_from_response(response: &HttpResponse, redactor: &Redactor) -> AwsError {
     let scrub = |name: &str| response.header(name).map(|value| redactor.scrub(value));
     let body = redactor.scrub(&response.body_text());
     classify(service_error(

@@ -87,7 +87,7 @@ pub(crate) fn parse_ice_server_list(body: &Value) -> Result<Vec<IceServer>, AwsE
             Some(ttl) => ttl
                 .as_f64()
                 .filter(|t| t.is_finite() && *t >= 0.0)
-                .map(Duration::from_secs_f64)
+                .and_then(|t| Duration::try_from_secs_f64(t).ok())
                 .ok_or_else(|| bad("Ttl is not a number of seconds"))?,
             None => DEFAULT_TTL,
         };
@@ -122,6 +122,11 @@ mod tests {
         assert!(matches!(parse_ice_server_list(&json!({"IceServerList": 3})), Err(AwsError::BadResponse(_))));
         assert!(matches!(
             parse_ice_server_list(&json!({"IceServerList": [{"Uris": ["turn:x"], "Ttl": "soon"}]})),
+            Err(AwsError::BadResponse(_))
+        ));
+        // Found by fuzzing: a Ttl beyond a Duration's range panicked.
+        assert!(matches!(
+            parse_ice_server_list(&json!({"IceServerList": [{"Uris": ["turn:x"], "Ttl": 1e300}]})),
             Err(AwsError::BadResponse(_))
         ));
         let defaulted = parse_ice_server_list(&json!({"IceServerList": [{"Uris": ["turn:x"]}]})).unwrap();

@@ -22,6 +22,7 @@ mod control_plane;
 mod credentials;
 pub mod endpoints;
 mod error;
+pub(crate) mod fuzzing;
 pub mod http;
 pub mod ice;
 mod redact;

@@ -12,7 +12,7 @@ use super::{Shared, bump, lock, sigv4};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::{HeaderMap, Request, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,29 +38,36 @@ pub(super) async fn handle(shared: &Arc<Shared>, operation: Operation, request: 
         shared.log(format_args!("{} answered with an injected {status}", operation.name()));
         return HttpError::injected(status, error_type, "injected fault").into_response();
     }
-    let answer = authenticate(shared, &parts.method, &parts.uri, &parts.headers, &body).and_then(|()| {
-        let input = parse_object(&body)?;
-        let host = request_host(shared, &parts.headers);
-        match operation {
-            Operation::CreateSignalingChannel => create(shared, &input),
-            Operation::DescribeSignalingChannel => {
-                find(shared, &input).map(|info| json!({"ChannelInfo": describe(&info)}))
-            }
-            Operation::GetSignalingChannelEndpoint => endpoints(shared, &input, &host),
-            Operation::DeleteSignalingChannel => delete(shared, &input),
-            Operation::ListSignalingChannels => list(shared, &input),
-            Operation::DescribeMediaStorageConfiguration => {
-                find(shared, &input).map(|_| json!({"MediaStorageConfiguration": {"Status": "DISABLED"}}))
-            }
-            Operation::GetIceServerConfig => ice_servers(shared, &input, &host),
-        }
-    });
+    let answer = authenticate(shared, &parts.method, &parts.uri, &parts.headers, &body)
+        .and_then(|()| answer(shared, operation, &parts.headers, &body));
     match answer {
         Ok(output) => json_response(StatusCode::OK, &output),
         Err(error) => {
             shared.log(format_args!("{} refused: {} {}", operation.name(), error.error_type, error.message));
             error.into_response()
         }
+    }
+}
+
+/// The reply to an authenticated request for `operation`, from its headers and body.
+pub(super) fn answer(
+    shared: &Shared,
+    operation: Operation,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, HttpError> {
+    let input = parse_object(body)?;
+    let host = request_host(shared, headers);
+    match operation {
+        Operation::CreateSignalingChannel => create(shared, &input),
+        Operation::DescribeSignalingChannel => find(shared, &input).map(|info| json!({"ChannelInfo": describe(&info)})),
+        Operation::GetSignalingChannelEndpoint => endpoints(shared, &input, &host),
+        Operation::DeleteSignalingChannel => delete(shared, &input),
+        Operation::ListSignalingChannels => list(shared, &input),
+        Operation::DescribeMediaStorageConfiguration => {
+            find(shared, &input).map(|_| json!({"MediaStorageConfiguration": {"Status": "DISABLED"}}))
+        }
+        Operation::GetIceServerConfig => ice_servers(shared, &input, &host),
     }
 }
 
@@ -77,7 +84,7 @@ fn constraint(value: &str, member: &str, rule: &str) -> HttpError {
     ))
 }
 
-fn check_name(name: &str, member: &str) -> Result<(), HttpError> {
+pub(super) fn check_name(name: &str, member: &str) -> Result<(), HttpError> {
     if is_name(name, 256) {
         Ok(())
     } else {
@@ -85,7 +92,7 @@ fn check_name(name: &str, member: &str) -> Result<(), HttpError> {
     }
 }
 
-fn check_arn(arn: &str) -> Result<(), HttpError> {
+pub(super) fn check_arn(arn: &str) -> Result<(), HttpError> {
     crate::protocol::validate_channel_arn(arn).map_err(|error| constraint(arn, "channelARN", &error.to_string()))
 }
 
@@ -141,7 +148,7 @@ fn create(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
     }
 }
 
-fn parse_tags(input: &JsonObject) -> Result<Vec<(String, String)>, HttpError> {
+pub(super) fn parse_tags(input: &JsonObject) -> Result<Vec<(String, String)>, HttpError> {
     let Some(items) = opt_array(input, "Tags")? else {
         return Ok(Vec::new());
     };

@@ -207,7 +207,7 @@ fn is_label(segment: &str, prefix: &str) -> bool {
 }
 
 /// The operation a `POST` to `path` invokes.
-fn operation_at(method: &Method, path: &str) -> Option<Operation> {
+pub(super) fn operation_at(method: &Method, path: &str) -> Option<Operation> {
     if method != Method::POST {
         return None;
     }
@@ -528,7 +528,7 @@ fn accept_websocket(
 /// Reads `X-Amz-ChannelARN` and `X-Amz-ClientId` (percent-decoded; the first
 /// occurrence wins; other parameters, such as SigV4's, are ignored). No client
 /// id means the master.
-fn parse_connect_query(query: Option<&str>) -> Result<(String, Endpoint), HttpError> {
+pub(super) fn parse_connect_query(query: Option<&str>) -> Result<(String, Endpoint), HttpError> {
     let mut channel_arn = None;
     let mut client_id = None;
     for pair in query.unwrap_or("").split('&') {

@@ -160,6 +160,7 @@ mod clock;
 mod connection;
 mod control;
 mod faults;
+pub(crate) mod fuzzing;
 mod http;
 mod sigv4;
 mod tls;

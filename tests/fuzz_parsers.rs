@@ -1,0 +1,215 @@
+//! The fuzz targets of `kvs_signaling::fuzzing` under plain `cargo test`: each
+//! over its seed corpus `fuzz/seeds/TARGET/` and a fixed number of
+//! deterministic mutations of it, so that every CI run exercises them. The
+//! same targets run under libFuzzer from `fuzz/` (see its README section).
+
+use kvs_signaling::fuzzing::{TARGETS, inbound_ids_bounded};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::path::{Path, PathBuf};
+
+/// Fragments a mutation may insert: JSON syntax, odd numbers, escapes, the
+/// field separator, date and query pieces, a too-long id.
+const TOKENS: &[&str] = &[
+    "\"",
+    "\\",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "null",
+    "true",
+    "false",
+    "-1",
+    "0",
+    "1e999",
+    "1E5",
+    "0.5",
+    "-0",
+    "18446744073709551616",
+    "99999999999999999999",
+    "\\u0000",
+    "\\ud800",
+    "\\u00e9",
+    "é",
+    "\0",
+    "\n",
+    " ",
+    "=",
+    "==",
+    "&",
+    "%",
+    "%zz",
+    "%C3%A9",
+    "%00",
+    "+",
+    "/",
+    "GMT",
+    "Nov",
+    "-",
+    "23:59:60",
+    "00:00:00",
+    "9999999999999",
+    "\"messageType\":\"STATUS_RESPONSE\"",
+    "\"statusResponse\":{\"correlationId\":\"c\"}",
+    "\"Ttl\":1e300",
+    "\"Uris\":[\"turn:h\"]",
+    "$ARN",
+    "X-Amz-ClientId=",
+    "X-Amz-ChannelARN=",
+];
+
+/// xorshift64*: a small deterministic generator, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn seed_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target)
+}
+
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(seed_dir(target))
+        .unwrap_or_else(|e| panic!("seeds of {target}: {e}"))
+        .map(|entry| entry.expect("a directory entry").path())
+        .collect();
+    paths.sort();
+    paths.iter().map(|path| std::fs::read(path).expect("a readable seed")).collect()
+}
+
+/// One to four random edits of a random seed, or of random bytes.
+fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut data = seeds[rng.below(seeds.len())].clone();
+    if rng.below(16) == 0 {
+        data = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+    }
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(data.len() + 1);
+        let last = data.len().saturating_sub(1);
+        match rng.below(7) {
+            0 if !data.is_empty() => data[at.min(last)] ^= 1 << rng.below(8),
+            1 if !data.is_empty() => data[at.min(last)] = rng.next() as u8,
+            2 => {
+                let end = (at + rng.below(16)).min(data.len());
+                data.drain(at..end);
+            }
+            3 => {
+                let token = TOKENS[rng.below(TOKENS.len())].as_bytes();
+                data.splice(at..at, token.iter().copied());
+            }
+            4 => {
+                let end = (at + rng.below(32)).min(data.len());
+                let copy = data[at..end].to_vec();
+                data.splice(at..at, copy);
+            }
+            5 => {
+                let other = &seeds[rng.below(seeds.len())];
+                let from = rng.below(other.len() + 1);
+                data.truncate(at);
+                data.extend_from_slice(&other[from..]);
+            }
+            _ => data.splice(at..at, std::iter::repeat_n(b'a', 300)).for_each(drop),
+        }
+    }
+    data
+}
+
+/// Runs `target` over `inputs`, naming the failing input.
+fn run_all(name: &str, target: fn(&[u8]), inputs: impl IntoIterator<Item = Vec<u8>>) {
+    for input in inputs {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| target(&input))) {
+            eprintln!("{name} failed on {:?}", String::from_utf8_lossy(&input));
+            resume_unwind(panic);
+        }
+    }
+}
+
+/// The seeds of `name`, then `mutations` mutations of them.
+fn fuzz(name: &str, mutations: usize) {
+    let (_, target) = TARGETS.iter().find(|(n, _)| *n == name).expect("a known target");
+    let seeds = seeds(name);
+    assert!(!seeds.is_empty(), "{name} has no seeds");
+    run_all(name, *target, seeds.clone());
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
+    run_all(name, *target, (0..mutations).map(|_| mutate(&mut rng, &seeds)));
+}
+
+#[test]
+fn every_target_has_seeds_and_a_libfuzzer_harness() {
+    let harnesses = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
+    for (name, _) in TARGETS {
+        assert!(seed_dir(name).is_dir(), "no fuzz/seeds/{name}");
+        let harness = std::fs::read_to_string(harnesses.join(format!("{name}.rs"))).expect("a harness");
+        assert!(harness.contains(&format!("fuzzing::{name}(")), "fuzz/fuzz_targets/{name}.rs calls another target");
+    }
+}
+
+#[test]
+fn inbound_frame() {
+    fuzz("inbound_frame", 4000);
+}
+
+#[test]
+fn payload() {
+    fuzz("payload", 4000);
+}
+
+#[test]
+fn outbound_frame() {
+    fuzz("outbound_frame", 4000);
+}
+
+#[test]
+fn control_plane_reply() {
+    fuzz("control_plane_reply", 4000);
+}
+
+#[test]
+fn service_error() {
+    fuzz("service_error", 4000);
+}
+
+#[test]
+fn http_date() {
+    fuzz("http_date", 4000);
+}
+
+#[test]
+fn endpoint_cache() {
+    fuzz("endpoint_cache", 3000);
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulator_request() {
+    fuzz("emulator_request", 2000);
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulator_signature() {
+    fuzz("emulator_signature", 300);
+}
+
+/// `InboundMessage::parse` never yields a `senderClientId` or `correlationId`
+/// beyond the 256 characters of spec §4.1.
+#[test]
+fn inbound_ids_are_bounded() {
+    let long = format!(r#"{{"messageType":"SDP_OFFER","senderClientId":"{}"}}"#, "a".repeat(257));
+    run_all("inbound_ids_bounded", inbound_ids_bounded, [long.into_bytes()]);
+    let seeds = seeds("inbound_frame");
+    let mut rng = Rng(7);
+    run_all("inbound_ids_bounded", inbound_ids_bounded, (0..4000).map(|_| mutate(&mut rng, &seeds)));
+}
