@@ -7,7 +7,9 @@
  *
  * Conventions (apply to every function below):
  * - Every fallible function returns kvs_result; KVS_OK is 0. Details of the
- *   last failure on the calling thread: kvs_last_error().
+ *   last failure on the calling thread: kvs_last_error(). Each function lists
+ *   the codes it returns under "Errors:"; any of them may also return
+ *   KVS_ERR_PANIC (a library bug caught at the boundary).
  * - `const T *` parameters are read-only and borrowed for the call only;
  *   `T *` parameters are mutated and need exclusive access.
  * - Strings given to the library are NUL-terminated UTF-8.
@@ -45,6 +47,36 @@
 #define KVS_DEPRECATED_FUNC(note)
 #endif
 
+
+/**
+ * Longest `statusResponse.errorType` and `statusResponse.statusCode` (spec §4.1).
+ */
+#define MAX_ERROR_TYPE_LEN 256
+
+/**
+ * The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
+ * the largest message of the spec (a 10,000-character payload in its
+ * envelope, spec §7.1), small enough to be buffered whole per socket on firmware.
+ */
+#define DEFAULT_MAX_INBOUND_FRAME_LEN (64 * 1024)
+
+/**
+ * The least [`ClientConfig::max_inbound_frame_len`] accepted (16 KiB): the
+ * largest message of the spec (about 10.6 KB) must fit.
+ */
+#define MIN_INBOUND_FRAME_LEN (16 * 1024)
+
+/**
+ * The most [`ClientConfig::max_inbound_frame_len`] accepted (1 MiB): a socket
+ * buffers a whole message before the client sees it.
+ */
+#define MAX_INBOUND_FRAME_LEN (1024 * 1024)
+
+/**
+ * The default of [`ClientConfig::early_candidate_budget`] (256 KiB): about 250
+ * candidates of a usual size (a 1 KB entry) held at once, over all peers.
+ */
+#define DEFAULT_EARLY_CANDIDATE_BUDGET (256 * 1024)
 
 /**
  * Most URIs copied per ICE server by `kvs_client_get_ice_servers`.
@@ -685,6 +717,18 @@ typedef struct kvs_client_config {
    * client's callbacks at once; 0 means KVS_DEFAULT_CALLBACK_BACKLOG_BYTES.
    */
   uint32_t callback_backlog_bytes;
+  /**
+   * Bytes of early ICE candidates (`buffer_early_candidates`) held at most,
+   * over all peers; beyond it the oldest is delivered at once, before its
+   * peer's SDP. 0 means 262144 (256 KiB).
+   */
+  uint32_t early_candidate_budget_bytes;
+  /**
+   * Longest inbound WebSocket message; a longer one is a protocol violation
+   * that drops the connection (the client reconnects). 16384-1048576; 0
+   * means 65536.
+   */
+  uint32_t max_inbound_frame_len;
 } kvs_client_config;
 
 /**
@@ -747,6 +791,15 @@ typedef struct kvs_client_metrics {
    * Callbacks of this client waiting to run now.
    */
   uint64_t callbacks_queued;
+  /**
+   * Bytes of early ICE candidates held now, waiting for their peer's SDP.
+   */
+  uint64_t early_candidates_held_bytes;
+  /**
+   * Early candidates delivered before their peer's SDP because the hold
+   * was full.
+   */
+  uint64_t early_candidates_overflowed;
 } kvs_client_metrics;
 
 /**
@@ -793,8 +846,9 @@ extern "C" {
  *
  * Ownership: `sink` is the pointer the callback received; the strings are
  * borrowed for the call. Threading: only inside the callback.
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_CREDENTIALS (an
- * empty key).
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_CREDENTIALS (an empty or oversized
+ * key).
  */
 kvs_result kvs_credentials_sink_set(struct kvs_credentials_sink *sink,
                                     const char *access_key_id,
@@ -815,6 +869,8 @@ kvs_result kvs_credentials_sink_set(struct kvs_credentials_sink *sink,
  * Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
  * any thread, callbacks included. Errors: KVS_ERR_NULL_PARAMETER,
  * KVS_ERR_BUFFER_TOO_SMALL.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_BUFFER_TOO_SMALL.
  */
 kvs_result kvs_client_get_ice_servers(const struct kvs_client *client,
                                       struct kvs_ice_server *out_servers,
@@ -833,8 +889,9 @@ kvs_result kvs_client_get_ice_servers(const struct kvs_client *client,
  * KVS_ERR_NULL_PARAMETER.
  *
  * Ownership: all pointers borrowed for the call. Threading: any thread.
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG
- * (a region outside `[a-z0-9-]+`), KVS_ERR_BUFFER_TOO_SMALL.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG (a region outside
+ * `[a-z0-9-]+`), KVS_ERR_BUFFER_TOO_SMALL.
  */
 kvs_result kvs_stun_url(const char *region,
                         bool use_fips,
@@ -862,11 +919,12 @@ struct kvs_client_config kvs_client_config_default(void);
  *
  * Threading: any thread, callbacks included (it starts the library's threads on
  * first use).
- * Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`),
- * KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG (including a bad
- * `control_plane_url`, an unreadable `ca_bundle_path`, `message_ttl_s` outside
- * 5-120), KVS_ERR_CREDENTIALS (`use_control_plane` without usable credentials),
- * KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
+ * KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
+ * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
+ * (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
+ * KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_new(const struct kvs_client_config *config, struct kvs_client **out_client);
 
@@ -878,12 +936,14 @@ kvs_result kvs_client_new(const struct kvs_client_config *config, struct kvs_cli
  * Ownership: `client` is borrowed for the call.
  * Threading: blocks; call it from an application thread. From a callback or a
  * library thread it returns KVS_ERR_WOULD_DEADLOCK.
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_TIMEOUT,
- * KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED,
- * KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, and through
- * the control plane KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE,
- * KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK,
- * KVS_ERR_SHUTDOWN.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
+ * KVS_ERR_INVALID_CONFIG, KVS_ERR_TIMEOUT, KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND,
+ * KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
+ * KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
+ * KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
+ * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
+ * `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_connect(const struct kvs_client *client);
 
@@ -896,8 +956,10 @@ kvs_result kvs_client_connect(const struct kvs_client *client);
  *
  * Ownership: `client` is borrowed for the call. Threading: any thread,
  * callbacks included.
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_INVALID_CONFIG,
- * KVS_ERR_TLS (the TLS settings could not be built), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
+ * KVS_ERR_INVALID_CONFIG, KVS_ERR_TLS (the TLS settings could not be built), KVS_ERR_CREDENTIALS,
+ * KVS_ERR_SHUTDOWN, KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_start(const struct kvs_client *client);
 
@@ -906,7 +968,8 @@ kvs_result kvs_client_start(const struct kvs_client *client);
  *
  * Ownership: `client` is borrowed; `out_metrics` is caller-owned memory,
  * written on success only. Threading: any thread, callbacks included.
- * Errors: KVS_ERR_NULL_PARAMETER.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED.
  */
 kvs_result kvs_client_get_metrics(const struct kvs_client *client,
                                   struct kvs_client_metrics *out_metrics);
@@ -919,6 +982,9 @@ kvs_result kvs_client_get_metrics(const struct kvs_client *client,
  * Ownership: `client` is borrowed for the call.
  * Threading: blocks; from a callback or a library thread it returns
  * KVS_ERR_WOULD_DEADLOCK.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_WOULD_DEADLOCK,
+ * KVS_ERR_SHUTDOWN, KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_disconnect(const struct kvs_client *client);
 
@@ -930,14 +996,16 @@ kvs_result kvs_client_disconnect(const struct kvs_client *client);
 uint32_t kvs_client_state(const struct kvs_client *client);
 
 /**
- * Releases the client: later calls on it return KVS_ERR_CLOSED, callbacks of
- * this client not started yet are discarded (they are not run), a callback of
- * this client running now is waited for, the connection is closed (a close
- * frame, at most one second for the service), sends still queued are dropped
- * without a report (call `kvs_client_disconnect` first to have them reported),
- * and `free_userdata` runs on the calling thread. After it returns, nothing
- * of this client calls into the application any more. It takes at most the
- * running callback's remaining time plus about 3 seconds, whatever the
+ * Releases the client: later calls on it return KVS_ERR_CLOSED; received
+ * messages and notices not delivered yet are discarded (their callbacks do
+ * not run); the connection is closed (a close frame, at most one second for
+ * the service); sends still queued are reported failed through `on_status`
+ * and the state changes (CLOSING, DISCONNECTED) reach `on_state`, as with
+ * `kvs_client_disconnect`; a callback running now is waited for; then
+ * `free_userdata` runs on the calling thread. After it returns, nothing of
+ * this client calls into the application any more. It takes the running
+ * callback's remaining time, about 3 seconds at most for the close, and the
+ * time of those reports (at most one per queued send), whatever the inbound
  * backlog. Do not hold a lock that your callbacks take while calling it.
  * NULL is a no-op. Must not be called twice for the same client.
  *
@@ -950,8 +1018,9 @@ uint32_t kvs_client_state(const struct kvs_client *client);
  * forked child (KVS_ERR_FORKED) the client is left as it is (leaked) and the
  * call returns at once.
  * Threading: blocks; call it from an application thread, not from a callback.
- * Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED,
- * KVS_ERR_CLOSED (freed already, while that free still runs).
+ *
+ * Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED, KVS_ERR_CLOSED (freed
+ * already, while that free still runs).
  */
 kvs_result kvs_client_free(struct kvs_client *client);
 
@@ -973,10 +1042,12 @@ kvs_result kvs_client_free(struct kvs_client *client);
  *
  * Ownership: every pointer is borrowed for the call. Threading: any thread,
  * callbacks included.
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_PAYLOAD_EMPTY,
- * KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY, KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN,
- * KVS_ERR_RECIPIENT_REQUIRED, KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED,
- * KVS_ERR_QUEUE_FULL, KVS_ERR_BUFFER_TOO_SMALL.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+ * KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+ * KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+ * KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+ * KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN.
  */
 kvs_result kvs_send_sdp_offer(const struct kvs_client *client,
                               const char *recipient_client_id,
@@ -987,8 +1058,14 @@ kvs_result kvs_send_sdp_offer(const struct kvs_client *client,
                               size_t *out_len);
 
 /**
- * Sends an SDP answer; arguments, ownership, threading and errors as
+ * Sends an SDP answer; arguments, ownership and threading as
  * `kvs_send_sdp_offer` (the payload is `{"type":"answer","sdp":...}`).
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+ * KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+ * KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+ * KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+ * KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN.
  */
 kvs_result kvs_send_sdp_answer(const struct kvs_client *client,
                                const char *recipient_client_id,
@@ -1001,7 +1078,14 @@ kvs_result kvs_send_sdp_answer(const struct kvs_client *client,
 /**
  * Sends an ICE candidate built from `candidate` (its `candidate` line is
  * required; `sdp_mid`, `sdp_mline_index` and `username_fragment` are optional).
- * Other arguments, ownership, threading and errors as `kvs_send_sdp_offer`.
+ * Other arguments, ownership and threading as `kvs_send_sdp_offer`.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+ * KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+ * KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+ * KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+ * KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN (KVS_ERR_INVALID_ARGUMENT: `sdp_mline_index` above
+ * 65535, `sdp_mid` or `username_fragment` over 256 bytes).
  */
 kvs_result kvs_send_ice_candidate(const struct kvs_client *client,
                                   const char *recipient_client_id,
@@ -1015,8 +1099,14 @@ kvs_result kvs_send_ice_candidate(const struct kvs_client *client,
  * Sends an already-built payload (for example JSON the application made) as
  * `action` (KVS_MESSAGE_TYPE_SDP_OFFER, _SDP_ANSWER or _ICE_CANDIDATE). The
  * library base64-encodes `payload_len` bytes at `payload`. Other arguments,
- * ownership, threading and errors as `kvs_send_sdp_offer`, plus
- * KVS_ERR_INVALID_ARGUMENT for another `action`.
+ * ownership and threading as `kvs_send_sdp_offer`.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+ * KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+ * KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+ * KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+ * KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN (KVS_ERR_INVALID_ARGUMENT: an `action` other than the
+ * three).
  */
 kvs_result kvs_send_message(const struct kvs_client *client,
                             uint32_t action,
@@ -1055,6 +1145,8 @@ const char *kvs_result_str(uint32_t result);
  * written and KVS_ERR_BUFFER_TOO_SMALL is returned. Both NULL:
  * KVS_ERR_NULL_PARAMETER. It never changes the last error itself.
  * Threading: any thread; each thread has its own last error.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER (`buf` and `out_len` both NULL), KVS_ERR_BUFFER_TOO_SMALL.
  */
 kvs_result kvs_last_error(char *buf, size_t capacity, size_t *out_len);
 
@@ -1079,6 +1171,8 @@ const char *kvs_last_error_message(void);
  * or `min_level` is KVS_LOG_LEVEL_OFF), `free_userdata` is called before this
  * returns.
  * Threading: any thread; the callback may run on any thread.
+ *
+ * Errors: KVS_ERR_INVALID_ARGUMENT (an unknown `min_level`), KVS_ERR_FORKED.
  */
 kvs_result kvs_set_log_callback(uint32_t min_level,
                                 kvs_log_callback callback,
@@ -1101,8 +1195,9 @@ kvs_result kvs_set_log_callback(uint32_t min_level,
  *
  * Threading: call it from an application thread; from a callback or a library
  * thread it returns KVS_ERR_WOULD_DEADLOCK.
- * Errors: KVS_ERR_WOULD_DEADLOCK, KVS_ERR_TIMEOUT, KVS_ERR_FORKED (in a forked
- * child: nothing is done, at once).
+ *
+ * Errors: KVS_ERR_WOULD_DEADLOCK, KVS_ERR_TIMEOUT, KVS_ERR_FORKED (in a forked child: nothing is
+ * done, at once).
  */
 kvs_result kvs_shutdown(uint32_t timeout_ms);
 

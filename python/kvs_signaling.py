@@ -98,6 +98,8 @@ class Result(enum.IntEnum):
     ERR_SERVICE = 32
     ERR_BAD_RESPONSE = 33
     ERR_CREDENTIALS = 34
+    ERR_CLOSED = 35
+    ERR_CANCELLED = 36
 
 
 class Role(enum.IntEnum):
@@ -236,6 +238,10 @@ class kvs_client_config(Structure):
         ("on_ice_servers", c_void_p),
         ("userdata", c_void_p),
         ("free_userdata", kvs_free_callback),
+        ("callback_backlog_messages", c_uint32),
+        ("callback_backlog_bytes", c_uint32),
+        ("early_candidate_budget_bytes", c_uint32),
+        ("max_inbound_frame_len", c_uint32),
     ]
 
 

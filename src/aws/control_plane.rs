@@ -11,6 +11,7 @@ use super::endpoints::{EndpointVariant, resolve_control_plane};
 use super::error::{classify, is_clock_skew_message, service_error};
 use super::http::{HttpClient, HttpResponse};
 use super::ice::{IceServer, parse_ice_server_list};
+use super::redact::Redactor;
 use super::sigv4::{self, strip_query};
 use super::tls::TlsClient;
 use super::{AwsError, ServiceError};
@@ -113,7 +114,10 @@ pub struct ControlPlaneConfig {
     pub variant: EndpointVariant,
     /// A control-plane URL replacing the regional one (e.g. a local emulator).
     pub endpoint_override: Option<String>,
-    /// PEM file of trusted CA certificates replacing the Mozilla roots.
+    /// PEM file of trusted CA certificates replacing the built-in roots, for
+    /// the control-plane and GetIceServerConfig calls and, in a client, its
+    /// WebSocket too. When set, it takes precedence over the client's
+    /// `ClientConfig::ca_bundle`.
     pub ca_bundle: Option<PathBuf>,
     /// Upper bound of one HTTP call (connect, TLS, request, reply).
     pub request_timeout: Duration,
@@ -385,7 +389,9 @@ impl ControlPlane {
             .ok_or_else(|| AwsError::BadResponse("CreateSignalingChannel: no ChannelARN in the reply".into()))
     }
 
-    /// GetSignalingChannelEndpoint for `role` with protocols WSS and HTTPS.
+    /// GetSignalingChannelEndpoint for `role` with protocols WSS and HTTPS, as
+    /// the service returned them ([`ControlPlane::resolve_channel`] checks
+    /// their schemes).
     pub async fn get_endpoints(&self, arn: &str, role: Role) -> Result<ChannelEndpoints, AwsError> {
         check_arn(arn)?;
         let body = json!({
@@ -409,6 +415,7 @@ impl ControlPlane {
             validate_client_id(client_id).map_err(|e| AwsError::Config(e.to_string()))?;
             body["ClientId"] = json!(client_id);
         }
+        self.check_scheme("HTTPS", https_endpoint, "https://", "http://")?;
         let url = format!("{}/v1/get-ice-server-config", https_endpoint.trim_end_matches('/'));
         parse_ice_server_list(&self.call("GetIceServerConfig", &url, &body).await?)
     }
@@ -421,12 +428,51 @@ impl ControlPlane {
         arn: &str,
         client_id: Option<&str>,
     ) -> Result<String, AwsError> {
+        Ok(self.presign(wss_endpoint, arn, client_id).await?.0)
+    }
+
+    /// [`ControlPlane::presign_wss_url`], with a redactor of the URL's secrets
+    /// (the credentials' and the signed query's) for what a refused upgrade
+    /// sends back.
+    pub(crate) async fn presign(
+        &self,
+        wss_endpoint: &str,
+        arn: &str,
+        client_id: Option<&str>,
+    ) -> Result<(String, Redactor), AwsError> {
+        self.check_scheme("WSS", wss_endpoint, "wss://", "ws://")?;
         let credentials = self.credentials().await?;
         let mut params = vec![("X-Amz-ChannelARN", arn)];
         if let Some(client_id) = client_id {
             params.push(("X-Amz-ClientId", client_id));
         }
-        sigv4::presign_wss_url(wss_endpoint, &params, &credentials, &self.region, self.signing_time())
+        let url = sigv4::presign_wss_url(wss_endpoint, &params, &credentials, &self.region, self.signing_time())?;
+        let redactor = sigv4::presigned_url_redactor(&url, &credentials);
+        Ok((url, redactor))
+    }
+
+    /// Refuses a channel endpoint (from the service or the cache) weaker than
+    /// the control plane: under an `https://` control plane only `secure`
+    /// (`wss://`, `https://`) is accepted; under a plain `http://` one, the
+    /// user's explicit choice (e.g. a local emulator), `plain` too. Anything
+    /// else is [`AwsError::BadResponse`] naming the downgrade, so that no
+    /// credential or signed URL ever leaves in cleartext.
+    fn check_scheme(&self, protocol: &str, endpoint: &str, secure: &str, plain: &str) -> Result<(), AwsError> {
+        let plain_allowed = self.url.starts_with("http://");
+        if endpoint.starts_with(secure) || plain_allowed && endpoint.starts_with(plain) {
+            return Ok(());
+        }
+        let allowed = if plain_allowed { format!("{secure} or {plain}") } else { secure.to_owned() };
+        Err(AwsError::BadResponse(format!(
+            "scheme downgrade refused: the {protocol} endpoint {} is not {allowed} (control plane {})",
+            strip_query(endpoint),
+            self.url
+        )))
+    }
+
+    fn check_endpoints(&self, endpoints: &ChannelEndpoints) -> Result<(), AwsError> {
+        self.check_scheme("WSS", &endpoints.wss, "wss://", "ws://")?;
+        self.check_scheme("HTTPS", &endpoints.https, "https://", "http://")
     }
 
     /// The ARN and endpoints of `channel` for `role`: from `cache` when it has
@@ -442,15 +488,33 @@ impl ControlPlane {
         create: Option<&CreateChannel>,
         cache: Option<&EndpointCache>,
     ) -> Result<ResolvedChannel, AwsError> {
-        if let Some(hit) = cache.and_then(|c| c.get(channel.as_str(), role)) {
-            log!(Level::Debug, TARGET, "endpoints of {} ({}) from the cache", channel.as_str(), role_name(role));
-            return Ok(ResolvedChannel { arn: hit.arn, endpoints: hit.endpoints, from_cache: true });
+        if let Some(cache) = cache
+            && let Some(hit) = cache.get(channel.as_str(), role)
+        {
+            // The cache file may have been edited: its endpoints obey the same rule.
+            match self.check_endpoints(&hit.endpoints) {
+                Ok(()) => {
+                    log!(
+                        Level::Debug,
+                        TARGET,
+                        "endpoints of {} ({}) from the cache",
+                        channel.as_str(),
+                        role_name(role)
+                    );
+                    return Ok(ResolvedChannel { arn: hit.arn, endpoints: hit.endpoints, from_cache: true });
+                }
+                Err(e) => {
+                    log!(Level::Warn, TARGET, "endpoint cache entry of {} dropped: {}", channel.as_str(), e.message());
+                    cache.invalidate(channel.as_str(), role);
+                }
+            }
         }
         let arn = match channel {
             ChannelRef::Arn(arn) => arn.clone(),
             ChannelRef::Name(name) => self.describe_or_create(name, create).await?,
         };
         let endpoints = self.get_endpoints(&arn, role).await?;
+        self.check_endpoints(&endpoints)?;
         if let Some(cache) = cache {
             cache.put(channel.as_str(), role, &arn, &endpoints);
         }
@@ -535,7 +599,7 @@ impl ControlPlane {
                     continue;
                 }
             }
-            let error = error_from_response(&response, &credentials);
+            let error = error_from_response(&response, &request_redactor(&credentials, &headers));
             if matches!(error, AwsError::AccessDenied(_)) {
                 // The credentials may have been revoked or rotated: ask the provider next time.
                 self.credentials.invalidate();
@@ -558,13 +622,26 @@ fn parse_success(operation: &str, response: &HttpResponse) -> Result<Value, AwsE
     Ok(value)
 }
 
-/// Maps an error reply to an [`AwsError`], with any echo of the credentials' secrets removed.
-fn error_from_response(response: &HttpResponse, credentials: &Credentials) -> AwsError {
-    let body = credentials.redact(&response.body_text());
+/// The secrets of one signed request: the credentials' and the signature of
+/// its `authorization` header.
+fn request_redactor(credentials: &Credentials, headers: &[(String, String)]) -> Redactor {
+    let mut redactor = credentials.redactor();
+    let authorization = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    if let Some(signature) = authorization.and_then(|(_, value)| value.split_once("Signature=")) {
+        redactor.add(signature.1.trim());
+    }
+    redactor
+}
+
+/// Maps an error reply to an [`AwsError`], with any echo of the request's
+/// secrets removed from its body and headers before anything is cut.
+fn error_from_response(response: &HttpResponse, redactor: &Redactor) -> AwsError {
+    let scrub = |name: &str| response.header(name).map(|value| redactor.scrub(value));
+    let body = redactor.scrub(&response.body_text());
     classify(service_error(
         response.status,
-        response.header("x-amzn-ErrorType"),
-        response.header("x-amzn-RequestId"),
+        scrub("x-amzn-ErrorType").as_deref(),
+        scrub("x-amzn-RequestId").as_deref(),
         body.as_bytes(),
     ))
 }
@@ -640,10 +717,27 @@ mod tests {
             ],
             body: br#"{"message":"The canonical request was x-amz-security-token:SessionTokenValue"}"#.to_vec(),
         };
-        let error = error_from_response(&response, &credentials);
+        let headers = [(
+            "authorization".to_owned(),
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/x, Signature=0a1b2c3d4e".to_owned(),
+        )];
+        let error = error_from_response(&response, &request_redactor(&credentials, &headers));
         assert!(matches!(&error, AwsError::AccessDenied(s) if s.request_id.as_deref() == Some("r1")));
         let text = format!("{error} {error:?}");
         assert!(!text.contains("SessionTokenValue") && text.contains("** redacted **"), "{text}");
+
+        // URL-encoded, and deep in a long body that is cut to its start: still removed.
+        let echo = format!(
+            r#"{{"message":"{} x-amz-security-token=Session%2BToken%2FValue%3D&Signature=0a1b2c3d4e"}}"#,
+            "x".repeat(400)
+        );
+        let credentials = Credentials::new("AKIDEXAMPLE", "SecretKeyValue", Some("Session+Token/Value="));
+        let response = HttpResponse { status: 403, headers: vec![], body: echo.into_bytes() };
+        let error = error_from_response(&response, &request_redactor(&credentials, &headers));
+        let text = format!("{error} {error:?}");
+        for secret in ["Session", "0a1b2c3d4e"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //! credentials it gave last are close to expiry.
 
 use super::AwsError;
+use super::redact::{REDACTED, Redactor};
 use crate::log::{Level, log};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 const TARGET: &str = "aws";
-const REDACTED: &str = "** redacted **";
 
 /// An access key pair, optionally temporary (session token and expiry).
 /// `Debug` shows the access key id only.
@@ -62,15 +62,18 @@ impl Credentials {
     }
 
     /// Replaces any occurrence of the secret key or the session token in
-    /// `text` (e.g. a service message echoing a canonical request).
+    /// `text` (e.g. a service message echoing a canonical request), in any
+    /// encoding (see [`Redactor`]).
     pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for secret in [Some(&self.secret_access_key), self.session_token.as_ref()].into_iter().flatten() {
-            if secret.len() >= 4 && text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), REDACTED);
-            }
-        }
-        text
+        self.redactor().scrub(text)
+    }
+
+    /// A redactor of the secret key and the session token, to extend with
+    /// the secrets of one request (its signature).
+    pub(crate) fn redactor(&self) -> Redactor {
+        Redactor::new(
+            [Some(&self.secret_access_key), self.session_token.as_ref()].into_iter().flatten().map(String::as_str),
+        )
     }
 
     /// The form aws-sigv4 signs with.

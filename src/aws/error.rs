@@ -165,7 +165,9 @@ fn xml_element<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     Some(body[start..end].trim())
 }
 
-fn truncate(text: &str) -> String {
+/// `text` cut to its first 512 characters (marked with `...`); a message
+/// must be scrubbed of secrets before it is cut, or a cut secret escapes the scrub.
+pub(crate) fn truncate(text: &str) -> String {
     match text.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text.to_owned(),

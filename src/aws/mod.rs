@@ -9,9 +9,12 @@
 //! [`ControlPlane::presign_wss_url`] → connect with [`ControlPlane::tls`].
 //!
 //! No C types here, and no secret ever reaches a log line, an error or a
-//! `Debug` output: credentials and ICE passwords print redacted, service
-//! messages are scrubbed of the secret key and session token, and URLs are
-//! logged without their query.
+//! `Debug` output: credentials and ICE passwords print redacted, what a
+//! server sends back is scrubbed of the secret key, the session token and the
+//! request's signature in any encoding before it is cut, and URLs are logged
+//! without their query. Endpoints the service returns (or the endpoint cache
+//! holds) are never weaker than the control plane: `wss://` and `https://`
+//! under an `https://` control plane.
 
 mod cache;
 mod clock;
@@ -21,6 +24,7 @@ pub mod endpoints;
 mod error;
 pub mod http;
 pub mod ice;
+mod redact;
 pub mod sigv4;
 pub mod tls;
 
@@ -31,9 +35,11 @@ pub use control_plane::{
 };
 pub use credentials::{CachingCredentials, Credentials, CredentialsProvider, EnvCredentials, StaticCredentials};
 pub use endpoints::{EndpointVariant, control_plane_url, resolve_control_plane, stun_url};
+pub(crate) use error::truncate;
 pub use error::{AwsError, ServiceError, is_clock_skew_message};
 pub use http::{HttpClient, HttpResponse};
 pub use ice::IceServer;
+pub(crate) use redact::Redactor;
 #[cfg(feature = "rustls")]
 pub use tls::tls_config;
 pub use tls::{TlsClient, TlsStream};

@@ -1,6 +1,7 @@
 //! SigV4 through the aws-sigv4 crate: the presigned WebSocket URL (spec §2.1,
 //! as the JS SDK builds it) and header-signed HTTPS requests (spec §2.3).
 
+use super::redact::Redactor;
 use super::{AwsError, Credentials};
 use aws_sigv4::http_request::{
     PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
@@ -8,6 +9,7 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
+use percent_encoding::percent_decode_str;
 use std::time::{Duration, SystemTime};
 
 /// The signing name of the control plane, the channel endpoints and the WebSocket.
@@ -33,6 +35,23 @@ pub fn uri_encode(value: &str) -> String {
 /// the credential scope, signature and session token).
 pub fn strip_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
+}
+
+/// Query parameters of a presigned URL that let whoever holds them connect
+/// as the signer until the URL expires.
+const SECRET_QUERY_PARAMS: [&str; 3] = ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token"];
+
+/// A redactor of everything secret in the presigned `url` signed with `creds`:
+/// the secret key, the session token, the signature and the credential scope.
+pub(crate) fn presigned_url_redactor(url: &str, creds: &Credentials) -> Redactor {
+    let mut redactor = creds.redactor();
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        if SECRET_QUERY_PARAMS.iter().any(|secret| secret.eq_ignore_ascii_case(name)) {
+            redactor.add(&percent_decode_str(value).decode_utf8_lossy());
+        }
+    }
+    redactor
 }
 
 fn signing_error(e: impl std::fmt::Display) -> AwsError {
@@ -190,6 +209,19 @@ mod tests {
             url,
             "wss://kvs.awsamazon.com/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA4F7WJQR7FMMWMNXI%2F20191201%2Fus-west-2%2Fkinesisvideo%2Faws4_request&X-Amz-Date=20191201T000000Z&X-Amz-Expires=299&X-Amz-Security-Token=FakeSessionToken&X-Amz-Signature=fc268038be276315822b4f73eafd28ee3a5632a2a35fdb0a88db9a42b13d6c92&X-Amz-SignedHeaders=host&X-Amz-TestParam=test-param-value"
         );
+    }
+
+    #[test]
+    fn a_refusal_echoing_the_signed_query_shows_none_of_it() {
+        let creds = Credentials::new("AKIA4F7WJQR7FMMWMNXI", "FakeSecretKey", Some("Fake/Session+Token="));
+        let url = presign_wss_url(ENDPOINT, PARAMS, &creds, REGION, date()).unwrap();
+        let query = url.split_once('?').unwrap().1;
+        let echo = format!("canonical request: GET / {query} (lower-case hex: {})", query.replace("%2F", "%2f"));
+        let shown = presigned_url_redactor(&url, &creds).scrub(&echo);
+        for secret in [signature_of(&url), "AKIA4F7WJQR7FMMWMNXI%2", "Fake%2", "Session"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("X-Amz-TestParam=test-param-value"), "{shown}");
     }
 
     #[test]

@@ -51,6 +51,14 @@ type Connector = tokio_native_tls::TlsConnector;
 /// The ALPN protocol offered on every connection.
 const ALPN: &str = "http/1.1";
 
+/// Why a handshake failed when the server offered an older protocol version
+/// (TLS 1.0 / 1.1, SSL) or refused ours.
+const OLD_PROTOCOL: &str = "the server offered no TLS 1.2 or 1.3 (protocol version)";
+/// Why a handshake failed when the server hung up on our ClientHello, which
+/// is what an OpenSSL 3 server limited to TLS 1.0 or 1.1 does.
+const HUNG_UP: &str =
+    "the server closed the connection during the TLS handshake; it may offer no TLS 1.2 or 1.3 (protocol version)";
+
 /// The client TLS settings of the library. Cheap to clone.
 #[derive(Clone)]
 pub struct TlsClient {
@@ -124,12 +132,28 @@ impl TlsClient {
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.connector));
         connector.connect(server_name, tcp).await.map_err(|error| {
             match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                Some(rustls_error) if is_protocol_version(rustls_error) => {
+                    AwsError::Tls(format!("{host}: {OLD_PROTOCOL}: {rustls_error}"))
+                }
                 Some(rustls_error) => AwsError::Tls(format!("{host}: {rustls_error}")),
                 None if error.kind() == std::io::ErrorKind::InvalidData => AwsError::Tls(format!("{host}: {error}")),
+                None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    AwsError::Tls(format!("{host}: {HUNG_UP}"))
+                }
                 None => AwsError::Network(format!("TLS handshake with {host}: {error}")),
             }
         })
     }
+}
+
+/// Whether rustls failed because the server speaks no TLS 1.2 or 1.3.
+#[cfg(not(feature = "native-tls"))]
+fn is_protocol_version(error: &rustls::Error) -> bool {
+    matches!(
+        error,
+        rustls::Error::PeerIncompatible(rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13)
+            | rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)
+    )
 }
 
 #[cfg(feature = "native-tls")]
@@ -159,13 +183,28 @@ impl TlsClient {
         self.connector.connect(host, tcp).await.map_err(|error| {
             // OpenSSL reports a failing socket as the source of its error.
             let mut source = std::error::Error::source(&error);
+            let mut text = error.to_string();
             while let Some(inner) = source {
-                if inner.is::<std::io::Error>() {
-                    return AwsError::Network(format!("TLS handshake with {host}: {error}"));
+                match inner.downcast_ref::<std::io::Error>() {
+                    Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return AwsError::Tls(format!("{host}: {HUNG_UP}"));
+                    }
+                    Some(_) => return AwsError::Network(format!("TLS handshake with {host}: {error}")),
+                    None => text = format!("{text}: {inner}"),
                 }
                 source = inner.source();
             }
-            AwsError::Tls(format!("{host}: {error}"))
+            let text = text.to_ascii_lowercase();
+            if text.contains("unexpected eof") {
+                AwsError::Tls(format!("{host}: {HUNG_UP}: {error}"))
+            } else if ["unsupported protocol", "wrong version number", "protocol version"]
+                .iter()
+                .any(|t| text.contains(t))
+            {
+                AwsError::Tls(format!("{host}: {OLD_PROTOCOL}: {error}"))
+            } else {
+                AwsError::Tls(format!("{host}: {error}"))
+            }
         })
     }
 }

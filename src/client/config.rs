@@ -1,10 +1,25 @@
 //! Client configuration.
 
 use super::ClientError;
+use super::connect::{host_and_port, redact_query};
 use crate::aws::{ControlPlaneConfig, CreateChannel};
 use crate::protocol::{Role, validate_channel_arn, validate_client_id};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
+/// the largest message of the spec (a 10,000-character payload in its
+/// envelope, spec §7.1), small enough to be buffered whole per socket on firmware.
+pub const DEFAULT_MAX_INBOUND_FRAME_LEN: usize = 64 * 1024;
+/// The least [`ClientConfig::max_inbound_frame_len`] accepted (16 KiB): the
+/// largest message of the spec (about 10.6 KB) must fit.
+pub const MIN_INBOUND_FRAME_LEN: usize = 16 * 1024;
+/// The most [`ClientConfig::max_inbound_frame_len`] accepted (1 MiB): a socket
+/// buffers a whole message before the client sees it.
+pub const MAX_INBOUND_FRAME_LEN: usize = 1024 * 1024;
+/// The default of [`ClientConfig::early_candidate_budget`] (256 KiB): about 250
+/// candidates of a usual size (a 1 KB entry) held at once, over all peers.
+pub const DEFAULT_EARLY_CANDIDATE_BUDGET: usize = 256 * 1024;
 
 /// Everything a client needs to reach one signaling channel.
 #[derive(Debug, Clone)]
@@ -28,7 +43,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Sends that may wait for the socket at once; one more is refused.
     pub send_queue_capacity: usize,
-    /// Inbound frames longer than this are logged and skipped.
+    /// The longest inbound message (and frame) in bytes, and so what one socket
+    /// buffers at most before the client parses it. A longer one breaks the
+    /// protocol: the connection is dropped (with a log line naming the size) and
+    /// the client reconnects. Default [`DEFAULT_MAX_INBOUND_FRAME_LEN`] (64 KiB);
+    /// [`MIN_INBOUND_FRAME_LEN`]..=[`MAX_INBOUND_FRAME_LEN`].
     pub max_inbound_frame_len: usize,
     /// How long a send may wait in the queue while the client reconnects before
     /// it is reported failed.
@@ -46,11 +65,26 @@ pub struct ClientConfig {
     /// Outbound pacing per connection, to stay under the service quotas.
     pub pacing: Pacing,
     /// Hold ICE candidates that arrive before an SDP offer or answer from the same
-    /// peer, and deliver them right after it.
+    /// peer, and deliver them right after it. An offer this client writes to a
+    /// peer makes that peer's candidates wait again, for its answer.
     pub buffer_early_candidates: bool,
+    /// The most bytes of early candidates held at once, over all peers (each
+    /// counted with its payload, parsed fields and sender id). Beyond it the
+    /// oldest held candidate is delivered at once, before its peer's SDP and out
+    /// of order, with a log line: a WebRTC stack copes with an early candidate
+    /// (it may fail to add it), while a dropped one can cost the connection.
+    /// Default [`DEFAULT_EARLY_CANDIDATE_BUDGET`] (256 KiB).
+    pub early_candidate_budget: usize,
     /// Connect through the control plane with SigV4 (the real service path).
     /// `None` connects to `endpoint` as it is, unsigned.
     pub aws: Option<AwsConfig>,
+    /// A PEM file of CA certificates that replaces the built-in roots (the
+    /// Mozilla roots with rustls, the system store with native-tls) for every
+    /// connection of the client: the WebSocket, the control-plane and
+    /// GetIceServerConfig calls. Only its certificates are trusted. A
+    /// `ControlPlaneConfig::ca_bundle` that is set takes precedence over it
+    /// (for all of those connections). Checked by [`ClientConfig::validate`].
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// How a client reaches the service through its control plane.
@@ -76,7 +110,7 @@ impl AwsConfig {
         let cp = &self.control_plane;
         crate::aws::resolve_control_plane(&cp.region, cp.variant, cp.endpoint_override.as_deref())?;
         if let Some(bundle) = &cp.ca_bundle {
-            crate::aws::TlsClient::new(Some(bundle))?;
+            check_ca_bundle(bundle)?;
         }
         if let Some(ttl) = self.create_channel.as_ref().and_then(|c| c.message_ttl_secs)
             && !(5..=120).contains(&ttl)
@@ -127,7 +161,7 @@ impl ClientConfig {
             region: region_of_arn(channel_arn).unwrap_or("us-west-2").to_owned(),
             connect_timeout: Duration::from_secs(5),
             send_queue_capacity: 256,
-            max_inbound_frame_len: 64 * 1024,
+            max_inbound_frame_len: DEFAULT_MAX_INBOUND_FRAME_LEN,
             send_queue_timeout: Duration::from_secs(30),
             backoff: Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(10) },
             ping_interval: Duration::from_secs(20),
@@ -135,7 +169,9 @@ impl ClientConfig {
             max_connection_age: Duration::from_secs(55 * 60),
             pacing: Pacing { sdp_per_second: 5, ice_per_second: 20 },
             buffer_early_candidates: false,
+            early_candidate_budget: DEFAULT_EARLY_CANDIDATE_BUDGET,
             aws: None,
+            ca_bundle: None,
         }
     }
 
@@ -194,13 +230,14 @@ impl ClientConfig {
             }
             (Role::Master, None) => {}
         }
-        let scheme_ok = self.endpoint.starts_with("ws://") || self.endpoint.starts_with("wss://");
-        let endpoint_needed = self.aws.is_none();
-        if endpoint_needed && !scheme_ok || self.endpoint.contains('?') || self.endpoint.contains(char::is_whitespace) {
+        if self.endpoint.contains(['?', '#']) || self.endpoint.contains(char::is_whitespace) {
             return invalid(format!(
-                "endpoint {:?} must be a ws:// or wss:// URL without a query string",
-                self.endpoint
+                "endpoint {:?} must be a ws:// or wss:// URL without a query string or spaces",
+                redact_query(&self.endpoint)
             ));
+        }
+        if self.aws.is_none() {
+            host_and_port(&self.endpoint)?;
         }
         let region_ok = !self.region.is_empty()
             && self.region.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
@@ -212,6 +249,12 @@ impl ClientConfig {
         }
         if self.send_queue_capacity == 0 {
             return invalid("send queue capacity must be above zero".into());
+        }
+        if !(MIN_INBOUND_FRAME_LEN..=MAX_INBOUND_FRAME_LEN).contains(&self.max_inbound_frame_len) {
+            return invalid(format!(
+                "maximum inbound frame length {} is outside {MIN_INBOUND_FRAME_LEN}-{MAX_INBOUND_FRAME_LEN} bytes",
+                self.max_inbound_frame_len
+            ));
         }
         let positive = [
             ("send queue timeout", self.send_queue_timeout),
@@ -230,10 +273,32 @@ impl ClientConfig {
         if self.backoff.max < self.backoff.initial {
             return invalid("maximum backoff must not be below the initial backoff".into());
         }
+        if let Some(bundle) = &self.ca_bundle {
+            check_ca_bundle(bundle)?;
+        }
         if let Some(aws) = &self.aws {
             aws.validate()?;
         }
         Ok(())
+    }
+
+    /// The CA bundle of the connections through the control plane: its own
+    /// when set, else the client's.
+    pub(super) fn control_plane_config(&self, aws: &AwsConfig) -> ControlPlaneConfig {
+        let mut control_plane = aws.control_plane.clone();
+        if control_plane.ca_bundle.is_none() {
+            control_plane.ca_bundle = self.ca_bundle.clone();
+        }
+        control_plane
+    }
+}
+
+/// Loads the PEM file `bundle`: unreadable, not PEM or without a certificate
+/// is [`ClientError::InvalidConfig`], so that it shows when the client is made.
+fn check_ca_bundle(bundle: &Path) -> Result<(), ClientError> {
+    match crate::aws::TlsClient::new(Some(bundle)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ClientError::InvalidConfig(e.message().to_owned())),
     }
 }
 
@@ -266,9 +331,38 @@ mod tests {
             ClientConfig::master(ARN, "ws://h/?X-Amz-ChannelARN=x"),
             ClientConfig { region: "US".into(), ..ClientConfig::master(ARN, "ws://h") },
             ClientConfig { connect_timeout: Duration::ZERO, ..ClientConfig::master(ARN, "ws://h") },
+            ClientConfig { max_inbound_frame_len: 1000, ..ClientConfig::master(ARN, "ws://h") },
+            ClientConfig { max_inbound_frame_len: 2 << 20, ..ClientConfig::master(ARN, "ws://h") },
         ];
         for config in cases {
             assert!(matches!(config.validate(), Err(ClientError::InvalidConfig(_))), "{config:?}");
         }
+    }
+
+    #[test]
+    fn endpoints_are_checked_whole_and_quoted_without_their_query() {
+        let message = |endpoint: &str| ClientConfig::master(ARN, endpoint).validate().unwrap_err().to_string();
+        assert_eq!(message("ws://"), "invalid configuration: endpoint \"ws://\" has no host");
+        assert!(message("wss://h:99999").contains("\"wss://h:99999\" has an invalid port"));
+        assert!(message("wss://h:x").contains("invalid port"));
+        let with_query = message("wss://h/?X-Amz-Security-Token=t");
+        assert!(with_query.contains("\"wss://h/\"") && !with_query.contains("Token"), "{with_query}");
+        for good in ["ws://127.0.0.1:9000", "wss://h", "wss://[::1]:8443/path"] {
+            assert!(ClientConfig::master(ARN, good).validate().is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_ca_bundle_is_loaded_when_the_configuration_is_checked() {
+        let dir = std::env::temp_dir();
+        let garbage = dir.join(format!("kvs-config-garbage-bundle-{}.pem", std::process::id()));
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let missing = dir.join(format!("kvs-config-missing-bundle-{}.pem", std::process::id()));
+        for (bundle, why) in [(&garbage, "no PEM certificate"), (&missing, "CA bundle")] {
+            let config = ClientConfig { ca_bundle: Some(bundle.clone()), ..ClientConfig::master(ARN, "wss://h") };
+            let result = config.validate();
+            assert!(matches!(&result, Err(ClientError::InvalidConfig(m)) if m.contains(why)), "{result:?}");
+        }
+        let _ = std::fs::remove_file(&garbage);
     }
 }

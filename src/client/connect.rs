@@ -2,8 +2,10 @@
 //! timed. The one place a socket is set up.
 
 use super::ClientError;
-use crate::aws::{AwsError, TlsClient, TlsStream};
+use super::config::DEFAULT_MAX_INBOUND_FRAME_LEN;
+use crate::aws::{AwsError, Redactor, TlsClient, TlsStream, truncate};
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -22,9 +24,47 @@ pub(super) type SocketReader = futures_util::stream::SplitStream<Socket>;
 /// every read and stays resident per connection; signaling frames are small,
 /// and larger ones still arrive whole.
 const READ_BUFFER: usize = 4096;
-/// Frames above this size make tungstenite fail the connection; smaller ones
-/// above the configured inbound limit are skipped by the client instead.
-const SOCKET_MAX_MESSAGE: usize = 1 << 20;
+/// Frames are buffered up to this many bytes (16 KiB) before they are written
+/// to the socket, so that a batch of candidates goes out in one write; a flush
+/// writes at once whatever is buffered.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// The most bytes (64 KiB) the client buffers for one socket beyond what the
+/// kernel took. Pongs that tungstenite answers pings with are dropped beyond it,
+/// and a send finds the buffer full ([`tungstenite::Error::WriteBufferFull`]),
+/// which ends the connection: a peer that does not read what is written to it
+/// is gone as far as the client is concerned. Room for [`WRITE_BUFFER`] and
+/// several of the largest frames the client sends (about 10.6 KB: a
+/// 10,000-character payload, two 256-character ids and the keys).
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
+
+tokio::task_local! {
+    /// The longest inbound message (and frame) for the sockets opened in this
+    /// task: [`super::ClientConfig::max_inbound_frame_len`]. The supervisor sets
+    /// it around each connect attempt ([`with_inbound_limit`]), so that
+    /// [`open_socket`], which the connect paths of `target` call, applies the
+    /// client's setting; outside it, [`DEFAULT_MAX_INBOUND_FRAME_LEN`] applies.
+    static INBOUND_LIMIT: usize;
+}
+
+/// Runs `connect` (a task's connect attempt) with sockets that accept inbound
+/// messages of up to `limit` bytes.
+pub(super) async fn with_inbound_limit<F: Future>(limit: usize, connect: F) -> F::Output {
+    INBOUND_LIMIT.scope(limit, connect).await
+}
+
+/// Describes a socket error for the log and the state change, naming the
+/// limits a hostile or broken peer ran into.
+pub(super) fn describe_socket_error(error: &tungstenite::Error) -> String {
+    match error {
+        tungstenite::Error::WriteBufferFull(_) => {
+            format!("the peer is not reading: {MAX_WRITE_BUFFER} bytes wait to be written")
+        }
+        tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong { size, max_size }) => {
+            format!("protocol violation: an inbound message of {size} bytes exceeds the limit of {max_size} bytes")
+        }
+        other => other.to_string(),
+    }
+}
 
 /// `endpoint` with a `/` path when it has none, ready for a query string.
 pub(crate) fn with_path(endpoint: &str) -> String {
@@ -83,9 +123,10 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// The client settings for an endpoint used as it is: the default roots.
-pub(crate) fn default_tls() -> Result<TlsClient, ClientError> {
-    TlsClient::new(None).map_err(socket_error)
+/// The client settings for an endpoint used as it is: the roots of the PEM
+/// file `ca_bundle`, or the built-in ones.
+pub(crate) fn direct_tls(ca_bundle: Option<&Path>) -> Result<TlsClient, ClientError> {
+    TlsClient::new(ca_bundle).map_err(|e| ClientError::InvalidConfig(e.message().to_owned()))
 }
 
 /// A TLS failure of the socket, as the client reports it.
@@ -98,32 +139,72 @@ fn socket_error(error: AwsError) -> ClientError {
     }
 }
 
-fn host_and_port(url: &str) -> Result<(String, u16, bool), ClientError> {
+/// The host (without brackets), port and security of a `ws://` or `wss://`
+/// URL: a host is required, a port must be 1-65535, a user name is refused.
+/// Errors quote the URL without its query string.
+pub(super) fn host_and_port(url: &str) -> Result<(String, u16, bool), ClientError> {
+    let bad = |why: &str| Err(ClientError::InvalidConfig(format!("endpoint {:?} {why}", redact_query(url))));
     let (secure, rest) = if let Some(rest) = url.strip_prefix("wss://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("ws://") {
         (false, rest)
     } else {
-        return Err(ClientError::InvalidConfig(format!("endpoint {} is not ws:// or wss://", redact_query(url))));
+        return bad("is not ws:// or wss://");
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => match port.parse::<u16>() {
-            Ok(port) => (host, port),
-            Err(_) => (authority, if secure { 443 } else { 80 }),
-        },
-        _ => (authority, if secure { 443 } else { 80 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(ClientError::InvalidConfig(format!("endpoint {} has no host", redact_query(url))));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return bad("must not hold a user name");
     }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, after)) => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return bad("has text after its IPv6 address"),
+            },
+            None => return bad("has an unclosed '['"),
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return bad("has no host");
+    }
+    let port = match port {
+        None if secure => 443,
+        None => 80,
+        Some(digits) => match digits.parse::<u16>() {
+            Ok(port) if port != 0 && digits.bytes().all(|b| b.is_ascii_digit()) => port,
+            _ => return bad("has an invalid port (1-65535)"),
+        },
+    };
     Ok((host.to_owned(), port, secure))
 }
 
+/// What a refused upgrade's body may show: the first line of its message (an
+/// AWS error body is JSON whose message goes on, after its first line, to
+/// quote the canonical request), with the secrets of `redactor` removed from
+/// the whole body first, then cut to 512 characters.
+fn refusal_text(body: &str, redactor: &Redactor) -> String {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|json| ["message", "Message"].iter().find_map(|key| json.get(key)?.as_str().map(str::to_owned)));
+    let text = redactor.scrub(&message.unwrap_or_else(|| body.to_owned()));
+    // Not JSON (e.g. cut short by the server): stop at a raw or an escaped line break.
+    let end = [text.find('\n'), text.find("\\n")].into_iter().flatten().min().unwrap_or(text.len());
+    truncate(&text[..end])
+}
+
 /// Opens the WebSocket at `url` (the full URL, query included). `tls` is used
-/// for `wss://`.
-pub(super) async fn open_socket(url: &str, tls: &TlsClient) -> Result<(Socket, Phases), ClientError> {
+/// for `wss://`; `redactor` holds the secrets of `url`, removed from the body
+/// of a refused upgrade.
+pub(super) async fn open_socket(
+    url: &str,
+    tls: &TlsClient,
+    redactor: &Redactor,
+) -> Result<(Socket, Phases), ClientError> {
     let (host, port, secure) = host_and_port(url)?;
     let request = url.into_client_request().map_err(|e| ClientError::InvalidConfig(format!("endpoint: {e}")))?;
     let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| ClientError::Network(e.to_string()))?;
@@ -136,15 +217,18 @@ pub(super) async fn open_socket(url: &str, tls: &TlsClient) -> Result<(Socket, P
     };
     let tls_time = if secure { tls_started.elapsed() } else { Duration::ZERO };
     let ws_started = Instant::now();
+    let max_inbound = INBOUND_LIMIT.try_with(|limit| *limit).unwrap_or(DEFAULT_MAX_INBOUND_FRAME_LEN);
     let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(SOCKET_MAX_MESSAGE))
-        .max_frame_size(Some(SOCKET_MAX_MESSAGE))
-        .read_buffer_size(READ_BUFFER);
+        .max_message_size(Some(max_inbound))
+        .max_frame_size(Some(max_inbound))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER);
     match tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config)).await {
         Ok((socket, _response)) => Ok((socket, Phases { tls: tls_time, websocket: ws_started.elapsed() })),
         Err(tungstenite::Error::Http(response)) => {
             let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            let body: String = body.chars().take(512).collect();
+            let body = refusal_text(&body, redactor);
             let error_type = response
                 .headers()
                 .get("x-amzn-ErrorType")
@@ -168,8 +252,33 @@ mod tests {
         assert_eq!(host_and_port("ws://127.0.0.1:9000/?a=b").unwrap(), ("127.0.0.1".into(), 9000, false));
         assert_eq!(host_and_port("wss://v-1.example.com/path").unwrap(), ("v-1.example.com".into(), 443, true));
         assert_eq!(host_and_port("wss://[::1]:8443/").unwrap(), ("::1".into(), 8443, true));
-        assert!(host_and_port("http://x").is_err());
-        assert!(host_and_port("ws://:9/").is_err());
+        assert_eq!(host_and_port("ws://[::1]/").unwrap(), ("::1".into(), 80, false));
+        for (bad, why) in [
+            ("http://x", "\"http://x\" is not ws:// or wss://"),
+            ("ws://", "\"ws://\" has no host"),
+            ("ws://:9/", "has no host"),
+            ("wss://h:0/", "invalid port"),
+            ("wss://h:65536/", "invalid port"),
+            ("wss://h:+80/", "invalid port"),
+            ("wss://h:x/?X-Amz-Signature=s", "endpoint \"wss://h:x/\" has an invalid port"),
+            ("wss://u:p@h/", "user name"),
+            ("wss://[::1/", "unclosed"),
+            ("wss://[::1]x/", "after its IPv6"),
+        ] {
+            let error = host_and_port(bad).unwrap_err().to_string();
+            assert!(error.contains(why) && !error.contains("Signature"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn refusals_show_the_first_line_scrubbed_then_cut() {
+        let redactor = Redactor::new(["Secret/Token="]);
+        let json = r#"{"message":"Signature mismatch\nCanonical request: Secret%2FToken%3D"}"#;
+        assert_eq!(refusal_text(json, &redactor), "Signature mismatch");
+        let long = format!("{}Secret%2FToken%3D{}", "x".repeat(505), "y".repeat(600));
+        let shown = refusal_text(&long, &redactor);
+        assert!(!shown.contains("Secret") && shown.ends_with("..."), "{shown}");
+        assert!(shown.chars().count() <= 515, "{shown}");
     }
 
     #[test]

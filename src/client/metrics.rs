@@ -37,6 +37,12 @@ pub struct Metrics {
     pub backpressure_pauses: u64,
     /// Events the receiver holds now (0 without a backlog).
     pub events_queued: u64,
+    /// Bytes of early ICE candidates held now, waiting for their peer's SDP;
+    /// never above `ClientConfig::early_candidate_budget`.
+    pub early_candidates_held_bytes: u64,
+    /// Early candidates delivered before their peer's SDP because the hold was
+    /// full (see `ClientConfig::early_candidate_budget`).
+    pub early_candidates_overflowed: u64,
 }
 
 /// Atomic backing store of [`Metrics`]; written by the supervisor task.
@@ -58,6 +64,8 @@ pub(super) struct Counters {
     pub current_backoff_ms: AtomicU64,
     pub clock_skew_ms: AtomicI64,
     pub backpressure_pauses: AtomicU64,
+    pub early_candidates_held_bytes: AtomicU64,
+    pub early_candidates_overflowed: AtomicU64,
 }
 
 pub(super) fn state_to_u8(state: ConnectionState) -> u8 {
@@ -130,6 +138,8 @@ impl Counters {
             clock_skew_ms: self.clock_skew_ms.load(Ordering::Relaxed),
             backpressure_pauses: read(&self.backpressure_pauses),
             events_queued: events_queued as u64,
+            early_candidates_held_bytes: read(&self.early_candidates_held_bytes),
+            early_candidates_overflowed: read(&self.early_candidates_overflowed),
         }
     }
 }

@@ -20,10 +20,14 @@ mod supervisor;
 mod target;
 
 pub use backlog::{Backlog, event_size};
-pub use config::{AwsConfig, Backoff, ClientConfig, Pacing, region_of_arn};
+pub use config::{
+    AwsConfig, Backoff, ClientConfig, DEFAULT_EARLY_CANDIDATE_BUDGET, DEFAULT_MAX_INBOUND_FRAME_LEN,
+    MAX_INBOUND_FRAME_LEN, MIN_INBOUND_FRAME_LEN, Pacing, region_of_arn,
+};
 pub use error::ClientError;
 pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
 pub use metrics::Metrics;
+pub use target::ICE_REFRESH_MIN_INTERVAL;
 
 use crate::protocol::{Action, IceCandidate, OutboundMessage, Role, SdpType, SessionDescription, encode_payload};
 use metrics::Counters;
@@ -268,6 +272,7 @@ impl Client {
             frame: message.to_json(),
             correlation_id: correlation_id.to_owned(),
             action,
+            recipient: recipient.map(str::to_owned),
             deadline: Instant::now() + self.config.send_queue_timeout,
         };
         match &*self.supervisor() {

@@ -15,6 +15,8 @@ pub(super) struct Outgoing {
     pub frame: String,
     pub correlation_id: String,
     pub action: Action,
+    /// The viewer it goes to (a master's send); `None` from a viewer.
+    pub recipient: Option<String>,
     /// Reported failed if still queued at this time.
     pub deadline: Instant,
 }

@@ -4,7 +4,7 @@
 //! age limit opens the new socket before it lets go of the old one.
 
 use super::backlog::Backlog;
-use super::connect::{Phases, Socket, SocketReader, SocketWriter};
+use super::connect::{Phases, Socket, SocketReader, SocketWriter, describe_socket_error, with_inbound_limit};
 use super::inbound::{Inbound, Notice};
 use super::metrics::{Counters, bump};
 use super::pacing::Window;
@@ -73,12 +73,7 @@ impl SupervisorHandle {
         let queue = Arc::new(SendQueue::new(config.send_queue_capacity));
         let (commands, command_rx) = mpsc::unbounded_channel();
         let supervisor = Supervisor {
-            inbound: Inbound::new(
-                sink.clone(),
-                counters.clone(),
-                config.max_inbound_frame_len,
-                config.buffer_early_candidates,
-            ),
+            inbound: Inbound::new(sink.clone(), counters.clone(), config),
             config: config.clone(),
             sink,
             backlog,
@@ -330,12 +325,13 @@ impl Supervisor {
     fn start_attempt(&mut self) {
         let target = self.target.clone();
         let timeout = self.config.connect_timeout;
-        self.pending = Some(tokio::spawn(async move {
+        let inbound_limit = self.config.max_inbound_frame_len;
+        self.pending = Some(tokio::spawn(with_inbound_limit(inbound_limit, async move {
             match tokio::time::timeout(timeout, target.open()).await {
                 Ok(result) => result,
                 Err(_) => Err(ClientError::Timeout),
             }
-        }));
+        })));
     }
 
     async fn run(mut self) {
@@ -559,7 +555,7 @@ impl Supervisor {
                     _ => return,
                 }
             }
-            Some(Err(e)) => Ended::Lost(e.to_string()),
+            Some(Err(e)) => Ended::Lost(describe_socket_error(&e)),
             None => Ended::Lost("the socket closed".into()),
         };
         self.lose_current(ended);
@@ -608,6 +604,9 @@ impl Supervisor {
             }
             let Some(outgoing) = self.queue.pop() else { break };
             window.record(now);
+            if outgoing.action == Action::SdpOffer {
+                self.inbound.offer_sent(outgoing.recipient.as_deref());
+            }
             batch.push(outgoing);
         }
         if batch.is_empty() {
@@ -634,7 +633,7 @@ impl Supervisor {
             Written::Done(Err(e)) => {
                 // Not known to be written: they go out again on the next socket.
                 self.queue.requeue_front(batch);
-                self.lose_current(Ended::Lost(format!("write failed: {e}")));
+                self.lose_current(Ended::Lost(format!("write failed: {}", describe_socket_error(&e))));
                 None
             }
             // The fed part may be in the socket already and may still reach the
@@ -674,7 +673,7 @@ impl Supervisor {
         match bounded(&mut self.commands, self.config.pong_timeout, ping).await {
             Written::Done(Ok(())) => None,
             Written::Done(Err(e)) => {
-                self.lose_current(Ended::Lost(format!("ping failed: {e}")));
+                self.lose_current(Ended::Lost(format!("ping failed: {}", describe_socket_error(&e))));
                 None
             }
             Written::Stalled(_) => {
@@ -705,7 +704,7 @@ impl Supervisor {
                 None
             }
             Written::Done(Err(e)) => {
-                self.lose_current(Ended::Lost(format!("ping failed: {e}")));
+                self.lose_current(Ended::Lost(format!("ping failed: {}", describe_socket_error(&e))));
                 None
             }
             Written::Stalled(_) => {

@@ -3,15 +3,17 @@
 //! the control plane (cached endpoints, SigV4-presigned URL), which also keeps
 //! the ICE server configuration fresh in the background.
 
-use super::connect::{Phases, Socket, default_tls, open_socket, redact_query, with_path};
+use super::connect::{Phases, Socket, direct_tls, open_socket, redact_query, with_path};
 use super::{ClientConfig, ClientError, ClientEvent, EventSink};
 use crate::aws::ice::refresh_after;
 use crate::aws::sigv4::uri_encode;
 use crate::aws::{
-    AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, TlsClient, is_clock_skew_message,
+    AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, Redactor, TlsClient,
+    is_clock_skew_message,
 };
 use crate::log::{Level, log};
 use crate::protocol::Role;
+use futures_util::FutureExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -21,6 +23,12 @@ const TARGET: &str = "client";
 /// Retry bounds of a failed GetIceServerConfig.
 const ICE_RETRY_MIN: Duration = Duration::from_secs(1);
 const ICE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Shortest time between the starts of two GetIceServerConfig calls made on
+/// request (RECONNECT_ICE_SERVER): requests in between are served together
+/// by one call at the end of it, so a flood of notices costs one call per
+/// interval. Requests never delay a refresh due earlier (before a TTL runs
+/// out, or a retry).
+pub const ICE_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The data-plane URL for `config`'s channel and role (spec §1.3).
 pub(crate) fn connect_url(config: &ClientConfig) -> String {
@@ -93,9 +101,10 @@ impl Target {
     /// The target for `config`: its endpoint as it is, or the control plane.
     pub fn new(config: &ClientConfig, ice: Arc<IceState>, sink: EventSink) -> Result<Target, ClientError> {
         let Some(aws) = &config.aws else {
-            return Ok(Target { inner: Arc::new(Inner::Direct { url: connect_url(config), tls: default_tls()? }) });
+            let tls = direct_tls(config.ca_bundle.as_deref())?;
+            return Ok(Target { inner: Arc::new(Inner::Direct { url: connect_url(config), tls }) });
         };
-        let control_plane = Arc::new(ControlPlane::new(&aws.control_plane)?);
+        let control_plane = Arc::new(ControlPlane::new(&config.control_plane_config(aws))?);
         let channel = match &config.channel_name {
             Some(name) if config.channel_arn.is_empty() => ChannelRef::Name(name.clone()),
             _ => ChannelRef::Arn(config.channel_arn.clone()),
@@ -126,7 +135,7 @@ impl Target {
     pub async fn open(&self) -> Result<(Socket, Phases, Duration), ClientError> {
         match &*self.inner {
             Inner::Direct { url, tls } => {
-                let (socket, phases) = open_socket(url, tls).await?;
+                let (socket, phases) = open_socket(url, tls, &Redactor::default()).await?;
                 Ok((socket, phases, Duration::ZERO))
             }
             Inner::Aws(aws) => aws.open().await,
@@ -181,43 +190,16 @@ impl AwsTarget {
             // In parallel with the socket: never on the offer -> answer path.
             ice.start(&self.control_plane, &resolved.endpoints.https, &resolved.arn, self.client_id.as_deref());
         }
-        let url = self
-            .control_plane
-            .presign_wss_url(&resolved.endpoints.wss, &resolved.arn, self.client_id.as_deref())
-            .await?;
+        let (url, redactor) =
+            self.control_plane.presign(&resolved.endpoints.wss, &resolved.arn, self.client_id.as_deref()).await?;
         *lock(&self.endpoint) = resolved.endpoints.wss.clone();
         let control_plane_time = started.elapsed();
-        match open_socket(&url, self.control_plane.tls()).await {
+        match open_socket(&url, self.control_plane.tls(), &redactor).await {
             Ok((socket, phases)) => Ok((socket, phases, control_plane_time)),
             Err(err) => {
                 self.after_failure(&err);
-                Err(self.scrub(err))
+                Err(err)
             }
-        }
-    }
-
-    /// A refused upgrade's body as far as it may be shown: the first line of its
-    /// message, with the secret key and session token removed (an AWS signature-mismatch body
-    /// quotes the canonical request, presigned query and token included).
-    fn scrub(&self, err: ClientError) -> ClientError {
-        match err {
-            ClientError::Refused { status, error_type, body, date } => {
-                // An AWS error body is JSON whose message goes on, after its
-                // first line, to quote the canonical request: keep that line only.
-                let message = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|json| {
-                    ["message", "Message"].iter().find_map(|key| json.get(key)?.as_str().map(str::to_owned))
-                });
-                let text = message.unwrap_or(body);
-                // The body may be cut short (not JSON any more): stop at a raw or
-                // an escaped line break either way.
-                let end = [text.find('\n'), text.find("\\n")].into_iter().flatten().min().unwrap_or(text.len());
-                let mut body = text[..end].to_owned();
-                if let Some(credentials) = self.control_plane.credentials_cache().cached(SystemTime::now()) {
-                    body = credentials.redact(&body);
-                }
-                ClientError::Refused { status, error_type, body, date }
-            }
-            other => other,
         }
     }
 
@@ -270,7 +252,9 @@ impl IceRefresh {
 }
 
 /// Fetches the ICE servers, then again before the shortest TTL runs out (minus
-/// a grace) or when woken; retries failures with backoff.
+/// a grace) or when woken, but never sooner than [`ICE_REFRESH_MIN_INTERVAL`]
+/// after the previous call started; retries failures with backoff. One call
+/// at a time: the loop is the client's only caller of GetIceServerConfig.
 async fn ice_loop(
     control_plane: Arc<ControlPlane>,
     source: Arc<Mutex<Option<(String, String)>>>,
@@ -282,6 +266,9 @@ async fn ice_loop(
     let mut retry = ICE_RETRY_MIN;
     loop {
         let Some((https, arn)) = lock(&source).clone() else { return };
+        let started = tokio::time::Instant::now();
+        // Requests made until now are served by this call.
+        let _ = wake.notified().now_or_never();
         let wait = match control_plane.get_ice_server_config(&https, &arn, client_id.as_deref()).await {
             Ok(servers) => {
                 retry = ICE_RETRY_MIN;
@@ -305,9 +292,11 @@ async fn ice_loop(
                 wait
             }
         };
+        let due = tokio::time::Instant::now() + wait;
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
+            _ = tokio::time::sleep_until(due) => {}
+            // A request brings the next call forward, never past `due`.
+            _ = wake.notified() => tokio::time::sleep_until(due.min(started + ICE_REFRESH_MIN_INTERVAL)).await,
         }
     }
 }

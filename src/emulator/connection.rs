@@ -10,7 +10,7 @@ use super::faults::{ICE_PER_SECOND, SDP_PER_SECOND, TokenBucket};
 use super::{REPLACED_REASON, Shared, bump, lock};
 use crate::protocol::{
     Action, Field, InboundMessage, MAX_DESCRIPTION_LEN, MessageType, RawOutbound, Role, StatusResponse,
-    ValidationError, validate_id,
+    ValidationError, prefix_within, validate_id,
 };
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -59,11 +59,8 @@ pub(super) struct Session {
 
 /// A close frame; `reason` is cut to the protocol's 123 bytes.
 pub(super) fn close_frame(code: u16, reason: &str) -> Message {
-    let mut end = reason.len().min(MAX_CLOSE_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(&reason[..end]) }))
+    let reason = prefix_within(reason, MAX_CLOSE_REASON);
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason) }))
 }
 
 impl Session {
@@ -219,7 +216,7 @@ impl Session {
                 correlation_id: correlation_id.to_owned(),
                 error_type: Some(error_type.to_owned()),
                 status_code: Some("400".to_owned()),
-                description: Some(truncate_description(description)),
+                description: Some(prefix_within(&description, MAX_DESCRIPTION_LEN).to_owned()),
                 success: None,
             }),
         };
@@ -243,18 +240,6 @@ impl Drop for Session {
         self.shared.counters.open_connections.fetch_sub(1, Ordering::Relaxed);
         self.log(format_args!("disconnected"));
     }
-}
-
-/// Cuts `text` to the spec's 1,024-character limit for a description (spec §4.1).
-fn truncate_description(mut text: String) -> String {
-    if text.len() > MAX_DESCRIPTION_LEN {
-        let mut end = MAX_DESCRIPTION_LEN;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
 }
 
 /// Completes the upgrade and serves the connection until the peer leaves, the

@@ -36,8 +36,9 @@ pub struct kvs_credentials_sink {
 ///
 /// Ownership: `sink` is the pointer the callback received; the strings are
 /// borrowed for the call. Threading: only inside the callback.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_CREDENTIALS (an
-/// empty key).
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_CREDENTIALS (an empty or oversized
+/// key).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_credentials_sink_set(
     sink: *mut kvs_credentials_sink,
@@ -96,7 +97,7 @@ impl CredentialsProvider for CallbackCredentials {
             };
             let _ = reply.send((outcome, sink.credentials));
         });
-        let posted = lane.post(CREDENTIALS_JOB_BYTES, job);
+        let posted = lane.post(super::dispatch::Kind::Inbound, CREDENTIALS_JOB_BYTES, job);
         drop(lane);
         if !posted {
             return Err(gone());
@@ -149,7 +150,6 @@ pub(super) fn aws_config(
     let mut control_plane = ControlPlaneConfig::new(region, provider);
     control_plane.variant = EndpointVariant { fips: config.use_fips, dual_stack: config.use_dual_stack };
     control_plane.endpoint_override = read(config.control_plane_url, "control_plane_url")?;
-    control_plane.ca_bundle = read(config.ca_bundle_path, "ca_bundle_path")?.map(PathBuf::from);
     control_plane.request_timeout = request_timeout;
     let mut aws = AwsConfig::new(control_plane);
     if config.create_channel {
@@ -191,6 +191,8 @@ pub struct kvs_ice_server {
 /// Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
 /// any thread, callbacks included. Errors: KVS_ERR_NULL_PARAMETER,
 /// KVS_ERR_BUFFER_TOO_SMALL.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_BUFFER_TOO_SMALL.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_get_ice_servers(
     client: *const kvs_client,
@@ -267,8 +269,9 @@ pub extern "C" fn kvs_client_get_ice_servers(
 /// KVS_ERR_NULL_PARAMETER.
 ///
 /// Ownership: all pointers borrowed for the call. Threading: any thread.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG
-/// (a region outside `[a-z0-9-]+`), KVS_ERR_BUFFER_TOO_SMALL.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG (a region outside
+/// `[a-z0-9-]+`), KVS_ERR_BUFFER_TOO_SMALL.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_stun_url(
     region: *const c_char,

@@ -1,6 +1,6 @@
 //! `kvs_client`: configuration, lifecycle, sends and callbacks.
 
-use super::dispatch::{self, Lane};
+use super::dispatch::{self, Kind, Lane};
 use super::result::{fail, fail_client, fail_runtime};
 use super::{StrError, arg_str, boundary, c_str, require_non_null, write_out_str};
 use crate::client::{
@@ -258,6 +258,14 @@ pub struct kvs_client_config {
     /// Bytes (message text plus 128 per message) that may wait for this
     /// client's callbacks at once; 0 means KVS_DEFAULT_CALLBACK_BACKLOG_BYTES.
     pub callback_backlog_bytes: u32,
+    /// Bytes of early ICE candidates (`buffer_early_candidates`) held at most,
+    /// over all peers; beyond it the oldest is delivered at once, before its
+    /// peer's SDP. 0 means 262144 (256 KiB).
+    pub early_candidate_budget_bytes: u32,
+    /// Longest inbound WebSocket message; a longer one is a protocol violation
+    /// that drops the connection (the client reconnects). 16384-1048576; 0
+    /// means 65536.
+    pub max_inbound_frame_len: u32,
 }
 
 /// Default of `kvs_client_config.callback_backlog_messages`.
@@ -317,6 +325,8 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         free_userdata: None,
         callback_backlog_messages: 0,
         callback_backlog_bytes: 0,
+        early_candidate_budget_bytes: 0,
+        max_inbound_frame_len: 0,
     }
 }
 
@@ -616,6 +626,13 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
     out.pacing.sdp_per_second = rate(config.sdp_per_second, out.pacing.sdp_per_second);
     out.pacing.ice_per_second = rate(config.ice_per_second, out.pacing.ice_per_second);
     out.buffer_early_candidates = config.buffer_early_candidates;
+    if config.early_candidate_budget_bytes > 0 {
+        out.early_candidate_budget = config.early_candidate_budget_bytes as usize;
+    }
+    if config.max_inbound_frame_len > 0 {
+        out.max_inbound_frame_len = config.max_inbound_frame_len as usize;
+    }
+    out.ca_bundle = config_str(config.ca_bundle_path, "ca_bundle_path", 4096)?.map(std::path::PathBuf::from);
     if config.use_control_plane {
         out.channel_name = channel_name;
         if config.connect_timeout_ms == 0 {
@@ -638,11 +655,12 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 ///
 /// Threading: any thread, callbacks included (it starts the library's threads on
 /// first use).
-/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`),
-/// KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_CONFIG (including a bad
-/// `control_plane_url`, an unreadable `ca_bundle_path`, `message_ttl_s` outside
-/// 5-120), KVS_ERR_CREDENTIALS (`use_control_plane` without usable credentials),
-/// KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
+/// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
+/// (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
+/// KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *mut *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -671,7 +689,11 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
         let for_sink = Arc::clone(&lane);
         let sink: EventSink = Arc::new(move |event| {
             let bytes = event_size(&event);
-            for_sink.post(bytes, Box::new(move |callbacks| callbacks.deliver(event)));
+            let kind = match event {
+                ClientEvent::Status(_) | ClientEvent::State(_) => Kind::Report,
+                _ => Kind::Inbound,
+            };
+            for_sink.post(kind, bytes, Box::new(move |callbacks| callbacks.deliver(event)));
         });
         let client = match Client::with_backlog(client_config, sink, backlog) {
             Ok(c) => c,
@@ -691,12 +713,14 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 /// Ownership: `client` is borrowed for the call.
 /// Threading: blocks; call it from an application thread. From a callback or a
 /// library thread it returns KVS_ERR_WOULD_DEADLOCK.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_TIMEOUT,
-/// KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED,
-/// KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE, and through
-/// the control plane KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE,
-/// KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK,
-/// KVS_ERR_SHUTDOWN.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
+/// KVS_ERR_INVALID_CONFIG, KVS_ERR_TIMEOUT, KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND,
+/// KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
+/// KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
+/// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
+/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
+/// `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
     boundary(|| {
@@ -723,8 +747,10 @@ pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
 ///
 /// Ownership: `client` is borrowed for the call. Threading: any thread,
 /// callbacks included.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_ALREADY_CONNECTED, KVS_ERR_INVALID_CONFIG,
-/// KVS_ERR_TLS (the TLS settings could not be built), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
+/// KVS_ERR_INVALID_CONFIG, KVS_ERR_TLS (the TLS settings could not be built), KVS_ERR_CREDENTIALS,
+/// KVS_ERR_SHUTDOWN, KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_start(client: *const kvs_client) -> kvs_result {
     boundary(|| {
@@ -779,13 +805,19 @@ pub struct kvs_client_metrics {
     pub backpressure_pauses: u64,
     /// Callbacks of this client waiting to run now.
     pub callbacks_queued: u64,
+    /// Bytes of early ICE candidates held now, waiting for their peer's SDP.
+    pub early_candidates_held_bytes: u64,
+    /// Early candidates delivered before their peer's SDP because the hold
+    /// was full.
+    pub early_candidates_overflowed: u64,
 }
 
 /// Fills `*out_metrics` with the client's counters.
 ///
 /// Ownership: `client` is borrowed; `out_metrics` is caller-owned memory,
 /// written on success only. Threading: any thread, callbacks included.
-/// Errors: KVS_ERR_NULL_PARAMETER.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_get_metrics(
     client: *const kvs_client,
@@ -817,6 +849,8 @@ pub extern "C" fn kvs_client_get_metrics(
             clock_skew_ms: m.clock_skew_ms,
             backpressure_pauses: m.backpressure_pauses,
             callbacks_queued: m.events_queued,
+            early_candidates_held_bytes: m.early_candidates_held_bytes,
+            early_candidates_overflowed: m.early_candidates_overflowed,
         };
         // SAFETY: checked non-NULL; the caller passes writable memory for one struct.
         unsafe { out_metrics.write(metrics) };
@@ -831,6 +865,9 @@ pub extern "C" fn kvs_client_get_metrics(
 /// Ownership: `client` is borrowed for the call.
 /// Threading: blocks; from a callback or a library thread it returns
 /// KVS_ERR_WOULD_DEADLOCK.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_WOULD_DEADLOCK,
+/// KVS_ERR_SHUTDOWN, KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_disconnect(client: *const kvs_client) -> kvs_result {
     boundary(|| {
@@ -856,14 +893,16 @@ pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
     })
 }
 
-/// Releases the client: later calls on it return KVS_ERR_CLOSED, callbacks of
-/// this client not started yet are discarded (they are not run), a callback of
-/// this client running now is waited for, the connection is closed (a close
-/// frame, at most one second for the service), sends still queued are dropped
-/// without a report (call `kvs_client_disconnect` first to have them reported),
-/// and `free_userdata` runs on the calling thread. After it returns, nothing
-/// of this client calls into the application any more. It takes at most the
-/// running callback's remaining time plus about 3 seconds, whatever the
+/// Releases the client: later calls on it return KVS_ERR_CLOSED; received
+/// messages and notices not delivered yet are discarded (their callbacks do
+/// not run); the connection is closed (a close frame, at most one second for
+/// the service); sends still queued are reported failed through `on_status`
+/// and the state changes (CLOSING, DISCONNECTED) reach `on_state`, as with
+/// `kvs_client_disconnect`; a callback running now is waited for; then
+/// `free_userdata` runs on the calling thread. After it returns, nothing of
+/// this client calls into the application any more. It takes the running
+/// callback's remaining time, about 3 seconds at most for the close, and the
+/// time of those reports (at most one per queued send), whatever the inbound
 /// backlog. Do not hold a lock that your callbacks take while calling it.
 /// NULL is a no-op. Must not be called twice for the same client.
 ///
@@ -876,8 +915,9 @@ pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
 /// forked child (KVS_ERR_FORKED) the client is left as it is (leaked) and the
 /// call returns at once.
 /// Threading: blocks; call it from an application thread, not from a callback.
-/// Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED,
-/// KVS_ERR_CLOSED (freed already, while that free still runs).
+///
+/// Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED, KVS_ERR_CLOSED (freed
+/// already, while that free still runs).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -903,9 +943,10 @@ pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
         if handle.closed.swap(true, Ordering::AcqRel) {
             return fail(KVS_ERR_CLOSED, "kvs_client_free was called twice for this client");
         }
-        handle.lane.close();
+        handle.lane.begin_close();
         // After the shutdown of the runtime there is no task left to stop.
         let _ = runtime::block_on(handle.client.disconnect(Duration::from_secs(1)));
+        handle.lane.close();
         handle.lane.callbacks().release();
         // SAFETY: made by Arc::into_raw in kvs_client_new; the caller gives its
         // reference up here, and nothing of the library kept a pointer to it.
@@ -1020,10 +1061,12 @@ fn send_sdp(
 ///
 /// Ownership: every pointer is borrowed for the call. Threading: any thread,
 /// callbacks included.
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_PAYLOAD_EMPTY,
-/// KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY, KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN,
-/// KVS_ERR_RECIPIENT_REQUIRED, KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED,
-/// KVS_ERR_QUEUE_FULL, KVS_ERR_BUFFER_TOO_SMALL.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+/// KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+/// KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+/// KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_send_sdp_offer(
     client: *const kvs_client,
@@ -1048,8 +1091,14 @@ pub extern "C" fn kvs_send_sdp_offer(
     })
 }
 
-/// Sends an SDP answer; arguments, ownership, threading and errors as
+/// Sends an SDP answer; arguments, ownership and threading as
 /// `kvs_send_sdp_offer` (the payload is `{"type":"answer","sdp":...}`).
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+/// KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+/// KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+/// KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_send_sdp_answer(
     client: *const kvs_client,
@@ -1076,7 +1125,14 @@ pub extern "C" fn kvs_send_sdp_answer(
 
 /// Sends an ICE candidate built from `candidate` (its `candidate` line is
 /// required; `sdp_mid`, `sdp_mline_index` and `username_fragment` are optional).
-/// Other arguments, ownership, threading and errors as `kvs_send_sdp_offer`.
+/// Other arguments, ownership and threading as `kvs_send_sdp_offer`.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+/// KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+/// KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+/// KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN (KVS_ERR_INVALID_ARGUMENT: `sdp_mline_index` above
+/// 65535, `sdp_mid` or `username_fragment` over 256 bytes).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_send_ice_candidate(
     client: *const kvs_client,
@@ -1142,8 +1198,14 @@ pub extern "C" fn kvs_send_ice_candidate(
 /// Sends an already-built payload (for example JSON the application made) as
 /// `action` (KVS_MESSAGE_TYPE_SDP_OFFER, _SDP_ANSWER or _ICE_CANDIDATE). The
 /// library base64-encodes `payload_len` bytes at `payload`. Other arguments,
-/// ownership, threading and errors as `kvs_send_sdp_offer`, plus
-/// KVS_ERR_INVALID_ARGUMENT for another `action`.
+/// ownership and threading as `kvs_send_sdp_offer`.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT, KVS_ERR_PAYLOAD_EMPTY, KVS_ERR_PAYLOAD_TOO_LARGE, KVS_ERR_ID_EMPTY,
+/// KVS_ERR_ID_TOO_LONG, KVS_ERR_ID_PATTERN, KVS_ERR_RECIPIENT_REQUIRED,
+/// KVS_ERR_RECIPIENT_NOT_ALLOWED, KVS_ERR_NOT_CONNECTED, KVS_ERR_QUEUE_FULL,
+/// KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_SHUTDOWN (KVS_ERR_INVALID_ARGUMENT: an `action` other than the
+/// three).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_send_message(
     client: *const kvs_client,

@@ -55,15 +55,28 @@ pub(super) struct Lane {
     idle: Condvar,
 }
 
+/// Whether a job may still run while its client is being freed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A received message, notice or credentials request: the application no
+    /// longer wants it once it frees the client.
+    Inbound,
+    /// A report on the application's own sends or the client's state: still
+    /// delivered while the client is freed, so no accepted send goes unreported.
+    Report,
+}
+
 #[derive(Default)]
 struct LaneState {
-    /// Jobs not started yet, with the bytes each is counted for.
-    jobs: VecDeque<(Job, usize)>,
+    /// Jobs not started yet, with their kind and the bytes each is counted for.
+    jobs: VecDeque<(Job, Kind, usize)>,
     /// The lane is in the dispatcher's rotation (it will look at it again).
     scheduled: bool,
     /// A job of this lane is running on the dispatcher now.
     running: bool,
-    /// The client is being freed: posts are refused.
+    /// The client is being freed: only reports are accepted.
+    closing: bool,
+    /// The client is freed: every post is refused.
     closed: bool,
 }
 
@@ -78,11 +91,12 @@ impl Lane {
     }
 
     /// Queues `job`, counted as `bytes` in the backlog. False (the job is
-    /// dropped) once the lane is closed or the library shut down, and when the
-    /// dispatcher thread is gone: callbacks then never run.
-    pub fn post(self: &Arc<Self>, bytes: usize, job: Job) -> bool {
+    /// dropped) once the lane is closed (or closing, for inbound jobs), after
+    /// the library shut down, and when the dispatcher thread is gone: callbacks
+    /// then never run.
+    pub fn post(self: &Arc<Self>, kind: Kind, bytes: usize, job: Job) -> bool {
         let mut state = lock(&self.state);
-        if state.closed || STOPPED.load(Ordering::Acquire) {
+        if state.closed || (state.closing && kind == Kind::Inbound) || STOPPED.load(Ordering::Acquire) {
             return false;
         }
         if !state.scheduled {
@@ -92,28 +106,43 @@ impl Lane {
             }
             state.scheduled = true;
         }
-        state.jobs.push_back((job, bytes));
+        state.jobs.push_back((job, kind, bytes));
         self.backlog.add(bytes);
         true
     }
 
-    /// Refuses later posts, discards the jobs not started yet, and waits until
-    /// a job of this lane running now has returned. Must not run on the
-    /// dispatcher thread.
+    /// First step of freeing the client: inbound jobs not started yet are
+    /// discarded and later ones refused; reports are still accepted and run.
+    pub fn begin_close(&self) {
+        let discarded = {
+            let mut state = lock(&self.state);
+            state.closing = true;
+            let (reports, inbound) = std::mem::take(&mut state.jobs).into_iter().partition(|j| j.1 == Kind::Report);
+            state.jobs = reports;
+            inbound
+        };
+        self.forget(discarded);
+    }
+
+    /// Last step of freeing the client: waits until the reports queued so far
+    /// have run (unless the library was shut down: they are then discarded)
+    /// and a job running now has returned, then refuses every later post. Must
+    /// not run on the dispatcher thread.
     pub fn close(&self) {
         let mut state = lock(&self.state);
+        while state.running || (!state.jobs.is_empty() && !STOPPED.load(Ordering::Acquire)) {
+            // Timed, so that a shutdown meanwhile (which runs no more jobs) ends the wait.
+            state = self.idle.wait_timeout(state, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner()).0;
+        }
         state.closed = true;
         let discarded = std::mem::take(&mut state.jobs);
-        while state.running {
-            state = self.idle.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
         drop(state);
         self.forget(discarded);
     }
 
     /// Drops jobs that will not run and gives their room back.
-    fn forget(&self, jobs: VecDeque<(Job, usize)>) {
-        for (job, bytes) in jobs {
+    fn forget(&self, jobs: VecDeque<(Job, Kind, usize)>) {
+        for (job, _, bytes) in jobs {
             drop(job);
             self.backlog.remove(bytes);
         }
@@ -121,7 +150,7 @@ impl Lane {
 
     /// Runs the lane's next job, if any; true if more wait after it.
     fn run_next(&self) -> bool {
-        let (job, bytes) = {
+        let (job, _, bytes) = {
             let mut state = lock(&self.state);
             match state.jobs.pop_front() {
                 Some(next) => {

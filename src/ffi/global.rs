@@ -68,6 +68,8 @@ pub extern "C" fn kvs_result_str(result: u32) -> *const c_char {
 /// written and KVS_ERR_BUFFER_TOO_SMALL is returned. Both NULL:
 /// KVS_ERR_NULL_PARAMETER. It never changes the last error itself.
 /// Threading: any thread; each thread has its own last error.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER (`buf` and `out_len` both NULL), KVS_ERR_BUFFER_TOO_SMALL.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_last_error(buf: *mut c_char, capacity: usize, out_len: *mut usize) -> kvs_result {
     boundary(|| {
@@ -134,6 +136,8 @@ impl Drop for LogCallback {
 /// or `min_level` is KVS_LOG_LEVEL_OFF), `free_userdata` is called before this
 /// returns.
 /// Threading: any thread; the callback may run on any thread.
+///
+/// Errors: KVS_ERR_INVALID_ARGUMENT (an unknown `min_level`), KVS_ERR_FORKED.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_set_log_callback(
     min_level: u32,
@@ -192,8 +196,9 @@ pub extern "C" fn kvs_set_log_callback(
 ///
 /// Threading: call it from an application thread; from a callback or a library
 /// thread it returns KVS_ERR_WOULD_DEADLOCK.
-/// Errors: KVS_ERR_WOULD_DEADLOCK, KVS_ERR_TIMEOUT, KVS_ERR_FORKED (in a forked
-/// child: nothing is done, at once).
+///
+/// Errors: KVS_ERR_WOULD_DEADLOCK, KVS_ERR_TIMEOUT, KVS_ERR_FORKED (in a forked child: nothing is
+/// done, at once).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_shutdown(timeout_ms: u32) -> kvs_result {
     boundary(|| {

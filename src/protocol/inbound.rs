@@ -1,6 +1,7 @@
 //! Service → client messages (spec §4).
 
-use super::{JsonObject, get_ci};
+use super::validate::{Field, MAX_DESCRIPTION_LEN, MAX_ERROR_TYPE_LEN, MAX_ID_LEN, ValidationError, validate_id};
+use super::{JsonObject, get_ci, prefix_within};
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -47,12 +48,22 @@ impl MessageType {
 
 /// `statusResponse` of a STATUS_RESPONSE message: the service's report that the
 /// request with `correlation_id` failed (or, in some fixtures, succeeded).
+///
+/// As parsed, every text field is within the spec's length (spec §4.1): a
+/// frame whose correlation id breaks its rules is not a message at all, and the
+/// free-text fields are cut, since the report itself (which send failed) is
+/// worth keeping.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatusResponse {
+    /// 1–256 characters of `[a-zA-Z0-9_.-]`.
     pub correlation_id: String,
+    /// At most 256 bytes ([`MAX_ERROR_TYPE_LEN`]); longer ones are cut.
     pub error_type: Option<String>,
-    /// HTTP-style status as the service sends it: a string such as `"400"`.
+    /// HTTP-style status as the service sends it: a string such as `"400"`. At
+    /// most 256 bytes; longer ones are cut.
     pub status_code: Option<String>,
+    /// At most 1,024 bytes ([`MAX_DESCRIPTION_LEN`]); longer ones are cut at a
+    /// character boundary.
     pub description: Option<String>,
     /// The undocumented `success` flag of the JS SDK's fixture, when present.
     pub success: Option<bool>,
@@ -71,6 +82,7 @@ impl StatusResponse {
 pub struct InboundMessage {
     pub message_type: MessageType,
     /// The viewer that sent it; absent on master → viewer deliveries (spec §4.2).
+    /// As parsed: 1–256 characters of `[a-zA-Z0-9_.-]`; an empty one reads as absent.
     pub sender_client_id: Option<String>,
     /// Base64 text as received; decode with [`super::decode_payload`].
     pub message_payload: Option<String>,
@@ -90,6 +102,11 @@ pub enum InboundError {
     /// `messageType` present but not a string, or `statusResponse` present but
     /// not an object with a string `correlationId`.
     WrongType(&'static str),
+    /// An identifier (`senderClientId`, `statusResponse.correlationId`) or the
+    /// `messageType` breaks the spec's length or pattern (spec §4.1). Such a frame
+    /// is skipped whole, so that no application buffer sized by the spec
+    /// (256 characters) ever receives it.
+    Invalid(ValidationError),
 }
 
 impl fmt::Display for InboundError {
@@ -99,6 +116,7 @@ impl fmt::Display for InboundError {
             InboundError::NotJson => f.write_str("frame is not a JSON object"),
             InboundError::NotProtocol(text) => write!(f, "frame without messageType: {text}"),
             InboundError::WrongType(field) => write!(f, "field {field} has the wrong type"),
+            InboundError::Invalid(error) => write!(f, "invalid field: {error}"),
         }
     }
 }
@@ -113,6 +131,25 @@ fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
+/// A free-text field cut to `max_bytes` at a character boundary.
+fn text_field(map: &Map<String, Value>, key: &str, max_bytes: usize) -> Option<String> {
+    let mut text = string_field(map, key)?;
+    let kept = prefix_within(&text, max_bytes).len();
+    text.truncate(kept);
+    Some(text)
+}
+
+/// `senderClientId`: absent, or a valid id (an empty one reads as absent).
+fn sender_field(map: &Map<String, Value>) -> Result<Option<String>, InboundError> {
+    match string_field(map, "senderClientId") {
+        Some(id) if !id.is_empty() => {
+            validate_id(Field::SenderClientId, &id).map_err(InboundError::Invalid)?;
+            Ok(Some(id))
+        }
+        _ => Ok(None),
+    }
+}
+
 impl InboundMessage {
     /// Parses one text frame (spec §4.1, §4.3).
     pub fn parse(text: &str) -> Result<InboundMessage, InboundError> {
@@ -124,8 +161,12 @@ impl InboundMessage {
         };
         let message_type = match get_ci(&map, "messageType") {
             None => {
-                let message = string_field(&map, "message").unwrap_or_default();
+                let message = text_field(&map, "message", MAX_DESCRIPTION_LEN).unwrap_or_default();
                 return Err(InboundError::NotProtocol(message));
+            }
+            Some(Value::String(s)) if s.len() > MAX_ID_LEN => {
+                let (field, max, len) = (Field::MessageType, MAX_ID_LEN, s.len());
+                return Err(InboundError::Invalid(ValidationError::TooLong { field, max, len }));
             }
             Some(Value::String(s)) => MessageType::parse(s),
             Some(_) => return Err(InboundError::WrongType("messageType")),
@@ -134,19 +175,22 @@ impl InboundMessage {
             None | Some(Value::Null) => None,
             Some(Value::Object(status)) => Some(StatusResponse {
                 correlation_id: match get_ci(status, "correlationId") {
-                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::String(s)) => {
+                        validate_id(Field::CorrelationId, s).map_err(InboundError::Invalid)?;
+                        s.clone()
+                    }
                     _ => return Err(InboundError::WrongType("statusResponse.correlationId")),
                 },
-                error_type: string_field(status, "errorType"),
-                status_code: string_field(status, "statusCode"),
-                description: string_field(status, "description"),
+                error_type: text_field(status, "errorType", MAX_ERROR_TYPE_LEN),
+                status_code: text_field(status, "statusCode", MAX_ERROR_TYPE_LEN),
+                description: text_field(status, "description", MAX_DESCRIPTION_LEN),
                 success: get_ci(status, "success").and_then(Value::as_bool),
             }),
             Some(_) => return Err(InboundError::WrongType("statusResponse")),
         };
         Ok(InboundMessage {
             message_type,
-            sender_client_id: string_field(&map, "senderClientId"),
+            sender_client_id: sender_field(&map)?,
             message_payload: string_field(&map, "messagePayload"),
             status_response,
         })
@@ -233,6 +277,70 @@ mod tests {
         );
         let unknown = InboundMessage::parse(r#"{"messageType":"NEW_THING","extra":{"a":1}}"#).unwrap();
         assert_eq!(unknown.message_type, MessageType::Unknown("NEW_THING".into()));
+    }
+
+    #[test]
+    fn identifiers_beyond_the_spec_make_the_frame_invalid() {
+        let long = "x".repeat(60_000);
+        let sender =
+            |id: &str| format!(r#"{{"messageType":"SDP_OFFER","senderClientId":"{id}","messagePayload":"QQ=="}}"#);
+        let status =
+            |id: &str| format!(r#"{{"messageType":"STATUS_RESPONSE","statusResponse":{{"correlationId":"{id}"}}}}"#);
+        for (frame, field) in [
+            (sender(&long), Field::SenderClientId),
+            (sender(&"x".repeat(MAX_ID_LEN + 1)), Field::SenderClientId),
+            (status(&long), Field::CorrelationId),
+            (format!(r#"{{"messageType":"{long}"}}"#), Field::MessageType),
+        ] {
+            match InboundMessage::parse(&frame) {
+                Err(InboundError::Invalid(ValidationError::TooLong { field: f, max: MAX_ID_LEN, .. })) => {
+                    assert_eq!(f, field)
+                }
+                other => panic!("{field:?}: {other:?}"),
+            }
+        }
+        for bad in ["a b", "a/b", "é", "a\\u0000b", "<script>"] {
+            assert_eq!(
+                InboundMessage::parse(&sender(bad)),
+                Err(InboundError::Invalid(ValidationError::BadPattern(Field::SenderClientId))),
+                "{bad}"
+            );
+            assert_eq!(
+                InboundMessage::parse(&status(bad)),
+                Err(InboundError::Invalid(ValidationError::BadPattern(Field::CorrelationId))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            InboundMessage::parse(&status("")),
+            Err(InboundError::Invalid(ValidationError::Missing(Field::CorrelationId)))
+        );
+        let at_limit = "x".repeat(MAX_ID_LEN);
+        assert_eq!(InboundMessage::parse(&sender(&at_limit)).unwrap().sender_client_id, Some(at_limit.clone()));
+        assert_eq!(
+            InboundMessage::parse(&status(&at_limit)).unwrap().status_response.unwrap().correlation_id,
+            at_limit
+        );
+        assert_eq!(InboundMessage::parse(&sender("")).unwrap().sender_client_id, None, "empty reads as absent");
+    }
+
+    #[test]
+    fn long_status_texts_are_cut_at_a_character_boundary() {
+        let frame = format!(
+            r#"{{"messageType":"STATUS_RESPONSE","statusResponse":{{"correlationId":"c","errorType":"{}","statusCode":"{}","description":"{}"}}}}"#,
+            "E".repeat(70_000),
+            "4".repeat(300),
+            "é".repeat(60_000),
+        );
+        let status = InboundMessage::parse(&frame).unwrap().status_response.unwrap();
+        assert_eq!(status.error_type.unwrap().len(), MAX_ERROR_TYPE_LEN);
+        assert_eq!(status.status_code.unwrap().len(), MAX_ERROR_TYPE_LEN);
+        assert_eq!(status.description.unwrap(), "é".repeat(MAX_DESCRIPTION_LEN / 2));
+        let gateway = format!(r#"{{"message":"{}"}}"#, "m".repeat(100_000));
+        match InboundMessage::parse(&gateway) {
+            Err(InboundError::NotProtocol(text)) => assert_eq!(text.len(), MAX_DESCRIPTION_LEN),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub use inbound::{InboundError, InboundMessage, MessageType, StatusResponse};
 pub use outbound::{Action, OutboundMessage, RawOutbound, Role};
 pub use payload::{IceCandidate, PayloadError, SdpType, SessionDescription, decode_payload, encode_payload};
 pub use validate::{
-    Field, MAX_ARN_LEN, MAX_DESCRIPTION_LEN, MAX_ID_LEN, MAX_PAYLOAD_LEN, ValidationError, validate_channel_arn,
-    validate_client_id, validate_id, validate_payload,
+    Field, MAX_ARN_LEN, MAX_DESCRIPTION_LEN, MAX_ERROR_TYPE_LEN, MAX_ID_LEN, MAX_PAYLOAD_LEN, ValidationError,
+    prefix_within, validate_channel_arn, validate_client_id, validate_id, validate_payload,
 };
 
 /// Looks a key up in a JSON object ignoring ASCII case, so that the camelCase

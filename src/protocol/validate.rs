@@ -10,6 +10,18 @@ pub const MAX_PAYLOAD_LEN: usize = 10_000;
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
 /// Longest channel ARN (spec §1.3).
 pub const MAX_ARN_LEN: usize = 1024;
+/// Longest `statusResponse.errorType` and `statusResponse.statusCode` (spec §4.1).
+pub const MAX_ERROR_TYPE_LEN: usize = 256;
+
+/// The longest prefix of `text` that is at most `max_bytes` long and ends on a
+/// character boundary.
+pub fn prefix_within(text: &str, max_bytes: usize) -> &str {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The field a validation error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +33,10 @@ pub enum Field {
     ClientId,
     ChannelArn,
     ChannelName,
+    /// `senderClientId` of an inbound message.
+    SenderClientId,
+    /// `messageType` of an inbound message.
+    MessageType,
 }
 
 impl Field {
@@ -34,6 +50,8 @@ impl Field {
             Field::ClientId => "X-Amz-ClientId",
             Field::ChannelArn => "X-Amz-ChannelARN",
             Field::ChannelName => "ChannelName",
+            Field::SenderClientId => "senderClientId",
+            Field::MessageType => "messageType",
         }
     }
 }
@@ -186,6 +204,14 @@ mod tests {
         for bad in ["a b", "a/b", "é", "a:b", "a\u{0}"] {
             assert_eq!(validate_id(Field::ClientId, bad), Err(ValidationError::BadPattern(Field::ClientId)), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn prefixes_end_on_a_character_boundary() {
+        assert_eq!(prefix_within("abc", 5), "abc");
+        assert_eq!(prefix_within("abc", 2), "ab");
+        assert_eq!(prefix_within("aé", 2), "a", "é is two bytes");
+        assert_eq!(prefix_within("é", 0), "");
     }
 
     #[test]
