@@ -90,6 +90,8 @@ static const char *result_name(uint32_t rc) {
         "KVS_ERR_SERVICE",
         "KVS_ERR_BAD_RESPONSE",
         "KVS_ERR_CREDENTIALS",
+        "KVS_ERR_CLOSED",
+        "KVS_ERR_CANCELLED",
     };
     return rc < sizeof names / sizeof names[0] ? names[rc] : "KVS_ERR_(unknown)";
 }
@@ -378,8 +380,9 @@ static void print_stun_url(const struct aws_options *o) {
 static pthread_mutex_t g_credentials_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long g_credentials_calls = 0;
 
-/* Runs on the dispatcher thread before the current credentials expire. */
-static kvs_result credentials_from_environment(void *userdata, kvs_credentials_sink *sink) {
+/* Runs on the dispatcher thread before the current credentials expire.
+ * Returns a kvs_result value as a uint32_t (anything unknown is a failure). */
+static uint32_t credentials_from_environment(void *userdata, kvs_credentials_sink *sink) {
     (void)userdata;
     pthread_mutex_lock(&g_credentials_lock);
     unsigned long n = ++g_credentials_calls;
@@ -512,17 +515,25 @@ static void print_metrics(const kvs_client_metrics *m) {
 /* ------------------------------------------------------------------------ */
 /* free_userdata and kvs_client_free.                                       */
 
-/* The header promises that kvs_client_free returns after free_userdata ran.
- * Checks `*calls` (guarded by `lock`) right after kvs_client_free returned:
- * 1 if it ran exactly once; 0 if it had not run yet but did within 2 s (a
- * library bug, reported with a WARNING line scripts look for, not fatal
- * here: nothing of the client is touched after kvs_client_free); -1 if it
- * never ran or ran more than once. */
-static int check_freed_on_return(pthread_mutex_t *lock, const int *calls) {
+/* The header promises that kvs_client_free runs free_userdata on the calling
+ * thread before it returns. Checks `*calls` and `*freed_by` (the thread that
+ * ran it; both guarded by `lock`) right after kvs_client_free returned: 1 if
+ * it ran exactly once on this thread; 0 if it ran once but on another thread,
+ * or had not run yet but did within 2 s (a library bug, reported with a
+ * WARNING line scripts look for, not fatal here: nothing of the client is
+ * touched after kvs_client_free); -1 if it never ran or ran more than once. */
+static int check_freed_on_return(pthread_mutex_t *lock, const int *calls,
+                                 const pthread_t *freed_by) {
     pthread_mutex_lock(lock);
     int n = *calls;
+    int here = n > 0 && pthread_equal(*freed_by, pthread_self());
     pthread_mutex_unlock(lock);
     if (n == 1) {
+        if (!here) {
+            say(stderr, "WARNING: library bug: free_userdata ran on another thread "
+                        "(kvs_signaling.h: on the thread that calls kvs_client_free)");
+            return 0;
+        }
         return 1;
     }
     if (n > 1) {
@@ -530,7 +541,7 @@ static int check_freed_on_return(pthread_mutex_t *lock, const int *calls) {
         return -1;
     }
     say(stderr, "WARNING: library bug: kvs_client_free returned before free_userdata ran "
-                "(kvs_signaling.h: it returns once free_userdata has run); waiting for it");
+                "(kvs_signaling.h: it runs it before returning); waiting for it");
     for (int waited_ms = 0; waited_ms < 2000; waited_ms += 5) {
         struct timespec nap;
         nap.tv_sec = 0;

@@ -70,11 +70,13 @@ struct master_state {
 /* How often free_userdata ran; must end at exactly 1. */
 static pthread_mutex_t g_free_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_free_calls = 0;
+static pthread_t g_free_thread; /* the thread that ran it (kvs_client_free's caller) */
 
 static void free_master_state(void *userdata) {
     struct master_state *st = (struct master_state *)userdata;
     pthread_mutex_lock(&g_free_lock);
     g_free_calls++;
+    g_free_thread = pthread_self();
     pthread_mutex_unlock(&g_free_lock);
     if (st != NULL) {
         say(stdout, "totals: %lu offers, %lu answers sent, %lu candidates, %lu echoed, "
@@ -562,8 +564,8 @@ out:
             exit_code = 1;
         }
         client = NULL;
-        /* kvs_client_free returns after free_userdata has run. */
-        if (rc == KVS_OK && check_freed_on_return(&g_free_lock, &g_free_calls) < 0) {
+        /* kvs_client_free runs free_userdata on this thread before returning. */
+        if (rc == KVS_OK && check_freed_on_return(&g_free_lock, &g_free_calls, &g_free_thread) < 0) {
             exit_code = 1;
         }
     }

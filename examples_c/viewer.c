@@ -109,11 +109,13 @@ struct viewer_state {
 
 static pthread_mutex_t g_free_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_free_calls = 0;
+static pthread_t g_free_thread; /* the thread that ran it (kvs_client_free's caller) */
 
 static void free_viewer_state(void *userdata) {
     struct viewer_state *st = (struct viewer_state *)userdata;
     pthread_mutex_lock(&g_free_lock);
     g_free_calls++;
+    g_free_thread = pthread_self();
     pthread_mutex_unlock(&g_free_lock);
     if (st != NULL) {
         free(st->candidates);
@@ -738,8 +740,8 @@ out:
         }
         client = NULL;
         st = NULL; /* released by the library through free_viewer_state */
-        /* kvs_client_free returns after free_userdata has run. */
-        if (rc == KVS_OK && check_freed_on_return(&g_free_lock, &g_free_calls) < 0 &&
+        /* kvs_client_free runs free_userdata on this thread before returning. */
+        if (rc == KVS_OK && check_freed_on_return(&g_free_lock, &g_free_calls, &g_free_thread) < 0 &&
             failure == NULL) {
             failure = "free_userdata did not run exactly once for kvs_client_free";
         }

@@ -13,17 +13,24 @@
 #      KVS_ERR_CREDENTIALS), --create-channel making that unknown channel, and
 #      no secret in any output
 #   6. tests/c/bad_input, shared, static and C++ builds (both emulators)
-#   7. bad_input and a control-plane viewer under valgrind (definite leaks and
-#      memory errors are fatal; tests/c/valgrind.supp holds the known false
-#      positives of ring's AES-GCM assembly, matched in the static builds)
-#   8. (KVS_C_TESTS_ASAN=1) bad_input built with ASan+UBSan
+#   7. tests/c/lifecycle, shared, static and C++ builds, against a third
+#      emulator started with --no-quotas (free while callbacks send through
+#      the handle, fork, free and shutdown with a callback backlog,
+#      backpressure); each run on a channel of its own
+#   8. bad_input, lifecycle (fewer rounds) and a control-plane viewer under
+#      valgrind (definite leaks and memory errors are fatal;
+#      tests/c/valgrind.supp holds the known false positives of ring's
+#      AES-GCM assembly, matched in the static builds)
+#   9. bad_input and lifecycle built with ASan+UBSan (ASAN_OPTIONS
+#      detect_leaks=1 unless ASAN_OPTIONS is set; nm proves ASan is linked)
 #
 # Prints a summary; exits 1 if any step failed.
 #
 # Environment:
 #   KVS_C_TESTS_SKIP_CARGO=1  do not run cargo (the library and the emulator
 #                             are already built in target/release)
-#   KVS_C_TESTS_ASAN=1        also build and run the ASan+UBSan variant
+#   KVS_C_TESTS_ROUNDS=N      free-flood rounds of lifecycle (default 300;
+#                             under valgrind a tenth, at least 10)
 #   KVS_C_TESTS_LOG_DIR=DIR   keep every log in DIR (default: a temporary
 #                             directory, removed when everything passed)
 #   VALGRIND                  the valgrind command (default valgrind)
@@ -51,6 +58,7 @@ fi
 
 EMULATOR_PID=""
 TLS_EMULATOR_PID=""
+LC_EMULATOR_PID=""
 MASTER_PID=""
 # Made-up keys the TLS emulator accepts (not AWS credentials).
 CT_ACCESS_KEY=AKIDCTESTSEXAMPLE000
@@ -79,6 +87,7 @@ cleanup() {
     if [ -n "$MASTER_PID" ]; then stop_pid "$MASTER_PID"; fi
     if [ -n "$EMULATOR_PID" ]; then stop_pid "$EMULATOR_PID"; fi
     if [ -n "$TLS_EMULATOR_PID" ]; then stop_pid "$TLS_EMULATOR_PID"; fi
+    if [ -n "$LC_EMULATOR_PID" ]; then stop_pid "$LC_EMULATOR_PID"; fi
     if [ "$KEEP_LOGS" = 0 ] && [ "$status" = 0 ]; then
         rm -rf "$LOGS"
     else
@@ -131,15 +140,24 @@ else
     exit 1
 fi
 
+# ASan+UBSan builds (the Makefile fails them unless nm finds __asan_init).
 ASAN=0
-if [ "${KVS_C_TESTS_ASAN:-0}" = 1 ]; then
-    if "$MAKE" -C examples_c asan >"$LOGS/make-asan.log" 2>&1; then
-        ASAN=1
-        record "make -C examples_c asan" 0
+if "$MAKE" -C examples_c asan >"$LOGS/make-asan.log" 2>&1; then
+    ASAN=1
+    unlinked=""
+    for b in bad_input-asan lifecycle-asan; do
+        # grep without -q: an early exit would SIGPIPE nm and fail the pipeline.
+        nm "$BUILD/$b" 2>/dev/null | grep __asan_init >/dev/null || unlinked+=" $b"
+    done
+    if [ -n "$unlinked" ]; then
+        ASAN=0
+        record "make -C examples_c asan" 1 "not linked with ASan (no __asan_init):$unlinked"
     else
-        show_tail "$LOGS/make-asan.log"
-        record "make -C examples_c asan" 1
+        record "make -C examples_c asan" 0 "bad_input-asan, lifecycle-asan: nm finds __asan_init"
     fi
+else
+    show_tail "$LOGS/make-asan.log"
+    record "make -C examples_c asan" 1
 fi
 
 # --- emulator --------------------------------------------------------------
@@ -202,6 +220,33 @@ if ! [[ "$CONTROL_PLANE" =~ ^https://127\.0\.0\.1:[0-9]+$ ]] || [ ! -s "$CA" ] |
     exit 1
 fi
 echo "control plane: $CONTROL_PLANE (CA $CA)"
+
+step "starting the lifecycle emulator on 127.0.0.1 (--no-quotas)"
+LC_CHANNELS=(lc-shared lc-static lc-cxx lc-valgrind lc-asan)
+channel_args=()
+for ch in "${LC_CHANNELS[@]}"; do channel_args+=(--channel "$ch"); done
+"$EMULATOR" --listen 127.0.0.1:0 "${channel_args[@]}" --no-quotas --message-ttl 5 \
+    --exit-after 900 >"$LOGS/emulator-lc.out" 2>"$LOGS/emulator-lc.err" &
+LC_EMULATOR_PID=$!
+LC_ENDPOINT=""
+for _ in $(seq 100); do
+    kill -0 "$LC_EMULATOR_PID" 2>/dev/null || break
+    if grep -q '^control-plane .*[0-9]$' "$LOGS/emulator-lc.out"; then # the last line
+        LC_ENDPOINT="$(sed -n 1p "$LOGS/emulator-lc.out")"
+        break
+    fi
+    sleep 0.1
+done
+declare -A LC_ARN
+for ch in "${LC_CHANNELS[@]}"; do
+    LC_ARN[$ch]="$(awk -v ch="$ch" '$1 == "channel" && $2 == ch { print $3 }' "$LOGS/emulator-lc.out")"
+done
+if ! [[ "$LC_ENDPOINT" =~ ^ws://127\.0\.0\.1:[0-9]+$ ]] || [ -z "${LC_ARN[lc-asan]}" ]; then
+    echo "error: the lifecycle emulator did not start" >&2
+    show_tail "$LOGS/emulator-lc.out" "$LOGS/emulator-lc.err" >&2
+    exit 1
+fi
+echo "lifecycle endpoint: $LC_ENDPOINT"
 
 # --- helpers -----------------------------------------------------------------
 
@@ -438,6 +483,48 @@ cp_fails() {
     record "$name" 0 "exit $status, $(grep -o "FAILED: could not connect: $code ([^)]*)" "$LOGS/$name.out")"
 }
 
+# lifecycle NAME BINARY CHANNEL ROUNDS [PREFIX...]: the lifecycle test on a
+# channel of the --no-quotas emulator, optionally under a wrapper (valgrind:
+# its verdict counts too).
+lifecycle() {
+    local name="$1" binary="$2" ch="$3" rounds="$4"
+    shift 4
+    step "$name"
+    local -a extra=()
+    if [ "$#" -gt 0 ] && [ "$1" = "$VALGRIND" ]; then extra=(--valgrind); fi
+    local start=$SECONDS
+    timeout 600 "$@" "$BUILD/$binary" --endpoint "$LC_ENDPOINT" --channel-arn "${LC_ARN[$ch]}" \
+        --rounds "$rounds" "${extra[@]}" >"$LOGS/$name.out" 2>"$LOGS/$name.err"
+    local status=$?
+    local took=$((SECONDS - start))
+    grep -E '^FAIL|rounds \(|kvs_client_free took|in order in|kvs_shutdown\((500|200)\)' \
+        "$LOGS/$name.out" | cut -c1-200 | sed 's/^/    /'
+    local summary
+    summary="$(tail -n 1 "$LOGS/$name.out")"
+    echo "    $summary (${took} s)"
+    if ! [[ "$summary" =~ ^[0-9]+\ passed,\ [0-9]+\ failed$ ]]; then
+        show_tail "$LOGS/$name.out" "$LOGS/$name.err"
+        record "$name" 1 "exit $status, no summary line (crashed?); ${took} s"
+        return
+    fi
+    if [ "${#extra[@]}" -gt 0 ]; then
+        local verdict vs
+        verdict="$(valgrind_verdict "$LOGS/$name.err")"
+        vs=$?
+        if [ "$vs" != 0 ]; then show_tail "$LOGS/$name.err"; fi
+        if [ "$vs" != 0 ] || [ "$status" != 0 ]; then
+            record "$name" 1 "$summary; $verdict; ${took} s"
+        else
+            record "$name" 0 "$summary; $verdict; ${took} s"
+        fi
+        return
+    fi
+    if [ "$status" != 0 ]; then
+        show_tail "$LOGS/$name.out" "$LOGS/$name.err"
+    fi
+    record "$name" "$status" "$summary; ${took} s"
+}
+
 # --- tests -------------------------------------------------------------------
 
 pair "master+viewer (shared)" c-shared "$BUILD/master" "$BUILD/viewer"
@@ -471,6 +558,13 @@ bad_input "bad_input (shared)" bad_input cp
 bad_input "bad_input (static)" bad_input-static cp
 bad_input "bad_input (C++)" bad_input-cxx cp
 
+ROUNDS="${KVS_C_TESTS_ROUNDS:-300}"
+VALGRIND_ROUNDS=$((ROUNDS / 10))
+if [ "$VALGRIND_ROUNDS" -lt 10 ]; then VALGRIND_ROUNDS=10; fi
+lifecycle "lifecycle (shared)" lifecycle lc-shared "$ROUNDS"
+lifecycle "lifecycle (static)" lifecycle-static lc-static "$ROUNDS"
+lifecycle "lifecycle (C++)" lifecycle-cxx lc-cxx "$ROUNDS"
+
 if command -v "$VALGRIND" >/dev/null 2>&1; then
     # The shared library is stripped: valgrind stacks in it have no names, so
     # the TLS runs use the static builds (see tests/c/valgrind.supp).
@@ -481,12 +575,18 @@ if command -v "$VALGRIND" >/dev/null 2>&1; then
         "$VALGRIND" "${VALGRIND_ARGS[@]}"
     cp_pair "control plane: viewer (valgrind, static)" cp-valgrind "$BUILD/master" \
         "$BUILD/viewer-static" "" "--credentials-callback" "$VALGRIND" "${VALGRIND_ARGS[@]}"
+    # The static build: valgrind stacks in it have names. The shutdown cases
+    # run in child processes spawned without valgrind.
+    lifecycle "lifecycle (valgrind, static, $VALGRIND_ROUNDS rounds)" lifecycle-static \
+        lc-valgrind "$VALGRIND_ROUNDS" "$VALGRIND" "${VALGRIND_ARGS[@]}"
 else
     record "valgrind" 1 "$VALGRIND not found; install valgrind"
 fi
 
 if [ "$ASAN" = 1 ]; then
     ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" bad_input "bad_input (ASan+UBSan)" bad_input-asan cp
+    ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" lifecycle "lifecycle (ASan+UBSan)" \
+        lifecycle-asan lc-asan "$ROUNDS"
 fi
 
 # --- what the control-plane runs printed -----------------------------------
@@ -499,15 +599,17 @@ if [ -n "$leaks" ]; then
 else
     record "control plane: no secret key in any output" 0
 fi
-# The examples print this WARNING when kvs_client_free returned before
-# free_userdata ran, which the header rules out (a library bug).
-late="$(grep -l 'WARNING: library bug' "$LOGS"/control*.err 2>/dev/null || true)"
-if [ -n "$late" ]; then
-    grep -h 'WARNING: library bug' "$LOGS"/control*.err | sort | uniq -c | sed 's/^/    /'
-    record "control plane: kvs_client_free returned after free_userdata (examples)" 1 \
-        "$(echo "$late" | wc -l) runs saw free_userdata run after kvs_client_free returned"
+# The examples print this WARNING when free_userdata did not run on the
+# thread of kvs_client_free before it returned, which the header rules out (a
+# library bug).
+mapfile -t late < <(grep -l 'WARNING: library bug' "$LOGS"/*.master.err "$LOGS"/*.viewer.err \
+    "$LOGS"/control*.err 2>/dev/null | sort -u)
+if [ "${#late[@]}" -gt 0 ]; then
+    grep -h 'WARNING: library bug' "${late[@]}" | sort | uniq -c | sed 's/^/    /'
+    record "examples: kvs_client_free ran free_userdata on its thread before returning" 1 \
+        "${#late[@]} runs saw free_userdata elsewhere or after kvs_client_free returned"
 else
-    record "control plane: kvs_client_free returned after free_userdata (examples)" 0
+    record "examples: kvs_client_free ran free_userdata on its thread before returning" 0
 fi
 
 # --- summary -----------------------------------------------------------------

@@ -56,7 +56,7 @@ step "cargo clippy (native-tls)" cargo clippy --all-targets --features native-tl
 step "cargo test (unit, integration, header drift)" cargo test
 step "native-tls client (system OpenSSL) against the emulator" native_tls_tests
 step "release build (library + emulator)" build_release
-step "C examples and C tests (shared, static, valgrind)" scripts/c-tests.sh
+step "C examples and C tests (shared, static, ASan+UBSan, valgrind)" scripts/c-tests.sh
 step "Python binding (Python master, C viewer)" python_tests
 step "JS SDK viewer (C master)" js_tests
 

@@ -79,6 +79,8 @@ static const char *const RESULT_NAMES[] = {
     "KVS_ERR_SERVICE",
     "KVS_ERR_BAD_RESPONSE",
     "KVS_ERR_CREDENTIALS",
+    "KVS_ERR_CLOSED",
+    "KVS_ERR_CANCELLED",
 };
 #define RESULT_COUNT (sizeof RESULT_NAMES / sizeof RESULT_NAMES[0])
 
@@ -229,6 +231,37 @@ static kvs_result connect_paced(const kvs_client *client) {
     return rc;
 }
 
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* kvs_client_connect on a thread of its own, for the calls that interrupt a
+ * connect in progress (kvs_client_disconnect, kvs_shutdown). The last error
+ * is per thread: it is copied out there. */
+struct connect_job {
+    const kvs_client *client;
+    pthread_t thread;
+    uint32_t rc;
+    double ended_ms;
+    char msg[256];
+};
+
+static void *connect_job_run(void *arg) {
+    struct connect_job *job = (struct connect_job *)arg;
+    job->rc = (uint32_t)kvs_client_connect(job->client);
+    snprintf(job->msg, sizeof job->msg, "%s", kvs_last_error_message());
+    job->ended_ms = now_ms();
+    return NULL;
+}
+
+static int connect_job_start(struct connect_job *job, const kvs_client *client) {
+    memset(job, 0, sizeof *job);
+    job->client = client;
+    return pthread_create(&job->thread, NULL, connect_job_run, job) == 0 ? 0 : -1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Userdata probes: count free_userdata, see which thread ran it, and catch */
 /* callbacks that arrive after it.                                          */
@@ -274,20 +307,20 @@ static int probe_wait_freed(struct probe *p, long ms) {
     return probe_free_calls(p);
 }
 
-/* Checks that free_userdata of `p` has already run exactly once (and, with
- * `off_main`, on a library thread), then that no second call follows. For
- * kvs_client_new failures and kvs_client_free, which return after it ran. */
-#define EXPECT_FREED_NOW(p, off_main)                                                          \
+/* Checks that free_userdata of `p` has already run exactly once, on the
+ * calling thread, then that no second call follows. For kvs_client_new
+ * failures and kvs_client_free, which run it on the calling thread before
+ * they return (kvs_signaling.h, `free_userdata`). */
+#define EXPECT_FREED_NOW(p)                                                                    \
     do {                                                                                       \
         int n_ = probe_free_calls(p);                                                          \
         sleep_ms(20);                                                                          \
         int later_ = probe_free_calls(p);                                                      \
         int main_ = (p)->freed_on_main_thread;                                                 \
-        expect_true(__LINE__, n_ == 1 && later_ == 1 && (!(off_main) || !main_),               \
-                    (off_main) ? "free_userdata ran once before returning, on a library thread" \
-                               : "free_userdata ran once before returning",                    \
+        expect_true(__LINE__, n_ == 1 && later_ == 1 && main_,                                 \
+                    "free_userdata ran once before returning, on the calling thread",          \
                     "%s: %d times on return, %d later%s", (p)->name, n_, later_,               \
-                    n_ == 0 ? "" : main_ ? ", on the calling thread" : ", on a library thread"); \
+                    n_ == 0 ? "" : main_ ? ", on the calling thread" : ", on another thread"); \
     } while (0)
 
 /* Waits up to 3 s for free_userdata of `p`, then checks it ran exactly once
@@ -778,7 +811,7 @@ static void test_client_new(void) {
         EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
         EXPECT_TRUE(client != NULL && p.free_calls == 0, "client made, userdata kept");
         EXPECT_RC(KVS_OK, kvs_client_free(client));
-        EXPECT_FREED_NOW(&p, 1);
+        EXPECT_FREED_NOW(&p);
     }
     {
         kvs_client_config c = kvs_client_config_default();
@@ -1017,8 +1050,8 @@ static void test_unconnected_clients(void) {
     section("client lifecycle without a service (free)");
     EXPECT_RC(KVS_OK, kvs_client_free(master));
     EXPECT_RC(KVS_OK, kvs_client_free(viewer));
-    EXPECT_FREED_NOW(&pm, 1);
-    EXPECT_FREED_NOW(&pv, 1);
+    EXPECT_FREED_NOW(&pm);
+    EXPECT_FREED_NOW(&pv);
     EXPECT_TRUE(pm.state_count == 0 && pm.status_reports == 0,
                 "no callbacks for a client that never connected");
 }
@@ -1047,7 +1080,7 @@ static void test_connect_failures(void) {
     /* A failed connect can be retried: same answer, no ALREADY_CONNECTED. */
     EXPECT_RC2(KVS_ERR_NETWORK, KVS_ERR_TIMEOUT, kvs_client_connect(client));
     EXPECT_RC(KVS_OK, kvs_client_free(client));
-    EXPECT_FREED_NOW(&p, 1);
+    EXPECT_FREED_NOW(&p);
     pthread_mutex_lock(&g_lock);
     int seen_connecting = p.state_count >= 2 && p.states_seen[0] == KVS_STATE_CONNECTING &&
                           p.states_seen[1] == KVS_STATE_DISCONNECTED;
@@ -1077,7 +1110,35 @@ static void test_connect_failures(void) {
         double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
         EXPECT_TRUE(ms >= 250 && ms < 5000, "gave up after %.0f ms (connect_timeout_ms 300)", ms);
         EXPECT_RC(KVS_OK, kvs_client_free(client));
-        EXPECT_FREED_NOW(&p, 1);
+        EXPECT_FREED_NOW(&p);
+    }
+
+    /* The same silent port with a long timeout: kvs_client_disconnect from
+     * another thread abandons the connect, which returns KVS_ERR_CANCELLED. */
+    section("kvs_client_connect abandoned by kvs_client_disconnect -> KVS_ERR_CANCELLED");
+    probe_init(&p, "cancelled-connect");
+    c = base_config(KVS_ROLE_VIEWER, &p);
+    c.endpoint = endpoint;
+    c.connect_timeout_ms = 20000;
+    client = NULL;
+    EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
+    struct connect_job job;
+    if (client != NULL && connect_job_start(&job, client) == 0) {
+        sleep_ms(300); /* the connect is waiting for the handshake by now */
+        double asked = now_ms();
+        EXPECT_RC(KVS_OK, kvs_client_disconnect(client));
+        pthread_join(job.thread, NULL);
+        judge(__LINE__, "kvs_client_connect (on another thread) while disconnected", job.rc,
+              KVS_ERR_CANCELLED, job.msg, "");
+        EXPECT_TRUE(job.ended_ms - asked < 3000,
+                    "the connect returned %.0f ms after kvs_client_disconnect (timeout 20 s)",
+                    job.ended_ms - asked);
+        EXPECT_TRUE(kvs_client_state(client) == KVS_STATE_DISCONNECTED, "DISCONNECTED after it");
+        EXPECT_RC(KVS_OK, kvs_client_free(client));
+        EXPECT_FREED_NOW(&p);
+    } else if (client != NULL) {
+        fail(__LINE__, "pthread_create", "no connect thread");
+        (void)kvs_client_free(client);
     }
     close(fd);
 }
@@ -1086,9 +1147,11 @@ static void test_connect_failures(void) {
 /* The control-plane entry points without a service.                        */
 
 static void test_new_result_codes(void) {
-    section("result codes of the control-plane path");
-    const uint32_t codes[] = {KVS_ERR_TLS, KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE,
-                              KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS};
+    section("result codes added later: control plane, client lifecycle");
+    const uint32_t codes[] = {KVS_ERR_TLS,          KVS_ERR_SERVICE_INVALID_ARGUMENT,
+                              KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
+                              KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS,
+                              KVS_ERR_CLOSED,       KVS_ERR_CANCELLED};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         const char *text = kvs_result_str(codes[i]);
         EXPECT_TRUE(text != NULL && text[0] != '\0' && strcmp(text, "unknown result code") != 0,
@@ -1097,6 +1160,8 @@ static void test_new_result_codes(void) {
     }
     EXPECT_TRUE(KVS_ERR_CREDENTIALS == 34 && KVS_ERR_SERVICE_INVALID_ARGUMENT == 30,
                 "stable values: KVS_ERR_SERVICE_INVALID_ARGUMENT 30 .. KVS_ERR_CREDENTIALS 34");
+    EXPECT_TRUE(KVS_ERR_CLOSED == 35 && KVS_ERR_CANCELLED == 36,
+                "stable values: KVS_ERR_CLOSED 35, KVS_ERR_CANCELLED 36");
 }
 
 static void test_stun_url(void) {
@@ -1107,7 +1172,14 @@ static void test_stun_url(void) {
     const size_t want_len = strlen(want);
 
     EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_stun_url(NULL, false, false, buf, sizeof buf, &n));
-    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_stun_url("us-west-2", false, false, NULL, 0, &n));
+    /* A NULL buf is a size query; NULL buf and NULL out_len is an error. */
+    n = 12345;
+    EXPECT_RC(KVS_OK, kvs_stun_url("us-west-2", false, false, NULL, 0, &n));
+    EXPECT_TRUE(n == want_len, "size query: %zu (want %zu)", n, want_len);
+    n = 12345;
+    EXPECT_RC(KVS_OK, kvs_stun_url("us-west-2", false, false, NULL, 100, &n));
+    EXPECT_TRUE(n == want_len, "size query with a capacity: %zu (want %zu)", n, want_len);
+    EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_stun_url("us-west-2", false, false, NULL, 0, NULL));
     EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_stun_url("us-west-2", false, false, NULL, 100, NULL));
     EXPECT_RC(KVS_ERR_INVALID_UTF8, kvs_stun_url(NON_UTF8, false, false, buf, sizeof buf, &n));
     EXPECT_RC(KVS_ERR_INVALID_CONFIG, kvs_stun_url("", false, false, buf, sizeof buf, &n));
@@ -1212,7 +1284,7 @@ static void record_rc(struct recorded_rc *r, uint32_t rc) {
     snprintf(r->msg, sizeof r->msg, "%s", kvs_last_error_message());
 }
 
-static kvs_result cred_callback(void *userdata, kvs_credentials_sink *sink) {
+static uint32_t cred_callback(void *userdata, kvs_credentials_sink *sink) {
     (void)userdata;
     struct cred_probe *c = &g_cred;
     pthread_mutex_lock(&g_lock);
@@ -1346,7 +1418,7 @@ static void test_control_plane_offline(void) {
         kvs_client *client = NULL;
         EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
         EXPECT_RC(KVS_OK, kvs_client_free(client));
-        EXPECT_FREED_NOW(&p, 1);
+        EXPECT_FREED_NOW(&p);
 
         probe_init(&p, "cp-env");
         c = cp_config(KVS_ROLE_MASTER, &p, NULL); /* the real regional endpoint, never contacted */
@@ -1357,7 +1429,7 @@ static void test_control_plane_offline(void) {
         client = NULL;
         EXPECT_RC(KVS_OK, kvs_client_new(&c, &client));
         EXPECT_RC(KVS_OK, kvs_client_free(client));
-        EXPECT_FREED_NOW(&p, 1);
+        EXPECT_FREED_NOW(&p);
     }
 
     section("kvs_client_get_metrics, kvs_client_get_ice_servers, kvs_client_start (no service)");
@@ -1447,7 +1519,7 @@ static void test_control_plane_offline(void) {
                 reports);
     EXPECT_RC(KVS_OK, kvs_client_start(client)); /* startable again */
     EXPECT_RC(KVS_OK, kvs_client_free(client));
-    EXPECT_FREED_NOW(&p, 1);
+    EXPECT_FREED_NOW(&p);
 
     section("kvs_credentials_sink_set, credentials_callback (no service)");
     EXPECT_RC(KVS_ERR_NULL_PARAMETER, kvs_credentials_sink_set(NULL, "AKIDX", "secret", NULL, 0));
@@ -1508,7 +1580,7 @@ static void test_control_plane_offline(void) {
                      &seen.good, KVS_OK);
         }
         EXPECT_RC(KVS_OK, kvs_client_free(client));
-        EXPECT_FREED_NOW(&p, 1);
+        EXPECT_FREED_NOW(&p);
     }
 }
 
@@ -1738,7 +1810,7 @@ static void test_online(const char *endpoint, const char *arn) {
         if (client != NULL) {
             EXPECT_RC(KVS_ERR_NOT_FOUND, kvs_client_connect(client));
             EXPECT_RC(KVS_OK, kvs_client_free(client));
-            EXPECT_FREED_NOW(&p, 1);
+            EXPECT_FREED_NOW(&p);
         }
     } else {
         fail(__LINE__, "missing_channel_arn", "cannot parse the channel ARN");
@@ -1844,7 +1916,7 @@ static void test_online(const char *endpoint, const char *arn) {
     if (snapshot.made_in_callback != NULL) {
         EXPECT_RC(KVS_OK, connect_paced(snapshot.made_in_callback));
         EXPECT_RC(KVS_OK, kvs_client_free(snapshot.made_in_callback));
-        EXPECT_FREED_NOW(&o->made_probe, 1);
+        EXPECT_FREED_NOW(&o->made_probe);
     }
 
     section("with the emulator: disconnect, send, reconnect");
@@ -1868,14 +1940,15 @@ static void test_online(const char *endpoint, const char *arn) {
     section("with the emulator: free");
     EXPECT_RC(KVS_OK, kvs_client_free(o->viewer));
     EXPECT_RC(KVS_OK, kvs_client_free(o->master));
-    EXPECT_FREED_NOW(&o->master_probe, 1);
-    EXPECT_FREED_NOW(&o->viewer_probe, 1);
+    EXPECT_FREED_NOW(&o->master_probe);
+    EXPECT_FREED_NOW(&o->viewer_probe);
     pthread_mutex_lock(&g_lock);
     int late = o->master_probe.callbacks_after_free + o->viewer_probe.callbacks_after_free;
     int on_main = o->master_probe.freed_on_main_thread + o->viewer_probe.freed_on_main_thread;
     pthread_mutex_unlock(&g_lock);
     EXPECT_TRUE(late == 0, "no callback after free_userdata (%d)", late);
-    EXPECT_TRUE(on_main == 0, "free_userdata ran on the dispatcher thread");
+    EXPECT_TRUE(on_main == 2, "free_userdata ran on the thread that called kvs_client_free (%d of 2)",
+                on_main);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2086,8 +2159,8 @@ static void test_control_plane_online(const char *url, const char *ca, const cha
     struct cp_online seen = g_cp;
     pthread_mutex_unlock(&g_lock);
     if (got_ice) {
-        judge_rc(__LINE__, "kvs_client_get_ice_servers(NULL buffers) in on_ice_servers",
-                 &seen.sizes_in_cb, KVS_ERR_BUFFER_TOO_SMALL);
+        judge_rc(__LINE__, "kvs_client_get_ice_servers(NULL buffers: a size query) in on_ice_servers",
+                 &seen.sizes_in_cb, KVS_OK);
         EXPECT_TRUE(seen.count_in_cb == seen.announced && seen.len_in_cb > 0,
                     "sizes reported in the callback: %zu servers (announced %zu), %zu bytes",
                     seen.count_in_cb, seen.announced, seen.len_in_cb);
@@ -2096,8 +2169,8 @@ static void test_control_plane_online(const char *url, const char *ca, const cha
     }
 
     size_t count = 0, len = 0;
-    EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
-              kvs_client_get_ice_servers(client, NULL, 0, NULL, 0, &count, &len));
+    /* out_servers and buf both NULL: a size query (KVS_OK, sizes written). */
+    EXPECT_RC(KVS_OK, kvs_client_get_ice_servers(client, NULL, 0, NULL, 0, &count, &len));
     EXPECT_TRUE(count >= 1 && count <= 16 && len > 0, "the sizes needed: %zu servers, %zu bytes",
                 count, len);
     if (count >= 1 && count <= 16 && len > 0 && len < 65536) {
@@ -2158,7 +2231,7 @@ static void test_control_plane_online(const char *url, const char *ca, const cha
                 (unsigned long long)m.connects, (unsigned long long)m.last_control_plane_us,
                 (unsigned long long)m.last_tls_us, (unsigned long long)m.last_websocket_us);
     EXPECT_RC(KVS_OK, kvs_client_free(client));
-    EXPECT_FREED_NOW(&p, 1);
+    EXPECT_FREED_NOW(&p);
 
     /* kvs_client_start through the control plane: connects in the background. */
     probe_init(&p, "cp-start");
@@ -2191,7 +2264,7 @@ static void test_control_plane_online(const char *url, const char *ca, const cha
                     "the offer queued before the socket opened went out (%llu sent)",
                     (unsigned long long)m.messages_sent);
         EXPECT_RC(KVS_OK, kvs_client_free(client));
-        EXPECT_FREED_NOW(&p, 1);
+        EXPECT_FREED_NOW(&p);
     }
 
     test_free_after_ice_servers(base, 10);
@@ -2223,8 +2296,52 @@ static void test_shutdown(const char *endpoint, const char *arn) {
         }
     }
 
+    /* A connect in progress on another thread (to a port that never answers
+     * the handshake) is interrupted by the shutdown: KVS_ERR_SHUTDOWN. */
+    struct probe p_connecting;
+    probe_init(&p_connecting, "connecting-across-shutdown");
+    char silent[64];
+    int silent_fd = silent_listener(silent, sizeof silent);
+    kvs_client *connecting = NULL;
+    struct connect_job job;
+    int job_running = 0;
+    if (silent_fd >= 0) {
+        c = base_config(KVS_ROLE_VIEWER, &p_connecting);
+        c.endpoint = silent;
+        c.client_id = "connecting-viewer";
+        c.connect_timeout_ms = 20000;
+        EXPECT_RC(KVS_OK, kvs_client_new(&c, &connecting));
+        if (connecting != NULL && connect_job_start(&job, connecting) == 0) {
+            job_running = 1;
+            sleep_ms(300);
+        }
+    } else {
+        fail(__LINE__, "silent_listener", "could not listen on 127.0.0.1");
+    }
+
+    double asked = now_ms();
     EXPECT_RC(KVS_OK, kvs_shutdown(2000));
+    double took = now_ms() - asked;
+    EXPECT_TRUE(took < 2500, "kvs_shutdown(2000) returned after %.0f ms", took);
     EXPECT_RC2(KVS_OK, KVS_ERR_SHUTDOWN, kvs_shutdown(2000));
+    if (job_running) {
+        pthread_join(job.thread, NULL);
+        judge(__LINE__, "kvs_client_connect (on another thread) across kvs_shutdown", job.rc,
+              KVS_ERR_SHUTDOWN, job.msg, "");
+        EXPECT_TRUE(job.ended_ms - asked < 3000,
+                    "the connect returned %.0f ms after kvs_shutdown began (timeout 20 s)",
+                    job.ended_ms - asked);
+    }
+    if (connecting != NULL) {
+        asked = now_ms();
+        EXPECT_RC(KVS_OK, kvs_client_free(connecting));
+        took = now_ms() - asked;
+        EXPECT_FREED_NOW(&p_connecting);
+        EXPECT_TRUE(took < 1000, "kvs_client_free after kvs_shutdown took %.0f ms", took);
+    }
+    if (silent_fd >= 0) {
+        close(silent_fd);
+    }
 
     probe_init(&p_after, "after-shutdown");
     c = base_config(KVS_ROLE_MASTER, &p_after);
@@ -2236,14 +2353,20 @@ static void test_shutdown(const char *endpoint, const char *arn) {
         EXPECT_RC(KVS_ERR_SHUTDOWN, kvs_client_connect(idle));
         EXPECT_RC2(KVS_ERR_NOT_CONNECTED, KVS_ERR_SHUTDOWN,
                    kvs_send_sdp_offer(idle, NULL, SDP, NULL, NULL, 0, NULL));
+        asked = now_ms();
         EXPECT_RC(KVS_OK, kvs_client_free(idle));
-        EXPECT_FREED_NOW(&p_idle, 0); /* no dispatcher any more */
+        took = now_ms() - asked;
+        EXPECT_FREED_NOW(&p_idle);
+        EXPECT_TRUE(took < 1000, "kvs_client_free after kvs_shutdown took %.0f ms", took);
     }
     if (live != NULL) {
         EXPECT_RC2(KVS_ERR_NOT_CONNECTED, KVS_ERR_SHUTDOWN,
                    kvs_send_sdp_offer(live, NULL, SDP, NULL, NULL, 0, NULL));
+        asked = now_ms();
         EXPECT_RC(KVS_OK, kvs_client_free(live));
-        EXPECT_FREED_NOW(&p_live, 0);
+        took = now_ms() - asked;
+        EXPECT_FREED_NOW(&p_live);
+        EXPECT_TRUE(took < 1000, "kvs_client_free after kvs_shutdown took %.0f ms", took);
     }
     EXPECT_TRUE(kvs_version() != NULL && strcmp(kvs_result_str(KVS_ERR_SHUTDOWN),
                                                 "unknown result code") != 0,
