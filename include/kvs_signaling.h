@@ -264,8 +264,8 @@ enum kvs_result
    */
   KVS_ERR_CLOSED = 35,
   /**
-   * `kvs_client_connect` was abandoned because `kvs_client_disconnect` (or
-   * `kvs_client_free`) stopped the client meanwhile.
+   * `kvs_client_connect` was abandoned because `kvs_client_disconnect`
+   * stopped the client meanwhile.
    */
   KVS_ERR_CANCELLED = 36,
 };

@@ -146,12 +146,12 @@ pub extern "C" fn kvs_set_log_callback(
     free_userdata: super::kvs_free_callback,
 ) -> kvs_result {
     boundary(|| {
+        let registration = callback.map(|callback| Arc::new(LogCallback { callback, userdata, free_userdata }));
         if runtime::is_forked() {
             // The parent's logger lock may be held by a thread that does not
-            // exist here; userdata is left alone (leaked) like everything else.
+            // exist here; the registration (and so userdata) is released.
             return fail_runtime(runtime::RuntimeError::Forked);
         }
-        let registration = callback.map(|callback| Arc::new(LogCallback { callback, userdata, free_userdata }));
         if callback.is_none()
             && let Some(free) = free_userdata
         {

@@ -87,8 +87,8 @@ pub enum kvs_result {
     /// The client is being freed: `kvs_client_free` was called (seen by a
     /// callback of that client still running, or a second free).
     KVS_ERR_CLOSED = 35,
-    /// `kvs_client_connect` was abandoned because `kvs_client_disconnect` (or
-    /// `kvs_client_free`) stopped the client meanwhile.
+    /// `kvs_client_connect` was abandoned because `kvs_client_disconnect`
+    /// stopped the client meanwhile.
     KVS_ERR_CANCELLED = 36,
 }
 
