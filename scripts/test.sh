@@ -32,6 +32,8 @@ build_release() {
 }
 
 python_tests() {
+  # The test command sets up what it needs, on a fresh machine too.
+  python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install --quiet pytest || return 1
   KVS_SIGNALING_LIB="$PWD/target/release/libkvs_signaling.so" \
   KVS_EMULATOR="$PWD/target/release/kvs-signaling-emulator" \
   KVS_C_VIEWER="$PWD/examples_c/viewer" \
