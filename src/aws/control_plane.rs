@@ -566,12 +566,16 @@ pub(super) fn parse_success(operation: &str, response: &HttpResponse) -> Result<
 /// Maps an error reply to an [`AwsError`], with any echo of the credentials' secrets removed.
 pub(super) fn error_from_response(response: &HttpResponse, credentials: &Credentials) -> AwsError {
     let body = credentials.redact(&response.body_text());
-    classify(service_error(
+    let mut error = service_error(
         response.status,
         response.header("x-amzn-ErrorType"),
         response.header("x-amzn-RequestId"),
         body.as_bytes(),
-    ))
+    );
+    // JSON escapes (`\/`, `\u0041`) hide a secret from the first pass: redact what they decode to.
+    error.message = credentials.redact(&error.message);
+    error.code = error.code.map(|code| credentials.redact(&code));
+    classify(error)
 }
 
 #[cfg(test)]
@@ -649,6 +653,10 @@ mod tests {
         assert!(matches!(&error, AwsError::AccessDenied(s) if s.request_id.as_deref() == Some("r1")));
         let text = format!("{error} {error:?}");
         assert!(!text.contains("SessionTokenValue") && text.contains("** redacted **"), "{text}");
+        // Found by fuzzing: a JSON escape inside the secret got past the redaction.
+        let escaped = HttpResponse { body: br#"{"message":"key Secret\u004beyValue"}"#.to_vec(), ..response };
+        let text = error_from_response(&escaped, &credentials).to_string();
+        assert!(!text.contains("SecretKeyValue") && text.contains("** redacted **"), "{text}");
     }
 
     #[test]
