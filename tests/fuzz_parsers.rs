@@ -158,49 +158,49 @@ fn every_target_has_seeds_and_a_libfuzzer_harness() {
 
 #[test]
 fn inbound_frame() {
-    fuzz("inbound_frame", 4000);
+    fuzz("inbound_frame", 40_000);
 }
 
 #[test]
 fn payload() {
-    fuzz("payload", 4000);
+    fuzz("payload", 40_000);
 }
 
 #[test]
 fn outbound_frame() {
-    fuzz("outbound_frame", 4000);
+    fuzz("outbound_frame", 40_000);
 }
 
 #[test]
 fn control_plane_reply() {
-    fuzz("control_plane_reply", 4000);
+    fuzz("control_plane_reply", 40_000);
 }
 
 #[test]
 fn service_error() {
-    fuzz("service_error", 4000);
+    fuzz("service_error", 40_000);
 }
 
 #[test]
 fn http_date() {
-    fuzz("http_date", 4000);
+    fuzz("http_date", 40_000);
 }
 
 #[test]
 fn endpoint_cache() {
-    fuzz("endpoint_cache", 3000);
+    fuzz("endpoint_cache", 40_000);
 }
 
 #[cfg(feature = "emulator")]
 #[test]
 fn emulator_request() {
-    fuzz("emulator_request", 2000);
+    fuzz("emulator_request", 20_000);
 }
 
 #[cfg(feature = "emulator")]
 #[test]
 fn emulator_signature() {
-    fuzz("emulator_signature", 300);
+    fuzz("emulator_signature", 2_000);
 }
 
 /// Ignored until the parser bounds ids (a fix is under way in src/protocol):
@@ -213,5 +213,5 @@ fn inbound_ids_are_bounded() {
     run_all("inbound_ids_bounded", inbound_ids_bounded, [long.into_bytes()]);
     let seeds = seeds("inbound_frame");
     let mut rng = Rng(7);
-    run_all("inbound_ids_bounded", inbound_ids_bounded, (0..4000).map(|_| mutate(&mut rng, &seeds)));
+    run_all("inbound_ids_bounded", inbound_ids_bounded, (0..40_000).map(|_| mutate(&mut rng, &seeds)));
 }
