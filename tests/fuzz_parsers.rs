@@ -4,8 +4,47 @@
 //! same targets run under libFuzzer from `fuzz/` (see its README section).
 
 use kvs_signaling::fuzzing::{TARGETS, inbound_ids_bounded};
+use kvs_signaling::log::{Level, set_sink};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The system allocator, noting the largest single allocation of each thread.
+struct Measuring;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to `System` unchanged; only notes sizes in a thread-local `Cell`.
+unsafe impl GlobalAlloc for Measuring {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.with(|largest| largest.set(largest.get().max(layout.size())));
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.with(|largest| largest.set(largest.get().max(new_size)));
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Measuring = Measuring;
+
+/// No single allocation may be larger than this many times the input, plus
+/// [`ALLOCATION_SLACK`] bytes: parsers allocate in proportion to what they read.
+const ALLOCATION_FACTOR: usize = 4;
+const ALLOCATION_SLACK: usize = 4 * 1024;
 
 /// Fragments a mutation may insert: JSON syntax, odd numbers, escapes, the
 /// field separator, date and query pieces, a too-long id.
@@ -126,18 +165,29 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     data
 }
 
-/// Runs `target` over `inputs`, naming the failing input.
+/// Runs `target` over `inputs`, naming the failing input; also fails when one
+/// allocation is out of proportion to the input.
 fn run_all(name: &str, target: fn(&[u8]), inputs: impl IntoIterator<Item = Vec<u8>>) {
     for input in inputs {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| target(&input))) {
+        LARGEST.with(|largest| largest.set(0));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            target(&input);
+            let largest = LARGEST.with(Cell::get);
+            let bound = input.len() * ALLOCATION_FACTOR + ALLOCATION_SLACK;
+            assert!(largest <= bound, "an allocation of {largest} bytes for {} bytes of input", input.len());
+        }));
+        if let Err(panic) = result {
             eprintln!("{name} failed on {:?}", String::from_utf8_lossy(&input));
             resume_unwind(panic);
         }
     }
 }
 
-/// The seeds of `name`, then `mutations` mutations of them.
+/// The seeds of `name`, then `mutations` mutations of them. Log lines are
+/// dropped unformatted: the parsers log what they skip, and that is not theirs
+/// to allocate.
 fn fuzz(name: &str, mutations: usize) {
+    set_sink(Level::Error, Some(Arc::new(|_, _, _| {})));
     let (_, target) = TARGETS.iter().find(|(n, _)| *n == name).expect("a known target");
     let seeds = seeds(name);
     assert!(!seeds.is_empty(), "{name} has no seeds");
