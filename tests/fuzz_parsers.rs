@@ -1,7 +1,7 @@
 //! The fuzz targets of `kvs_signaling::fuzzing` under plain `cargo test`: each
 //! over its seed corpus `fuzz/seeds/TARGET/` and a fixed number of
 //! deterministic mutations of it, so that every CI run exercises them. The
-//! same targets run under libFuzzer from `fuzz/` (see its README section).
+//! same targets run under libFuzzer from `fuzz/` (`cargo fuzz run TARGET`).
 
 use kvs_signaling::fuzzing::{TARGETS, inbound_ids_bounded};
 use kvs_signaling::log::{Level, set_sink};
