@@ -1,11 +1,50 @@
 //! The fuzz targets of `kvs_signaling::fuzzing` under plain `cargo test`: each
 //! over its seed corpus `fuzz/seeds/TARGET/` and a fixed number of
 //! deterministic mutations of it, so that every CI run exercises them. The
-//! same targets run under libFuzzer from `fuzz/` (see its README section).
+//! same targets run under libFuzzer from `fuzz/` (`cargo fuzz run TARGET`).
 
 use kvs_signaling::fuzzing::{TARGETS, inbound_ids_bounded};
+use kvs_signaling::log::{Level, set_sink};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The system allocator, noting the largest single allocation of each thread.
+struct Measuring;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to `System` unchanged; only notes sizes in a thread-local `Cell`.
+unsafe impl GlobalAlloc for Measuring {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.with(|largest| largest.set(largest.get().max(layout.size())));
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.with(|largest| largest.set(largest.get().max(new_size)));
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Measuring = Measuring;
+
+/// No single allocation may be larger than this many times the input, plus
+/// [`ALLOCATION_SLACK`] bytes: parsers allocate in proportion to what they read.
+const ALLOCATION_FACTOR: usize = 4;
+const ALLOCATION_SLACK: usize = 4 * 1024;
 
 /// Fragments a mutation may insert: JSON syntax, odd numbers, escapes, the
 /// field separator, date and query pieces, a too-long id.
@@ -126,18 +165,29 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     data
 }
 
-/// Runs `target` over `inputs`, naming the failing input.
+/// Runs `target` over `inputs`, naming the failing input; also fails when one
+/// allocation is out of proportion to the input.
 fn run_all(name: &str, target: fn(&[u8]), inputs: impl IntoIterator<Item = Vec<u8>>) {
     for input in inputs {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| target(&input))) {
+        LARGEST.with(|largest| largest.set(0));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            target(&input);
+            let largest = LARGEST.with(Cell::get);
+            let bound = input.len() * ALLOCATION_FACTOR + ALLOCATION_SLACK;
+            assert!(largest <= bound, "an allocation of {largest} bytes for {} bytes of input", input.len());
+        }));
+        if let Err(panic) = result {
             eprintln!("{name} failed on {:?}", String::from_utf8_lossy(&input));
             resume_unwind(panic);
         }
     }
 }
 
-/// The seeds of `name`, then `mutations` mutations of them.
+/// The seeds of `name`, then `mutations` mutations of them. Log lines are
+/// dropped unformatted: the parsers log what they skip, and that is not theirs
+/// to allocate.
 fn fuzz(name: &str, mutations: usize) {
+    set_sink(Level::Error, Some(Arc::new(|_, _, _| {})));
     let (_, target) = TARGETS.iter().find(|(n, _)| *n == name).expect("a known target");
     let seeds = seeds(name);
     assert!(!seeds.is_empty(), "{name} has no seeds");
@@ -158,49 +208,49 @@ fn every_target_has_seeds_and_a_libfuzzer_harness() {
 
 #[test]
 fn inbound_frame() {
-    fuzz("inbound_frame", 4000);
+    fuzz("inbound_frame", 40_000);
 }
 
 #[test]
 fn payload() {
-    fuzz("payload", 4000);
+    fuzz("payload", 40_000);
 }
 
 #[test]
 fn outbound_frame() {
-    fuzz("outbound_frame", 4000);
+    fuzz("outbound_frame", 40_000);
 }
 
 #[test]
 fn control_plane_reply() {
-    fuzz("control_plane_reply", 4000);
+    fuzz("control_plane_reply", 40_000);
 }
 
 #[test]
 fn service_error() {
-    fuzz("service_error", 4000);
+    fuzz("service_error", 40_000);
 }
 
 #[test]
 fn http_date() {
-    fuzz("http_date", 4000);
+    fuzz("http_date", 40_000);
 }
 
 #[test]
 fn endpoint_cache() {
-    fuzz("endpoint_cache", 3000);
+    fuzz("endpoint_cache", 40_000);
 }
 
 #[cfg(feature = "emulator")]
 #[test]
 fn emulator_request() {
-    fuzz("emulator_request", 2000);
+    fuzz("emulator_request", 20_000);
 }
 
 #[cfg(feature = "emulator")]
 #[test]
 fn emulator_signature() {
-    fuzz("emulator_signature", 300);
+    fuzz("emulator_signature", 2_000);
 }
 
 /// `InboundMessage::parse` never yields a `senderClientId` or `correlationId`
@@ -211,5 +261,5 @@ fn inbound_ids_are_bounded() {
     run_all("inbound_ids_bounded", inbound_ids_bounded, [long.into_bytes()]);
     let seeds = seeds("inbound_frame");
     let mut rng = Rng(7);
-    run_all("inbound_ids_bounded", inbound_ids_bounded, (0..4000).map(|_| mutate(&mut rng, &seeds)));
+    run_all("inbound_ids_bounded", inbound_ids_bounded, (0..40_000).map(|_| mutate(&mut rng, &seeds)));
 }

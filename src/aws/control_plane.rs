@@ -643,12 +643,16 @@ fn request_redactor(credentials: &Credentials, headers: &[(String, String)]) -> 
 pub(super) fn error_from_response(response: &HttpResponse, redactor: &Redactor) -> AwsError {
     let scrub = |name: &str| response.header(name).map(|value| redactor.scrub(value));
     let body = redactor.scrub(&response.body_text());
-    classify(service_error(
+    let mut error = service_error(
         response.status,
         scrub("x-amzn-ErrorType").as_deref(),
         scrub("x-amzn-RequestId").as_deref(),
         body.as_bytes(),
-    ))
+    );
+    // JSON escapes (`\/`, `\u0041`) hide a secret from the first pass: scrub what they decode to.
+    error.message = redactor.scrub(&error.message);
+    error.code = error.code.map(|code| redactor.scrub(&code));
+    classify(error)
 }
 
 #[cfg(test)]
@@ -743,6 +747,10 @@ mod tests {
         for secret in ["Session", "0a1b2c3d4e"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
+        // Found by fuzzing: a JSON escape inside the secret got past the redaction.
+        let escaped = HttpResponse { body: br#"{"message":"key Secret\u004beyValue"}"#.to_vec(), ..response };
+        let text = error_from_response(&escaped, &credentials.redactor()).to_string();
+        assert!(!text.contains("SecretKeyValue") && text.contains("** redacted **"), "{text}");
     }
 
     #[test]
