@@ -130,6 +130,17 @@ if [ "${KVS_C_TESTS_SKIP_CARGO:-0}" != 1 ]; then
     fi
 fi
 
+step "the README's C snippet compiles as pasted"
+# The first C block of README.md, compiled and linked against the shared library.
+awk '/^```c$/ {inside = 1; next} inside && /^```$/ {exit} inside {print}' README.md >"$LOGS/readme-snippet.c"
+if ${CC:-cc} -std=c11 -Wall -Wextra -Werror -Iinclude "$LOGS/readme-snippet.c" -o "$LOGS/readme-snippet" \
+    -Ltarget/release -lkvs_signaling >"$LOGS/readme-snippet.log" 2>&1; then
+    record "README C snippet compiles and links" 0
+else
+    show_tail "$LOGS/readme-snippet.log"
+    record "README C snippet compiles and links" 1
+fi
+
 step "make -C examples_c all"
 if "$MAKE" -C examples_c all >"$LOGS/make.log" 2>&1; then
     record "make -C examples_c all" 0
