@@ -14,3 +14,4 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod log;
 pub mod runtime;
+mod tcp;

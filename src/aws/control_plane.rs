@@ -121,13 +121,21 @@ pub struct ControlPlaneConfig {
     pub ca_bundle: Option<PathBuf>,
     /// Upper bound of one HTTP call (connect, TLS, request, reply).
     pub request_timeout: Duration,
+    /// Dead-link deadline of each call's socket: written data unacknowledged
+    /// this long (`TCP_USER_TIMEOUT`, Linux), or an idle peer silent to
+    /// keepalive probes for about this long, fails the call at once rather
+    /// than at `request_timeout`. Default
+    /// [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s); zero leaves the
+    /// system defaults. In a client, `ClientConfig::tcp_user_timeout` replaces it.
+    pub tcp_user_timeout: Duration,
     pub credentials: Arc<dyn CredentialsProvider>,
     /// Credentials are fetched again this long before they expire.
     pub credentials_refresh_margin: Duration,
 }
 
 impl ControlPlaneConfig {
-    /// Defaults: regional endpoint, Mozilla roots, 10 s per call, 5 min refresh margin.
+    /// Defaults: regional endpoint, Mozilla roots, 10 s per call, a 5 s
+    /// dead-link deadline, 5 min refresh margin.
     pub fn new(region: &str, credentials: Arc<dyn CredentialsProvider>) -> ControlPlaneConfig {
         ControlPlaneConfig {
             region: region.to_owned(),
@@ -135,6 +143,7 @@ impl ControlPlaneConfig {
             endpoint_override: None,
             ca_bundle: None,
             request_timeout: Duration::from_secs(10),
+            tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT,
             credentials,
             credentials_refresh_margin: CachingCredentials::DEFAULT_MARGIN,
         }
@@ -149,6 +158,7 @@ impl fmt::Debug for ControlPlaneConfig {
             .field("endpoint_override", &self.endpoint_override)
             .field("ca_bundle", &self.ca_bundle)
             .field("request_timeout", &self.request_timeout)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
             .field("credentials_refresh_margin", &self.credentials_refresh_margin)
             .finish_non_exhaustive()
     }
@@ -293,7 +303,8 @@ impl ControlPlane {
         let tls = TlsClient::new(config.ca_bundle.as_deref())?;
         let credentials =
             Arc::new(CachingCredentials::with_margin(config.credentials.clone(), config.credentials_refresh_margin));
-        Ok(ControlPlane::from_parts(&config.region, &url, HttpClient::new(tls), credentials, config.request_timeout))
+        let http = HttpClient::new(tls).with_tcp_user_timeout(config.tcp_user_timeout);
+        Ok(ControlPlane::from_parts(&config.region, &url, http, credentials, config.request_timeout))
     }
 
     /// A control plane from ready parts (`url` is used as is).

@@ -80,11 +80,21 @@ impl Target {
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     tls: TlsClient,
+    tcp_user_timeout: Duration,
 }
 
 impl HttpClient {
+    /// A client whose sockets fail when the server stops acknowledging for
+    /// [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s).
     pub fn new(tls: TlsClient) -> HttpClient {
-        HttpClient { tls }
+        HttpClient { tls, tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT }
+    }
+
+    /// The same client with another dead-link deadline (TCP user timeout and
+    /// keepalive) for its sockets; zero leaves the system defaults.
+    pub fn with_tcp_user_timeout(mut self, deadline: Duration) -> HttpClient {
+        self.tcp_user_timeout = deadline;
+        self
     }
 
     /// The TLS settings this client connects with.
@@ -138,6 +148,7 @@ impl HttpClient {
             .map_err(|e| AwsError::Network(format!("cannot connect to {}: {e}", target.authority)))?;
         // Small request/response exchanges: no Nagle delay.
         let _ = tcp.set_nodelay(true);
+        crate::tcp::set_dead_link_deadline(&tcp, self.tcp_user_timeout);
         if !target.https {
             return exchange(TokioIo::new(tcp), request, &target.authority).await;
         }
@@ -152,7 +163,13 @@ async fn exchange<T>(io: T, request: Request<Full<Bytes>>, authority: &str) -> R
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let network = |e: hyper::Error| AwsError::Network(format!("HTTP exchange with {authority}: {e}"));
+    let network = |e: hyper::Error| {
+        if crate::tcp::is_dead_link_source(&e) {
+            AwsError::Network(format!("HTTP exchange with {authority}: {}", crate::tcp::DEAD_LINK_TEXT))
+        } else {
+            AwsError::Network(format!("HTTP exchange with {authority}: {e}"))
+        }
+    };
     let (mut sender, connection) = http1::handshake::<_, Full<Bytes>>(io).await.map_err(network)?;
     let reply = async move {
         let response = sender.send_request(request).await.map_err(network)?;

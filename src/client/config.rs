@@ -7,6 +7,8 @@ use crate::protocol::{Role, validate_channel_arn, validate_client_id};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::tcp::DEFAULT_TCP_USER_TIMEOUT;
+
 /// The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
 /// the largest message of the spec (a 10,000-character payload in its
 /// envelope, spec §7.1), small enough to be buffered whole per socket on firmware.
@@ -59,6 +61,20 @@ pub struct ClientConfig {
     pub ping_interval: Duration,
     /// A ping unanswered (no frame at all) for this long counts as a drop.
     pub pong_timeout: Duration,
+    /// Dead-link deadline of every socket of the client (the WebSocket, the
+    /// control-plane and GetIceServerConfig calls), enforced by the kernel: data
+    /// written but not acknowledged by the peer for this long fails the socket
+    /// (`TCP_USER_TIMEOUT`, Linux and Android), and TCP keepalive probes an idle
+    /// socket after half of it, so that a silent dead peer is also noticed in
+    /// about this time. A link that dies without a close or a reset (Wi-Fi or
+    /// LTE gone) is then noticed in seconds, not after `ping_interval` +
+    /// `pong_timeout`; the drop reads "the peer stopped acknowledging (TCP user
+    /// timeout)" and counts in `Metrics::dead_link_detections`. Elsewhere only
+    /// keepalive applies (an idle link; data in flight waits for the system's
+    /// retransmission limit or the ping). Keepalive works in whole seconds
+    /// (at least 1 s). Default [`DEFAULT_TCP_USER_TIMEOUT`] (5 s); zero turns
+    /// both off (the system defaults apply, the ping remains).
+    pub tcp_user_timeout: Duration,
     /// Age at which the client opens a new socket and switches to it, before the
     /// service's own maximum connection duration ends the old one.
     pub max_connection_age: Duration,
@@ -166,6 +182,7 @@ impl ClientConfig {
             backoff: Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(10) },
             ping_interval: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(10),
+            tcp_user_timeout: DEFAULT_TCP_USER_TIMEOUT,
             max_connection_age: Duration::from_secs(55 * 60),
             pacing: Pacing { sdp_per_second: 5, ice_per_second: 20 },
             buffer_early_candidates: false,
@@ -283,9 +300,10 @@ impl ClientConfig {
     }
 
     /// The CA bundle of the connections through the control plane: its own
-    /// when set, else the client's.
+    /// when set, else the client's; the client's dead-link deadline.
     pub(super) fn control_plane_config(&self, aws: &AwsConfig) -> ControlPlaneConfig {
         let mut control_plane = aws.control_plane.clone();
+        control_plane.tcp_user_timeout = self.tcp_user_timeout;
         if control_plane.ca_bundle.is_none() {
             control_plane.ca_bundle = self.ca_bundle.clone();
         }

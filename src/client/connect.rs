@@ -3,10 +3,13 @@
 
 use super::ClientError;
 use super::config::DEFAULT_MAX_INBOUND_FRAME_LEN;
+use super::metrics::{Counters, bump};
 use crate::aws::{AwsError, Redactor, TlsClient, TlsStream, truncate};
+use crate::tcp::{DEAD_LINK_TEXT, is_dead_link_io, set_dead_link_deadline};
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -16,7 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-pub(super) type Socket = WebSocketStream<Stream>;
+pub(super) type Socket = WebSocketStream<Watched>;
 pub(super) type SocketWriter = futures_util::stream::SplitSink<Socket, Message>;
 pub(super) type SocketReader = futures_util::stream::SplitStream<Socket>;
 
@@ -52,10 +55,18 @@ pub(super) async fn with_inbound_limit<F: Future>(limit: usize, connect: F) -> F
     INBOUND_LIMIT.scope(limit, connect).await
 }
 
+/// True when `error` is the kernel failing the socket because the peer
+/// stopped acknowledging (`ClientConfig::tcp_user_timeout`: TCP user timeout
+/// or keepalive): a dead link, not a close or a reset.
+pub(super) fn is_dead_link(error: &tungstenite::Error) -> bool {
+    matches!(error, tungstenite::Error::Io(e) if is_dead_link_io(e))
+}
+
 /// Describes a socket error for the log and the state change, naming the
 /// limits a hostile or broken peer ran into.
 pub(super) fn describe_socket_error(error: &tungstenite::Error) -> String {
     match error {
+        tungstenite::Error::Io(e) if is_dead_link(error) => format!("{DEAD_LINK_TEXT}: {e}"),
         tungstenite::Error::WriteBufferFull(_) => {
             format!("the peer is not reading: {MAX_WRITE_BUFFER} bytes wait to be written")
         }
@@ -120,6 +131,66 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+/// What every socket of a client is opened with.
+#[derive(Clone)]
+pub(super) struct SocketOptions {
+    /// `ClientConfig::tcp_user_timeout`.
+    pub tcp_user_timeout: Duration,
+    /// Where a dead link is counted.
+    pub counters: Arc<Counters>,
+}
+
+/// The transport of a WebSocket, watched for a dead link: the first read or
+/// write that fails because the kernel gave up on the peer (see
+/// [`is_dead_link`]) counts one `dead_link_detections`, whatever part of the
+/// client is using the socket then.
+pub(super) struct Watched {
+    pub stream: Stream,
+    counters: Arc<Counters>,
+    counted: bool,
+}
+
+impl Watched {
+    fn watch<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &result
+            && !self.counted
+            && is_dead_link_io(e)
+        {
+            self.counted = true;
+            bump(&self.counters.dead_link_detections);
+        }
+        result
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.watch(result)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch(result)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_flush(cx);
+        this.watch(result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.watch(result)
     }
 }
 
@@ -199,16 +270,19 @@ fn refusal_text(body: &str, redactor: &Redactor) -> String {
 
 /// Opens the WebSocket at `url` (the full URL, query included). `tls` is used
 /// for `wss://`; `redactor` holds the secrets of `url`, removed from the body
-/// of a refused upgrade.
+/// of a refused upgrade; `options` set the dead-link deadline and where a
+/// dead link is counted.
 pub(super) async fn open_socket(
     url: &str,
     tls: &TlsClient,
     redactor: &Redactor,
+    options: &SocketOptions,
 ) -> Result<(Socket, Phases), ClientError> {
     let (host, port, secure) = host_and_port(url)?;
     let request = url.into_client_request().map_err(|e| ClientError::InvalidConfig(format!("endpoint: {e}")))?;
     let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| ClientError::Network(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
+    set_dead_link_deadline(&tcp, options.tcp_user_timeout);
     let tls_started = Instant::now();
     let stream = if secure {
         Stream::Tls(Box::new(tls.connect(&host, tcp).await.map_err(socket_error)?))
@@ -216,6 +290,7 @@ pub(super) async fn open_socket(
         Stream::Plain(tcp)
     };
     let tls_time = if secure { tls_started.elapsed() } else { Duration::ZERO };
+    let stream = Watched { stream, counters: options.counters.clone(), counted: false };
     let ws_started = Instant::now();
     let max_inbound = INBOUND_LIMIT.try_with(|limit| *limit).unwrap_or(DEFAULT_MAX_INBOUND_FRAME_LEN);
     let ws_config = WebSocketConfig::default()
@@ -236,6 +311,9 @@ pub(super) async fn open_socket(
                 .map(|v| v.split(':').next().unwrap_or(v).to_owned());
             let date = response.headers().get("date").and_then(|v| v.to_str().ok()).map(str::to_owned);
             Err(ClientError::Refused { status: response.status().as_u16(), error_type, body, date })
+        }
+        Err(tungstenite::Error::Io(e)) if is_dead_link_io(&e) => {
+            Err(ClientError::Network(format!("{DEAD_LINK_TEXT}: {e}")))
         }
         Err(tungstenite::Error::Io(e)) => Err(ClientError::Network(e.to_string())),
         Err(tungstenite::Error::Url(e)) => Err(ClientError::InvalidConfig(format!("endpoint: {e}"))),

@@ -43,6 +43,10 @@ pub struct Metrics {
     /// Early candidates delivered before their peer's SDP because the hold was
     /// full (see `ClientConfig::early_candidate_budget`).
     pub early_candidates_overflowed: u64,
+    /// Sockets the kernel failed because the peer stopped acknowledging
+    /// (`ClientConfig::tcp_user_timeout`: TCP user timeout or keepalive), each
+    /// followed by a reconnect.
+    pub dead_link_detections: u64,
 }
 
 /// Atomic backing store of [`Metrics`]; written by the supervisor task.
@@ -66,6 +70,7 @@ pub(super) struct Counters {
     pub backpressure_pauses: AtomicU64,
     pub early_candidates_held_bytes: AtomicU64,
     pub early_candidates_overflowed: AtomicU64,
+    pub dead_link_detections: AtomicU64,
 }
 
 pub(super) fn state_to_u8(state: ConnectionState) -> u8 {
@@ -140,6 +145,7 @@ impl Counters {
             events_queued: events_queued as u64,
             early_candidates_held_bytes: read(&self.early_candidates_held_bytes),
             early_candidates_overflowed: read(&self.early_candidates_overflowed),
+            dead_link_detections: read(&self.dead_link_detections),
         }
     }
 }

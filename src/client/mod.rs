@@ -22,7 +22,7 @@ mod target;
 pub use backlog::{Backlog, event_size};
 pub use config::{
     AwsConfig, Backoff, ClientConfig, DEFAULT_EARLY_CANDIDATE_BUDGET, DEFAULT_MAX_INBOUND_FRAME_LEN,
-    MAX_INBOUND_FRAME_LEN, MIN_INBOUND_FRAME_LEN, Pacing, region_of_arn,
+    DEFAULT_TCP_USER_TIMEOUT, MAX_INBOUND_FRAME_LEN, MIN_INBOUND_FRAME_LEN, Pacing, region_of_arn,
 };
 pub use error::ClientError;
 pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
@@ -137,7 +137,7 @@ impl Client {
         if supervisor.as_ref().is_some_and(|h| !h.is_finished()) {
             return Err(ClientError::AlreadyConnected);
         }
-        let target = Target::new(&self.config, self.ice.clone(), self.sink.clone())?;
+        let target = Target::new(&self.config, self.ice.clone(), self.sink.clone(), self.counters.clone())?;
         let (first, first_rx) = match mode {
             FirstAttempt::Report => {
                 let (tx, rx) = oneshot::channel();

@@ -3,7 +3,8 @@
 //! the control plane (cached endpoints, SigV4-presigned URL), which also keeps
 //! the ICE server configuration fresh in the background.
 
-use super::connect::{Phases, Socket, direct_tls, open_socket, redact_query, with_path};
+use super::connect::{Phases, Socket, SocketOptions, direct_tls, open_socket, redact_query, with_path};
+use super::metrics::Counters;
 use super::{ClientConfig, ClientError, ClientEvent, EventSink};
 use crate::aws::ice::refresh_after;
 use crate::aws::sigv4::uri_encode;
@@ -60,6 +61,7 @@ impl IceState {
 #[derive(Clone)]
 pub(super) struct Target {
     inner: Arc<Inner>,
+    socket: SocketOptions,
 }
 
 enum Inner {
@@ -99,10 +101,17 @@ impl Drop for IceRefresh {
 
 impl Target {
     /// The target for `config`: its endpoint as it is, or the control plane.
-    pub fn new(config: &ClientConfig, ice: Arc<IceState>, sink: EventSink) -> Result<Target, ClientError> {
+    /// Its sockets count dead links in `counters`.
+    pub fn new(
+        config: &ClientConfig,
+        ice: Arc<IceState>,
+        sink: EventSink,
+        counters: Arc<Counters>,
+    ) -> Result<Target, ClientError> {
+        let socket = SocketOptions { tcp_user_timeout: config.tcp_user_timeout, counters };
         let Some(aws) = &config.aws else {
             let tls = direct_tls(config.ca_bundle.as_deref())?;
-            return Ok(Target { inner: Arc::new(Inner::Direct { url: connect_url(config), tls }) });
+            return Ok(Target { inner: Arc::new(Inner::Direct { url: connect_url(config), tls }), socket });
         };
         let control_plane = Arc::new(ControlPlane::new(&config.control_plane_config(aws))?);
         let channel = match &config.channel_name {
@@ -127,6 +136,7 @@ impl Target {
                 endpoint: Mutex::new(String::new()),
                 ice,
             }))),
+            socket,
         })
     }
 
@@ -135,10 +145,10 @@ impl Target {
     pub async fn open(&self) -> Result<(Socket, Phases, Duration), ClientError> {
         match &*self.inner {
             Inner::Direct { url, tls } => {
-                let (socket, phases) = open_socket(url, tls, &Redactor::default()).await?;
+                let (socket, phases) = open_socket(url, tls, &Redactor::default(), &self.socket).await?;
                 Ok((socket, phases, Duration::ZERO))
             }
-            Inner::Aws(aws) => aws.open().await,
+            Inner::Aws(aws) => aws.open(&self.socket).await,
         }
     }
 
@@ -180,7 +190,7 @@ impl Target {
 }
 
 impl AwsTarget {
-    async fn open(&self) -> Result<(Socket, Phases, Duration), ClientError> {
+    async fn open(&self, options: &SocketOptions) -> Result<(Socket, Phases, Duration), ClientError> {
         let started = Instant::now();
         let resolved = self
             .control_plane
@@ -194,7 +204,7 @@ impl AwsTarget {
             self.control_plane.presign(&resolved.endpoints.wss, &resolved.arn, self.client_id.as_deref()).await?;
         *lock(&self.endpoint) = resolved.endpoints.wss.clone();
         let control_plane_time = started.elapsed();
-        match open_socket(&url, self.control_plane.tls(), &redactor).await {
+        match open_socket(&url, self.control_plane.tls(), &redactor, options).await {
             Ok((socket, phases)) => Ok((socket, phases, control_plane_time)),
             Err(err) => {
                 self.after_failure(&err);
