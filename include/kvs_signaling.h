@@ -102,6 +102,11 @@
 #define KVS_MAX_SDP_LEN 10000
 
 /**
+ * `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
+ */
+#define KVS_TCP_USER_TIMEOUT_OFF UINT32_MAX
+
+/**
  * Default of `kvs_client_config.callback_backlog_messages`.
  */
 #define KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES 1024
@@ -729,6 +734,14 @@ typedef struct kvs_client_config {
    * means 65536.
    */
   uint32_t max_inbound_frame_len;
+  /**
+   * Deadline (ms) for the kernel to declare a dead link: data the peer has
+   * not acknowledged within it fails the socket (`TCP_USER_TIMEOUT`, Linux),
+   * and an idle socket is probed by TCP keepalive to notice a silent peer in
+   * about the same time. Applies to the WebSocket and the HTTPS calls. 0
+   * means 5000; KVS_TCP_USER_TIMEOUT_OFF leaves the system's defaults.
+   */
+  uint32_t tcp_user_timeout_ms;
 } kvs_client_config;
 
 /**
@@ -800,6 +813,11 @@ typedef struct kvs_client_metrics {
    * was full.
    */
   uint64_t early_candidates_overflowed;
+  /**
+   * Sockets failed by the kernel because the peer stopped acknowledging
+   * (`tcp_user_timeout_ms`).
+   */
+  uint64_t dead_link_detections;
 } kvs_client_metrics;
 
 /**

@@ -266,7 +266,16 @@ pub struct kvs_client_config {
     /// that drops the connection (the client reconnects). 16384-1048576; 0
     /// means 65536.
     pub max_inbound_frame_len: u32,
+    /// Deadline (ms) for the kernel to declare a dead link: data the peer has
+    /// not acknowledged within it fails the socket (`TCP_USER_TIMEOUT`, Linux),
+    /// and an idle socket is probed by TCP keepalive to notice a silent peer in
+    /// about the same time. Applies to the WebSocket and the HTTPS calls. 0
+    /// means 5000; KVS_TCP_USER_TIMEOUT_OFF leaves the system's defaults.
+    pub tcp_user_timeout_ms: u32,
 }
+
+/// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
+pub const KVS_TCP_USER_TIMEOUT_OFF: u32 = u32::MAX;
 
 /// Default of `kvs_client_config.callback_backlog_messages`.
 pub const KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES: u32 = 1024;
@@ -327,6 +336,7 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         callback_backlog_bytes: 0,
         early_candidate_budget_bytes: 0,
         max_inbound_frame_len: 0,
+        tcp_user_timeout_ms: 0,
     }
 }
 
@@ -629,6 +639,11 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
     if config.early_candidate_budget_bytes > 0 {
         out.early_candidate_budget = config.early_candidate_budget_bytes as usize;
     }
+    out.tcp_user_timeout = match config.tcp_user_timeout_ms {
+        0 => out.tcp_user_timeout,
+        KVS_TCP_USER_TIMEOUT_OFF => Duration::ZERO,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
     if config.max_inbound_frame_len > 0 {
         out.max_inbound_frame_len = config.max_inbound_frame_len as usize;
     }
@@ -810,6 +825,9 @@ pub struct kvs_client_metrics {
     /// Early candidates delivered before their peer's SDP because the hold
     /// was full.
     pub early_candidates_overflowed: u64,
+    /// Sockets failed by the kernel because the peer stopped acknowledging
+    /// (`tcp_user_timeout_ms`).
+    pub dead_link_detections: u64,
 }
 
 /// Fills `*out_metrics` with the client's counters.
@@ -851,6 +869,7 @@ pub extern "C" fn kvs_client_get_metrics(
             callbacks_queued: m.events_queued,
             early_candidates_held_bytes: m.early_candidates_held_bytes,
             early_candidates_overflowed: m.early_candidates_overflowed,
+            dead_link_detections: m.dead_link_detections,
         };
         // SAFETY: checked non-NULL; the caller passes writable memory for one struct.
         unsafe { out_metrics.write(metrics) };
