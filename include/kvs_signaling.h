@@ -548,13 +548,24 @@ typedef void (*kvs_free_callback)(void *userdata);
 
 /**
  * Configuration of a client. Initialise it with `kvs_client_config_default()`
- * and set the fields you need; new fields will keep working defaults.
+ * (or `kvs_client_config_init`) and set the fields you need.
+ *
+ * Extension-safe: `struct_size` records the size of the struct the caller was
+ * compiled with. A newer library reads only that many bytes and gives every
+ * later field its default, so a binary built against an older header keeps
+ * working; fields are only ever added at the end.
  *
  * All pointers are borrowed by `kvs_client_new` for the call only (the library
  * copies the strings), except `userdata`, which the client keeps until it calls
  * `free_userdata`.
  */
 typedef struct kvs_client_config {
+  /**
+   * `sizeof(kvs_client_config)` as the caller was compiled; set by
+   * `kvs_client_config_default()` / `kvs_client_config_init`. 0 (a struct
+   * not initialised that way) is refused with KVS_ERR_INVALID_CONFIG.
+   */
+  size_t struct_size;
   /**
    * A `kvs_role` value.
    */
@@ -746,7 +757,8 @@ typedef struct kvs_client_config {
 
 /**
  * A snapshot of a client's counters (`kvs_client_get_metrics`). Times are
- * microseconds unless named otherwise.
+ * microseconds unless named otherwise. Fields are only ever added at the end;
+ * the library writes no more than the caller's `sizeof` of it.
  */
 typedef struct kvs_client_metrics {
   /**
@@ -884,19 +896,25 @@ kvs_result kvs_credentials_sink_set(struct kvs_credentials_sink *sink,
  * both NULL ask for the sizes only (KVS_OK). The list is empty until the
  * first GetIceServerConfig answered (and without `use_control_plane`).
  *
- * Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
- * any thread, callbacks included. Errors: KVS_ERR_NULL_PARAMETER,
- * KVS_ERR_BUFFER_TOO_SMALL.
+ * `entry_size` is the caller's `sizeof(kvs_ice_server)`: entries are
+ * `entry_size` bytes apart and the library writes no more than that of each,
+ * so a binary built against an older, smaller struct keeps working. The
+ * header's inline `kvs_client_get_ice_servers` passes it.
  *
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_BUFFER_TOO_SMALL.
+ * Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
+ * any thread, callbacks included.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_BUFFER_TOO_SMALL,
+ * KVS_ERR_INVALID_ARGUMENT (`entry_size` below the first versioned layout).
  */
-kvs_result kvs_client_get_ice_servers(const struct kvs_client *client,
-                                      struct kvs_ice_server *out_servers,
-                                      size_t capacity,
-                                      char *buf,
-                                      size_t buf_capacity,
-                                      size_t *out_count,
-                                      size_t *out_buf_len);
+kvs_result kvs_client_get_ice_servers_sized(const struct kvs_client *client,
+                                            struct kvs_ice_server *out_servers,
+                                            size_t capacity,
+                                            size_t entry_size,
+                                            char *buf,
+                                            size_t buf_capacity,
+                                            size_t *out_count,
+                                            size_t *out_buf_len);
 
 /**
  * Writes the STUN URL of `region` (e.g. `stun:stun.kinesisvideo.us-west-2.amazonaws.com:443`,
@@ -919,12 +937,19 @@ kvs_result kvs_stun_url(const char *region,
                         size_t *out_len);
 
 /**
- * A configuration with every field at its default: role master, all strings
- * NULL, timeouts and capacities 0 (library defaults), no callbacks.
+ * Fills the first `size` bytes of `*config` with the defaults: role master,
+ * all strings NULL, timeouts and capacities 0 (library defaults), no
+ * callbacks, and `struct_size = size`. Pass `sizeof(kvs_client_config)`; the
+ * header's `kvs_client_config_default()` does. Bytes beyond `size` are not
+ * touched.
  *
- * Ownership: returns a value; nothing to free. Thread-safe.
+ * Ownership: `config` is caller memory of at least `size` bytes.
+ * Threading: any thread.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_ARGUMENT (`size` below the
+ * first versioned layout).
  */
-struct kvs_client_config kvs_client_config_default(void);
+kvs_result kvs_client_config_init(struct kvs_client_config *config, size_t size);
 
 /**
  * Makes a client from `config`; nothing is opened until `kvs_client_connect`.
@@ -932,7 +957,8 @@ struct kvs_client_config kvs_client_config_default(void);
  * Ownership: `config` and its strings are borrowed for the call. `config.userdata`
  * is taken over: `config.free_userdata` is called exactly once, on the calling
  * thread before this returns if it fails, otherwise after the client's last
- * callback. On success `*out_client` receives a client the caller owns; free it
+ * callback (the one exception: a `struct_size` below the first versioned
+ * layout, where the library cannot know where `free_userdata` is). On success `*out_client` receives a client the caller owns; free it
  * with `kvs_client_free`. `*out_client` is untouched on failure.
  *
  * Threading: any thread, callbacks included (it starts the library's threads on
@@ -944,7 +970,8 @@ struct kvs_client_config kvs_client_config_default(void);
  * (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
  * KVS_ERR_RUNTIME.
  */
-kvs_result kvs_client_new(const struct kvs_client_config *config, struct kvs_client **out_client);
+kvs_result kvs_client_new(const struct kvs_client_config *config,
+                          struct kvs_client **out_client);
 
 /**
  * Opens the connection and blocks until it is open, or fails with the reason
@@ -982,15 +1009,21 @@ kvs_result kvs_client_connect(const struct kvs_client *client);
 kvs_result kvs_client_start(const struct kvs_client *client);
 
 /**
- * Fills `*out_metrics` with the client's counters.
+ * Fills the first `out_size` bytes of `*out_metrics` with the client's
+ * counters. Pass `sizeof(kvs_client_metrics)`: the header's inline
+ * `kvs_client_get_metrics(client, out)` does, so that a binary built against
+ * an older, smaller struct never gets more bytes than it has.
  *
- * Ownership: `client` is borrowed; `out_metrics` is caller-owned memory,
- * written on success only. Threading: any thread, callbacks included.
+ * Ownership: `client` is borrowed; `out_metrics` is caller-owned memory of
+ * `out_size` bytes, written on success only. Threading: any thread, callbacks
+ * included.
  *
- * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED.
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_ARGUMENT
+ * (`out_size` below the first versioned layout).
  */
-kvs_result kvs_client_get_metrics(const struct kvs_client *client,
-                                  struct kvs_client_metrics *out_metrics);
+kvs_result kvs_client_get_metrics_sized(const struct kvs_client *client,
+                                        struct kvs_client_metrics *out_metrics,
+                                        size_t out_size);
 
 /**
  * Closes the connection: sends a close frame, waits up to one second for the
@@ -1145,6 +1178,15 @@ kvs_result kvs_send_message(const struct kvs_client *client,
 const char *kvs_version(void);
 
 /**
+ * The library version as one number, `(MAJOR << 16) | (MINOR << 8) | PATCH`:
+ * compare it with `KVS_VERSION_NUMBER` to detect a library older than the
+ * header a program was built with.
+ *
+ * Threading: any thread.
+ */
+uint32_t kvs_version_number(void);
+
+/**
  * Static text describing a result code; "unknown result code" for values this
  * version does not know.
  *
@@ -1224,3 +1266,33 @@ kvs_result kvs_shutdown(uint32_t timeout_ms);
 #endif  // __cplusplus
 
 #endif  /* KVS_SIGNALING_H */
+
+/*
+ * Size-carrying wrappers, compiled into the caller: each passes the size of
+ * the struct the caller was built with, so that a newer library never writes
+ * or reads more than the caller has (see "ABI policy" in the README).
+ */
+#ifndef KVS_SIGNALING_INLINE_H
+#define KVS_SIGNALING_INLINE_H
+
+/** A configuration with every field at its default and `struct_size` set. */
+static inline kvs_client_config kvs_client_config_default(void) {
+  kvs_client_config config;
+  kvs_client_config_init(&config, sizeof config);
+  return config;
+}
+
+/** `kvs_client_get_metrics_sized` with `sizeof(kvs_client_metrics)`. */
+static inline kvs_result kvs_client_get_metrics(const kvs_client *client, kvs_client_metrics *out_metrics) {
+  return kvs_client_get_metrics_sized(client, out_metrics, sizeof *out_metrics);
+}
+
+/** `kvs_client_get_ice_servers_sized` with `sizeof(kvs_ice_server)`. */
+static inline kvs_result kvs_client_get_ice_servers(const kvs_client *client, kvs_ice_server *out_servers,
+                                                    size_t capacity, char *buf, size_t buf_capacity,
+                                                    size_t *out_count, size_t *out_buf_len) {
+  return kvs_client_get_ice_servers_sized(client, out_servers, capacity, sizeof(kvs_ice_server), buf,
+                                          buf_capacity, out_count, out_buf_len);
+}
+
+#endif  /* KVS_SIGNALING_INLINE_H */

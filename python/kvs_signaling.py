@@ -200,6 +200,7 @@ kvs_free_callback = CFUNCTYPE(None, c_void_p)
 
 class kvs_client_config(Structure):
     _fields_ = [
+        ("struct_size", c_size_t),
         ("role", c_uint32),
         ("channel_arn", c_char_p),
         ("client_id", c_char_p),
@@ -283,7 +284,17 @@ def _declare(name, restype, *argtypes):
     return fn
 
 
-_kvs_client_config_default = _declare("kvs_client_config_default", kvs_client_config)
+_kvs_client_config_init = _declare(
+    "kvs_client_config_init", c_uint32, POINTER(kvs_client_config), c_size_t
+)
+
+
+def _kvs_client_config_default() -> kvs_client_config:
+    """The header's inline kvs_client_config_default(): defaults, with this
+    binding's struct size, so that a newer library reads no more than it has."""
+    config = kvs_client_config()
+    _check(_kvs_client_config_init(ctypes.byref(config), ctypes.sizeof(config)), "kvs_client_config_init")
+    return config
 _kvs_client_new = _declare(
     "kvs_client_new", c_uint32, POINTER(kvs_client_config), POINTER(kvs_client_p)
 )

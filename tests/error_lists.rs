@@ -197,14 +197,14 @@ fn the_codes_functions_return_are_the_documented_ones() {
 
     // Getters and buffers.
     let mut count = 0usize;
-    check.saw("kvs_client_get_metrics", kvs_client_get_metrics(master, ptr::null_mut()));
-    check.saw("kvs_client_get_metrics", kvs_client_get_metrics(ptr::null(), ptr::null_mut()));
+    check.saw("kvs_client_get_metrics_sized", kvs_client_get_metrics(master, ptr::null_mut()));
+    check.saw("kvs_client_get_metrics_sized", kvs_client_get_metrics(ptr::null(), ptr::null_mut()));
     check.saw(
-        "kvs_client_get_ice_servers",
+        "kvs_client_get_ice_servers_sized",
         kvs_client_get_ice_servers(master, ptr::null_mut(), 0, ptr::null_mut(), 0, ptr::null_mut(), &mut len),
     );
     check.saw(
-        "kvs_client_get_ice_servers",
+        "kvs_client_get_ice_servers_sized",
         kvs_client_get_ice_servers(ptr::null(), ptr::null_mut(), 0, ptr::null_mut(), 0, &mut count, &mut len),
     );
     check.saw("kvs_stun_url", kvs_stun_url(ptr::null(), false, false, out.as_mut_ptr(), out.len(), &mut len));
@@ -214,6 +214,11 @@ fn the_codes_functions_return_are_the_documented_ones() {
     check.saw("kvs_last_error", kvs_last_error(ptr::null_mut(), 0, ptr::null_mut()));
     check.saw("kvs_last_error", kvs_last_error(out.as_mut_ptr(), 1, &mut len));
     check.saw("kvs_set_log_callback", kvs_set_log_callback(77, None, ptr::null_mut(), None));
+    let mut small = kvs_client_config_default();
+    check.saw("kvs_client_config_init", kvs_client_config_init(ptr::null_mut(), 0));
+    check.saw("kvs_client_config_init", kvs_client_config_init(&mut small, 8));
+    let mut m = std::mem::MaybeUninit::<kvs_client_metrics>::uninit();
+    check.saw("kvs_client_get_metrics_sized", kvs_client_get_metrics_sized(master, m.as_mut_ptr(), 8));
     check.saw(
         "kvs_credentials_sink_set",
         kvs_credentials_sink_set(ptr::null_mut(), ptr::null(), ptr::null(), ptr::null(), 0),

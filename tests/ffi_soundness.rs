@@ -366,3 +366,48 @@ fn the_ca_bundle_serves_a_direct_wss_endpoint_and_config_errors_come_from_new() 
     assert!(text.contains("\"ws://\"") && text.contains("no host"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A binary built against an older header: a config whose `struct_size` ends
+/// before the newer fields (which hold garbage the library must not read), a
+/// metrics struct and ICE server entries smaller than today's, with canaries
+/// after them that the library must not touch.
+#[test]
+fn structs_from_an_older_header_are_read_and_written_only_as_far_as_their_size() {
+    let emulator = EmulatorThread::start();
+    let arn = CString::new(emulator.arn.clone()).unwrap();
+    let endpoint = CString::new(emulator.endpoint.clone()).unwrap();
+    let old_config_size = std::mem::offset_of!(kvs_client_config, callback_backlog_messages);
+    let mut config = kvs_client_config_default();
+    assert_eq!(config.struct_size, size_of::<kvs_client_config>());
+    // Garbage where the newer fields are: read, these would be refused.
+    let bytes = (&mut config as *mut kvs_client_config).cast::<u8>();
+    unsafe { ptr::write_bytes(bytes.add(old_config_size), 0xA5, size_of::<kvs_client_config>() - old_config_size) };
+    assert_eq!(kvs_client_config_init(&mut config, old_config_size), KVS_OK);
+    assert_eq!(config.struct_size, old_config_size);
+    assert_eq!(config.max_inbound_frame_len, 0xA5A5_A5A5, "init wrote beyond the size it was given");
+    config.channel_arn = arn.as_ptr();
+    config.endpoint = endpoint.as_ptr();
+    let mut client = ptr::null_mut();
+    assert_eq!(kvs_client_new(&config, &mut client), KVS_OK, "{}", last_error());
+    assert_eq!(kvs_client_connect(client), KVS_OK, "{}", last_error());
+
+    // Metrics of the first versioned layout, then canaries.
+    let old_metrics_size = std::mem::offset_of!(kvs_client_metrics, backpressure_pauses);
+    let mut buffer = vec![0xEEu8; size_of::<kvs_client_metrics>() + 16];
+    let out = buffer.as_mut_ptr().cast::<kvs_client_metrics>();
+    assert_eq!(kvs_client_get_metrics_sized(client, out, old_metrics_size), KVS_OK);
+    assert!(buffer[old_metrics_size..].iter().all(|b| *b == 0xEE), "metrics written beyond the caller's size");
+    let state = u32::from_ne_bytes(buffer[..4].try_into().unwrap());
+    assert_eq!(state, kvs_state::Connected as u32);
+    assert_eq!(kvs_client_get_metrics_sized(client, out, 8), KVS_ERR_INVALID_ARGUMENT);
+
+    // A struct_size of 0 (not initialised) is refused without reading further.
+    let mut zeroed = kvs_client_config_default();
+    zeroed.struct_size = 0;
+    let mut other = ptr::null_mut();
+    assert_eq!(kvs_client_new(&zeroed, &mut other), KVS_ERR_INVALID_CONFIG);
+    assert!(last_error().contains("struct_size"), "{}", last_error());
+    assert!(other.is_null());
+    assert_eq!(kvs_client_free(client), KVS_OK);
+    assert_eq!(kvs_version_number() >> 16, env!("CARGO_PKG_VERSION_MAJOR").parse::<u32>().unwrap());
+}

@@ -5,7 +5,7 @@
 use super::client::{kvs_client, kvs_client_config, open_handle};
 use super::dispatch::Lane;
 use super::result::fail;
-use super::{arg_str, boundary, require_non_null, write_out_str};
+use super::{arg_str, boundary, copy_prefix, require_non_null, write_out_str};
 use crate::aws::{
     AwsError, ControlPlaneConfig, CreateChannel, Credentials, CredentialsProvider, EndpointVariant, EnvCredentials,
     StaticCredentials, stun_url,
@@ -188,16 +188,23 @@ pub struct kvs_ice_server {
 /// both NULL ask for the sizes only (KVS_OK). The list is empty until the
 /// first GetIceServerConfig answered (and without `use_control_plane`).
 ///
-/// Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
-/// any thread, callbacks included. Errors: KVS_ERR_NULL_PARAMETER,
-/// KVS_ERR_BUFFER_TOO_SMALL.
+/// `entry_size` is the caller's `sizeof(kvs_ice_server)`: entries are
+/// `entry_size` bytes apart and the library writes no more than that of each,
+/// so a binary built against an older, smaller struct keeps working. The
+/// header's inline `kvs_client_get_ice_servers` passes it.
 ///
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_BUFFER_TOO_SMALL.
+/// Ownership: `client` is borrowed; the outputs are caller-owned. Threading:
+/// any thread, callbacks included.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_BUFFER_TOO_SMALL,
+/// KVS_ERR_INVALID_ARGUMENT (`entry_size` below the first versioned layout).
 #[unsafe(no_mangle)]
-pub extern "C" fn kvs_client_get_ice_servers(
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn kvs_client_get_ice_servers_sized(
     client: *const kvs_client,
     out_servers: *mut kvs_ice_server,
     capacity: usize,
+    entry_size: usize,
     buf: *mut c_char,
     buf_capacity: usize,
     out_count: *mut usize,
@@ -210,6 +217,12 @@ pub extern "C" fn kvs_client_get_ice_servers(
         };
         require_non_null!(out_count, "out_count");
         require_non_null!(out_buf_len, "out_buf_len");
+        if entry_size < size_of::<kvs_ice_server>() {
+            return fail(
+                KVS_ERR_INVALID_ARGUMENT,
+                format!("entry_size {entry_size} is below sizeof(kvs_ice_server) ({})", size_of::<kvs_ice_server>()),
+            );
+        }
         let servers = handle.client.ice_servers();
         let strings = |s: &crate::aws::IceServer| {
             s.uris.iter().take(KVS_MAX_ICE_URIS).map(|u| u.len() + 1).sum::<usize>()
@@ -254,11 +267,26 @@ pub extern "C" fn kvs_client_get_ice_servers(
             }
             entry.username = put(&server.username);
             entry.password = put(&server.password);
-            // SAFETY: `out_servers` holds `capacity` >= servers.len() entries (checked).
-            unsafe { out_servers.add(i).write(entry) };
+            // SAFETY: `out_servers` holds `capacity` >= servers.len() entries of
+            // `entry_size` bytes (checked); one entry's prefix is written.
+            unsafe { copy_prefix(&entry, out_servers.cast::<u8>().add(i * entry_size).cast(), entry_size) };
         }
         KVS_OK
     })
+}
+
+/// Rust callers' equivalent of the header's inline `kvs_client_get_ice_servers`.
+pub fn kvs_client_get_ice_servers(
+    client: *const kvs_client,
+    out_servers: *mut kvs_ice_server,
+    capacity: usize,
+    buf: *mut c_char,
+    buf_capacity: usize,
+    out_count: *mut usize,
+    out_buf_len: *mut usize,
+) -> kvs_result {
+    let size = size_of::<kvs_ice_server>();
+    kvs_client_get_ice_servers_sized(client, out_servers, capacity, size, buf, buf_capacity, out_count, out_buf_len)
 }
 
 /// Writes the STUN URL of `region` (e.g. `stun:stun.kinesisvideo.us-west-2.amazonaws.com:443`,

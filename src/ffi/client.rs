@@ -2,7 +2,7 @@
 
 use super::dispatch::{self, Kind, Lane};
 use super::result::{fail, fail_client, fail_runtime};
-use super::{StrError, arg_str, boundary, c_str, require_non_null, write_out_str};
+use super::{StrError, arg_str, boundary, c_str, copy_prefix, require_non_null, write_out_str};
 use crate::client::{
     Backlog, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason,
     StatusOrigin, StatusReport, event_size,
@@ -154,13 +154,22 @@ pub type kvs_credentials_callback =
 pub type kvs_free_callback = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
 /// Configuration of a client. Initialise it with `kvs_client_config_default()`
-/// and set the fields you need; new fields will keep working defaults.
+/// (or `kvs_client_config_init`) and set the fields you need.
+///
+/// Extension-safe: `struct_size` records the size of the struct the caller was
+/// compiled with. A newer library reads only that many bytes and gives every
+/// later field its default, so a binary built against an older header keeps
+/// working; fields are only ever added at the end.
 ///
 /// All pointers are borrowed by `kvs_client_new` for the call only (the library
 /// copies the strings), except `userdata`, which the client keeps until it calls
 /// `free_userdata`.
 #[repr(C)]
 pub struct kvs_client_config {
+    /// `sizeof(kvs_client_config)` as the caller was compiled; set by
+    /// `kvs_client_config_default()` / `kvs_client_config_init`. 0 (a struct
+    /// not initialised that way) is refused with KVS_ERR_INVALID_CONFIG.
+    pub struct_size: usize,
     /// A `kvs_role` value.
     pub role: u32,
     /// Channel ARN, `arn:aws:kinesisvideo:REGION:ACCOUNT:channel/NAME/EPOCH`. Required.
@@ -294,6 +303,7 @@ pub struct kvs_client {
 
 pub(crate) fn config_defaults() -> kvs_client_config {
     kvs_client_config {
+        struct_size: size_of::<kvs_client_config>(),
         role: kvs_role::Master as u32,
         channel_arn: ptr::null(),
         client_id: ptr::null(),
@@ -561,13 +571,74 @@ impl Callbacks {
     }
 }
 
-/// A configuration with every field at its default: role master, all strings
-/// NULL, timeouts and capacities 0 (library defaults), no callbacks.
+/// The smallest `struct_size` accepted: the fields up to `free_userdata`, the
+/// layout of the first versioned release. Every field after it is optional.
+const CONFIG_BASE_SIZE: usize = std::mem::offset_of!(kvs_client_config, free_userdata) + size_of::<kvs_free_callback>();
+
+/// Fills the first `size` bytes of `*config` with the defaults: role master,
+/// all strings NULL, timeouts and capacities 0 (library defaults), no
+/// callbacks, and `struct_size = size`. Pass `sizeof(kvs_client_config)`; the
+/// header's `kvs_client_config_default()` does. Bytes beyond `size` are not
+/// touched.
 ///
-/// Ownership: returns a value; nothing to free. Thread-safe.
+/// Ownership: `config` is caller memory of at least `size` bytes.
+/// Threading: any thread.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_ARGUMENT (`size` below the
+/// first versioned layout).
 #[unsafe(no_mangle)]
-pub extern "C" fn kvs_client_config_default() -> kvs_client_config {
-    boundary(config_defaults)
+pub extern "C" fn kvs_client_config_init(config: *mut kvs_client_config, size: usize) -> kvs_result {
+    boundary(|| {
+        require_non_null!(config, "config");
+        if size < CONFIG_BASE_SIZE {
+            return fail(
+                KVS_ERR_INVALID_ARGUMENT,
+                format!("size {size} is below the smallest kvs_client_config ({CONFIG_BASE_SIZE} bytes)"),
+            );
+        }
+        let defaults = kvs_client_config { struct_size: size, ..config_defaults() };
+        // SAFETY: the caller passes `size` writable bytes at `config`; at most
+        // that many bytes of a complete struct are copied.
+        unsafe { copy_prefix(&defaults, config, size) };
+        KVS_OK
+    })
+}
+
+/// Rust callers' equivalent of the header's `kvs_client_config_default()`: a
+/// configuration with every field at its default and `struct_size` set.
+pub fn kvs_client_config_default() -> kvs_client_config {
+    config_defaults()
+}
+
+/// The caller's config as this library reads it: the first `struct_size`
+/// bytes of `*config`, defaults for the rest.
+///
+/// # Safety
+/// `config` is non-NULL and readable for its `struct_size` bytes (at least the
+/// `struct_size` field itself).
+unsafe fn read_config(config: *const kvs_client_config) -> Result<kvs_client_config, kvs_result> {
+    // SAFETY: the leading field is present in every layout.
+    let size = unsafe { ptr::addr_of!((*config).struct_size).read() };
+    if size < CONFIG_BASE_SIZE {
+        return Err(fail(
+            KVS_ERR_INVALID_CONFIG,
+            format!(
+                "config.struct_size is {size}: initialise the config with kvs_client_config_default() or kvs_client_config_init()"
+            ),
+        ));
+    }
+    let mut local = config_defaults();
+    // SAFETY: the caller's struct has `size` readable bytes; at most
+    // size_of::<kvs_client_config>() of them are copied into a complete struct.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            config.cast::<u8>(),
+            (&mut local as *mut kvs_client_config).cast::<u8>(),
+            size.min(size_of::<kvs_client_config>()),
+        )
+    };
+    local.struct_size = size;
+    Ok(local)
 }
 
 /// Reads a required or optional config string, or returns the failing code.
@@ -665,7 +736,8 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 /// Ownership: `config` and its strings are borrowed for the call. `config.userdata`
 /// is taken over: `config.free_userdata` is called exactly once, on the calling
 /// thread before this returns if it fails, otherwise after the client's last
-/// callback. On success `*out_client` receives a client the caller owns; free it
+/// callback (the one exception: a `struct_size` below the first versioned
+/// layout, where the library cannot know where `free_userdata` is). On success `*out_client` receives a client the caller owns; free it
 /// with `kvs_client_free`. `*out_client` is untouched on failure.
 ///
 /// Threading: any thread, callbacks included (it starts the library's threads on
@@ -680,8 +752,12 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *mut *mut kvs_client) -> kvs_result {
     boundary(|| {
         require_non_null!(config, "config");
-        // SAFETY: checked non-NULL; the caller passes a valid config.
-        let config = unsafe { &*config };
+        // SAFETY: checked non-NULL; the caller passes a config of struct_size bytes.
+        let config = match unsafe { read_config(config) } {
+            Ok(config) => config,
+            Err(code) => return code,
+        };
+        let config = &config;
         // From here on, every return path drops `callbacks` (or the lane holding
         // them) unreleased, and so frees userdata on this thread.
         let callbacks = Callbacks::from_config(config);
@@ -786,7 +862,8 @@ pub extern "C" fn kvs_client_start(client: *const kvs_client) -> kvs_result {
 }
 
 /// A snapshot of a client's counters (`kvs_client_get_metrics`). Times are
-/// microseconds unless named otherwise.
+/// microseconds unless named otherwise. Fields are only ever added at the end;
+/// the library writes no more than the caller's `sizeof` of it.
 #[repr(C)]
 pub struct kvs_client_metrics {
     /// A `kvs_state` value.
@@ -830,16 +907,26 @@ pub struct kvs_client_metrics {
     pub dead_link_detections: u64,
 }
 
-/// Fills `*out_metrics` with the client's counters.
+/// The smallest `out_size` of `kvs_client_get_metrics_sized`: the fields up to
+/// `clock_skew_ms`, the layout of the first versioned release.
+const METRICS_BASE_SIZE: usize = std::mem::offset_of!(kvs_client_metrics, clock_skew_ms) + size_of::<i64>();
+
+/// Fills the first `out_size` bytes of `*out_metrics` with the client's
+/// counters. Pass `sizeof(kvs_client_metrics)`: the header's inline
+/// `kvs_client_get_metrics(client, out)` does, so that a binary built against
+/// an older, smaller struct never gets more bytes than it has.
 ///
-/// Ownership: `client` is borrowed; `out_metrics` is caller-owned memory,
-/// written on success only. Threading: any thread, callbacks included.
+/// Ownership: `client` is borrowed; `out_metrics` is caller-owned memory of
+/// `out_size` bytes, written on success only. Threading: any thread, callbacks
+/// included.
 ///
-/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED.
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_ARGUMENT
+/// (`out_size` below the first versioned layout).
 #[unsafe(no_mangle)]
-pub extern "C" fn kvs_client_get_metrics(
+pub extern "C" fn kvs_client_get_metrics_sized(
     client: *const kvs_client,
     out_metrics: *mut kvs_client_metrics,
+    out_size: usize,
 ) -> kvs_result {
     boundary(|| {
         let handle = match open_handle(client) {
@@ -847,6 +934,12 @@ pub extern "C" fn kvs_client_get_metrics(
             Err(code) => return code,
         };
         require_non_null!(out_metrics, "out_metrics");
+        if out_size < METRICS_BASE_SIZE {
+            return fail(
+                KVS_ERR_INVALID_ARGUMENT,
+                format!("out_size {out_size} is below the smallest kvs_client_metrics ({METRICS_BASE_SIZE} bytes)"),
+            );
+        }
         let m = handle.client.metrics();
         let metrics = kvs_client_metrics {
             state: state_code(m.state),
@@ -871,10 +964,15 @@ pub extern "C" fn kvs_client_get_metrics(
             early_candidates_overflowed: m.early_candidates_overflowed,
             dead_link_detections: m.dead_link_detections,
         };
-        // SAFETY: checked non-NULL; the caller passes writable memory for one struct.
-        unsafe { out_metrics.write(metrics) };
+        // SAFETY: checked non-NULL; the caller passes `out_size` writable bytes.
+        unsafe { copy_prefix(&metrics, out_metrics, out_size) };
         KVS_OK
     })
+}
+
+/// Rust callers' equivalent of the header's inline `kvs_client_get_metrics`.
+pub fn kvs_client_get_metrics(client: *const kvs_client, out_metrics: *mut kvs_client_metrics) -> kvs_result {
+    kvs_client_get_metrics_sized(client, out_metrics, size_of::<kvs_client_metrics>())
 }
 
 /// Closes the connection: sends a close frame, waits up to one second for the

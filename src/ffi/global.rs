@@ -46,6 +46,21 @@ pub extern "C" fn kvs_version() -> *const c_char {
     boundary(|| VERSION.as_ptr().cast())
 }
 
+/// The library version as one number, `(MAJOR << 16) | (MINOR << 8) | PATCH`:
+/// compare it with `KVS_VERSION_NUMBER` to detect a library older than the
+/// header a program was built with.
+///
+/// Threading: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_version_number() -> u32 {
+    boundary(|| {
+        let part = |text: &str| text.parse::<u32>().unwrap_or(0);
+        (part(env!("CARGO_PKG_VERSION_MAJOR")) << 16)
+            | (part(env!("CARGO_PKG_VERSION_MINOR")) << 8)
+            | part(env!("CARGO_PKG_VERSION_PATCH"))
+    })
+}
+
 /// Static text describing a result code; "unknown result code" for values this
 /// version does not know.
 ///

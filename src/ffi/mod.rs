@@ -76,12 +76,6 @@ impl<T> PanicDefault for *const T {
     }
 }
 
-impl PanicDefault for client::kvs_client_config {
-    fn panic_default() -> Self {
-        client::config_defaults()
-    }
-}
-
 /// Runs an exported body, catching any panic so it never crosses into C.
 pub(crate) fn boundary<R: PanicDefault>(body: impl FnOnce() -> R) -> R {
     install_panic_hook();
@@ -178,4 +172,15 @@ pub(crate) unsafe fn write_out_str(text: &str, buf: *mut c_char, capacity: usize
         *buf.add(text.len()) = 0;
     }
     kvs_result::KVS_OK
+}
+
+/// Copies the first `min(size, size_of::<T>())` bytes of `from` to `to`: how
+/// the library writes a struct into caller memory sized by an older header.
+///
+/// # Safety
+/// `to` is writable for that many bytes.
+pub(crate) unsafe fn copy_prefix<T>(from: &T, to: *mut T, size: usize) {
+    let len = size.min(size_of::<T>());
+    // SAFETY: `from` is a complete T; `to` is writable for `len` bytes (caller).
+    unsafe { std::ptr::copy_nonoverlapping((from as *const T).cast::<u8>(), to.cast::<u8>(), len) };
 }
