@@ -602,7 +602,11 @@ async fn a_peer_that_stops_reading_is_a_drop_and_a_stop_still_accounts_for_every
     let accepted = flood(&master.client, 2000);
     master.wait_states(3, Reconnecting).await;
     match &reasons(&master, Reconnecting)[0] {
-        StateReason::ConnectionLost(text) => assert!(text.contains("no progress"), "{text}"),
+        // The write stalls, or (writes waiting for acknowledgements between
+        // batches) a ping goes out and is never answered.
+        StateReason::ConnectionLost(text) => {
+            assert!(text.contains("no progress") || text.contains("no answer to a ping"), "{text}")
+        }
         other => panic!("{other:?}"),
     }
     master.client.disconnect(Duration::from_millis(200)).await;
