@@ -1074,3 +1074,154 @@ impl Supervisor {
         self.set_state(ConnectionState::Disconnected, StateReason::Requested);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::connect::Stream;
+    use crate::client::delivery::MAX_IN_FLIGHT;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_tungstenite::WebSocketStream;
+
+    /// A link over a real loopback WebSocket, and the server's end (kept open).
+    async fn link() -> (Link, WebSocketStream<TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio_tungstenite::accept_async(tcp).await.unwrap()
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (socket, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), Stream::Plain(tcp)).await.unwrap();
+        (Link::new(socket), server.await.unwrap())
+    }
+
+    /// A connect attempt that never ends.
+    fn pending_attempt() -> Attempt {
+        tokio::spawn(std::future::pending())
+    }
+
+    fn config() -> ClientConfig {
+        ClientConfig::master("arn:aws:kinesisvideo:us-west-2:1:channel/c/1", "ws://h")
+    }
+
+    fn inputs(config: &ClientConfig, head_ready_at: Option<Instant>) -> Inputs<'_> {
+        Inputs { config, paused: false, head_ready_at, queue_deadline: Some(Instant::now() + Duration::from_secs(30)) }
+    }
+
+    fn outgoing() -> Outgoing {
+        Outgoing {
+            frame: "{}".into(),
+            correlation_id: "c".into(),
+            action: Action::IceCandidate,
+            recipient: None,
+            deadline: Instant::now(),
+            written_before: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_socket_sends_wait_expire_and_wake_the_supervisor() {
+        let config = config();
+        let at = Instant::now() + Duration::from_millis(300);
+        let idle = Phase::Idle { retry_at: at };
+        let queued = inputs(&config, Some(Instant::now()));
+        assert_eq!(idle.state(), ConnectionState::Reconnecting);
+        let expected =
+            Wakeups { retry_at: Some(at), expire_at: queued.queue_deadline, on_push: true, ..Wakeups::default() };
+        assert_eq!(idle.wakeups(&queued), expected, "a queued send is not written, but expires");
+
+        let mut first = Phase::Connecting { attempt: pending_attempt(), first: true };
+        assert_eq!(first.state(), ConnectionState::Connecting);
+        assert_eq!(
+            Phase::Connecting { attempt: pending_attempt(), first: false }.state(),
+            ConnectionState::Reconnecting
+        );
+        let expected = Wakeups { expire_at: queued.queue_deadline, on_push: true, ..Wakeups::default() };
+        assert_eq!(first.wakeups(&queued), expected);
+        let (attempt, reader) = first.attempt_and_reader();
+        assert!(attempt.is_some() && reader.is_none());
+        assert!(first.writing_link().is_none());
+
+        let until = Instant::now() + HANDOVER_SWITCH;
+        let switching = Phase::Switching { attempt: pending_attempt(), until };
+        assert_eq!(switching.state(), ConnectionState::Connected, "a clean handover is not a reconnect");
+        let expected = Wakeups {
+            switch_deadline: Some(until),
+            expire_at: queued.queue_deadline,
+            on_push: true,
+            ..Wakeups::default()
+        };
+        assert_eq!(switching.wakeups(&queued), expected);
+    }
+
+    #[tokio::test]
+    async fn up_writes_pings_renews_and_confirms() {
+        let config = config();
+        let (mut link, _server) = link().await;
+        let ready = Instant::now();
+        let ping_at = link.last_frame.min(link.last_sent) + config.ping_interval;
+        let renew_at = link.opened + config.max_connection_age;
+        link.in_flight.written(vec![outgoing()], Some(u64::MAX - 1));
+        let confirm_at = link.confirm_read + CONFIRM_POLL;
+        let mut up = Phase::Up { link, renew_at };
+        assert_eq!(up.state(), ConnectionState::Connected);
+        let expected = Wakeups {
+            write_at: Some(ready),
+            ping_at: Some(ping_at),
+            renew_at: Some(renew_at),
+            confirm_at: Some(confirm_at),
+            ..Wakeups::default()
+        };
+        assert_eq!(up.wakeups(&inputs(&config, Some(ready))), expected, "no expiry while a socket is up");
+        // An empty queue waits for a push; back-pressure stops the pings.
+        let paused = Inputs { paused: true, ..inputs(&config, None) };
+        let expected = Wakeups { on_push: true, renew_at: Some(renew_at), confirm_at: Some(confirm_at), ..expected };
+        assert_eq!(up.wakeups(&paused), Wakeups { write_at: None, ping_at: None, ..expected });
+        // A full in-flight list stops the writes until confirmations.
+        let link = up.writing_link().unwrap();
+        link.in_flight.written((1..MAX_IN_FLIGHT).map(|_| outgoing()).collect(), None);
+        assert_eq!(up.wakeups(&inputs(&config, Some(ready))).write_at, None);
+        let (attempt, reader) = up.attempt_and_reader();
+        assert!(attempt.is_none() && reader.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_handover_stops_writes_then_drains_the_old_socket_first() {
+        let config = config();
+        let ready = Some(Instant::now());
+        let (link_a, _server_a) = link().await;
+        let ping_at = link_a.last_frame.min(link_a.last_sent) + config.ping_interval;
+        let deadline = Instant::now() + config.pong_timeout;
+        let fencing = Phase::Fencing { link: link_a, deadline };
+        assert_eq!(fencing.state(), ConnectionState::Connected);
+        let expected = Wakeups { fence_deadline: Some(deadline), ping_at: Some(ping_at), ..Wakeups::default() };
+        assert_eq!(fencing.wakeups(&inputs(&config, ready)), expected, "no write after the fence");
+
+        let Phase::Fencing { link: link_a, .. } = fencing else { unreachable!() };
+        let mut handing_over = Phase::HandingOver { link: link_a, attempt: pending_attempt() };
+        assert_eq!(
+            handing_over.wakeups(&inputs(&config, ready)),
+            Wakeups { ping_at: Some(ping_at), ..Wakeups::default() }
+        );
+        let (attempt, reader) = handing_over.attempt_and_reader();
+        assert!(attempt.is_some() && reader.is_some(), "the old socket is read while the new one opens");
+
+        let Phase::HandingOver { link: old, .. } = handing_over else { unreachable!() };
+        let (new, _server_b) = link().await;
+        let now = Instant::now();
+        let (quiet_at, until) = (now + HANDOVER_DRAIN_QUIET, now + HANDOVER_DRAIN);
+        let mut draining = Phase::Draining { link: new, old: Box::new(old), quiet_at, until };
+        assert_eq!(draining.state(), ConnectionState::Connected);
+        let expected = Wakeups { write_at: ready, drain_end: Some(quiet_at), ..Wakeups::default() };
+        assert_eq!(
+            draining.wakeups(&inputs(&config, ready)),
+            expected,
+            "writes go on; the silent old socket ends first"
+        );
+        let Phase::Draining { old, .. } = &mut draining else { unreachable!() };
+        let old_reader: *const SocketReader = &old.reader;
+        let (_, reader) = draining.attempt_and_reader();
+        assert!(std::ptr::eq(reader.unwrap(), old_reader), "the old socket is read, not the new one");
+    }
+}
