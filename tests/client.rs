@@ -368,9 +368,16 @@ async fn start_queues_sends_until_the_socket_opens_and_metrics_count_them() {
     viewer.send_sdp_offer(None, "v=0 queued", None).unwrap();
     assert_eq!(next_message(&mut master_events).await.sdp.unwrap().sdp, "v=0 queued");
     assert_eq!(viewer.start(), Err(ClientError::AlreadyConnected));
+    // Counted sent once the emulator's TCP acknowledged it, which the client
+    // reads a few milliseconds later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while viewer.metrics().messages_sent == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let metrics = viewer.metrics();
     assert_eq!(metrics.state, ConnectionState::Connected);
     assert_eq!((metrics.connects, metrics.reconnects, metrics.messages_sent, metrics.messages_queued), (1, 0, 1, 0));
+    assert_eq!(metrics.messages_unconfirmed, 0);
     assert!(metrics.last_connect_unix_ms > 0);
     assert_eq!(master.metrics().messages_received, 1);
     emulator.shutdown().await;

@@ -91,6 +91,14 @@ pub struct ClientConfig {
     /// (it may fail to add it), while a dropped one can cost the connection.
     /// Default [`DEFAULT_EARLY_CANDIDATE_BUDGET`] (256 KiB).
     pub early_candidate_budget: usize,
+    /// What happens to an SDP offer or answer written to a socket that failed
+    /// before the service's TCP acknowledged it: `true` (the default) writes it
+    /// again on the next socket, in order, ahead of newer sends (the peer may
+    /// then get it twice); `false` reports it through the status callback
+    /// ([`super::StatusOrigin::Local`], `error_type` "Unconfirmed") and lets
+    /// the application decide. ICE candidates are always written again (a
+    /// WebRTC stack ignores a repeated candidate).
+    pub resend_unconfirmed_sdp: bool,
     /// Connect through the control plane with SigV4 (the real service path).
     /// `None` connects to `endpoint` as it is, unsigned.
     pub aws: Option<AwsConfig>,
@@ -187,6 +195,7 @@ impl ClientConfig {
             pacing: Pacing { sdp_per_second: 5, ice_per_second: 20 },
             buffer_early_candidates: false,
             early_candidate_budget: DEFAULT_EARLY_CANDIDATE_BUDGET,
+            resend_unconfirmed_sdp: true,
             aws: None,
             ca_bundle: None,
         }

@@ -102,6 +102,19 @@ pub(super) enum Stream {
     Tls(Box<TlsStream>),
 }
 
+impl Stream {
+    /// The TCP socket at the bottom, below TLS.
+    pub(super) fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            #[cfg(feature = "native-tls")]
+            Stream::Tls(tls) => tls.get_ref().get_ref().get_ref(),
+            #[cfg(not(feature = "native-tls"))]
+            Stream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {

@@ -20,11 +20,21 @@ pub struct Metrics {
     pub last_control_plane_us: u64,
     pub last_tls_us: u64,
     pub last_websocket_us: u64,
+    /// Sends confirmed: the service's TCP acknowledged their last byte (where
+    /// the platform has no such count, written to the socket). Each accepted
+    /// send is counted once, here or in `messages_failed`.
     pub messages_sent: u64,
+    /// Writes of a send again on a new socket, because the previous socket
+    /// failed before the service acknowledged it (the service may have got it
+    /// twice).
+    pub messages_resent: u64,
+    /// Sends written to the current socket and not confirmed yet.
+    pub messages_unconfirmed: u64,
     pub messages_received: u64,
     /// Sends waiting in the queue now.
     pub messages_queued: u64,
-    /// Sends reported failed (queue deadline, disconnect).
+    /// Sends reported failed (queue deadline, disconnect, or an SDP left
+    /// unconfirmed by a failed socket with `resend_unconfirmed_sdp` off).
     pub messages_failed: u64,
     pub pings_sent: u64,
     pub go_aways: u64,
@@ -61,6 +71,8 @@ pub(super) struct Counters {
     pub last_tls_us: AtomicU64,
     pub last_websocket_us: AtomicU64,
     pub messages_sent: AtomicU64,
+    pub messages_resent: AtomicU64,
+    pub messages_unconfirmed: AtomicU64,
     pub messages_received: AtomicU64,
     pub messages_failed: AtomicU64,
     pub pings_sent: AtomicU64,
@@ -134,6 +146,8 @@ impl Counters {
             last_tls_us: read(&self.last_tls_us),
             last_websocket_us: read(&self.last_websocket_us),
             messages_sent: read(&self.messages_sent),
+            messages_resent: read(&self.messages_resent),
+            messages_unconfirmed: read(&self.messages_unconfirmed),
             messages_received: read(&self.messages_received),
             messages_queued: queued as u64,
             messages_failed: read(&self.messages_failed),

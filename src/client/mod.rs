@@ -10,6 +10,7 @@
 mod backlog;
 mod config;
 mod connect;
+mod delivery;
 mod error;
 mod events;
 mod inbound;
@@ -274,6 +275,7 @@ impl Client {
             action,
             recipient: recipient.map(str::to_owned),
             deadline: Instant::now() + self.config.send_queue_timeout,
+            written_before: false,
         };
         match &*self.supervisor() {
             Some(handle) if !handle.is_finished() => handle.queue.push(outgoing)?,

@@ -19,6 +19,9 @@ pub(super) struct Outgoing {
     pub recipient: Option<String>,
     /// Reported failed if still queued at this time.
     pub deadline: Instant,
+    /// Written to an earlier socket that failed before the service
+    /// acknowledged it: the next write is a resend.
+    pub written_before: bool,
 }
 
 #[derive(Default)]

@@ -13,7 +13,7 @@ use crate::protocol::{
     ValidationError, prefix_within, validate_id,
 };
 use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use std::fmt;
@@ -153,6 +153,15 @@ impl Session {
                 format!("{} rate exceeded: {per_second} per second per connection", message.action.as_str());
             self.report(raw.correlation_id.as_deref(), "ClientLimitExceededException", description);
             return;
+        }
+        let log_size = self.shared.config.received_log;
+        if log_size > 0 {
+            let mut received = lock(&self.shared.received);
+            if received.len() == log_size {
+                received.pop_front();
+            }
+            let id = raw.correlation_id.clone().unwrap_or_default();
+            received.push_back((self.key.endpoint.to_string(), id));
         }
         let frame = InboundMessage {
             message_type: MessageType::parse(message.action.as_str()),
@@ -332,6 +341,13 @@ pub(super) async fn run(mut session: Session, upgrade: OnUpgrade, outbox: Unboun
         }
     }
     if abrupt {
+        // A cut network or a restart does not take back what the emulator's TCP
+        // already acknowledged: the frames it holds readable are still routed.
+        while let Some(Some(Ok(message))) = frames.next().now_or_never() {
+            if let Message::Text(text) = message {
+                session.handle_text(&text);
+            }
+        }
         // No close frame, nothing flushed: the socket just goes away.
         writer.abort();
         bump(&shared.counters.connections_dropped, 1);

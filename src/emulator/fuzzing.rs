@@ -55,6 +55,7 @@ fn shared() -> Shared {
         clock_offset_ms: AtomicI64::new(0),
         restarts: mpsc::unbounded_channel().0,
         turn_secret: "fuzz".to_owned(),
+        received: Mutex::default(),
         tasks: Mutex::new(JoinSet::new()),
         config,
     };

@@ -228,6 +228,10 @@ pub struct EmulatorConfig {
     pub go_away_grace: Duration,
     /// `Ttl` of the TURN credentials GetIceServerConfig returns (default 300 s).
     pub ice_server_ttl: Duration,
+    /// Keep the sender and correlation id of the last this many messages the
+    /// emulator read and accepted (valid, within quota), for tests that check
+    /// what arrived per sender ([`Emulator::received`]); 0 (default) keeps none.
+    pub received_log: usize,
 }
 
 impl Default for EmulatorConfig {
@@ -248,6 +252,7 @@ impl Default for EmulatorConfig {
             max_connection_age: Duration::from_secs(3600),
             go_away_grace: Duration::from_secs(60),
             ice_server_ttl: Duration::from_secs(300),
+            received_log: 0,
         }
     }
 }
@@ -416,6 +421,8 @@ struct Shared {
     restarts: mpsc::UnboundedSender<RestartRequest>,
     /// Key of the TURN passwords.
     turn_secret: String,
+    /// (sender, correlation id) of the last `config.received_log` messages read.
+    received: Mutex<std::collections::VecDeque<(String, String)>>,
     /// HTTP and WebSocket tasks, awaited by [`Emulator::shutdown`].
     tasks: Mutex<JoinSet<()>>,
 }
@@ -668,6 +675,7 @@ impl Emulator {
             clock_offset_ms: AtomicI64::new(0),
             restarts,
             turn_secret: format!("{}-{}-{}", std::process::id(), local_addr, epoch_millis()),
+            received: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             config,
         });
@@ -733,6 +741,14 @@ impl Emulator {
     /// A snapshot of the counters.
     pub fn stats(&self) -> EmulatorStats {
         self.shared.counters.snapshot()
+    }
+
+    /// The messages read and accepted, oldest first, as (sender, correlation
+    /// id): the sender is `master` or `viewer <client id>`, the id empty when
+    /// the message had none. At most [`EmulatorConfig::received_log`] of the
+    /// latest; restarts keep them.
+    pub fn received(&self) -> Vec<(String, String)> {
+        lock(&self.shared.received).iter().cloned().collect()
     }
 
     /// Ends the targeted connections at once, without a close frame (as a

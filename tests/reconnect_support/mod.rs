@@ -9,14 +9,19 @@
 //!   outcome, written to a socket (`messages_sent`) or reported failed once with
 //!   its correlation id (`StatusOrigin::Local`); the queue ends empty. Refused
 //!   sends (`QueueFull`) never show up anywhere.
-//! * The receiver sees accepted numbers only, strictly increasing (in order, no
-//!   duplicate), and never one that was reported failed.
-//! * What is still missing was written to a socket that then died: the service
-//!   does not acknowledge, so a frame written to a socket the emulator dropped (or
-//!   relayed to a connection the emulator was closing) is lost on the wire. Such
-//!   a number must have been accepted shortly before a connection loss that one
-//!   of the two clients reported ([`Outcome::assert_lost_only_near_drops`]); and
-//!   where no socket was lost (a make-before-break handover) nothing may be
+//! * The receiver sees accepted numbers only, in order (each number's first
+//!   arrival after the previous one's), and never one that was reported failed.
+//!   A number may arrive twice: a candidate written to a socket that failed
+//!   before the service's TCP acknowledged it is written again on the next one
+//!   ([`Tally::duplicates`]).
+//! * What the emulator read, per sender ([`at_emulator`]): with delivery
+//!   confirmed by TCP acknowledgements, every accepted number reaches it or is
+//!   reported failed, through drops, resets and restarts alike.
+//! * What is still missing at the receiver was relayed to a connection the
+//!   emulator was dropping (the service's leg, which the client cannot see).
+//!   Such a number must have been accepted shortly before a connection loss that
+//!   one of the two clients reported ([`Outcome::assert_lost_only_near_drops`]);
+//!   and where no socket was lost (a make-before-break handover) nothing may be
 //!   missing at all ([`Outcome::assert_nothing_missing`]).
 //! * The emulator's counters bound the two legs: what it relayed is at most what
 //!   the clients wrote, and what the clients received is at most what it relayed.
@@ -26,7 +31,7 @@ use kvs_signaling::client::{
     Backoff, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, Metrics, StateChange, StatusOrigin,
     StatusReport,
 };
-use kvs_signaling::emulator::EmulatorStats;
+use kvs_signaling::emulator::{Emulator, EmulatorStats};
 use kvs_signaling::protocol::{IceCandidate, MessageType};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -262,6 +267,8 @@ pub struct Tally {
     pub failed: BTreeSet<u64>,
     /// Accepted, neither received nor reported failed: lost on the wire.
     pub missing: Vec<u64>,
+    /// Arrivals of a number that had arrived before.
+    pub duplicates: usize,
 }
 
 /// Checks one direction: order, no duplicate, failures disjoint from deliveries.
@@ -269,9 +276,12 @@ fn tally(what: &str, stream: &Stream, receiver: &Peer, sender: &Peer) -> Tally {
     let accepted = stream.sent().accepted.clone();
     let refused: BTreeSet<u64> = stream.sent().refused.iter().map(|(n, _)| *n).collect();
     let received: Vec<u64> = receiver.record().received.iter().map(|(n, _)| *n).collect();
-    for pair in received.windows(2) {
-        assert!(pair[0] < pair[1], "{what}: received {} after {} (out of order or duplicate)", pair[1], pair[0]);
+    let mut seen = BTreeSet::new();
+    let first_arrivals: Vec<u64> = received.iter().copied().filter(|n| seen.insert(*n)).collect();
+    for pair in first_arrivals.windows(2) {
+        assert!(pair[0] < pair[1], "{what}: {} first arrived after {} (out of order)", pair[1], pair[0]);
     }
+    let duplicates = received.len() - first_arrivals.len();
     for n in &received {
         assert!(accepted.contains_key(n), "{what}: received {n}, which was never accepted");
     }
@@ -288,7 +298,7 @@ fn tally(what: &str, stream: &Stream, receiver: &Peer, sender: &Peer) -> Tally {
     let both: Vec<_> = failed.intersection(&delivered).collect();
     assert!(both.is_empty(), "{what}: reported failed and yet delivered: {both:?}");
     let missing = accepted.keys().filter(|n| !delivered.contains(n) && !failed.contains(n)).copied().collect();
-    Tally { what: what.to_owned(), accepted, received, failed, missing }
+    Tally { what: what.to_owned(), accepted, received, failed, missing, duplicates }
 }
 
 /// Both directions of a pair, after [`finish`].
@@ -345,7 +355,11 @@ pub async fn finish(master: &Peer, viewer: &Peer, to_viewer: &mut Stream, to_mas
     to_viewer.stop().await;
     to_master.stop().await;
     for peer in [master, viewer] {
-        wait_until(&format!("{}'s queue to empty", peer.name), WAIT, || peer.metrics().messages_queued == 0).await;
+        wait_until(&format!("{}'s queue to empty and its sends confirmed", peer.name), WAIT, || {
+            let metrics = peer.metrics();
+            metrics.messages_queued == 0 && metrics.messages_unconfirmed == 0
+        })
+        .await;
     }
     // The last number of each direction comes after every fault: it must arrive
     // (or be reported failed), and anything before it was either in order before
@@ -391,12 +405,47 @@ pub async fn finish(master: &Peer, viewer: &Peer, to_viewer: &mut Stream, to_mas
 /// and emulator, lost between emulator and client); valid while every stored
 /// message was delivered (no restart, no expiry).
 pub fn wire_legs(before: &EmulatorStats, after: &EmulatorStats, peers: &[&Peer]) -> (u64, u64) {
-    let written: u64 = peers.iter().map(|p| p.metrics().messages_sent).sum();
+    let written: u64 = peers.iter().map(|p| p.metrics().messages_sent + p.metrics().messages_resent).sum();
     let received: u64 = peers.iter().map(|p| p.metrics().messages_received).sum();
     let relayed = after.messages_relayed - before.messages_relayed;
     assert!(relayed <= written, "the emulator relayed {relayed} of {written} written");
     assert!(received <= relayed, "the clients received {received} of {relayed} relayed");
     (written - relayed, relayed - received)
+}
+
+/// What the emulator read of one numbered stream ([`kvs_signaling::emulator::EmulatorConfig::received_log`]).
+#[derive(Debug)]
+pub struct Arrival {
+    /// Accepted, neither read by the emulator nor reported failed.
+    pub lost: Vec<u64>,
+    /// Reads of a number it had read before (resent unconfirmed frames).
+    pub duplicates: usize,
+}
+
+/// Checks one stream against what the emulator read from `sender`
+/// (`master` or `viewer <id>`): every number it read was accepted, and what it
+/// did not read was reported failed or is in [`Arrival::lost`].
+pub fn at_emulator(emulator: &Emulator, stream: &Stream, sending: &Peer, sender: &str) -> Arrival {
+    let prefix = format!("{}-", stream.label);
+    let mut read = BTreeSet::new();
+    let mut duplicates = 0;
+    for (from, id) in emulator.received() {
+        let Some(n) = id.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()) else { continue };
+        assert_eq!(from, sender, "{id} read from {from}");
+        if !read.insert(n) {
+            duplicates += 1;
+        }
+    }
+    let accepted = stream.sent().accepted.clone();
+    assert!(read.iter().all(|n| accepted.contains_key(n)), "{sender}: the emulator read a number never accepted");
+    let failed: BTreeSet<u64> = sending
+        .record()
+        .local_failures
+        .iter()
+        .filter_map(|(id, _)| id.strip_prefix(&prefix).and_then(|n| n.parse().ok()))
+        .collect();
+    let lost = accepted.keys().filter(|n| !read.contains(n) && !failed.contains(n)).copied().collect();
+    Arrival { lost, duplicates }
 }
 
 /// `VmRSS` of this process in KiB.
