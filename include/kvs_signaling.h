@@ -753,6 +753,14 @@ typedef struct kvs_client_config {
    * means 5000; KVS_TCP_USER_TIMEOUT_OFF leaves the system's defaults.
    */
   uint32_t tcp_user_timeout_ms;
+  /**
+   * SDP offers and answers written but not acknowledged by the service's TCP
+   * when a connection fails: false (default) sends them again on the next
+   * socket, like ICE candidates; true reports each through `on_status`
+   * (origin LOCAL, `error_type` "Unconfirmed") instead, so the application
+   * decides (a duplicate offer can upset a peer).
+   */
+  bool report_unconfirmed_sdp;
 } kvs_client_config;
 
 /**
@@ -787,6 +795,11 @@ typedef struct kvs_client_metrics {
   uint64_t last_control_plane_us;
   uint64_t last_tls_us;
   uint64_t last_websocket_us;
+  /**
+   * Sends confirmed: the service's TCP acknowledged their last byte (on
+   * Linux; elsewhere: written). Each accepted send counts once, here or in
+   * `messages_failed`.
+   */
   uint64_t messages_sent;
   uint64_t messages_received;
   /**
@@ -830,6 +843,15 @@ typedef struct kvs_client_metrics {
    * (`tcp_user_timeout_ms`).
    */
   uint64_t dead_link_detections;
+  /**
+   * Frames written again on a new socket because the old one failed before
+   * the service's TCP acknowledged them.
+   */
+  uint64_t messages_resent;
+  /**
+   * Frames on the current socket not acknowledged by the service's TCP yet.
+   */
+  uint64_t messages_unconfirmed;
 } kvs_client_metrics;
 
 /**

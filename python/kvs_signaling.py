@@ -244,6 +244,7 @@ class kvs_client_config(Structure):
         ("early_candidate_budget_bytes", c_uint32),
         ("max_inbound_frame_len", c_uint32),
         ("tcp_user_timeout_ms", c_uint32),
+        ("report_unconfirmed_sdp", ctypes.c_bool),
     ]
 
 

@@ -167,6 +167,11 @@ pub(super) struct Watched {
 }
 
 impl Watched {
+    /// `stream`, counting a dead link into `counters`.
+    pub(super) fn new(stream: Stream, counters: Arc<Counters>) -> Watched {
+        Watched { stream, counters, counted: false }
+    }
+
     fn watch<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if let Poll::Ready(Err(e)) = &result
             && !self.counted
@@ -303,7 +308,7 @@ pub(super) async fn open_socket(
         Stream::Plain(tcp)
     };
     let tls_time = if secure { tls_started.elapsed() } else { Duration::ZERO };
-    let stream = Watched { stream, counters: options.counters.clone(), counted: false };
+    let stream = Watched::new(stream, options.counters.clone());
     let ws_started = Instant::now();
     let max_inbound = INBOUND_LIMIT.try_with(|limit| *limit).unwrap_or(DEFAULT_MAX_INBOUND_FRAME_LEN);
     let ws_config = WebSocketConfig::default()

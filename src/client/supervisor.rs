@@ -198,7 +198,7 @@ struct Link {
 
 impl Link {
     fn new(socket: Socket) -> Link {
-        let progress = TcpProgress::of(socket.get_ref().tcp());
+        let progress = TcpProgress::of(socket.get_ref().stream.tcp());
         let (writer, reader) = socket.split();
         let now = Instant::now();
         Link {
@@ -1078,7 +1078,7 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::connect::Stream;
+    use crate::client::connect::{Stream, Watched};
     use crate::client::delivery::MAX_IN_FLIGHT;
     use tokio::net::{TcpListener, TcpStream};
     use tokio_tungstenite::WebSocketStream;
@@ -1092,7 +1092,10 @@ mod tests {
             tokio_tungstenite::accept_async(tcp).await.unwrap()
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let (socket, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), Stream::Plain(tcp)).await.unwrap();
+        let (socket, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/"), Watched::new(Stream::Plain(tcp), Arc::default()))
+                .await
+                .unwrap();
         (Link::new(socket), server.await.unwrap())
     }
 

@@ -281,6 +281,12 @@ pub struct kvs_client_config {
     /// about the same time. Applies to the WebSocket and the HTTPS calls. 0
     /// means 5000; KVS_TCP_USER_TIMEOUT_OFF leaves the system's defaults.
     pub tcp_user_timeout_ms: u32,
+    /// SDP offers and answers written but not acknowledged by the service's TCP
+    /// when a connection fails: false (default) sends them again on the next
+    /// socket, like ICE candidates; true reports each through `on_status`
+    /// (origin LOCAL, `error_type` "Unconfirmed") instead, so the application
+    /// decides (a duplicate offer can upset a peer).
+    pub report_unconfirmed_sdp: bool,
 }
 
 /// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
@@ -347,6 +353,7 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         early_candidate_budget_bytes: 0,
         max_inbound_frame_len: 0,
         tcp_user_timeout_ms: 0,
+        report_unconfirmed_sdp: false,
     }
 }
 
@@ -715,6 +722,7 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
         KVS_TCP_USER_TIMEOUT_OFF => Duration::ZERO,
         ms => Duration::from_millis(u64::from(ms)),
     };
+    out.resend_unconfirmed_sdp = !config.report_unconfirmed_sdp;
     if config.max_inbound_frame_len > 0 {
         out.max_inbound_frame_len = config.max_inbound_frame_len as usize;
     }
@@ -880,6 +888,9 @@ pub struct kvs_client_metrics {
     pub last_control_plane_us: u64,
     pub last_tls_us: u64,
     pub last_websocket_us: u64,
+    /// Sends confirmed: the service's TCP acknowledged their last byte (on
+    /// Linux; elsewhere: written). Each accepted send counts once, here or in
+    /// `messages_failed`.
     pub messages_sent: u64,
     pub messages_received: u64,
     /// Sends waiting in the queue now.
@@ -905,6 +916,11 @@ pub struct kvs_client_metrics {
     /// Sockets failed by the kernel because the peer stopped acknowledging
     /// (`tcp_user_timeout_ms`).
     pub dead_link_detections: u64,
+    /// Frames written again on a new socket because the old one failed before
+    /// the service's TCP acknowledged them.
+    pub messages_resent: u64,
+    /// Frames on the current socket not acknowledged by the service's TCP yet.
+    pub messages_unconfirmed: u64,
 }
 
 /// The smallest `out_size` of `kvs_client_get_metrics_sized`: the fields up to
@@ -963,6 +979,8 @@ pub extern "C" fn kvs_client_get_metrics_sized(
             early_candidates_held_bytes: m.early_candidates_held_bytes,
             early_candidates_overflowed: m.early_candidates_overflowed,
             dead_link_detections: m.dead_link_detections,
+            messages_resent: m.messages_resent,
+            messages_unconfirmed: m.messages_unconfirmed,
         };
         // SAFETY: checked non-NULL; the caller passes `out_size` writable bytes.
         unsafe { copy_prefix(&metrics, out_metrics, out_size) };
