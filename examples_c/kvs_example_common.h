@@ -481,14 +481,24 @@ static long print_ice_servers(const kvs_client *client, size_t announced) {
     return result;
 }
 
-/* Reads the client's counters; 0 on success. */
+/* Reads the client's counters; 0 on success. While connected it first waits
+ * (up to 1 s) until every accepted send is confirmed: `messages_sent` counts a
+ * send once the service's TCP acknowledged it, which the library checks every
+ * 20 ms. */
 static int get_metrics(const kvs_client *client, kvs_client_metrics *out) {
-    kvs_result rc = kvs_client_get_metrics(client, out);
-    if (rc != KVS_OK) {
-        report_failure("kvs_client_get_metrics", rc);
-        return -1;
+    for (int waited_ms = 0;; waited_ms += 10) {
+        kvs_result rc = kvs_client_get_metrics(client, out);
+        if (rc != KVS_OK) {
+            report_failure("kvs_client_get_metrics", rc);
+            return -1;
+        }
+        bool settled = out->messages_queued == 0 && out->messages_unconfirmed == 0;
+        if (settled || out->state != KVS_STATE_CONNECTED || waited_ms >= 1000) {
+            return 0;
+        }
+        struct timespec nap = {0, 10 * 1000 * 1000};
+        nanosleep(&nap, NULL);
     }
-    return 0;
 }
 
 static void print_metrics(const kvs_client_metrics *m) {
@@ -504,10 +514,11 @@ static void print_metrics(const kvs_client_metrics *m) {
     } else {
         say(stdout, "metrics: no successful connect");
     }
-    say(stdout, "metrics: messages: %llu sent, %llu received, %llu queued, %llu failed; "
-                "%llu pings, %llu GO_AWAYs; backoff %llu ms; clock skew %+lld ms",
+    say(stdout, "metrics: messages: %llu sent, %llu received, %llu queued, %llu failed, "
+                "%llu resent; %llu pings, %llu GO_AWAYs; backoff %llu ms; clock skew %+lld ms",
         (unsigned long long)m->messages_sent, (unsigned long long)m->messages_received,
         (unsigned long long)m->messages_queued, (unsigned long long)m->messages_failed,
+        (unsigned long long)m->messages_resent,
         (unsigned long long)m->pings_sent, (unsigned long long)m->go_aways,
         (unsigned long long)m->current_backoff_ms, (long long)m->clock_skew_ms);
 }

@@ -27,7 +27,7 @@ mod reconnect_support;
 use blackhole_support::{Netns, client_ports, private_netns};
 use kvs_signaling::client::{ClientConfig, ConnectionState, Metrics, Pacing, StateReason};
 use kvs_signaling::emulator::{Emulator, EmulatorConfig};
-use reconnect_support::{Peer, Stream, VIEWER_ID, fast, wait_until};
+use reconnect_support::{Peer, Stream, VIEWER_ID, at_emulator, fast, wait_until};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,7 +46,8 @@ fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 async fn start() -> (Emulator, String) {
-    let emulator = Emulator::start(EmulatorConfig { channels: vec![CHANNEL.into()], ..EmulatorConfig::default() })
+    let config = EmulatorConfig { channels: vec![CHANNEL.into()], received_log: 100_000, ..EmulatorConfig::default() };
+    let emulator = Emulator::start(config)
         .await
         .expect("the emulator starts");
     let arn = emulator.channel_arn(CHANNEL).unwrap();
@@ -104,8 +105,10 @@ fn assert_dead_link(reason: &StateReason, metrics: &Metrics) {
 
 /// Holes the master's connection, checks that it is noticed in about the
 /// deadline as a dead link and that the master reconnects (its new
-/// connection has another port, outside the hole). `streaming` keeps data in
-/// flight during the hole.
+/// connection has another port, outside the hole). `streaming` keeps a
+/// numbered stream going through the hole: every number the master accepted
+/// must then reach the emulator (the frames written into the hole were never
+/// acknowledged, so they are written again on the new socket).
 async fn one_connection(netns: &Netns, streaming: bool) {
     let (emulator, arn) = start().await;
     let port = emulator.local_addr().port();
@@ -126,6 +129,21 @@ async fn one_connection(netns: &Netns, streaming: bool) {
     assert_eq!(metrics.reconnects, 1, "{metrics:?}");
     if let Some(stream) = &mut stream {
         stream.stop().await;
+        wait_until("every frame confirmed on the new socket", Duration::from_secs(10), || {
+            let m = master.metrics();
+            m.messages_queued == 0 && m.messages_unconfirmed == 0
+        })
+        .await;
+        let arrival = at_emulator(&emulator, stream, &master, "master");
+        let resent = master.metrics().messages_resent;
+        eprintln!(
+            "through the black hole: {} accepted, {} lost, {} duplicates, {resent} resent",
+            stream.sent().accepted.len(),
+            arrival.lost.len(),
+            arrival.duplicates
+        );
+        assert!(arrival.lost.is_empty(), "lost through the black hole: {:?}", arrival.lost);
+        assert!(resent > 0, "nothing was written into the hole and resent");
     }
     drop(hole);
     master.client.disconnect(Duration::from_millis(200)).await;
