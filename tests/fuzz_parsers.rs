@@ -5,23 +5,28 @@
 
 use kvs_signaling::fuzzing::{TARGETS, inbound_ids_bounded};
 use kvs_signaling::log::{Level, set_sink};
+use kvs_signaling::protocol::{InboundMessage, MessageType};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The system allocator, noting the largest single allocation of each thread.
+/// The system allocator, noting the largest single allocation of each thread
+/// and the total it requested: every allocation's size, plus the growth of
+/// every reallocation.
 struct Measuring;
 
 thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static TOTAL: Cell<usize> = const { Cell::new(0) };
 }
 
-// SAFETY: forwards to `System` unchanged; only notes sizes in a thread-local `Cell`.
+// SAFETY: forwards to `System` unchanged; only notes sizes in thread-local `Cell`s.
 unsafe impl GlobalAlloc for Measuring {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LARGEST.with(|largest| largest.set(largest.get().max(layout.size())));
+        TOTAL.with(|total| total.set(total.get() + layout.size()));
         // SAFETY: the caller's contract, passed on.
         unsafe { System.alloc(layout) }
     }
@@ -33,6 +38,7 @@ unsafe impl GlobalAlloc for Measuring {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LARGEST.with(|largest| largest.set(largest.get().max(new_size)));
+        TOTAL.with(|total| total.set(total.get() + new_size.saturating_sub(layout.size())));
         // SAFETY: the caller's contract, passed on.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -262,4 +268,50 @@ fn inbound_ids_are_bounded() {
     let seeds = seeds("inbound_frame");
     let mut rng = Rng(7);
     run_all("inbound_ids_bounded", inbound_ids_bounded, (0..40_000).map(|_| mutate(&mut rng, &seeds)));
+}
+
+/// A 64 KiB frame of `junk(0)`, `junk(1)`... in an unknown key of an
+/// ICE_CANDIDATE message, closed by `close`.
+fn junk_frame(open: &str, junk: impl Fn(usize) -> String, close: &str) -> String {
+    let mut frame = format!(r#"{{"messageType":"ICE_CANDIDATE","senderClientId":"v","x":{open}"#);
+    for i in 0.. {
+        let next = junk(i);
+        if frame.len() + next.len() + close.len() + 1 >= 64 * 1024 {
+            break;
+        }
+        frame.push_str(&next);
+    }
+    frame.push_str(close);
+    frame.push('}');
+    frame
+}
+
+/// `InboundMessage::parse` allocates in proportion to what it keeps, not to
+/// what it reads: a 64 KiB frame whose bulk is an unknown key of any JSON
+/// type costs less than twice its size in total allocations.
+#[test]
+fn inbound_parse_allocates_in_proportion_to_what_it_keeps() {
+    let frames = [
+        ("array of numbers", junk_frame("[0", |_| ",0".into(), "]")),
+        ("array of strings", junk_frame(r#"["a""#, |_| r#","a""#.into(), "]")),
+        ("object", junk_frame(r#"{"k":0"#, |i| format!(r#","{i:x}":null"#), "}")),
+        ("nested arrays", junk_frame("[[]", |_| ",[[[[[[[[[[]]]]]]]]]]".into(), "]")),
+        ("escaped string", junk_frame(r#"""#, |_| r"\n".into(), r#"""#)),
+        ("bools", junk_frame("[true", |_| ",false".into(), "]")),
+    ];
+    let mut over = Vec::new();
+    for (name, frame) in &frames {
+        TOTAL.with(|total| total.set(0));
+        let message = InboundMessage::parse(frame).expect("a valid frame");
+        let total = TOTAL.with(Cell::get);
+        drop(message);
+        eprintln!("{name}: {total} bytes allocated parsing a {} byte frame", frame.len());
+        if total >= 2 * frame.len() {
+            over.push(format!("{name}: {total} bytes allocated for {} bytes", frame.len()));
+        }
+    }
+    assert!(over.is_empty(), "{over:#?}");
+    let parsed = InboundMessage::parse(&frames[0].1).expect("a valid frame");
+    assert_eq!(parsed.message_type, MessageType::IceCandidate);
+    assert_eq!(parsed.sender_client_id.as_deref(), Some("v"));
 }

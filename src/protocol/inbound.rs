@@ -1,8 +1,9 @@
 //! Service → client messages (spec §4).
 
+use super::JsonObject;
+use super::fields::{Keep, ReadObject, Seen, SkipObject, Slot, ValueSeed, next_found, read_object};
 use super::validate::{Field, MAX_DESCRIPTION_LEN, MAX_ERROR_TYPE_LEN, MAX_ID_LEN, ValidationError, validate_id};
-use super::{JsonObject, get_ci, prefix_within};
-use serde_json::{Map, Value};
+use serde::de::MapAccess;
 use std::fmt;
 
 /// The `messageType` of an inbound message.
@@ -123,25 +124,137 @@ impl fmt::Display for InboundError {
 
 impl std::error::Error for InboundError {}
 
-fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
-    match get_ci(map, key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// The top-level keys a frame is read for.
+#[derive(Clone, Copy)]
+enum TopKey {
+    MessageType,
+    SenderClientId,
+    MessagePayload,
+    StatusResponse,
+    /// The text of an API-Gateway error frame, which has no `messageType`.
+    Message,
+}
+
+const TOP: [(&str, TopKey); 5] = [
+    ("messageType", TopKey::MessageType),
+    ("senderClientId", TopKey::SenderClientId),
+    ("messagePayload", TopKey::MessagePayload),
+    ("statusResponse", TopKey::StatusResponse),
+    ("message", TopKey::Message),
+];
+
+/// The keys of `statusResponse` that are read.
+#[derive(Clone, Copy)]
+enum StatusKey {
+    CorrelationId,
+    ErrorType,
+    StatusCode,
+    Description,
+    Success,
+}
+
+const STATUS: [(&str, StatusKey); 5] = [
+    ("correlationId", StatusKey::CorrelationId),
+    ("errorType", StatusKey::ErrorType),
+    ("statusCode", StatusKey::StatusCode),
+    ("description", StatusKey::Description),
+    ("success", StatusKey::Success),
+];
+
+/// The fields of a frame as read, before they are checked.
+#[derive(Default)]
+struct Frame<'de> {
+    message_type: Slot<'de, Seen<'de>>,
+    sender_client_id: Slot<'de, Seen<'de>>,
+    message_payload: Slot<'de, Seen<'de>>,
+    status_response: Slot<'de, Seen<'de, Result<StatusResponse, InboundError>>>,
+    message: Slot<'de, Seen<'de>>,
+}
+
+/// Reads the top-level object of a frame into a [`Frame`].
+struct FrameObject;
+
+impl<'de> ReadObject<'de> for FrameObject {
+    type Output = Frame<'de>;
+
+    fn read<A: MapAccess<'de>>(self, mut map: A) -> Result<Frame<'de>, A::Error> {
+        let mut frame = Frame::default();
+        while let Some(found) = next_found(&mut map, &TOP)? {
+            let (slot, keep) = match found.key {
+                TopKey::StatusResponse => {
+                    frame.status_response.read(&mut map, found, ValueSeed(Keep::Nothing, StatusObject))?;
+                    continue;
+                }
+                TopKey::MessageType => (&mut frame.message_type, Keep::Id),
+                TopKey::SenderClientId => (&mut frame.sender_client_id, Keep::Id),
+                TopKey::MessagePayload => (&mut frame.message_payload, Keep::Whole),
+                TopKey::Message => (&mut frame.message, Keep::Cut(MAX_DESCRIPTION_LEN)),
+            };
+            slot.read(&mut map, found, ValueSeed(keep, SkipObject))?;
+        }
+        Ok(frame)
     }
 }
 
-/// A free-text field cut to `max_bytes` at a character boundary.
-fn text_field(map: &Map<String, Value>, key: &str, max_bytes: usize) -> Option<String> {
-    let mut text = string_field(map, key)?;
-    let kept = prefix_within(&text, max_bytes).len();
-    text.truncate(kept);
-    Some(text)
+/// Reads a `statusResponse` object and checks it: the check's outcome is
+/// reported only if this object is the one the frame keeps.
+struct StatusObject;
+
+impl<'de> ReadObject<'de> for StatusObject {
+    type Output = Result<StatusResponse, InboundError>;
+
+    fn read<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Output, A::Error> {
+        let [mut correlation_id, mut error_type, mut status_code, mut description, mut success] =
+            std::array::from_fn(|_| Slot::default());
+        while let Some(found) = next_found(&mut map, &STATUS)? {
+            let (slot, keep) = match found.key {
+                StatusKey::CorrelationId => (&mut correlation_id, Keep::Id),
+                StatusKey::ErrorType => (&mut error_type, Keep::Cut(MAX_ERROR_TYPE_LEN)),
+                StatusKey::StatusCode => (&mut status_code, Keep::Cut(MAX_ERROR_TYPE_LEN)),
+                StatusKey::Description => (&mut description, Keep::Cut(MAX_DESCRIPTION_LEN)),
+                StatusKey::Success => (&mut success, Keep::Nothing),
+            };
+            slot.read(&mut map, found, ValueSeed(keep, SkipObject))?;
+        }
+        Ok(status_response([correlation_id, error_type, status_code, description, success].map(Slot::into_value)))
+    }
 }
 
-/// `senderClientId`: absent, or a valid id (an empty one reads as absent).
-fn sender_field(map: &Map<String, Value>) -> Result<Option<String>, InboundError> {
-    match string_field(map, "senderClientId") {
+/// A `statusResponse` from its fields as read, in the order of [`STATUS`].
+fn status_response(fields: [Option<Seen<'_>>; 5]) -> Result<StatusResponse, InboundError> {
+    let [correlation_id, error_type, status_code, description, success] = fields;
+    let correlation_id = match correlation_id {
+        Some(Seen::Text(id)) => {
+            validate_id(Field::CorrelationId, &id).map_err(InboundError::Invalid)?;
+            id.into_owned()
+        }
+        Some(Seen::LongId(len)) => return Err(too_long(Field::CorrelationId, len)),
+        _ => return Err(InboundError::WrongType("statusResponse.correlationId")),
+    };
+    Ok(StatusResponse {
+        correlation_id,
+        error_type: error_type.and_then(Seen::text),
+        status_code: status_code.and_then(Seen::text),
+        description: description.and_then(Seen::text),
+        success: match success {
+            Some(Seen::Bool(flag)) => Some(flag),
+            _ => None,
+        },
+    })
+}
+
+/// An identifier longer than the spec allows.
+fn too_long(field: Field, len: usize) -> InboundError {
+    InboundError::Invalid(ValidationError::TooLong { field, max: MAX_ID_LEN, len })
+}
+
+/// `senderClientId`: absent, or a valid id, from a string or a number (an
+/// empty one, or any other JSON value, reads as absent).
+fn sender(seen: Option<Seen<'_>>) -> Result<Option<String>, InboundError> {
+    if let Some(Seen::LongId(len)) = seen {
+        return Err(too_long(Field::SenderClientId, len));
+    }
+    match seen.and_then(Seen::text) {
         Some(id) if !id.is_empty() => {
             validate_id(Field::SenderClientId, &id).map_err(InboundError::Invalid)?;
             Ok(Some(id))
@@ -150,50 +263,49 @@ fn sender_field(map: &Map<String, Value>) -> Result<Option<String>, InboundError
     }
 }
 
-impl InboundMessage {
-    /// Parses one text frame (spec §4.1, §4.3).
-    pub fn parse(text: &str) -> Result<InboundMessage, InboundError> {
-        if text.trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty() {
-            return Err(InboundError::Empty);
-        }
-        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text.trim_end_matches('\0')) else {
-            return Err(InboundError::NotJson);
-        };
-        let message_type = match get_ci(&map, "messageType") {
+impl Frame<'_> {
+    /// The message, or why the frame is not one; the checks run in a fixed
+    /// order (`messageType`, `statusResponse`, `senderClientId`), whatever the
+    /// order of the keys.
+    fn into_message(self) -> Result<InboundMessage, InboundError> {
+        let message_type = match self.message_type.into_value() {
             None => {
-                let message = text_field(&map, "message", MAX_DESCRIPTION_LEN).unwrap_or_default();
+                let message = self.message.into_value().and_then(Seen::text).unwrap_or_default();
                 return Err(InboundError::NotProtocol(message));
             }
-            Some(Value::String(s)) if s.len() > MAX_ID_LEN => {
-                let (field, max, len) = (Field::MessageType, MAX_ID_LEN, s.len());
-                return Err(InboundError::Invalid(ValidationError::TooLong { field, max, len }));
-            }
-            Some(Value::String(s)) => MessageType::parse(s),
+            Some(Seen::Text(name)) => MessageType::parse(&name),
+            Some(Seen::LongId(len)) => return Err(too_long(Field::MessageType, len)),
             Some(_) => return Err(InboundError::WrongType("messageType")),
         };
-        let status_response = match get_ci(&map, "statusResponse") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(status)) => Some(StatusResponse {
-                correlation_id: match get_ci(status, "correlationId") {
-                    Some(Value::String(s)) => {
-                        validate_id(Field::CorrelationId, s).map_err(InboundError::Invalid)?;
-                        s.clone()
-                    }
-                    _ => return Err(InboundError::WrongType("statusResponse.correlationId")),
-                },
-                error_type: text_field(status, "errorType", MAX_ERROR_TYPE_LEN),
-                status_code: text_field(status, "statusCode", MAX_ERROR_TYPE_LEN),
-                description: text_field(status, "description", MAX_DESCRIPTION_LEN),
-                success: get_ci(status, "success").and_then(Value::as_bool),
-            }),
+        let status_response = match self.status_response.into_value() {
+            None | Some(Seen::Null) => None,
+            Some(Seen::Object(status)) => Some(status?),
             Some(_) => return Err(InboundError::WrongType("statusResponse")),
         };
         Ok(InboundMessage {
             message_type,
-            sender_client_id: sender_field(&map)?,
-            message_payload: string_field(&map, "messagePayload"),
+            sender_client_id: sender(self.sender_client_id.into_value())?,
+            message_payload: self.message_payload.into_value().and_then(Seen::text),
             status_response,
         })
+    }
+}
+
+impl InboundMessage {
+    /// Parses one text frame (spec §4.1, §4.3).
+    ///
+    /// Keys match ignoring ASCII case; a string field may also be a number
+    /// (read as its decimal text); unknown keys, of any JSON type, are skipped
+    /// without being kept; trailing NULs are ignored. When several keys match
+    /// one name, the exact camelCase spelling wins, else the spelling first in
+    /// byte order; of repeated identical keys, the last. Allocates only what
+    /// the message keeps (no JSON tree is built); a frame that is not JSON,
+    /// including one nested deeper than 128 levels, is [`InboundError::NotJson`].
+    pub fn parse(text: &str) -> Result<InboundMessage, InboundError> {
+        if text.trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty() {
+            return Err(InboundError::Empty);
+        }
+        read_object(text.trim_end_matches('\0'), FrameObject).map_err(|_| InboundError::NotJson)?.into_message()
     }
 
     /// The frame text as the service sends it (camelCase, absent keys omitted).
@@ -365,5 +477,167 @@ mod tests {
             status_response: None,
         };
         assert_eq!(go_away.to_json(), r#"{"messageType":"GO_AWAY"}"#);
+    }
+
+    #[test]
+    fn every_key_casing_matches() {
+        for (message_type, sender, status, correlation) in [
+            ("messageType", "senderClientId", "statusResponse", "correlationId"),
+            ("MessageType", "SenderClientId", "StatusResponse", "CorrelationId"),
+            ("MESSAGETYPE", "senderclientid", "STATUSRESPONSE", "correlationID"),
+        ] {
+            let frame =
+                format!(r#"{{"{message_type}":"STATUS_RESPONSE","{sender}":"v","{status}":{{"{correlation}":"c"}}}}"#);
+            let msg = InboundMessage::parse(&frame).unwrap();
+            assert_eq!(msg.message_type, MessageType::StatusResponse, "{frame}");
+            assert_eq!(msg.sender_client_id.as_deref(), Some("v"), "{frame}");
+            assert_eq!(msg.status_response.unwrap().correlation_id, "c", "{frame}");
+        }
+        let escaped = InboundMessage::parse(r#"{"message\u0054ype":"GO_AWAY"}"#).unwrap();
+        assert_eq!(escaped.message_type, MessageType::GoAway, "a key spelled with an escape");
+    }
+
+    #[test]
+    fn unknown_keys_of_every_type_are_skipped() {
+        for value in [
+            "null",
+            "true",
+            "false",
+            "0",
+            "-1.5e-3",
+            "18446744073709551616",
+            r#""text""#,
+            r#""esc\u00e9\n""#,
+            "[]",
+            r#"[1,"a",[null],{"b":{}}]"#,
+            "{}",
+            r#"{"messageType":7,"senderClientId":{},"a":[{"b":[]}]}"#,
+        ] {
+            for frame in [
+                format!(r#"{{"unknown":{value},"messageType":"SDP_OFFER","senderClientId":"v"}}"#),
+                format!(r#"{{"messageType":"SDP_OFFER","senderClientId":"v","unknown":{value}}}"#),
+                format!(
+                    r#"{{"messageType":"STATUS_RESPONSE","statusResponse":{{"unknown":{value},"correlationId":"c"}}}}"#
+                ),
+            ] {
+                let msg = InboundMessage::parse(&frame).unwrap_or_else(|e| panic!("{frame}: {e}"));
+                assert!(msg.sender_client_id.is_some() || msg.status_response.is_some(), "{frame}");
+            }
+        }
+        // Skipped values are still checked as JSON, as a parsed tree checks them.
+        for value in ["1e999", r#""\ud800""#, r#""\x""#, "[1,]", "{\"a\"}", "tru"] {
+            let frame = format!(r#"{{"messageType":"SDP_OFFER","unknown":{value}}}"#);
+            assert_eq!(InboundMessage::parse(&frame), Err(InboundError::NotJson), "{frame}");
+        }
+    }
+
+    #[test]
+    fn numbers_read_as_their_decimal_text() {
+        let frame = r#"{"messageType":"STATUS_RESPONSE","senderClientId":123,"messagePayload":-7,"statusResponse":{"correlationId":"c","errorType":1.5,"statusCode":404,"description":-0}}"#;
+        let msg = InboundMessage::parse(frame).unwrap();
+        assert_eq!(msg.sender_client_id.as_deref(), Some("123"));
+        assert_eq!(msg.message_payload.as_deref(), Some("-7"));
+        let status = msg.status_response.unwrap();
+        assert_eq!(status.error_type.as_deref(), Some("1.5"));
+        assert_eq!(status.status_code_number(), Some(404));
+        assert_eq!(status.description.as_deref(), Some("-0.0"));
+        assert_eq!(InboundMessage::parse(r#"{"message":503}"#), Err(InboundError::NotProtocol("503".into())));
+        // Where a number is not read as text, it is the wrong type, or absent.
+        assert_eq!(
+            InboundMessage::parse(r#"{"messageType":"STATUS_RESPONSE","statusResponse":{"correlationId":1}}"#),
+            Err(InboundError::WrongType("statusResponse.correlationId"))
+        );
+        let other_types =
+            r#"{"messageType":"SDP_OFFER","senderClientId":true,"messagePayload":[1],"statusResponse":null}"#;
+        let msg = InboundMessage::parse(other_types).unwrap();
+        assert_eq!((msg.sender_client_id, msg.message_payload, msg.status_response), (None, None, None));
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_exact_spelling_then_the_last() {
+        let parse = |frame: &str| InboundMessage::parse(frame).map(|m| m.message_type);
+        // The last of identical keys, whatever the earlier ones held.
+        assert_eq!(parse(r#"{"messageType":7,"messageType":"GO_AWAY"}"#), Ok(MessageType::GoAway));
+        assert_eq!(parse(r#"{"messageType":"GO_AWAY","messageType":7}"#), Err(InboundError::WrongType("messageType")));
+        // The exact camelCase spelling over any other, before or after it.
+        assert_eq!(parse(r#"{"MessageType":7,"messageType":"GO_AWAY"}"#), Ok(MessageType::GoAway));
+        assert_eq!(parse(r#"{"messageType":"GO_AWAY","MessageType":7}"#), Ok(MessageType::GoAway));
+        // Otherwise the spelling first in byte order (uppercase first).
+        assert_eq!(parse(r#"{"messagetype":7,"MessageType":"GO_AWAY"}"#), Ok(MessageType::GoAway));
+        assert_eq!(parse(r#"{"MessageType":"GO_AWAY","messagetype":7}"#), Ok(MessageType::GoAway));
+        assert_eq!(parse(r#"{"MESSAGETYPE":"SDP_OFFER","MessageType":"GO_AWAY"}"#), Ok(MessageType::SdpOffer));
+        // Inside statusResponse too, and a dropped value is never checked.
+        let status = |inner: &str| {
+            let frame = format!(r#"{{"messageType":"STATUS_RESPONSE","statusResponse":{{{inner}}}}}"#);
+            InboundMessage::parse(&frame).map(|m| m.status_response.unwrap())
+        };
+        assert_eq!(status(r#""correlationId":"a b","correlationId":"c""#).unwrap().correlation_id, "c");
+        assert_eq!(status(r#""correlationId":"c","CorrelationId":"a b""#).unwrap().correlation_id, "c");
+        let last = status(r#""correlationId":"c","success":true,"success":"yes","statusCode":1,"statusCode":"2""#);
+        assert_eq!(last.as_ref().map(|s| (s.success, s.status_code.as_deref())), Ok((None, Some("2"))));
+        let frame =
+            r#"{"messageType":"STATUS_RESPONSE","statusResponse":{"correlationId":"a b"},"statusResponse":null}"#;
+        assert_eq!(InboundMessage::parse(frame).unwrap().status_response, None);
+        let frame = r#"{"senderClientId":"a b","messageType":"GO_AWAY","senderClientId":""}"#;
+        assert_eq!(InboundMessage::parse(frame).unwrap().sender_client_id, None);
+    }
+
+    #[test]
+    fn trailing_nuls_and_whitespace_are_tolerated() {
+        assert_eq!(
+            InboundMessage::parse("{\"messageType\":\"GO_AWAY\"}\0\0").unwrap().message_type,
+            MessageType::GoAway
+        );
+        assert_eq!(
+            InboundMessage::parse(" {\"messageType\":\"GO_AWAY\"} \n").unwrap().message_type,
+            MessageType::GoAway
+        );
+        assert_eq!(InboundMessage::parse(" \0\n\0"), Err(InboundError::Empty));
+        assert_eq!(InboundMessage::parse("{\"messageType\":\"GO_AWAY\"}\0 "), Err(InboundError::NotJson));
+        assert_eq!(InboundMessage::parse("{\"messageType\":\"GO_AWAY\"} x"), Err(InboundError::NotJson));
+    }
+
+    #[test]
+    fn deep_nesting_is_not_json_without_exhausting_the_stack() {
+        let nested =
+            |depth: usize| format!(r#"{{"messageType":"GO_AWAY","x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        // serde_json's limit: 128 levels, the frame's own object included.
+        assert!(InboundMessage::parse(&nested(126)).is_ok());
+        assert_eq!(InboundMessage::parse(&nested(127)), Err(InboundError::NotJson));
+        let status = |depth: usize| {
+            format!(
+                r#"{{"messageType":"STATUS_RESPONSE","statusResponse":{{"correlationId":"c","x":{}1{}}}}}"#,
+                r#"{"a":"#.repeat(depth),
+                "}".repeat(depth)
+            )
+        };
+        assert!(InboundMessage::parse(&status(125)).is_ok());
+        assert_eq!(InboundMessage::parse(&status(126)), Err(InboundError::NotJson));
+        for hostile in [
+            "[".repeat(64 * 1024),
+            format!(r#"{{"messageType":"GO_AWAY","x":{}"#, "[".repeat(64 * 1024)),
+            nested(32 * 1024),
+        ] {
+            assert_eq!(InboundMessage::parse(&hostile), Err(InboundError::NotJson));
+        }
+    }
+
+    /// Not a check: prints how long parsing 100,000 typical ICE_CANDIDATE
+    /// frames takes. Run optimised: `cargo test --release --lib parse_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn parse_speed() {
+        let candidate = r#"{"candidate":"candidate:1806692611 1 udp 8199935 34.217.22.70 63214 typ relay raddr 44.225.74.152 rport 54751 generation 0 ufrag qwVB network-id 3 network-cost 50","sdpMid":"1","sdpMLineIndex":1}"#;
+        let frame = format!(
+            r#"{{"messagePayload":"{}","messageType":"ICE_CANDIDATE","senderClientId":"e21d42cb7fe54890bb8700321bd47189"}}"#,
+            super::super::encode_payload(candidate.as_bytes())
+        );
+        let start = std::time::Instant::now();
+        for _ in 0..100_000 {
+            let message = InboundMessage::parse(std::hint::black_box(&frame)).unwrap();
+            std::hint::black_box(message);
+        }
+        let elapsed = start.elapsed();
+        println!("100,000 frames of {} bytes parsed in {elapsed:?} ({:?} each)", frame.len(), elapsed / 100_000);
     }
 }

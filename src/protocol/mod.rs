@@ -4,6 +4,7 @@
 //! Pure functions over strings and bytes: no I/O, no `unsafe`, no global state.
 //! Both the client and the emulator build on this module.
 
+mod fields;
 mod inbound;
 mod outbound;
 mod payload;
