@@ -47,9 +47,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 
 async fn start() -> (Emulator, String) {
     let config = EmulatorConfig { channels: vec![CHANNEL.into()], received_log: 100_000, ..EmulatorConfig::default() };
-    let emulator = Emulator::start(config)
-        .await
-        .expect("the emulator starts");
+    let emulator = Emulator::start(config).await.expect("the emulator starts");
     let arn = emulator.channel_arn(CHANNEL).unwrap();
     (emulator, arn)
 }
@@ -350,4 +348,74 @@ async fn zero_window_is_noticed_by_the_user_timeout() {
     master.wait_reconnected(1).await;
     master.client.disconnect(Duration::from_millis(200)).await;
     emulator.shutdown().await;
+}
+
+/// With `resend_unconfirmed_sdp` off, offers written into a black hole are not
+/// sent again on the new socket: each is reported "Unconfirmed" instead, and
+/// every accepted offer ends either read by the emulator or reported.
+#[test]
+fn unconfirmed_offers_are_reported_instead_of_resent_when_asked() {
+    let Some(netns) = private_netns("unconfirmed_offers_are_reported_instead_of_resent_when_asked") else {
+        return;
+    };
+    block_on(async {
+        use kvs_signaling::client::{Client, ClientEvent, StatusOrigin};
+        use std::collections::BTreeSet;
+        let (emulator, arn) = start().await;
+        let port = emulator.local_addr().port();
+        let mut base = config(ClientConfig::master(&arn, &emulator.ws_endpoint()), DEADLINE);
+        base.resend_unconfirmed_sdp = false;
+        base.pacing = Pacing { sdp_per_second: 0, ice_per_second: 0 };
+        let (client, mut events) = Client::new(base).expect("valid config");
+        client.connect().await.expect("the master connects");
+        let old = client_port(port, &[]).await;
+        let hole = netns.black_hole_connection(old, port);
+        let mut accepted = Vec::new();
+        for _ in 0..20 {
+            accepted.push(client.send_sdp_offer(Some(VIEWER_ID), "v=0\r\n", None).expect("accepted"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Until the client is back on a new socket, collect what it reports.
+        let mut unconfirmed = BTreeSet::new();
+        let (mut lost, mut back) = (false, false);
+        let deadline = Instant::now() + DEADLINE + SLACK + Duration::from_secs(5);
+        while !back {
+            let event = tokio::time::timeout_at(deadline.into(), events.recv()).await.expect("reconnected in time");
+            match event.expect("events") {
+                ClientEvent::Status(s) if s.origin == StatusOrigin::Local => {
+                    assert_eq!(s.error_type.as_deref(), Some("Unconfirmed"), "{s:?}");
+                    unconfirmed.insert(s.correlation_id);
+                }
+                ClientEvent::State(change) if change.state == ConnectionState::Reconnecting => lost = true,
+                ClientEvent::State(change) if change.state == ConnectionState::Connected && lost => back = true,
+                _ => {}
+            }
+        }
+        drop(hole);
+        wait_until("the queue to drain", Duration::from_secs(5), || {
+            let m = client.metrics();
+            m.messages_queued == 0 && m.messages_unconfirmed == 0
+        })
+        .await;
+        let read: BTreeSet<String> =
+            emulator.received().into_iter().filter(|(from, _)| from == "master").map(|(_, id)| id).collect();
+        eprintln!(
+            "{} offers: {} read by the emulator, {} reported Unconfirmed",
+            accepted.len(),
+            read.len(),
+            unconfirmed.len()
+        );
+        assert!(!unconfirmed.is_empty(), "no offer was written into the hole");
+        for id in &accepted {
+            assert!(
+                read.contains(id) != unconfirmed.contains(id),
+                "{id}: read {} reported {}",
+                read.contains(id),
+                unconfirmed.contains(id)
+            );
+        }
+        assert_eq!(client.metrics().messages_resent, 0, "an offer was resent");
+        client.disconnect(Duration::from_millis(200)).await;
+        emulator.shutdown().await;
+    });
 }
