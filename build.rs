@@ -16,9 +16,16 @@ fn main() {
     println!("cargo:rerun-if-env-changed=KVS_UPDATE_HEADER");
 
     // Unloading a Rust cdylib is unsafe (TLS destructors, live runtime threads).
+    // The SONAME carries the major version (libkvs_signaling.so.0 for every
+    // 0.x.y): binaries record it, so an in-place upgrade within a major version
+    // is picked up and a new major version can be installed next to the old one.
+    // Cargo writes only libkvs_signaling.so; scripts/install.sh installs
+    // libkvs_signaling.so.X.Y.Z with the .so.X and .so symlinks, and the
+    // Makefiles link .so.X to .so in the build tree for their rpath.
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets CARGO_PKG_VERSION_MAJOR");
         println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libkvs_signaling.so");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libkvs_signaling.so.{major}");
     }
 
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
