@@ -13,11 +13,17 @@
 #
 # Progress goes to stderr; the table (and nothing else) to stdout.
 # Environment: CARGO (default cargo), MAKE (default make), NODE (default node),
-# KVS_BENCH_SOCKETS (scale target, default 10000).
+# KVS_BENCH_SOCKETS (scale target, default 10000), CARGO_TARGET_DIR (default
+# target).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# Where cargo builds: CARGO_TARGET_DIR (relative to the repository root, where
+# cargo runs) or target/; exported so that cargo and make agree.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+export CARGO_TARGET_DIR="$TARGET_DIR"
 CARGO="${CARGO:-cargo}"
 MAKE="${MAKE:-make}"
 NODE="${NODE:-node}"
@@ -31,7 +37,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="${2:?--out needs a path}"; shift 2 ;;
         --out=*) OUT="${1#*=}"; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -107,19 +113,20 @@ print([e for e in exe if e][-1])' "$WORK/cargo-bench.json")"
     "$MAKE" -s -C bench/c >&2
     # Footprint only: the firmware variant (system OpenSSL, no rustls, no
     # emulator), in its own target directory so the library above stays as is.
-    say "building the native-tls variant of the library (release, target/native-tls)"
+    say "building the native-tls variant of the library (release, \$CARGO_TARGET_DIR/native-tls)"
     if ! "$CARGO" build --release --lib --no-default-features --features native-tls \
-        --target-dir "$ROOT/target/native-tls" >&2; then
+        --target-dir "$TARGET_DIR/native-tls" >&2; then
         SKIPPED[native-tls]="the native-tls build failed (libssl-dev and pkg-config installed?)"
     fi
 else
-    BENCH_BIN="$(ls -t target/release/deps/kvs_bench-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)"
+    BENCH_BIN="$(ls -t "$TARGET_DIR"/release/deps/kvs_bench-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)"
 fi
-EMULATOR="$ROOT/target/release/kvs-signaling-emulator"
-SO="$ROOT/target/release/libkvs_signaling.so"
-NATIVE_SO="$ROOT/target/native-tls/release/libkvs_signaling.so"
-C_RELAY="$ROOT/target/bench-c/relay"
-C_FOOTPRINT="$ROOT/target/bench-c/footprint"
+EMULATOR="$TARGET_DIR/release/kvs-signaling-emulator"
+SO="$TARGET_DIR/release/libkvs_signaling.so"
+NATIVE_SO="$TARGET_DIR/native-tls/release/libkvs_signaling.so"
+# bench/c/Makefile builds there (CARGO_TARGET_DIR is exported above).
+C_RELAY="$TARGET_DIR/bench-c/relay"
+C_FOOTPRINT="$TARGET_DIR/bench-c/footprint"
 for f in "${BENCH_BIN:-missing}" "$EMULATOR" "$SO" "$C_RELAY" "$C_FOOTPRINT"; do
     [ -x "$f" ] || [ -f "$f" ] || { echo "bench.sh: $f is missing (run without --no-build)" >&2; exit 1; }
 done

@@ -28,7 +28,8 @@
 #
 # Environment:
 #   KVS_C_TESTS_SKIP_CARGO=1  do not run cargo (the library and the emulator
-#                             are already built in target/release)
+#                             are already built in $CARGO_TARGET_DIR/release)
+#   CARGO_TARGET_DIR          cargo's target directory (default target)
 #   KVS_C_TESTS_ROUNDS=N      free-flood rounds of lifecycle (default 300;
 #                             under valgrind a tenth, at least 10)
 #   KVS_C_TESTS_LOG_DIR=DIR   keep every log in DIR (default: a temporary
@@ -38,11 +39,17 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# Where cargo builds: CARGO_TARGET_DIR (relative to the repository root, where
+# cargo runs) or target/; exported so that cargo and make agree.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+export CARGO_TARGET_DIR="$TARGET_DIR"
+LIB_DIR="$TARGET_DIR/release"
 
 CARGO="${CARGO:-cargo}"
 MAKE="${MAKE:-make}"
 VALGRIND="${VALGRIND:-valgrind}"
-EMULATOR="$ROOT/target/release/kvs-signaling-emulator"
+EMULATOR="$LIB_DIR/kvs-signaling-emulator"
 BUILD="$ROOT/examples_c/build"
 VALGRIND_ARGS=(--leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1
     --suppressions="$ROOT/tests/c/valgrind.supp")
@@ -134,7 +141,7 @@ step "the README's C snippet compiles as pasted"
 # The first C block of README.md, compiled and linked against the shared library.
 awk '/^```c$/ {inside = 1; next} inside && /^```$/ {exit} inside {print}' README.md >"$LOGS/readme-snippet.c"
 if ${CC:-cc} -std=c11 -Wall -Wextra -Werror -Iinclude "$LOGS/readme-snippet.c" -o "$LOGS/readme-snippet" \
-    -Ltarget/release -lkvs_signaling >"$LOGS/readme-snippet.log" 2>&1; then
+    -L"$LIB_DIR" -lkvs_signaling >"$LOGS/readme-snippet.log" 2>&1; then
     record "README C snippet compiles and links" 0
 else
     show_tail "$LOGS/readme-snippet.log"

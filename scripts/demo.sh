@@ -11,7 +11,8 @@
 #
 #   scripts/demo.sh
 #
-# Environment: CANDIDATES (default 5), CARGO (default cargo), MAKE (default make).
+# Environment: CANDIDATES (default 5), CARGO (default cargo), MAKE (default make),
+# CARGO_TARGET_DIR (default target).
 #
 # The keys below are placeholders the emulator is told to accept; they are
 # not AWS credentials. To run the same examples against a real AWS account,
@@ -20,12 +21,17 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# Where cargo builds: CARGO_TARGET_DIR (relative to the repository root, where
+# cargo runs) or target/; exported so that cargo and make agree.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+export CARGO_TARGET_DIR="$TARGET_DIR"
 
 CARGO="${CARGO:-cargo}"
 MAKE="${MAKE:-make}"
 CANDIDATES="${CANDIDATES:-5}"
 CHANNEL=demo-channel
-EMULATOR="$ROOT/target/release/kvs-signaling-emulator"
+EMULATOR="$TARGET_DIR/release/kvs-signaling-emulator"
 BUILD="$ROOT/examples_c/build"
 # Made-up demo keys (AWS documentation style placeholders), accepted only by
 # the emulator started below.

@@ -4,8 +4,16 @@
 # the native-tls client against the emulator, the C examples and C tests against
 # the emulator (shared and static library, one under valgrind), the Python
 # binding test and the official JS SDK viewer test. Ends with "N passed, M failed".
+#
+# Environment: CARGO_TARGET_DIR (default target).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$PWD"
+# Where cargo builds: CARGO_TARGET_DIR (relative to the repository root, where
+# cargo runs) or target/; exported so that cargo and make agree.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+export CARGO_TARGET_DIR="$TARGET_DIR"
 
 passed=0
 failed=0
@@ -34,8 +42,8 @@ build_release() {
 python_tests() {
   # The test command sets up what it needs, on a fresh machine too.
   python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install --quiet pytest || return 1
-  KVS_SIGNALING_LIB="$PWD/target/release/libkvs_signaling.so" \
-  KVS_EMULATOR="$PWD/target/release/kvs-signaling-emulator" \
+  KVS_SIGNALING_LIB="$TARGET_DIR/release/libkvs_signaling.so" \
+  KVS_EMULATOR="$TARGET_DIR/release/kvs-signaling-emulator" \
   KVS_C_VIEWER="$PWD/examples_c/viewer" \
     python3 -m pytest -q python
 }

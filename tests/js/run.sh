@@ -9,7 +9,8 @@
 #                  `master: connected`); path overridable with MASTER_BIN
 #   --pascal-case  node master only: send C-SDK style keys (RecipientClientId, MessagePayload)
 # Environment:
-#   EMULATOR     emulator binary (default: <repo>/target/release/kvs-signaling-emulator)
+#   EMULATOR     emulator binary (default: $CARGO_TARGET_DIR/release/kvs-signaling-emulator,
+#                CARGO_TARGET_DIR relative to <repo>, default <repo>/target)
 #   MASTER_BIN   C master binary (default: <repo>/examples_c/master)
 #   READY_TIMEOUT_S  seconds to wait for the emulator / master to come up (default 15)
 # Needs `npm ci` in tests/js first (done here automatically when node_modules is missing).
@@ -18,7 +19,9 @@ set -u
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-EMULATOR="${EMULATOR:-$ROOT/target/release/kvs-signaling-emulator}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+EMULATOR="${EMULATOR:-$TARGET_DIR/release/kvs-signaling-emulator}"
 MASTER_BIN="${MASTER_BIN:-$ROOT/examples_c/master}"
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-15}"
 
@@ -40,7 +43,7 @@ while [ $# -gt 0 ]; do
     --signer=*) SIGNER="${1#*=}"; shift ;;
     --pascal-case) PASCAL=(--pascal-case); shift ;;
     --verbose) VERBOSE=(--verbose); shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; echo "0 passed, 1 failed"; exit 2 ;;
   esac
 done
