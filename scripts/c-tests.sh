@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # C tests of libkvs_signaling against the local emulator (127.0.0.1 only):
 #
-#   1. make -C examples_c all (shared, static and C++ builds, header check)
-#   2. master + viewer, shared library        (ws://, data plane only)
+#   1. make -C examples_c all (shared, static and C++ builds, header check);
+#      the shared library exports exactly the kvs_ functions the header
+#      declares and has the SONAME libkvs_signaling.so.<major>;
+#      scripts/install.sh into a temporary prefix, and examples_c/viewer.c
+#      built from it through pkg-config and through CMake (find_package,
+#      kvs_signaling::shared and kvs_signaling::static)
+#   2. master + viewer, shared library        (ws://, data plane only); the
+#      installed viewers (pkg-config, CMake shared and static) against it
 #   3. master + viewer, static library        (ws://)
 #   4. master + viewer, compiled as C++       (ws://)
 #   5. the control-plane mode against a second emulator started with --tls and
@@ -63,6 +69,7 @@ else
     KEEP_LOGS=0
 fi
 
+INSTALL_PREFIX=""
 EMULATOR_PID=""
 TLS_EMULATOR_PID=""
 LC_EMULATOR_PID=""
@@ -95,6 +102,8 @@ cleanup() {
     if [ -n "$EMULATOR_PID" ]; then stop_pid "$EMULATOR_PID"; fi
     if [ -n "$TLS_EMULATOR_PID" ]; then stop_pid "$TLS_EMULATOR_PID"; fi
     if [ -n "$LC_EMULATOR_PID" ]; then stop_pid "$LC_EMULATOR_PID"; fi
+    # The installed copy holds the 50 MB static library: never kept.
+    if [ -n "$INSTALL_PREFIX" ]; then rm -rf "$INSTALL_PREFIX"; fi
     if [ "$KEEP_LOGS" = 0 ] && [ "$status" = 0 ]; then
         rm -rf "$LOGS"
     else
@@ -178,10 +187,129 @@ else
     record "make -C examples_c asan" 1
 fi
 
+# --- the shared library's ABI surface -------------------------------------
+
+step "exported symbols and SONAME of libkvs_signaling.so"
+SO="$LIB_DIR/libkvs_signaling.so"
+# The kvs_ functions the header declares, without its static inline wrappers
+# (compiled into the caller, not exported).
+grep -oE '^[A-Za-z_][A-Za-z0-9_ ]*[ *]kvs_[a-z0-9_]+\(' include/kvs_signaling.h |
+    grep -v '^static' | grep -oE 'kvs_[a-z0-9_]+\($' | tr -d '(' | sort -u >"$LOGS/header-functions.txt"
+nm -D --defined-only "$SO" | awk '{ print $NF }' | sort -u >"$LOGS/exported.txt"
+if [ -s "$LOGS/header-functions.txt" ] && diff "$LOGS/header-functions.txt" "$LOGS/exported.txt" \
+    >"$LOGS/exported.diff"; then
+    record "libkvs_signaling.so exports exactly the header's functions" 0 \
+        "$(wc -l <"$LOGS/exported.txt") kvs_ functions"
+else
+    sed 's/^/    /' "$LOGS/exported.diff" | head -n 40
+    record "libkvs_signaling.so exports exactly the header's functions" 1 \
+        "< header only, > exported only (see exported.diff)"
+fi
+MAJOR="$(awk '$1 == "#define" && $2 == "KVS_VERSION_MAJOR" { print $3 }' include/kvs_signaling.h)"
+SONAME="$(readelf -d "$SO" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')"
+if [ -n "$MAJOR" ] && [ "$SONAME" = "libkvs_signaling.so.$MAJOR" ]; then
+    record "SONAME is libkvs_signaling.so.<KVS_VERSION_MAJOR>" 0 "$SONAME"
+else
+    record "SONAME is libkvs_signaling.so.<KVS_VERSION_MAJOR>" 1 \
+        "readelf -d: '$SONAME', KVS_VERSION_MAJOR $MAJOR"
+fi
+
+# --- install, pkg-config, CMake ------------------------------------------------
+
+step "scripts/install.sh into a temporary prefix"
+INSTALL_PREFIX="$(mktemp -d "${TMPDIR:-/tmp}/kvs-c-tests-prefix.XXXXXX")"
+INSTALLED_BUILD="$LOGS/installed"
+mkdir -p "$INSTALLED_BUILD"
+INSTALLED=0
+if scripts/install.sh --prefix "$INSTALL_PREFIX" >"$LOGS/install.log" 2>&1; then
+    lib="$INSTALL_PREFIX/lib"
+    version="$(awk '$1 == "#define" && $2 ~ /^KVS_VERSION_(MAJOR|MINOR|PATCH)$/ { v = v (v == "" ? "" : ".") $3 }
+        END { print v }' include/kvs_signaling.h)"
+    layout=""
+    [ "$(readlink "$lib/libkvs_signaling.so")" = "$SONAME" ] || layout+=" .so->$SONAME"
+    [ "$(readlink "$lib/$SONAME")" = "libkvs_signaling.so.$version" ] || layout+=" $SONAME->.so.$version"
+    for f in "$lib/libkvs_signaling.so.$version" "$lib/libkvs_signaling.a" \
+        "$INSTALL_PREFIX/include/kvs_signaling.h" "$lib/pkgconfig/kvs_signaling.pc" \
+        "$lib/cmake/kvs_signaling/kvs_signalingConfig.cmake" \
+        "$lib/cmake/kvs_signaling/kvs_signalingConfigVersion.cmake"; do
+        [ -f "$f" ] || layout+=" ${f#"$INSTALL_PREFIX"/}"
+    done
+    if [ -z "$layout" ]; then
+        INSTALLED=1
+        record "scripts/install.sh" 0 "header, .so.$version with symlinks, .a, .pc, CMake package"
+    else
+        record "scripts/install.sh" 1 "missing or wrong:$layout"
+    fi
+else
+    show_tail "$LOGS/install.log"
+    record "scripts/install.sh" 1
+fi
+
+# The installed viewers, NAME BINARY pairs, run against the emulator below.
+INSTALLED_VIEWERS=()
+if [ "$INSTALLED" = 1 ]; then
+    step "examples_c/viewer.c through pkg-config --cflags --libs kvs_signaling"
+    pc=(env PKG_CONFIG_PATH="$INSTALL_PREFIX/lib/pkgconfig" pkg-config)
+    # Word splitting of pkg-config's output is the point.
+    # shellcheck disable=SC2046
+    if "${pc[@]}" --exists --print-errors kvs_signaling >"$LOGS/pkg-config.log" 2>&1 &&
+        ${CC:-cc} -std=c11 -Wall -Wextra -Werror examples_c/viewer.c -o "$INSTALLED_BUILD/viewer-pc" \
+            $("${pc[@]}" --cflags --libs kvs_signaling) \
+            -Wl,-rpath,"$INSTALL_PREFIX/lib" >>"$LOGS/pkg-config.log" 2>&1 &&
+        ldd "$INSTALLED_BUILD/viewer-pc" | grep -F "$SONAME => $INSTALL_PREFIX/lib/$SONAME" \
+            >>"$LOGS/pkg-config.log"; then
+        record "pkg-config: viewer built against the installed library" 0 \
+            "$("${pc[@]}" --cflags --libs kvs_signaling | sed "s|$INSTALL_PREFIX|PREFIX|g; s/ *$//")"
+        INSTALLED_VIEWERS+=("installed viewer (pkg-config)" "$INSTALLED_BUILD/viewer-pc")
+    else
+        show_tail "$LOGS/pkg-config.log"
+        record "pkg-config: viewer built against the installed library" 1 \
+            "build failed, or ldd does not find $SONAME in PREFIX/lib"
+    fi
+
+    step "examples_c/viewer.c through CMake: find_package(kvs_signaling)"
+    if command -v cmake >/dev/null 2>&1; then
+        mkdir -p "$INSTALLED_BUILD/cmake-src"
+        cat >"$INSTALLED_BUILD/cmake-src/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.13)
+project(kvs_signaling_consumer C)
+# An incompatible major version is not found.
+find_package(kvs_signaling 1 QUIET)
+if(kvs_signaling_FOUND)
+  message(FATAL_ERROR "find_package(kvs_signaling 1) found ${kvs_signaling_VERSION}")
+endif()
+find_package(kvs_signaling 0.1 REQUIRED)
+foreach(kind shared static)
+  add_executable(viewer-${kind} ${VIEWER_SOURCE})
+  set_target_properties(viewer-${kind} PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON)
+  target_compile_options(viewer-${kind} PRIVATE -Wall -Wextra -Werror)
+  target_link_libraries(viewer-${kind} PRIVATE kvs_signaling::${kind})
+endforeach()
+CMAKE
+        if cmake -S "$INSTALLED_BUILD/cmake-src" -B "$INSTALLED_BUILD/cmake-build" \
+            -DCMAKE_PREFIX_PATH="$INSTALL_PREFIX" -DVIEWER_SOURCE="$ROOT/examples_c/viewer.c" \
+            >"$LOGS/cmake.log" 2>&1 &&
+            cmake --build "$INSTALLED_BUILD/cmake-build" >>"$LOGS/cmake.log" 2>&1 &&
+            ldd "$INSTALLED_BUILD/cmake-build/viewer-shared" |
+                grep -F "$SONAME => $INSTALL_PREFIX/lib/$SONAME" >>"$LOGS/cmake.log" &&
+            ! ldd "$INSTALLED_BUILD/cmake-build/viewer-static" | grep -F libkvs_signaling \
+                >>"$LOGS/cmake.log"; then
+            record "CMake: viewer built with kvs_signaling::shared and kvs_signaling::static" 0
+            INSTALLED_VIEWERS+=("installed viewer (CMake, shared)" "$INSTALLED_BUILD/cmake-build/viewer-shared"
+                "installed viewer (CMake, static)" "$INSTALLED_BUILD/cmake-build/viewer-static")
+        else
+            show_tail "$LOGS/cmake.log"
+            record "CMake: viewer built with kvs_signaling::shared and kvs_signaling::static" 1
+        fi
+    else
+        record "CMake: find_package(kvs_signaling)" 1 "cmake not found; install cmake"
+    fi
+fi
+
 # --- emulator --------------------------------------------------------------
 
 step "starting the emulator on 127.0.0.1"
-CHANNELS=(c-shared c-static c-cxx c-valgrind c-bad-input)
+CHANNELS=(c-shared c-static c-cxx c-valgrind c-bad-input c-installed-0 c-installed-1 c-installed-2)
 channel_args=()
 for ch in "${CHANNELS[@]}"; do channel_args+=(--channel "$ch"); done
 "$EMULATOR" --listen 127.0.0.1:0 "${channel_args[@]}" --exit-after 900 --verbose \
@@ -548,6 +676,9 @@ lifecycle() {
 pair "master+viewer (shared)" c-shared "$BUILD/master" "$BUILD/viewer"
 pair "master+viewer (static)" c-static "$BUILD/master-static" "$BUILD/viewer-static"
 pair "master+viewer (C++)" c-cxx "$BUILD/master-cxx" "$BUILD/viewer-cxx"
+for ((i = 0; i < ${#INSTALLED_VIEWERS[@]}; i += 2)); do # a channel each (c-installed-0..2)
+    pair "master + ${INSTALLED_VIEWERS[i]}" "c-installed-$((i / 2))" "$BUILD/master"         "${INSTALLED_VIEWERS[i + 1]}"
+done
 
 cp_pair "control plane: master+viewer (shared, env credentials)" cp-shared \
     "$BUILD/master" "$BUILD/viewer" "" ""
