@@ -6,7 +6,10 @@
 #      declares and has the SONAME libkvs_signaling.so.<major>;
 #      scripts/install.sh into a temporary prefix, and examples_c/viewer.c
 #      built from it through pkg-config and through CMake (find_package,
-#      kvs_signaling::shared and kvs_signaling::static)
+#      kvs_signaling::shared and kvs_signaling::static); the installed static
+#      library (scripts/static-lib.sh) has no global but the kvs_ functions
+#      and links next to another static library defining rust_eh_personality
+#      and a ring_core_ symbol (the cargo archive does not)
 #   2. master + viewer, shared library        (ws://, data plane only); the
 #      installed viewers (pkg-config, CMake shared and static) against it
 #   3. master + viewer, static library        (ws://)
@@ -18,7 +21,8 @@
 #      KVS_ERR_NOT_FOUND, no CA bundle -> KVS_ERR_TLS, no keys ->
 #      KVS_ERR_CREDENTIALS), --create-channel making that unknown channel, and
 #      no secret in any output
-#   6. tests/c/bad_input, shared, static and C++ builds (both emulators)
+#   6. tests/c/bad_input, shared, static and C++ builds (both emulators), and
+#      static against the installed library
 #   7. tests/c/lifecycle, shared, static and C++ builds, against a third
 #      emulator started with --no-quotas (free while callbacks send through
 #      the handle, fork, free and shutdown with a callback backlog,
@@ -247,6 +251,7 @@ fi
 
 # The installed viewers, NAME BINARY pairs, run against the emulator below.
 INSTALLED_VIEWERS=()
+INSTALLED_BAD_INPUT=""
 if [ "$INSTALLED" = 1 ]; then
     step "examples_c/viewer.c through pkg-config --cflags --libs kvs_signaling"
     pc=(env PKG_CONFIG_PATH="$INSTALL_PREFIX/lib/pkgconfig" pkg-config)
@@ -303,6 +308,64 @@ CMAKE
         fi
     else
         record "CMake: find_package(kvs_signaling)" 1 "cmake not found; install cmake"
+    fi
+
+    step "the installed static library next to another one with the same Rust/ring symbols"
+    static_a="$INSTALL_PREFIX/lib/libkvs_signaling.a"
+    static_libs="$("$MAKE" -s --no-print-directory -C examples_c print-static-libs)"
+    globals="$(nm -g --defined-only "$static_a" | awk 'NF == 3 { print $3 }' | grep -vc '^kvs_')"
+    ring="$(nm "$static_a" | awk '$2 == "t" && $3 ~ /^ring_core_/ { print $3; exit }')"
+    clash="$INSTALLED_BUILD/clash"
+    mkdir -p "$clash"
+    {
+        echo '/* Another static library defining globals a Rust (ring) static library has. */'
+        echo 'int kvs_test_other_library(void);'
+        echo 'void rust_eh_personality(void);'
+        echo "void ${ring:-ring_core_missing}(void);"
+        echo 'void rust_eh_personality(void) {}'
+        echo "void ${ring:-ring_core_missing}(void) {}"
+        echo 'int kvs_test_other_library(void) { return 42; }'
+    } >"$clash/other.c"
+    cat >"$clash/main.c" <<'C'
+#include <stdio.h>
+#include "kvs_signaling.h"
+int kvs_test_other_library(void);
+int main(void) {
+    printf("%s; other library: %d\n", kvs_version(), kvs_test_other_library());
+    return kvs_version_number() == KVS_VERSION_NUMBER && kvs_test_other_library() == 42 ? 0 : 1;
+}
+C
+    # shellcheck disable=SC2086 # static_libs is a link line
+    if [ "$globals" = 0 ] && [ -n "$ring" ] &&
+        ${CC:-cc} -std=c11 -Wall -Wextra -Werror -c "$clash/other.c" -o "$clash/other.o" \
+            >"$LOGS/clash.log" 2>&1 &&
+        ar rcs "$clash/libother.a" "$clash/other.o" &&
+        ${CC:-cc} -std=c11 -Wall -Wextra -Werror -I"$INSTALL_PREFIX/include" "$clash/main.c" \
+            -o "$clash/main" "$clash/libother.a" "$static_a" $static_libs >>"$LOGS/clash.log" 2>&1 &&
+        "$clash/main" >>"$LOGS/clash.log" 2>&1; then
+        # The same link with the archive cargo writes: the clash this avoids.
+        cargo_archive="links too"
+        # shellcheck disable=SC2086
+        if ! ${CC:-cc} -std=c11 -I"$INSTALL_PREFIX/include" "$clash/main.c" -o "$clash/main-cargo" \
+            "$clash/libother.a" "$LIB_DIR/libkvs_signaling.a" $static_libs >"$LOGS/clash-cargo.log" 2>&1; then
+            cargo_archive="$(grep -o -m 1 "multiple definition of .[A-Za-z0-9_]*." "$LOGS/clash-cargo.log" ||
+                echo "fails")"
+        fi
+        record "static library: only kvs_ globals, links next to rust_eh_personality and $ring" 0 \
+            "$(du -h "$static_a" | cut -f1) (cargo's: $(du -h "$LIB_DIR/libkvs_signaling.a" | cut -f1)); with cargo's archive: $cargo_archive"
+    else
+        show_tail "$LOGS/clash.log"
+        record "static library: only kvs_ globals, links next to another Rust/ring library" 1 \
+            "$globals globals other than kvs_; ring_core_ symbol: '${ring}'"
+    fi
+
+    step "bad_input built against the installed static library"
+    if "$MAKE" -C examples_c LIB_DIR="$INSTALL_PREFIX/lib" BUILD_DIR="$BUILD/installed" \
+        bad_input-static >"$LOGS/make-installed.log" 2>&1; then
+        INSTALLED_BAD_INPUT=installed/bad_input-static # under $BUILD
+    else
+        show_tail "$LOGS/make-installed.log"
+        record "bad_input (installed static library)" 1 "build failed"
     fi
 fi
 
@@ -706,6 +769,9 @@ cp_pair "control plane: --create-channel (master creates cp-created-$$)" "cp-cre
 bad_input "bad_input (shared)" bad_input cp
 bad_input "bad_input (static)" bad_input-static cp
 bad_input "bad_input (C++)" bad_input-cxx cp
+if [ -n "$INSTALLED_BAD_INPUT" ]; then
+    bad_input "bad_input (installed static library)" "$INSTALLED_BAD_INPUT" cp
+fi
 
 ROUNDS="${KVS_C_TESTS_ROUNDS:-300}"
 VALGRIND_ROUNDS=$((ROUNDS / 10))

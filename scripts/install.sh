@@ -10,7 +10,8 @@
 #   PREFIX/include/kvs_signaling.h
 #   LIBDIR/libkvs_signaling.so.X.Y.Z, libkvs_signaling.so.X -> .so.X.Y.Z (the
 #     SONAME), libkvs_signaling.so -> .so.X (for -lkvs_signaling)
-#   LIBDIR/libkvs_signaling.a
+#   LIBDIR/libkvs_signaling.a                  one object, kvs_ the only globals, no
+#                                              bitcode (scripts/static-lib.sh)
 #   LIBDIR/pkgconfig/kvs_signaling.pc          pkg-config --cflags --libs kvs_signaling
 #                                              (--static: Libs.private)
 #   LIBDIR/cmake/kvs_signaling/kvs_signalingConfig.cmake (+ ConfigVersion)
@@ -29,7 +30,8 @@
 #                      --release --lib --crate-type staticlib -- --print
 #                      native-static-libs` prints for the default features)
 # Environment: DESTDIR (staged installs: files go to DESTDIR/PREFIX/..., and
-# the installed files name PREFIX), CARGO_TARGET_DIR (default target), MAKE.
+# the installed files name PREFIX), CARGO_TARGET_DIR (default target), MAKE,
+# LD, OBJCOPY, AR (scripts/static-lib.sh; the cross tools for --target).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -109,7 +111,10 @@ install -m 644 "$HEADER" "$D$INCLUDEDIR/kvs_signaling.h"
 install -m 755 "$SO" "$D$LIBDIR/$REAL"
 ln -sfn "$REAL" "$D$LIBDIR/$SONAME"
 ln -sfn "$SONAME" "$D$LIBDIR/libkvs_signaling.so"
-install -m 644 "$A" "$D$LIBDIR/libkvs_signaling.a"
+STATIC_TMP="$(mktemp -d "${TMPDIR:-/tmp}/kvs-install.XXXXXX")"
+trap 'rm -rf "$STATIC_TMP"' EXIT
+scripts/static-lib.sh "$A" "$STATIC_TMP/libkvs_signaling.a"
+install -m 644 "$STATIC_TMP/libkvs_signaling.a" "$D$LIBDIR/libkvs_signaling.a"
 
 # pkg-config: absolute paths under PREFIX (PKG_CONFIG_SYSROOT_DIR handles sysroots).
 pc_path() { # pc_path DIR: DIR relative to ${prefix} when it is under it
