@@ -11,8 +11,6 @@ Everything binds to 127.0.0.1 and every wait has a deadline.
 """
 
 import os
-import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -20,15 +18,9 @@ import time
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+from support import HERE, ROOT, kill, running_emulator, unused_port, wait_until
 
 import kvs_signaling as kvs  # noqa: E402
-
-EMULATOR = os.environ.get(
-    "KVS_EMULATOR", os.path.join(ROOT, "target", "release", "kvs-signaling-emulator")
-)
 
 
 def _default_viewer() -> str:
@@ -53,13 +45,6 @@ SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 ANSWER_SDP = "v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\ns=py-master-answer\r\nt=0 0\r\n"
 
 
-def unused_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def offline_client(role=kvs.Role.MASTER, **kwargs) -> kvs.Client:
     if role == kvs.Role.VIEWER:
         kwargs.setdefault("client_id", "offline-viewer")
@@ -72,72 +57,11 @@ def offline_client(role=kvs.Role.MASTER, **kwargs) -> kvs.Client:
     )
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 @pytest.fixture
 def emulator():
     """Starts the emulator; yields (endpoint, channel ARN); kills it afterwards."""
-    if not os.access(EMULATOR, os.X_OK):
-        pytest.fail(
-            f"emulator not found at {EMULATOR}: "
-            "cargo build --release --bin kvs-signaling-emulator (or set KVS_EMULATOR)"
-        )
-    proc = subprocess.Popen(
-        [EMULATOR, "--listen", "127.0.0.1:0", "--channel", CHANNEL, "--exit-after", "60"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: "queue.Queue[str | None]" = queue.Queue()
-    stderr_lines = []
-
-    def pump(stream, sink):
-        for line in stream:
-            sink(line.rstrip("\n"))
-        sink(None)
-
-    pumps = [
-        threading.Thread(target=pump, args=(proc.stdout, lines.put), daemon=True),
-        threading.Thread(target=pump, args=(proc.stderr, stderr_lines.append), daemon=True),
-    ]
-    for t in pumps:
-        t.start()
-    try:
-        endpoint = lines.get(timeout=15)
-        assert endpoint and endpoint.startswith("ws://127.0.0.1:"), (
-            f"first emulator line {endpoint!r}; stderr: {stderr_lines}"
-        )
-        arn = None
-        deadline = time.monotonic() + 15
-        while arn is None:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            assert line is not None, f"emulator ended early; stderr: {stderr_lines}"
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "channel" and parts[1] == CHANNEL:
-                arn = parts[2]
-        yield endpoint, arn
-    finally:
-        kill(proc)
-        for t in pumps:
-            t.join(timeout=5)  # they end at EOF once the process is gone
-        proc.stdout.close()
-        proc.stderr.close()
+    with running_emulator("--channel", CHANNEL) as printed:
+        yield printed["endpoint"], printed[f"channel {CHANNEL}"]
 
 
 # --------------------------------------------------------------------------

@@ -10,14 +10,20 @@ use std::sync::{Arc, RwLock};
 /// Severity of a log line; higher is more verbose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// Failures.
     Error = 1,
+    /// Problems the library recovered from, e.g. a skipped frame.
     Warn = 2,
+    /// Notable events, e.g. a GO_AWAY or a learnt clock skew.
     Info = 3,
+    /// Details for debugging.
     Debug = 4,
+    /// The most verbose level.
     Trace = 5,
 }
 
 impl Level {
+    /// The lower-case name, as `KVS_LOG` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Error => "error",

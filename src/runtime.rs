@@ -15,6 +15,7 @@ use tokio::runtime::{Handle, Runtime};
 
 /// Why the runtime cannot run a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RuntimeError {
     /// `shutdown` was called; the library cannot be used again in this process.
     ShutDown,

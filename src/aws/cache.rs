@@ -22,7 +22,9 @@ const FILE_VERSION: u32 = 1;
 /// What is cached for one channel (name or ARN, as the application named it) and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedEndpoints {
+    /// The channel's ARN.
     pub arn: String,
+    /// The channel's WSS and HTTPS endpoints for the role.
     pub endpoints: ChannelEndpoints,
     /// When the service returned them.
     pub fetched_at: SystemTime,

@@ -23,6 +23,7 @@ pub struct ClockSkew {
 }
 
 impl ClockSkew {
+    /// No correction.
     pub fn new() -> ClockSkew {
         ClockSkew::default()
     }
@@ -32,6 +33,7 @@ impl ClockSkew {
         self.millis.load(Ordering::Relaxed)
     }
 
+    /// Sets the correction in milliseconds.
     pub fn set(&self, millis: i64) {
         self.millis.store(millis, Ordering::Relaxed);
     }

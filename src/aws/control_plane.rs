@@ -47,19 +47,24 @@ pub struct ChannelEndpoints {
 /// DescribeSignalingChannel's `ChannelInfo` (spec §8.3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelInfo {
+    /// `ChannelName`.
     pub name: String,
+    /// `ChannelARN`.
     pub arn: String,
     /// `SINGLE_MASTER` (or `FULL_MESH`).
     pub channel_type: Option<String>,
     /// `CREATING`, `ACTIVE`, `UPDATING` or `DELETING`.
     pub status: Option<String>,
+    /// `SingleMasterConfiguration.MessageTtlSeconds`.
     pub message_ttl_secs: Option<u32>,
+    /// `Version`: changes with every update of the channel.
     pub version: Option<String>,
     /// Epoch seconds.
     pub creation_time: Option<f64>,
 }
 
 impl ChannelInfo {
+    /// True when the status is `ACTIVE` (or absent).
     pub fn is_active(&self) -> bool {
         self.status.as_deref().is_none_or(|s| s.eq_ignore_ascii_case("ACTIVE"))
     }
@@ -68,7 +73,9 @@ impl ChannelInfo {
 /// A channel as the application names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelRef {
+    /// A channel name, resolved to an ARN by DescribeSignalingChannel.
     Name(String),
+    /// A channel ARN.
     Arn(String),
 }
 
@@ -99,7 +106,9 @@ pub struct CreateChannel {
 /// The result of [`ControlPlane::resolve_channel`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedChannel {
+    /// The channel's ARN.
     pub arn: String,
+    /// The channel's WSS and HTTPS endpoints for the role.
     pub endpoints: ChannelEndpoints,
     /// True when it came from the endpoint cache (no call was made).
     pub from_cache: bool,
@@ -128,6 +137,7 @@ pub struct ControlPlaneConfig {
     /// [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s); zero leaves the
     /// system defaults. In a client, `ClientConfig::tcp_user_timeout` replaces it.
     pub tcp_user_timeout: Duration,
+    /// Signs every call.
     pub credentials: Arc<dyn CredentialsProvider>,
     /// Credentials are fetched again this long before they expire.
     pub credentials_refresh_margin: Duration,
@@ -338,6 +348,7 @@ impl ControlPlane {
         self
     }
 
+    /// The region calls are signed for.
     pub fn region(&self) -> &str {
         &self.region
     }

@@ -16,7 +16,9 @@ const TARGET: &str = "aws";
 /// `Debug` shows the access key id only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The access key id (`AKIA…`, or `ASIA…` for temporary keys).
     pub access_key_id: String,
+    /// The secret access key.
     pub secret_access_key: String,
     /// Present for temporary credentials (STS); signed into every request.
     pub session_token: Option<String>,
@@ -62,8 +64,8 @@ impl Credentials {
     }
 
     /// Replaces any occurrence of the secret key or the session token in
-    /// `text` (e.g. a service message echoing a canonical request), in any
-    /// encoding (see [`Redactor`]).
+    /// `text` (e.g. a service message echoing a canonical request), plain,
+    /// URL-encoded (once or twice), JSON-escaped or base64.
     pub fn redact(&self, text: &str) -> String {
         self.redactor().scrub(text)
     }
@@ -103,6 +105,7 @@ impl fmt::Debug for Credentials {
 /// file); the library calls it on a blocking thread, only when the cached
 /// credentials are near expiry, never on the send path.
 pub trait CredentialsProvider: Send + Sync {
+    /// Returns the current credentials, or why there are none.
     fn fetch(&self) -> Result<Credentials, AwsError>;
 }
 
@@ -111,6 +114,7 @@ pub trait CredentialsProvider: Send + Sync {
 pub struct StaticCredentials(Credentials);
 
 impl StaticCredentials {
+    /// Always returns `credentials`.
     pub fn new(credentials: Credentials) -> StaticCredentials {
         StaticCredentials(credentials)
     }
@@ -168,10 +172,12 @@ impl CachingCredentials {
     /// Refresh this long before expiry by default.
     pub const DEFAULT_MARGIN: Duration = Duration::from_secs(5 * 60);
 
+    /// Caches `inner` with [`CachingCredentials::DEFAULT_MARGIN`].
     pub fn new(inner: Arc<dyn CredentialsProvider>) -> CachingCredentials {
         CachingCredentials::with_margin(inner, CachingCredentials::DEFAULT_MARGIN)
     }
 
+    /// Caches `inner`, fetching again `margin` before expiry.
     pub fn with_margin(inner: Arc<dyn CredentialsProvider>, margin: Duration) -> CachingCredentials {
         CachingCredentials { inner, margin, cached: Mutex::new(None), refreshing: Mutex::new(()) }
     }

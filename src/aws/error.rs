@@ -39,6 +39,7 @@ impl fmt::Display for ServiceError {
 /// Why a call of the AWS layer failed. One variant per kind the C layer
 /// reports; none of them ever holds a secret key or session token.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AwsError {
     /// `ResourceNotFoundException` or HTTP 404: no such channel.
     NotFound(ServiceError),

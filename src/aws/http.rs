@@ -21,8 +21,11 @@ const USER_AGENT: &str = concat!("kvs-signaling/", env!("CARGO_PKG_VERSION"));
 /// A reply: status, headers (lower-case names, in order) and the whole body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// `(name, value)` pairs, names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The body bytes.
     pub body: Vec<u8>,
 }
 
@@ -32,10 +35,12 @@ impl HttpResponse {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// True for a 2xx status.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
+    /// The body as text, invalid UTF-8 replaced.
     pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.body)
     }

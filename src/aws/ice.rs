@@ -22,7 +22,9 @@ const DEFAULT_TTL: Duration = Duration::from_secs(300);
 pub struct IceServer {
     /// `turn:` / `turns:` URIs (or `stun:` for the region's STUN server).
     pub uris: Vec<String>,
+    /// The TURN username (empty for STUN).
     pub username: String,
+    /// The TURN password (empty for STUN).
     pub password: String,
     /// How long the username and password stay valid from the time they were fetched.
     pub ttl: Duration,

@@ -26,6 +26,7 @@ pub const DEFAULT_EARLY_CANDIDATE_BUDGET: usize = 256 * 1024;
 /// Everything a client needs to reach one signaling channel.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// Master (one per channel) or viewer.
     pub role: Role,
     /// `arn:aws:kinesisvideo:REGION:ACCOUNT:channel/NAME/EPOCH`. With [`AwsConfig`]
     /// it may be empty when `channel_name` is set.
@@ -159,7 +160,9 @@ impl AwsConfig {
 /// Reconnect backoff bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// The wait before the first retry.
     pub initial: Duration,
+    /// The longest wait between retries.
     pub max: Duration,
 }
 

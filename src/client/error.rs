@@ -5,13 +5,17 @@ use std::fmt;
 
 /// Why a client call failed. Each variant maps to one C result code.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The configuration breaks a rule; the text says which.
     InvalidConfig(String),
     /// A message field breaks the spec; nothing was sent.
     Invalid(ValidationError),
     /// The payload, once encoded, is over the service's 10,000-character limit.
-    PayloadTooLarge { encoded_len: usize },
+    PayloadTooLarge {
+        /// The base64 length.
+        encoded_len: usize,
+    },
     /// The client is not connected (before connect, after disconnect or a drop).
     NotConnected,
     /// `connect` while connected or connecting.
@@ -25,7 +29,16 @@ pub enum ClientError {
     /// The service refused the WebSocket upgrade with an HTTP status; the
     /// error type comes from the `x-amzn-ErrorType` header when present, `date`
     /// from the `Date` header (to learn clock skew).
-    Refused { status: u16, error_type: Option<String>, body: String, date: Option<String> },
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+        /// `x-amzn-ErrorType`, when present.
+        error_type: Option<String>,
+        /// The response body (possibly empty).
+        body: String,
+        /// The `Date` header, when present.
+        date: Option<String>,
+    },
     /// The WebSocket handshake or protocol failed otherwise.
     Handshake(String),
     /// The TLS handshake failed (for example a certificate that does not verify).

@@ -4,6 +4,7 @@ use crate::protocol::{IceCandidate, MessageType, SessionDescription};
 
 /// Connection state as the application sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Not connected: before the first connect, after a disconnect, or after the
     /// connection was lost.
@@ -21,6 +22,7 @@ pub enum ConnectionState {
 
 /// Why the state changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StateReason {
     /// The application asked for it (connect or disconnect).
     Requested,
@@ -35,13 +37,16 @@ pub enum StateReason {
 /// A state change, in the order they happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
+    /// The new state.
     pub state: ConnectionState,
+    /// Why it changed.
     pub reason: StateReason,
 }
 
 /// An SDP offer, SDP answer or ICE candidate from the other side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
+    /// `SdpOffer`, `SdpAnswer` or `IceCandidate`.
     pub message_type: MessageType,
     /// The viewer that sent it (when the master receives); `None` on messages
     /// from the master.
@@ -56,6 +61,7 @@ pub struct ReceivedMessage {
 
 /// Where a failure report comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StatusOrigin {
     /// A STATUS_RESPONSE frame from the service.
     Service,
@@ -67,25 +73,34 @@ pub enum StatusOrigin {
 /// reports with a 2xx code, succeeded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusReport {
+    /// The service or the library.
     pub origin: StatusOrigin,
+    /// The correlation id of the send it is about.
     pub correlation_id: String,
+    /// The service's `errorType`, e.g. `InvalidArgumentException`.
     pub error_type: Option<String>,
     /// Numeric status code; 0 when the service sent none or a non-numeric one.
     pub status_code: u32,
+    /// Free text from the service, or the library's reason for a local report.
     pub description: Option<String>,
 }
 
 /// Everything a client reports, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientEvent {
+    /// An offer, answer or candidate from the other side.
     Message(ReceivedMessage),
+    /// A report about one of this client's sends.
     Status(StatusReport),
+    /// The connection state changed.
     State(StateChange),
     /// GO_AWAY or RECONNECT_ICE_SERVER from the service.
     ServiceNotice(MessageType),
     /// A new ICE server list of `count` entries was fetched; read it with
     /// `Client::ice_servers`.
     IceServersChanged {
+        /// Entries in the new list.
         count: usize,
     },
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A snapshot of a client's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Metrics {
+    /// The connection state now.
     pub state: ConnectionState,
     /// Sockets opened, the first one included.
     pub connects: u64,
@@ -16,9 +18,12 @@ pub struct Metrics {
     pub connect_failures: u64,
     /// Unix time in milliseconds of the last successful connect; 0 if none.
     pub last_connect_unix_ms: u64,
-    /// Phases of the last successful connect, in microseconds.
+    /// Phases of the last successful connect, in microseconds: resolving the
+    /// channel's endpoint and signing the URL (0 for a direct endpoint)…
     pub last_control_plane_us: u64,
+    /// …the TLS handshake (0 for `ws://`)…
     pub last_tls_us: u64,
+    /// …and the WebSocket upgrade.
     pub last_websocket_us: u64,
     /// Sends confirmed: the service's TCP acknowledged their last byte (where
     /// the platform has no such count, written to the socket). Each accepted
@@ -30,13 +35,16 @@ pub struct Metrics {
     pub messages_resent: u64,
     /// Sends written to the current socket and not confirmed yet.
     pub messages_unconfirmed: u64,
+    /// Offers, answers and candidates received and delivered.
     pub messages_received: u64,
     /// Sends waiting in the queue now.
     pub messages_queued: u64,
     /// Sends reported failed (queue deadline, disconnect, or an SDP left
     /// unconfirmed by a failed socket with `resend_unconfirmed_sdp` off).
     pub messages_failed: u64,
+    /// WebSocket pings sent (dead-link detection).
     pub pings_sent: u64,
+    /// GO_AWAY messages received.
     pub go_aways: u64,
     /// The wait before the next reconnect attempt, in milliseconds; 0 when connected.
     pub current_backoff_ms: u64,

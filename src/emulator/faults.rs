@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 
 /// A control-plane (or HTTPS channel endpoint) operation the emulator serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Operation {
+    /// `POST /createSignalingChannel`.
     CreateSignalingChannel,
+    /// `POST /describeSignalingChannel`.
     DescribeSignalingChannel,
+    /// `POST /getSignalingChannelEndpoint`.
     GetSignalingChannelEndpoint,
+    /// `POST /deleteSignalingChannel`.
     DeleteSignalingChannel,
+    /// `POST /listSignalingChannels`.
     ListSignalingChannels,
+    /// `POST /describeMediaStorageConfiguration`.
     DescribeMediaStorageConfiguration,
     /// `POST {HTTPS endpoint}/v1/get-ice-server-config`.
     GetIceServerConfig,
@@ -95,6 +102,7 @@ pub struct Limits {
 pub struct Target {
     /// A channel name or ARN.
     pub channel: Option<String>,
+    /// The master, or the viewers.
     pub role: Option<Role>,
     /// A viewer's client id.
     pub client_id: Option<String>,

@@ -260,13 +260,21 @@ impl Default for EmulatorConfig {
 /// Calls per control-plane operation, in [`EmulatorStats::control_plane`].
 /// Every request routed to the operation counts, refused ones included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ControlPlaneCalls {
+    /// `CreateSignalingChannel` calls.
     pub create_signaling_channel: u64,
+    /// `DescribeSignalingChannel` calls.
     pub describe_signaling_channel: u64,
+    /// `GetSignalingChannelEndpoint` calls.
     pub get_signaling_channel_endpoint: u64,
+    /// `DeleteSignalingChannel` calls.
     pub delete_signaling_channel: u64,
+    /// `ListSignalingChannels` calls.
     pub list_signaling_channels: u64,
+    /// `DescribeMediaStorageConfiguration` calls.
     pub describe_media_storage_configuration: u64,
+    /// `GetIceServerConfig` calls.
     pub get_ice_server_config: u64,
 }
 
@@ -292,6 +300,7 @@ impl ControlPlaneCalls {
 
 /// Counters since start, read with [`Emulator::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EmulatorStats {
     /// WebSocket connections admitted and not yet closed (replaced ones included
     /// until their socket closes).

@@ -21,10 +21,18 @@ pub enum TlsSetting {
     /// `::1` at start, and write the CA certificate (PEM) to `ca_out`, or to a
     /// file in the temporary directory (removed when the [`super::Emulator`] is
     /// dropped) when `None`. Clients trust that file.
-    Generate { ca_out: Option<PathBuf> },
+    Generate {
+        /// Where to write the CA certificate.
+        ca_out: Option<PathBuf>,
+    },
     /// Serve the certificate chain in PEM file `cert` with the private key in
     /// PEM file `key`. [`super::Emulator::ca_path`] then names `cert`.
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        /// The certificate chain (PEM).
+        cert: PathBuf,
+        /// The private key (PEM).
+        key: PathBuf,
+    },
 }
 
 /// The loaded TLS state of a running emulator.

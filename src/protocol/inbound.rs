@@ -8,12 +8,19 @@ use std::fmt;
 
 /// The `messageType` of an inbound message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MessageType {
+    /// `SDP_OFFER`: a session description offer.
     SdpOffer,
+    /// `SDP_ANSWER`: a session description answer.
     SdpAnswer,
+    /// `ICE_CANDIDATE`: a trickled ICE candidate.
     IceCandidate,
+    /// `GO_AWAY`: the service is about to close the connection.
     GoAway,
+    /// `RECONNECT_ICE_SERVER`: the ICE server credentials should be refreshed.
     ReconnectIceServer,
+    /// `STATUS_RESPONSE`: the outcome of an earlier request (see [`StatusResponse`]).
     StatusResponse,
     /// A type this library does not know; kept so it can be logged.
     Unknown(String),
@@ -81,17 +88,20 @@ impl StatusResponse {
 /// One inbound message, tolerant of both key casings and unknown keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundMessage {
+    /// What the message is.
     pub message_type: MessageType,
     /// The viewer that sent it; absent on master → viewer deliveries (spec §4.2).
     /// As parsed: 1–256 characters of `[a-zA-Z0-9_.-]`; an empty one reads as absent.
     pub sender_client_id: Option<String>,
     /// Base64 text as received; decode with [`super::decode_payload`].
     pub message_payload: Option<String>,
+    /// The `statusResponse` object, when present.
     pub status_response: Option<StatusResponse>,
 }
 
 /// Why a frame was not a protocol message; the client logs it and carries on.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InboundError {
     /// A zero-length (or all-whitespace) frame (spec §4.4).
     Empty,

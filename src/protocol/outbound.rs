@@ -16,8 +16,11 @@ pub enum Role {
 /// The `action` of an outbound request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// `SDP_OFFER`: send a session description offer.
     SdpOffer,
+    /// `SDP_ANSWER`: send a session description answer.
     SdpAnswer,
+    /// `ICE_CANDIDATE`: send an ICE candidate.
     IceCandidate,
 }
 
@@ -45,11 +48,14 @@ impl Action {
 /// A validated outbound request, ready to be written as one text frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundMessage {
+    /// What the request is.
     pub action: Action,
     /// The target viewer; always `Some` for a master and `None` for a viewer.
     pub recipient_client_id: Option<String>,
     /// Base64 text, 1–10,000 characters.
     pub message_payload: String,
+    /// Echoed by the service in a STATUS_RESPONSE if the request fails; 1–256
+    /// characters of `[a-zA-Z0-9_.-]`.
     pub correlation_id: Option<String>,
 }
 
@@ -101,9 +107,13 @@ impl OutboundMessage {
 /// `correlationId` when another field is wrong. Used by the emulator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawOutbound {
+    /// `action`, unchecked.
     pub action: Option<String>,
+    /// `recipientClientId`, unchecked.
     pub recipient_client_id: Option<String>,
+    /// `messagePayload`, unchecked.
     pub message_payload: Option<String>,
+    /// `correlationId`, unchecked.
     pub correlation_id: Option<String>,
 }
 

@@ -19,11 +19,17 @@ pub fn decode_payload(text: &str) -> Result<Vec<u8>, PayloadError> {
 
 /// Why a decoded payload is not the SDP or candidate JSON it should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PayloadError {
+    /// The payload is not valid base64.
     NotBase64,
+    /// The decoded payload is not a JSON object.
     NotJsonObject,
+    /// A required key is absent.
     MissingField(&'static str),
+    /// A key has a value of the wrong JSON type.
     WrongType(&'static str),
+    /// `type` is neither `offer` nor `answer`.
     UnknownSdpType(String),
 }
 
@@ -61,11 +67,14 @@ fn required_str(map: &Map<String, Value>, key: &'static str) -> Result<String, P
 /// `type` of a session description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SdpType {
+    /// `"offer"`.
     Offer,
+    /// `"answer"`.
     Answer,
 }
 
 impl SdpType {
+    /// The JSON value: `"offer"` or `"answer"`.
     pub fn as_str(self) -> &'static str {
         match self {
             SdpType::Offer => "offer",
@@ -77,7 +86,9 @@ impl SdpType {
 /// `{"type": "offer"|"answer", "sdp": "v=0\r\n..."}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionDescription {
+    /// `type`.
     pub sdp_type: SdpType,
+    /// `sdp`: the session description text.
     pub sdp: String,
 }
 
@@ -105,9 +116,13 @@ impl SessionDescription {
 /// `{"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"?}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceCandidate {
+    /// `candidate`: the candidate line, e.g. `candidate:1 1 udp ...`.
     pub candidate: String,
+    /// `sdpMid`: the media stream identification tag.
     pub sdp_mid: Option<String>,
+    /// `sdpMLineIndex`: the index of the media description.
     pub sdp_mline_index: Option<u16>,
+    /// `usernameFragment`: the ICE ufrag.
     pub username_fragment: Option<String>,
 }
 

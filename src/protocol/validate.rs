@@ -25,13 +25,21 @@ pub fn prefix_within(text: &str, max_bytes: usize) -> &str {
 
 /// The field a validation error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Field {
+    /// `action` of an outbound message.
     Action,
+    /// `recipientClientId` of an outbound message.
     RecipientClientId,
+    /// `messagePayload`.
     MessagePayload,
+    /// `correlationId`.
     CorrelationId,
+    /// The viewer's client id (`X-Amz-ClientId`).
     ClientId,
+    /// The channel ARN (`X-Amz-ChannelARN`).
     ChannelArn,
+    /// A channel name (control plane).
     ChannelName,
     /// `senderClientId` of an inbound message.
     SenderClientId,
@@ -58,11 +66,19 @@ impl Field {
 
 /// Why a field or a message breaks the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ValidationError {
     /// A required field is absent or empty.
     Missing(Field),
     /// Longer than its limit; `len` is the given length.
-    TooLong { field: Field, max: usize, len: usize },
+    TooLong {
+        /// The field.
+        field: Field,
+        /// Its maximum length in bytes.
+        max: usize,
+        /// The length given, in bytes.
+        len: usize,
+    },
     /// Contains a character outside its pattern, or does not have its shape.
     BadPattern(Field),
     /// A viewer client id starting with the reserved `AWS_` prefix.

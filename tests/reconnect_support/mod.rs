@@ -116,6 +116,8 @@ impl Peer {
                     ClientEvent::Status(status) => record.service_statuses.push(status),
                     ClientEvent::ServiceNotice(kind) => record.notices.push((kind, now)),
                     ClientEvent::IceServersChanged { count } => record.ice_server_changes.push((count, now)),
+                    // ClientEvent is non_exhaustive: events added later.
+                    _ => {}
                 }
             }
         });

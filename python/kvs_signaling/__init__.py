@@ -5,8 +5,16 @@ releases the GIL during every foreign call, so the library's dispatcher thread
 can run Python callbacks while an application thread blocks in
 kvs_client_connect / kvs_client_free.
 
-Library path: $KVS_SIGNALING_LIB, else ../target/release/libkvs_signaling.so
-relative to this file.
+Library path: $KVS_SIGNALING_LIB; else, in a checkout of the repository,
+target/release/libkvs_signaling.so (under $CARGO_TARGET_DIR when set); else the
+installed library found by ctypes.util.find_library("kvs_signaling").
+
+At import the binding checks the library: its version must have the same major
+(and, before 1.0, minor) version as this binding, and its kvs_client_config must
+be at least as large as the one declared here (measured by letting
+kvs_client_config_init write into a canary-filled buffer). kvs_client_metrics
+and kvs_ice_server are measured the same way at their first use. The field
+layout itself is checked against include/kvs_signaling.h by test_layout.py.
 
 Threading and lifetime rules carried over from the header:
 - on_message / on_status / on_state run on the library's dispatcher thread,
@@ -33,6 +41,7 @@ import os
 import threading
 import traceback
 import weakref
+import ctypes.util
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -43,10 +52,12 @@ from ctypes import (
     c_size_t,
     c_uint8,
     c_uint32,
+    c_uint64,
+    c_int64,
     c_void_p,
 )
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Union
 
 # --------------------------------------------------------------------------
 # Constants and enums (header: #define and enum blocks)
@@ -58,6 +69,9 @@ KVS_VERSION_PATCH = 0
 KVS_VERSION_NUMBER = (KVS_VERSION_MAJOR << 16) | (KVS_VERSION_MINOR << 8) | KVS_VERSION_PATCH
 KVS_CORRELATION_ID_CAPACITY = 257
 KVS_MAX_SDP_LEN = 10000
+KVS_MAX_ICE_URIS = 8
+KVS_UNPACED = 0xFFFFFFFF
+KVS_TCP_USER_TIMEOUT_OFF = 0xFFFFFFFF
 
 
 class Result(enum.IntEnum):
@@ -195,7 +209,20 @@ class kvs_status(Structure):
 
 kvs_status_callback = CFUNCTYPE(None, c_void_p, POINTER(kvs_status))
 kvs_state_callback = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p)
+kvs_ice_servers_callback = CFUNCTYPE(None, c_void_p, c_size_t)
 kvs_free_callback = CFUNCTYPE(None, c_void_p)
+# kvs_credentials_sink is opaque: handled as c_void_p.
+kvs_credentials_callback = CFUNCTYPE(c_uint32, c_void_p, c_void_p)
+
+
+class kvs_ice_server(Structure):
+    _fields_ = [
+        ("uris", c_char_p * KVS_MAX_ICE_URIS),
+        ("uri_count", c_size_t),
+        ("username", c_char_p),
+        ("password", c_char_p),
+        ("ttl_seconds", c_uint32),
+    ]
 
 
 class kvs_client_config(Structure):
@@ -227,7 +254,7 @@ class kvs_client_config(Structure):
         ("secret_access_key", c_char_p),
         ("session_token", c_char_p),
         ("credentials_from_env", ctypes.c_bool),
-        ("credentials_callback", c_void_p),
+        ("credentials_callback", kvs_credentials_callback),
         ("create_channel", ctypes.c_bool),
         ("message_ttl_s", c_uint32),
         ("endpoint_cache_path", c_char_p),
@@ -236,7 +263,7 @@ class kvs_client_config(Structure):
         ("on_message", kvs_message_callback),
         ("on_status", kvs_status_callback),
         ("on_state", kvs_state_callback),
-        ("on_ice_servers", c_void_p),
+        ("on_ice_servers", kvs_ice_servers_callback),
         ("userdata", c_void_p),
         ("free_userdata", kvs_free_callback),
         ("callback_backlog_messages", c_uint32),
@@ -245,6 +272,34 @@ class kvs_client_config(Structure):
         ("max_inbound_frame_len", c_uint32),
         ("tcp_user_timeout_ms", c_uint32),
         ("report_unconfirmed_sdp", ctypes.c_bool),
+    ]
+
+
+class kvs_client_metrics(Structure):
+    _fields_ = [
+        ("state", c_uint32),
+        ("connects", c_uint64),
+        ("reconnects", c_uint64),
+        ("connect_failures", c_uint64),
+        ("last_connect_unix_ms", c_uint64),
+        ("last_control_plane_us", c_uint64),
+        ("last_tls_us", c_uint64),
+        ("last_websocket_us", c_uint64),
+        ("messages_sent", c_uint64),
+        ("messages_received", c_uint64),
+        ("messages_queued", c_uint64),
+        ("messages_failed", c_uint64),
+        ("pings_sent", c_uint64),
+        ("go_aways", c_uint64),
+        ("current_backoff_ms", c_uint64),
+        ("clock_skew_ms", c_int64),
+        ("backpressure_pauses", c_uint64),
+        ("callbacks_queued", c_uint64),
+        ("early_candidates_held_bytes", c_uint64),
+        ("early_candidates_overflowed", c_uint64),
+        ("dead_link_detections", c_uint64),
+        ("messages_resent", c_uint64),
+        ("messages_unconfirmed", c_uint64),
     ]
 
 
@@ -268,11 +323,16 @@ kvs_client_p = c_void_p
 
 
 def library_path() -> str:
+    """Where the shared library is loaded from (see the module docstring)."""
     env = os.environ.get("KVS_SIGNALING_LIB")
     if env:
         return env
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "target", "release", "libkvs_signaling.so"))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target")
+    built = os.path.join(target, "release", "libkvs_signaling.so")
+    if os.path.isfile(os.path.join(root, "Cargo.toml")) and os.path.isfile(built):
+        return built
+    return ctypes.util.find_library("kvs_signaling") or "libkvs_signaling.so"
 
 
 _lib = ctypes.CDLL(library_path())
@@ -300,6 +360,28 @@ _kvs_client_new = _declare(
     "kvs_client_new", c_uint32, POINTER(kvs_client_config), POINTER(kvs_client_p)
 )
 _kvs_client_connect = _declare("kvs_client_connect", c_uint32, kvs_client_p)
+_kvs_client_start = _declare("kvs_client_start", c_uint32, kvs_client_p)
+_kvs_client_get_metrics_sized = _declare(
+    "kvs_client_get_metrics_sized", c_uint32, kvs_client_p, c_void_p, c_size_t
+)
+_kvs_client_get_ice_servers_sized = _declare(
+    "kvs_client_get_ice_servers_sized",
+    c_uint32,
+    kvs_client_p,
+    c_void_p,  # out_servers: entries `entry_size` bytes apart
+    c_size_t,  # capacity
+    c_size_t,  # entry_size
+    c_void_p,  # buf
+    c_size_t,  # buf_capacity
+    POINTER(c_size_t),  # out_count
+    POINTER(c_size_t),  # out_buf_len
+)
+_kvs_credentials_sink_set = _declare(
+    "kvs_credentials_sink_set", c_uint32, c_void_p, c_char_p, c_char_p, c_char_p, c_uint64
+)
+_kvs_stun_url = _declare(
+    "kvs_stun_url", c_uint32, c_char_p, ctypes.c_bool, ctypes.c_bool, c_char_p, c_size_t, POINTER(c_size_t)
+)
 _kvs_client_disconnect = _declare("kvs_client_disconnect", c_uint32, kvs_client_p)
 _kvs_client_state = _declare("kvs_client_state", c_uint32, kvs_client_p)
 _kvs_client_free = _declare("kvs_client_free", c_uint32, kvs_client_p)
@@ -339,6 +421,7 @@ _kvs_send_message = _declare(
     POINTER(c_size_t),
 )
 _kvs_version = _declare("kvs_version", c_char_p)
+_kvs_version_number = _declare("kvs_version_number", c_uint32)
 _kvs_result_str = _declare("kvs_result_str", c_char_p, c_uint32)
 _kvs_last_error = _declare("kvs_last_error", c_uint32, c_char_p, c_size_t, POINTER(c_size_t))
 _kvs_last_error_message = _declare("kvs_last_error_message", c_char_p)
@@ -398,6 +481,63 @@ def _check(code: int, function: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# Checking the library against this binding
+# --------------------------------------------------------------------------
+
+_PROBE_LEN = 1024
+
+
+def _written_len(write: Callable[[ctypes.Array, int], int], what: str, align: int, entries: int = 1) -> int:
+    """How many bytes `write(buffer, _PROBE_LEN)` fills in the buffer's first
+    _PROBE_LEN: the library's size of the struct it writes (it writes
+    min(given, its own) bytes; `entries` structs _PROBE_LEN bytes apart). Two
+    canaries, so that no byte is taken as unwritten because it equals one."""
+    written = 0
+    for canary in (0xA5, 0x5A):
+        buf = (c_uint8 * (_PROBE_LEN * entries))()
+        ctypes.memset(buf, canary, len(buf))
+        _check(write(buf, _PROBE_LEN), what)
+        last = max((i for i in range(_PROBE_LEN) if buf[i] != canary), default=-1)
+        written = max(written, last + 1)
+    return (written + align - 1) // align * align
+
+
+class LibraryMismatchError(ImportError):
+    """The loaded library does not match this binding (version or struct size)."""
+
+
+def _require_size(struct_type, library_size: int) -> None:
+    """A library struct smaller than this binding's means an older library:
+    fields this binding sets or reads would be ignored or left unwritten."""
+    ours = ctypes.sizeof(struct_type)
+    if library_size < ours:
+        raise LibraryMismatchError(
+            f"{library_path()}: its {struct_type.__name__} is {library_size} bytes, this "
+            f"binding's is {ours}: the library is older than the binding"
+        )
+
+
+def _check_library() -> None:
+    number = int(_kvs_version_number())
+    major, minor = number >> 16, (number >> 8) & 0xFF
+    if major != KVS_VERSION_MAJOR or (major == 0 and minor != KVS_VERSION_MINOR):
+        raise LibraryMismatchError(
+            f"{library_path()} is version {version()}; this binding needs "
+            f"{KVS_VERSION_MAJOR}.{KVS_VERSION_MINOR}.x"
+        )
+    config_size = _written_len(
+        lambda buf, n: _kvs_client_config_init(ctypes.cast(buf, POINTER(kvs_client_config)), n),
+        "kvs_client_config_init",
+        ctypes.alignment(kvs_client_config),
+    )
+    _require_size(kvs_client_config, config_size)
+
+
+# Library struct sizes measured at first use: struct type -> bytes.
+_measured: Dict[type, int] = {}
+
+
+# --------------------------------------------------------------------------
 # Python-side views of borrowed C data
 # --------------------------------------------------------------------------
 
@@ -428,6 +568,26 @@ class Status:
 class StateChange:
     state: Union[State, int]
     reason: Optional[str]
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One entry of kvs_client_get_ice_servers (TURN, with credentials)."""
+
+    uris: List[str]
+    username: str
+    password: str = field(repr=False)
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a credentials callable returns; expiry_unix_s 0: they do not expire."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: Optional[str] = field(default=None, repr=False)
+    expiry_unix_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -504,6 +664,16 @@ def _park(*objects) -> None:
 MessageHandler = Callable[["Client", Message], None]
 StatusHandler = Callable[["Client", Status], None]
 StateHandler = Callable[["Client", StateChange], None]
+IceServersHandler = Callable[["Client", int], None]
+CredentialsProvider = Callable[[], Credentials]
+
+# kvs_client_config fields the Client sets itself; every other one is an option.
+_MANAGED_FIELDS = {
+    "struct_size", "role", "channel_arn", "endpoint", "client_id", "region",
+    "connect_timeout_ms", "send_queue_capacity", "credentials_callback",
+    "on_message", "on_status", "on_state", "on_ice_servers", "userdata", "free_userdata",
+}
+_OPTION_TYPES = {name: ctype for name, ctype in kvs_client_config._fields_ if name not in _MANAGED_FIELDS}
 
 
 class Client:
@@ -522,7 +692,18 @@ class Client:
         on_message: Optional[MessageHandler] = None,
         on_status: Optional[StatusHandler] = None,
         on_state: Optional[StateHandler] = None,
+        on_ice_servers: Optional[IceServersHandler] = None,
+        credentials: Optional[CredentialsProvider] = None,
+        **options: Any,
     ):
+        """`options` are the other kvs_client_config fields by name, e.g.
+        use_control_plane=True, channel_name="cam", control_plane_url=...,
+        ca_bundle_path=..., access_key_id=..., endpoint_cache_path=...;
+        strings are str or bytes. `credentials` is called (on the dispatcher
+        thread) for fresh credentials and returns a Credentials."""
+        unknown = sorted(set(options) - set(_OPTION_TYPES))
+        if unknown:
+            raise TypeError(f"unknown kvs_client_config option(s): {', '.join(unknown)}")
         self._handle = kvs_client_p()
         self._closed = True  # until kvs_client_new succeeds
         # Calls in flight on the handle; close() waits for them so that
@@ -534,6 +715,8 @@ class Client:
         self._on_message = on_message
         self._on_status = on_status
         self._on_state = on_state
+        self._on_ice_servers = on_ice_servers
+        self._credentials = credentials
         self.callback_errors: List[CallbackError] = []
         # free_userdata bookkeeping lives in a small record of its own so it
         # stays observable whatever happens to the Client object.
@@ -546,11 +729,13 @@ class Client:
         # parked) for as long as C may call them.
         ref = weakref.ref(self)
 
-        def guard(name, fn, *args):
+        def guard(name, fn, *args) -> bool:
+            """Runs fn(client, *args); False if the client is gone or fn raised."""
             client = ref()
             try:
                 if client is not None:
                     fn(client, *args)
+                    return True
             except BaseException as exc:  # never let anything unwind into C
                 try:
                     if client is not None:
@@ -559,6 +744,7 @@ class Client:
                         )
                 except BaseException:
                     pass
+            return False
 
         def message_thunk(_userdata, message_ptr):
             guard("on_message", lambda c: c._on_message(c, _message_from_c(message_ptr.contents)))
@@ -572,6 +758,13 @@ class Client:
                 lambda c: c._on_state(c, StateChange(_enum_or_int(State, value), _text(reason))),
             )
 
+        def ice_servers_thunk(_userdata, count):
+            guard("on_ice_servers", lambda c: c._on_ice_servers(c, int(count)))
+
+        def credentials_thunk(_userdata, sink):
+            ok = guard("credentials", lambda c: c._provide_credentials(sink))
+            return int(Result.OK if ok else Result.ERR_CREDENTIALS)
+
         def free_thunk(_userdata):
             try:
                 record.calls += 1
@@ -583,6 +776,8 @@ class Client:
             kvs_message_callback(message_thunk) if on_message else kvs_message_callback(),
             kvs_status_callback(status_thunk) if on_status else kvs_status_callback(),
             kvs_state_callback(state_thunk) if on_state else kvs_state_callback(),
+            kvs_ice_servers_callback(ice_servers_thunk) if on_ice_servers else kvs_ice_servers_callback(),
+            kvs_credentials_callback(credentials_thunk) if credentials else kvs_credentials_callback(),
             kvs_free_callback(free_thunk),
         )
 
@@ -594,7 +789,18 @@ class Client:
         config.region = _c_str(region, "region")
         config.connect_timeout_ms = connect_timeout_ms
         config.send_queue_capacity = send_queue_capacity
-        config.on_message, config.on_status, config.on_state, config.free_userdata = self._thunks
+        for name, value in options.items():
+            if _OPTION_TYPES[name] is c_char_p:
+                value = _c_str(value, name)
+            setattr(config, name, value)
+        (
+            config.on_message,
+            config.on_status,
+            config.on_state,
+            config.on_ice_servers,
+            config.credentials_callback,
+            config.free_userdata,
+        ) = self._thunks
         config.userdata = None
         rc = _kvs_client_new(ctypes.byref(config), ctypes.byref(self._handle))
         if rc != Result.OK:
@@ -628,7 +834,89 @@ class Client:
                 self._cv.notify_all()
 
     def connect(self) -> None:
+        """Opens the connection; blocks until it is open or failed."""
         _check(self._call(_kvs_client_connect), "kvs_client_connect")
+
+    def start(self) -> None:
+        """Connects in the background, retrying until disconnect(); returns at once."""
+        _check(self._call(_kvs_client_start), "kvs_client_start")
+
+    def metrics(self) -> Dict[str, int]:
+        """kvs_client_get_metrics: every kvs_client_metrics field by name
+        ("state" as a State)."""
+        name = "kvs_client_get_metrics_sized"
+        if kvs_client_metrics not in _measured:
+            size = _written_len(
+                lambda buf, n: self._call(_kvs_client_get_metrics_sized, buf, n),
+                name,
+                ctypes.alignment(kvs_client_metrics),
+            )
+            _require_size(kvs_client_metrics, size)
+            _measured[kvs_client_metrics] = size
+        m = kvs_client_metrics()
+        _check(self._call(_kvs_client_get_metrics_sized, ctypes.byref(m), ctypes.sizeof(m)), name)
+        out: Dict[str, Any] = {key: getattr(m, key) for key, _ in kvs_client_metrics._fields_}
+        out["state"] = _enum_or_int(State, m.state)
+        return out
+
+    def ice_servers(self) -> List[IceServer]:
+        """The current ICE server list (empty until GetIceServerConfig answered)."""
+        name = "kvs_client_get_ice_servers_sized"
+        fn = _kvs_client_get_ice_servers_sized
+        entry_size = ctypes.sizeof(kvs_ice_server)
+        count, needed = c_size_t(0), c_size_t(0)
+        while True:
+            _check(self._call(fn, None, 0, entry_size, None, 0, ctypes.byref(count), ctypes.byref(needed)), name)
+            n = count.value
+            if n == 0:
+                return []
+            strings = ctypes.create_string_buffer(max(needed.value, 1))
+            try:
+                if kvs_ice_server not in _measured:
+                    size = _written_len(
+                        lambda buf, size: self._call(
+                            fn, buf, n, size, strings, len(strings), ctypes.byref(count), ctypes.byref(needed)
+                        ),
+                        name,
+                        ctypes.alignment(kvs_ice_server),
+                        entries=n,
+                    )
+                    _require_size(kvs_ice_server, size)
+                    _measured[kvs_ice_server] = size
+                entries = (kvs_ice_server * n)()
+                _check(
+                    self._call(
+                        fn, entries, n, entry_size, strings, len(strings), ctypes.byref(count), ctypes.byref(needed)
+                    ),
+                    name,
+                )
+            except KvsError as e:
+                if e.code == Result.ERR_BUFFER_TOO_SMALL:
+                    continue  # the list changed since the size query
+                raise
+            return [
+                IceServer(
+                    uris=[_text(e.uris[i]) or "" for i in range(min(e.uri_count, KVS_MAX_ICE_URIS))],
+                    username=_text(e.username) or "",
+                    password=_text(e.password) or "",
+                    ttl_seconds=int(e.ttl_seconds),
+                )
+                for e in entries[: count.value]
+            ]
+
+    def _provide_credentials(self, sink) -> None:
+        """Runs the credentials callable and hands its result to the library."""
+        creds = self._credentials()
+        if not isinstance(creds, Credentials):
+            raise TypeError("the credentials callable must return a Credentials")
+        rc = _kvs_credentials_sink_set(
+            sink,
+            _c_str(creds.access_key_id, "access_key_id"),
+            _c_str(creds.secret_access_key, "secret_access_key"),
+            _c_str(creds.session_token, "session_token"),
+            int(creds.expiry_unix_s),
+        )
+        _check(rc, "kvs_credentials_sink_set")
 
     def disconnect(self) -> None:
         _check(self._call(_kvs_client_disconnect), "kvs_client_disconnect")
@@ -777,7 +1065,23 @@ class _FreeRecord:
 
 
 def version() -> str:
+    """kvs_version: the library's version string."""
     return _text(_kvs_version()) or ""
+
+
+def version_number() -> int:
+    """kvs_version_number: (MAJOR << 16) | (MINOR << 8) | PATCH of the library."""
+    return int(_kvs_version_number())
+
+
+def stun_url(region: StrArg, use_fips: bool = False, use_dual_stack: bool = False) -> str:
+    """kvs_stun_url: the STUN URL of `region`."""
+    name = _c_str(region, "region")
+    needed = c_size_t(0)
+    _check(_kvs_stun_url(name, use_fips, use_dual_stack, None, 0, ctypes.byref(needed)), "kvs_stun_url")
+    buf = ctypes.create_string_buffer(needed.value + 1)
+    _check(_kvs_stun_url(name, use_fips, use_dual_stack, buf, len(buf), ctypes.byref(needed)), "kvs_stun_url")
+    return buf.raw[: needed.value].decode("utf-8")
 
 
 def shutdown(timeout_ms: int = 1000) -> None:
@@ -847,12 +1151,20 @@ def _at_exit() -> None:
             pass
 
 
+_check_library()
+
 __all__ = [
     "KVS_CORRELATION_ID_CAPACITY",
     "KVS_MAX_SDP_LEN",
+    "KVS_MAX_ICE_URIS",
+    "KVS_TCP_USER_TIMEOUT_OFF",
+    "KVS_UNPACED",
     "CallbackError",
     "Client",
+    "Credentials",
+    "IceServer",
     "KvsError",
+    "LibraryMismatchError",
     "LogLevel",
     "Message",
     "MessageType",
@@ -863,7 +1175,9 @@ __all__ = [
     "Status",
     "StatusOrigin",
     "kvs_client_config",
+    "kvs_client_metrics",
     "kvs_ice_candidate",
+    "kvs_ice_server",
     "kvs_last_error",
     "kvs_last_error_message",
     "kvs_message",
@@ -872,5 +1186,7 @@ __all__ = [
     "library_path",
     "set_log_callback",
     "shutdown",
+    "stun_url",
     "version",
+    "version_number",
 ]
