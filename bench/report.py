@@ -173,6 +173,9 @@ def main():
     else:
         rep.row("4 footprint", ".so stripped, native-tls variant", "n/a", target="≤ 2.5 MB",
                 note=meta.get("skipped", {}).get("native-tls") or "not built")
+    for target, size in sorted((fp.get("cross") or {}).items()):
+        rep.row("4 footprint", f".so stripped, firmware build (rustls, no emulator) for {target}", int(size) / 1e6, "MB",
+                target="≤ 2.5 MB", met=int(size) <= 2.5e6, digits=2)
     clients = next((e for e in entries if e.get("bench") == "footprint" and e.get("mode") == "clients"), None)
     if clients:
         before = clients["rss_kb_before"]

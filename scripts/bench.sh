@@ -229,6 +229,13 @@ if [ -f "$NATIVE_SO" ] && [ -z "${SKIPPED[native-tls]:-}" ]; then
 elif [ -z "${SKIPPED[native-tls]:-}" ]; then
     SKIPPED[native-tls]="$NATIVE_SO is missing (run without --no-build)"
 fi
+# The firmware build for the camera-class targets whose cross gcc is installed.
+CROSS_SO_BYTES=""
+for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+    if line="$(scripts/cross-build.sh "$target" 2>/dev/null | grep 'stripped .so')"; then
+        CROSS_SO_BYTES+="$target=$(echo "$line" | sed 's/.*stripped .so \([0-9]*\) bytes.*/\1/') "
+    fi
+done
 FP_CHANNELS=()
 for i in $(seq 0 99); do FP_CHANNELS+=("fp$i"); done
 start_emulator footprint 300 "${FP_CHANNELS[@]}"
@@ -280,7 +287,7 @@ NOTES+=("ratios: latency and connect time = figure / baseline (above 1 is slower
 NOTES+=("relay: master and viewer in one process for every implementation, both unpaced; the floor writes the very frames the library writes")
 NOTES+=("scale: the load generator shares the 2 cores with the server, so relay rates are lower bounds; bare relay = bench scale-server (same routing, 4 KiB read buffers, no validation, store or quotas)")
 for key in "${!SKIPPED[@]}"; do printf '%s\t%s\n' "$key" "${SKIPPED[$key]}"; done >"$WORK/skipped.txt"
-export ROOT MODE SO_BYTES NATIVE_SO_BYTES WORK
+export ROOT MODE SO_BYTES NATIVE_SO_BYTES CROSS_SO_BYTES WORK
 META="$WORK/meta.json"
 python3 - "$META" "${NOTES[@]+"${NOTES[@]}"}" <<'PY'
 import json, os, platform, subprocess, sys
@@ -308,7 +315,8 @@ meta = {
     "rustc": run("rustc", "--version"), "node": run("node", "--version"),
     "date": run("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
     "footprint": {"so_stripped_bytes": int(os.environ["SO_BYTES"]),
-                  "native_tls": int(os.environ["NATIVE_SO_BYTES"]) if os.environ.get("NATIVE_SO_BYTES") else None},
+                  "native_tls": int(os.environ["NATIVE_SO_BYTES"]) if os.environ.get("NATIVE_SO_BYTES") else None,
+                  "cross": dict(pair.split("=") for pair in os.environ.get("CROSS_SO_BYTES", "").split())},
     "skipped": skipped, "notes": sys.argv[2:],
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)

@@ -56,6 +56,10 @@ native_tls_tests() {
     cargo test --features native-tls --lib --test bootstrap --test aws_control_plane
 }
 
+cross_builds() {
+  scripts/cross-build.sh aarch64-unknown-linux-gnu && scripts/cross-build.sh armv7-unknown-linux-gnueabihf
+}
+
 js_tests() {
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error) && tests/js/run.sh --master c
 }
@@ -66,6 +70,7 @@ step "cargo clippy (native-tls)" cargo clippy --all-targets --features native-tl
 step "cargo test (unit, integration, header drift)" cargo test
 step "native-tls client (system OpenSSL) against the emulator" native_tls_tests
 step "release build (library + emulator)" build_release
+step "cross build (aarch64, armv7): ELF machine, SONAME, exports" cross_builds
 step "C examples and C tests (shared, static, ASan+UBSan, valgrind)" scripts/c-tests.sh
 step "Python binding (Python master, C viewer)" python_tests
 step "JS SDK viewer (C master)" js_tests
