@@ -949,7 +949,9 @@ static void test_fork(void) {
                 "the parent's clients are still CONNECTED");
     EXPECT_RC(KVS_OK, send_candidate(viewer, 424242, NULL));
     int seen = 0;
-    for (double t0 = now_ms(); now_ms() - t0 < 3000 && seen == 0; sleep_ms(5)) {
+    /* Under valgrind everything runs tens of times slower. */
+    double patience_ms = g_under_valgrind ? 15000 : 3000;
+    for (double t0 = now_ms(); now_ms() - t0 < patience_ms && seen == 0; sleep_ms(5)) {
         pthread_mutex_lock(&g_lock);
         seen = g_fork_marker_seen;
         pthread_mutex_unlock(&g_lock);
@@ -1026,8 +1028,11 @@ static void test_free_backlog(void) {
     struct probe after = probe_get(&g_backlog_master);
     expect_released(__LINE__, &g_backlog_master, rc, took, 3000);
     /* One on_message may have been running; on_state sees CLOSING and
-     * DISCONNECTED during the free (kvs_client_free). */
-    EXPECT_TRUE(after.messages <= before.messages + 1,
+     * DISCONNECTED during the free (kvs_client_free). Between the snapshot and
+     * the moment the free discards the queue, more 10 ms callbacks can start
+     * legitimately: under valgrind that moment is tens of ms later. */
+    int started_bound = g_under_valgrind ? 20 : 1;
+    EXPECT_TRUE(after.messages <= before.messages + started_bound,
                 "%d on_message started during the free (%d other callbacks; %.0f ms; the queue "
                 "was discarded)",
                 after.messages - before.messages,
