@@ -993,13 +993,16 @@ async fn a_dense_stream_through_drops_and_a_restart_reaches_the_emulator_whole()
     let period = Duration::from_millis(1);
     let mut to_viewer = Stream::start(&master.client, "m", Some(VIEWER_ID), period);
     let mut to_master = Stream::start(&viewer.client, "v", None, period);
+    let mut faults = Vec::new();
     for drop in 1..=4 {
         tokio::time::sleep(Duration::from_millis(150)).await;
+        faults.push(Instant::now());
         assert_eq!(emulator.drop_connections(&Target::all()), 2);
         master.wait_reconnected(drop).await;
         viewer.wait_reconnected(drop).await;
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
+    faults.push(Instant::now());
     emulator.restart(Duration::from_millis(100)).await.unwrap();
     master.wait_reconnected(5).await;
     viewer.wait_reconnected(5).await;
@@ -1007,8 +1010,35 @@ async fn a_dense_stream_through_drops_and_a_restart_reaches_the_emulator_whole()
 
     let outcome = finish(&master, &viewer, &mut to_viewer, &mut to_master).await;
     outcome.assert_nothing_failed();
-    let duplicates =
-        assert_all_reached_the_emulator("4 drops + restart", &emulator, (&master, &viewer), (&to_viewer, &to_master));
+    // The service side of the promise: a frame the emulator's TCP acknowledged
+    // and the emulator then lost as it aborted the socket or restarted is
+    // counted as sent (README: what "no silent loss" cannot guarantee). So a
+    // few frames accepted just before a fault may be missing here, and nothing
+    // else.
+    let mut duplicates = 0;
+    for (stream, sender, name) in
+        [(&to_viewer, &master, "master".to_owned()), (&to_master, &viewer, format!("viewer {VIEWER_ID}"))]
+    {
+        let arrival = at_emulator(&emulator, stream, sender, &name);
+        let resent = sender.metrics().messages_resent as usize;
+        let accepted = stream.sent().accepted.clone();
+        eprintln!(
+            "4 drops + restart: {name} -> emulator: {} accepted, {} lost at a fault, {} duplicates, {resent} resent",
+            accepted.len(),
+            arrival.lost.len(),
+            arrival.duplicates
+        );
+        for n in &arrival.lost {
+            let at = accepted[n];
+            assert!(
+                faults.iter().any(|fault| at <= *fault && fault.duration_since(at) < IN_FLIGHT_SLACK),
+                "{name}'s {n} never reached the emulator and was not in flight at a fault"
+            );
+        }
+        assert!(arrival.lost.len() <= 2 * faults.len(), "{name}: {:?} lost at the faults", arrival.lost);
+        assert!(arrival.duplicates <= resent, "{name}: {} duplicates, {resent} resent", arrival.duplicates);
+        duplicates += arrival.duplicates;
+    }
     for tally in outcome.tallies() {
         eprintln!(
             "4 drops + restart: {}: {} accepted, {} received, {} missing (the emulator's leg), {} duplicates",
