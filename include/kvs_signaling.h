@@ -1204,7 +1204,7 @@ const char *kvs_version(void);
  * compare it with `KVS_VERSION_NUMBER` to detect a library older than the
  * header a program was built with.
  *
- * Threading: any thread.
+ * Ownership: returns a value; nothing to free. Threading: any thread.
  */
 uint32_t kvs_version_number(void);
 

@@ -1,24 +1,21 @@
 //! Fuzz targets over what the emulator reads from the network: control-plane
 //! requests, the connect query and SigV4 material; see [`crate::fuzzing`].
 
-use super::channels::{Endpoint, Registry};
+use super::channels::Endpoint;
 use super::clock::{amz_date, http_date, parse_amz_date};
 use super::control::{answer, check_arn, check_name, parse_tags};
-use super::faults::{FaultState, Limits, OPERATIONS};
+use super::faults::OPERATIONS;
 use super::http::{operation_at, parse_connect_query, parse_object, percent_decode};
 use super::sigv4::{SignedRequest, Verifier};
-use super::{Counters, EmulatorConfig, Shared, lock};
+use super::{EmulatorConfig, Shared, lock};
 use crate::aws::sigv4::{presign_wss_url, sign_request, uri_encode};
 use crate::aws::{Credentials, parse_http_date};
 use crate::fuzzing::fields;
 use crate::protocol::{validate_channel_arn, validate_client_id};
 use hyper::Method;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::time::{Duration, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 
 const ACCESS_KEY: &str = "AKIDEXAMPLE";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
@@ -34,31 +31,8 @@ fn shared() -> Shared {
         channels: vec!["fuzz".to_owned()],
         ..EmulatorConfig::default()
     };
-    let limits = Limits {
-        idle_timeout: config.idle_timeout,
-        max_connection_age: config.max_connection_age,
-        go_away_grace: config.go_away_grace,
-        quotas: config.quotas,
-    };
-    let shared = Shared {
-        local_addr: config.listen,
-        tls: None,
-        registry: Mutex::new(Registry::default()),
-        counters: Counters::default(),
-        next_connection_id: AtomicU64::new(1),
-        next_request_id: AtomicU64::new(1),
-        stop: watch::channel(false).0,
-        epoch: watch::channel(0).0,
-        limits: watch::channel(limits).0,
-        faults: Mutex::new(FaultState::default()),
-        frame_delay_active: AtomicBool::new(false),
-        clock_offset_ms: AtomicI64::new(0),
-        restarts: mpsc::unbounded_channel().0,
-        turn_secret: "fuzz".to_owned(),
-        received: Mutex::default(),
-        tasks: Mutex::new(JoinSet::new()),
-        config,
-    };
+    let listen = config.listen;
+    let shared = Shared::new(config, listen, None, mpsc::unbounded_channel().0, "fuzz".to_owned());
     let _ = shared.create_channel("fuzz", shared.config.message_ttl, Vec::new());
     shared
 }

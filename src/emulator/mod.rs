@@ -652,24 +652,23 @@ pub struct Emulator {
     accept_task: JoinHandle<()>,
 }
 
-impl Emulator {
-    /// Binds `config.listen`, prepares TLS, creates `config.channels`, spawns the
-    /// accept loop on the current tokio runtime and returns at once. Fails on a
-    /// bind error, a certificate problem, or with `InvalidInput` for a region,
-    /// account or channel name outside its pattern or unusable credentials.
-    pub async fn start(config: EmulatorConfig) -> io::Result<Emulator> {
-        check_config(&config)?;
-        let listener = TcpListener::bind(config.listen).await?;
-        let local_addr = listener.local_addr()?;
-        let tls = config.tls.as_ref().map(|setting| tls::load(setting, local_addr.port())).transpose()?;
+impl Shared {
+    /// The state of an emulator serving `config` at `local_addr`, with no
+    /// channel created yet; restart requests go to `restarts`.
+    fn new(
+        config: EmulatorConfig,
+        local_addr: SocketAddr,
+        tls: Option<tls::Tls>,
+        restarts: mpsc::UnboundedSender<RestartRequest>,
+        turn_secret: String,
+    ) -> Shared {
         let limits = Limits {
             idle_timeout: config.idle_timeout,
             max_connection_age: config.max_connection_age,
             go_away_grace: config.go_away_grace,
             quotas: config.quotas,
         };
-        let (restarts, restart_requests) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
+        Shared {
             local_addr,
             tls,
             registry: Mutex::new(Registry::default()),
@@ -683,11 +682,27 @@ impl Emulator {
             frame_delay_active: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(0),
             restarts,
-            turn_secret: format!("{}-{}-{}", std::process::id(), local_addr, epoch_millis()),
+            turn_secret,
             received: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             config,
-        });
+        }
+    }
+}
+
+impl Emulator {
+    /// Binds `config.listen`, prepares TLS, creates `config.channels`, spawns the
+    /// accept loop on the current tokio runtime and returns at once. Fails on a
+    /// bind error, a certificate problem, or with `InvalidInput` for a region,
+    /// account or channel name outside its pattern or unusable credentials.
+    pub async fn start(config: EmulatorConfig) -> io::Result<Emulator> {
+        check_config(&config)?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let tls = config.tls.as_ref().map(|setting| tls::load(setting, local_addr.port())).transpose()?;
+        let (restarts, restart_requests) = mpsc::unbounded_channel();
+        let turn_secret = format!("{}-{}-{}", std::process::id(), local_addr, epoch_millis());
+        let shared = Arc::new(Shared::new(config, local_addr, tls, restarts, turn_secret));
         for name in &shared.config.channels {
             let _ = shared.create_channel(name, shared.config.message_ttl, Vec::new());
         }

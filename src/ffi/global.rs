@@ -50,7 +50,7 @@ pub extern "C" fn kvs_version() -> *const c_char {
 /// compare it with `KVS_VERSION_NUMBER` to detect a library older than the
 /// header a program was built with.
 ///
-/// Threading: any thread.
+/// Ownership: returns a value; nothing to free. Threading: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_version_number() -> u32 {
     boundary(|| {
