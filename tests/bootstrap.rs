@@ -3,13 +3,13 @@
 //! and every failure with its own error.
 
 use kvs_signaling::aws::{AwsError, ControlPlaneConfig, CreateChannel, Credentials, StaticCredentials};
+use kvs_signaling::client::EventReceiver;
 use kvs_signaling::client::{AwsConfig, Client, ClientConfig, ClientError, ClientEvent, ConnectionState};
 use kvs_signaling::emulator::{ControlPlaneFault, Emulator, EmulatorConfig, TlsSetting};
 use kvs_signaling::protocol::MessageType;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 const KEY: &str = "AKIDEXAMPLEBOOTSTRAP";
 const SECRET: &str = "bootstrap/secret/key/EXAMPLE";
@@ -45,10 +45,7 @@ fn config(channel: &str, client_id: Option<&str>, aws: AwsConfig) -> ClientConfi
     ClientConfig { connect_timeout: Duration::from_secs(5), ..ClientConfig::via_control_plane(channel, client_id, aws) }
 }
 
-async fn next_matching<T>(
-    events: &mut UnboundedReceiver<ClientEvent>,
-    mut pick: impl FnMut(ClientEvent) -> Option<T>,
-) -> T {
+async fn next_matching<T>(events: &mut EventReceiver, mut pick: impl FnMut(ClientEvent) -> Option<T>) -> T {
     tokio::time::timeout(WAIT, async {
         loop {
             if let Some(found) = pick(events.recv().await.expect("sink alive")) {

@@ -5,6 +5,7 @@ mod common;
 
 use common::EmulatorThread;
 use futures_util::{SinkExt, StreamExt};
+use kvs_signaling::client::EventReceiver;
 use kvs_signaling::client::{
     Client, ClientConfig, ClientError, ClientEvent, ConnectionState, ReceivedMessage, StateReason, StatusOrigin,
     StatusReport,
@@ -12,7 +13,6 @@ use kvs_signaling::client::{
 use kvs_signaling::emulator::{Emulator, EmulatorConfig};
 use kvs_signaling::protocol::{IceCandidate, MessageType, SdpType};
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -21,11 +21,11 @@ async fn emulator() -> Emulator {
     Emulator::start(EmulatorConfig { channels: vec!["c".into()], ..EmulatorConfig::default() }).await.unwrap()
 }
 
-async fn next_event(events: &mut UnboundedReceiver<ClientEvent>) -> ClientEvent {
+async fn next_event(events: &mut EventReceiver) -> ClientEvent {
     tokio::time::timeout(WAIT, events.recv()).await.expect("event in time").expect("sink alive")
 }
 
-async fn next_message(events: &mut UnboundedReceiver<ClientEvent>) -> ReceivedMessage {
+async fn next_message(events: &mut EventReceiver) -> ReceivedMessage {
     loop {
         match next_event(events).await {
             ClientEvent::Message(m) => return m,
@@ -35,7 +35,7 @@ async fn next_message(events: &mut UnboundedReceiver<ClientEvent>) -> ReceivedMe
     }
 }
 
-async fn next_status(events: &mut UnboundedReceiver<ClientEvent>) -> StatusReport {
+async fn next_status(events: &mut EventReceiver) -> StatusReport {
     loop {
         match next_event(events).await {
             ClientEvent::Status(s) => return s,
@@ -45,9 +45,7 @@ async fn next_status(events: &mut UnboundedReceiver<ClientEvent>) -> StatusRepor
     }
 }
 
-async fn connected_pair(
-    emulator: &Emulator,
-) -> (Client, UnboundedReceiver<ClientEvent>, Client, UnboundedReceiver<ClientEvent>) {
+async fn connected_pair(emulator: &Emulator) -> (Client, EventReceiver, Client, EventReceiver) {
     let arn = emulator.channel_arn("c").unwrap();
     let (master, master_events) = Client::new(ClientConfig::master(&arn, &emulator.ws_endpoint())).unwrap();
     let (viewer, viewer_events) = Client::new(ClientConfig::viewer(&arn, "viewer-1", &emulator.ws_endpoint())).unwrap();
@@ -338,13 +336,7 @@ async fn early_candidates_are_held_until_the_offer_when_asked() {
     master.connect().await.unwrap();
     viewer.connect().await.unwrap();
     for i in 0..3 {
-        let candidate = IceCandidate {
-            candidate: format!("candidate:{i}"),
-            sdp_mid: None,
-            sdp_mline_index: None,
-            username_fragment: None,
-        };
-        viewer.send_ice_candidate(None, &candidate, None).unwrap();
+        viewer.send_ice_candidate(None, &numbered_candidate(i), None).unwrap();
     }
     viewer.send_sdp_offer(None, "v=0 late offer", None).unwrap();
     let first = next_message(&mut master_events).await;
@@ -388,13 +380,7 @@ async fn a_burst_of_candidates_goes_out_in_order_within_the_quota() {
     let emulator = emulator().await;
     let (master, mut master_events, viewer, mut viewer_events) = connected_pair(&emulator).await;
     for i in 0..30 {
-        let candidate = IceCandidate {
-            candidate: format!("candidate:{i}"),
-            sdp_mid: None,
-            sdp_mline_index: None,
-            username_fragment: None,
-        };
-        viewer.send_ice_candidate(None, &candidate, None).unwrap();
+        viewer.send_ice_candidate(None, &numbered_candidate(i), None).unwrap();
     }
     let mut arrivals = Vec::new();
     for i in 0..30 {
@@ -420,4 +406,55 @@ async fn a_burst_of_candidates_goes_out_in_order_within_the_quota() {
     }
     drop(master);
     emulator.shutdown().await;
+}
+
+/// `Client::with_bounded_events`: a receiver that does not read holds at most
+/// its bound while the client stops reading its socket; nothing is dropped and
+/// the order holds once the application reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_does_not_read_holds_its_bound_and_loses_nothing() {
+    const BOUND: usize = 5;
+    const SENT: usize = 60;
+    let emulator = emulator().await;
+    let arn = emulator.channel_arn("c").unwrap();
+    let mut config = ClientConfig::master(&arn, &emulator.ws_endpoint());
+    config.pacing = config_unpaced();
+    let (master, mut master_events) = Client::with_bounded_events(config, BOUND, 1 << 20).unwrap();
+    let mut viewer_config = ClientConfig::viewer(&arn, "viewer-1", &emulator.ws_endpoint());
+    viewer_config.pacing = config_unpaced();
+    let (viewer, _viewer_events) = Client::new(viewer_config).unwrap();
+    master.connect().await.unwrap();
+    viewer.connect().await.unwrap();
+    while let Ok(event) = master_events.try_recv() {
+        assert!(matches!(event, ClientEvent::State(_)), "{event:?}");
+    }
+    for i in 0..SENT {
+        viewer.send_ice_candidate(None, &numbered_candidate(i), None).unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while viewer.metrics().messages_sent < SENT as u64 {
+        assert!(tokio::time::Instant::now() < deadline, "the viewer did not write its {SENT} candidates");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give the master time to read whatever it would read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (held, _) = master_events.held();
+    assert!(held <= BOUND, "the receiver holds {held} events, bound {BOUND}");
+    for i in 0..SENT {
+        let m = next_message(&mut master_events).await;
+        assert_eq!(m.ice.unwrap().candidate, format!("candidate:{i}"));
+    }
+    // (Counted when a pause ends, so only now.)
+    assert!(master.metrics().backpressure_pauses > 0, "the master never paused its socket");
+    assert_eq!(master_events.held(), (0, 0));
+    drop((master, viewer));
+    emulator.shutdown().await;
+}
+
+fn config_unpaced() -> kvs_signaling::client::Pacing {
+    kvs_signaling::client::Pacing { sdp_per_second: 0, ice_per_second: 0 }
+}
+
+fn numbered_candidate(i: usize) -> IceCandidate {
+    IceCandidate { candidate: format!("candidate:{i}"), sdp_mid: None, sdp_mline_index: None, username_fragment: None }
 }

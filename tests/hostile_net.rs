@@ -396,7 +396,7 @@ async fn a_flood_of_reconnect_ice_server_notices_makes_one_call_per_interval() {
     let (client, mut events) =
         Client::new(via(&arn, AwsConfig::new(control_plane_config(&emulator.control_plane_url())))).unwrap();
     client.connect().await.unwrap();
-    let ice_changed = async |events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>| {
+    let ice_changed = async |events: &mut kvs_signaling::client::EventReceiver| {
         tokio::time::timeout(WAIT, async {
             while !matches!(events.recv().await, Some(ClientEvent::IceServersChanged { .. })) {}
         })

@@ -6,6 +6,7 @@
 //! but would slow down.
 
 use futures_util::SinkExt;
+use kvs_signaling::client::EventReceiver;
 use kvs_signaling::client::{
     Backoff, Client, ClientConfig, ClientEvent, ConnectionState, DEFAULT_EARLY_CANDIDATE_BUDGET, Pacing, StateReason,
     StatusOrigin,
@@ -16,7 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -113,12 +113,12 @@ async fn drain(tcp: &mut TcpStream) -> (usize, usize) {
     (read, nudges)
 }
 
-async fn next_event(events: &mut UnboundedReceiver<ClientEvent>) -> ClientEvent {
+async fn next_event(events: &mut EventReceiver) -> ClientEvent {
     tokio::time::timeout(WAIT, events.recv()).await.expect("event in time").expect("sink alive")
 }
 
 /// Waits for the client to report a lost connection; returns why.
-async fn next_loss(events: &mut UnboundedReceiver<ClientEvent>) -> String {
+async fn next_loss(events: &mut EventReceiver) -> String {
     loop {
         if let ClientEvent::State(change) = next_event(events).await
             && change.state == ConnectionState::Reconnecting

@@ -8,12 +8,12 @@ use crate::common::{
     sdp_frame,
 };
 use futures_util::{SinkExt, StreamExt};
+use kvs_signaling::client::EventReceiver;
 use kvs_signaling::client::{Client, ClientConfig, ClientEvent, Pacing};
 use kvs_signaling::protocol::{MessageType, Role, SdpType};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Longest wait for one answer or for the whole throughput run.
@@ -128,7 +128,7 @@ async fn api_pair(
     endpoint: &str,
     arn: &str,
     viewer_id: &str,
-) -> Result<(Arc<Client>, UnboundedReceiver<ClientEvent>, Client, UnboundedReceiver<ClientEvent>)> {
+) -> Result<(Arc<Client>, EventReceiver, Client, EventReceiver)> {
     let (master, master_events) = Client::new(unpaced(ClientConfig::master(arn, endpoint)))?;
     master.connect().await?;
     let (viewer, viewer_events) = Client::new(unpaced(ClientConfig::viewer(arn, viewer_id, endpoint)))?;

@@ -4,8 +4,17 @@
 //! its memory or dropping events.
 
 use super::ClientEvent;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+/// Events a [`Client::new`](super::Client::new) receiver holds before the
+/// client stops reading its socket (the C layer's default too).
+pub const DEFAULT_BACKLOG_EVENTS: usize = 1024;
+/// Bytes (as counted by [`event_size`]) a [`Client::new`](super::Client::new)
+/// receiver holds before the client stops reading its socket.
+pub const DEFAULT_BACKLOG_BYTES: usize = 512 * 1024;
 
 /// Fixed cost counted per event on top of its strings (the event itself and
 /// the receiver's bookkeeping).
@@ -74,6 +83,53 @@ impl Backlog {
             }
             notified.await;
         }
+    }
+}
+
+/// The receiving end of a client's events, bounded by a [`Backlog`]: while it
+/// holds its maximum, the client stops reading its socket, so an application
+/// that reads slowly slows the sender instead of growing memory; no event is
+/// dropped. Owned by one task; `recv` and `try_recv` take `&mut self`.
+#[derive(Debug)]
+pub struct EventReceiver {
+    events: mpsc::UnboundedReceiver<(ClientEvent, usize)>,
+    backlog: Arc<Backlog>,
+}
+
+/// The sending half of an [`EventReceiver`]: a sink that counts each event it
+/// passes on (events sent after the receiver is dropped are discarded).
+pub(super) fn bounded_channel(backlog: Arc<Backlog>) -> (super::EventSink, EventReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let counted = backlog.clone();
+    let sink: super::EventSink = Arc::new(move |event| {
+        let size = event_size(&event);
+        counted.add(size);
+        if let Err(mpsc::error::SendError((_, size))) = tx.send((event, size)) {
+            counted.remove(size);
+        }
+    });
+    (sink, EventReceiver { events: rx, backlog })
+}
+
+impl EventReceiver {
+    /// The next event; `None` once the client is dropped and every event
+    /// was received.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        let (event, size) = self.events.recv().await?;
+        self.backlog.remove(size);
+        Some(event)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Result<ClientEvent, TryRecvError> {
+        let (event, size) = self.events.try_recv()?;
+        self.backlog.remove(size);
+        Ok(event)
+    }
+
+    /// Events and bytes waiting to be received.
+    pub fn held(&self) -> (usize, usize) {
+        self.backlog.held()
     }
 }
 

@@ -20,7 +20,7 @@ mod queue;
 mod supervisor;
 mod target;
 
-pub use backlog::{Backlog, event_size};
+pub use backlog::{Backlog, DEFAULT_BACKLOG_BYTES, DEFAULT_BACKLOG_EVENTS, EventReceiver, event_size};
 pub use config::{
     AwsConfig, Backoff, ClientConfig, DEFAULT_EARLY_CANDIDATE_BUDGET, DEFAULT_MAX_INBOUND_FRAME_LEN,
     DEFAULT_TCP_USER_TIMEOUT, MAX_INBOUND_FRAME_LEN, MIN_INBOUND_FRAME_LEN, Pacing, region_of_arn,
@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use supervisor::{FirstAttempt, SupervisorHandle};
 use target::{IceState, Target};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Receives every event of one client, on the thread that produced it: the
 /// client's supervisor task, and its ICE refresh task for
@@ -92,11 +92,24 @@ impl Client {
         })
     }
 
-    /// Makes a client whose events arrive on the returned channel.
-    pub fn new(config: ClientConfig) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let client = Client::with_sink(config, Arc::new(move |event| drop(tx.send(event))))?;
-        Ok((client, rx))
+    /// Makes a client whose events arrive on the returned receiver, which
+    /// holds at most [`DEFAULT_BACKLOG_EVENTS`] events or
+    /// [`DEFAULT_BACKLOG_BYTES`] bytes before the client stops reading its
+    /// socket (see [`EventReceiver`]).
+    pub fn new(config: ClientConfig) -> Result<(Client, EventReceiver), ClientError> {
+        Client::with_bounded_events(config, DEFAULT_BACKLOG_EVENTS, DEFAULT_BACKLOG_BYTES)
+    }
+
+    /// As [`Client::new`], with the receiver's bounds given: `max_events`
+    /// events or `max_bytes` bytes (each at least 1).
+    pub fn with_bounded_events(
+        config: ClientConfig,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<(Client, EventReceiver), ClientError> {
+        let backlog = Arc::new(Backlog::new(max_events, max_bytes));
+        let (sink, receiver) = backlog::bounded_channel(backlog.clone());
+        Ok((Client::with_backlog(config, sink, backlog)?, receiver))
     }
 
     /// The configuration this client was made with.

@@ -296,6 +296,11 @@ pub const KVS_TCP_USER_TIMEOUT_OFF: u32 = u32::MAX;
 pub const KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES: u32 = 1024;
 /// Default of `kvs_client_config.callback_backlog_bytes` (512 KiB).
 pub const KVS_DEFAULT_CALLBACK_BACKLOG_BYTES: u32 = 512 * 1024;
+// The C defaults are the Rust API's (cbindgen needs them as literals).
+const _: () = assert!(
+    KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES as usize == crate::client::DEFAULT_BACKLOG_EVENTS
+        && KVS_DEFAULT_CALLBACK_BACKLOG_BYTES as usize == crate::client::DEFAULT_BACKLOG_BYTES
+);
 
 /// `value` as a size, or `default` when it is 0.
 fn default_if_zero(value: u32, default: u32) -> usize {
