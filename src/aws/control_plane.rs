@@ -8,7 +8,7 @@ use super::cache::EndpointCache;
 use super::clock::{ClockSkew, TimeSource, system_time};
 use super::credentials::{CachingCredentials, Credentials, CredentialsProvider};
 use super::endpoints::{EndpointVariant, resolve_control_plane};
-use super::error::{classify, is_clock_skew_message, service_error};
+use super::error::{classify, is_clock_skew_message, service_error, truncate};
 use super::http::{HttpClient, HttpResponse};
 use super::ice::{IceServer, parse_ice_server_list};
 use super::redact::Redactor;
@@ -671,8 +671,9 @@ pub(super) fn error_from_response(response: &HttpResponse, redactor: &Redactor) 
         scrub("x-amzn-RequestId").as_deref(),
         body.as_bytes(),
     );
-    // JSON escapes (`\/`, `\u0041`) hide a secret from the first pass: scrub what they decode to.
-    error.message = redactor.scrub(&error.message);
+    // JSON escapes (`\/`, `\u0041`) hide a secret from the first pass: scrub
+    // what they decode to, and only then cut (a cut secret would escape the scrub).
+    error.message = truncate(&redactor.scrub(&error.message));
     error.code = error.code.map(|code| redactor.scrub(&code));
     classify(error)
 }
@@ -773,6 +774,13 @@ mod tests {
         let escaped = HttpResponse { body: br#"{"message":"key Secret\u004beyValue"}"#.to_vec(), ..response };
         let text = error_from_response(&escaped, &credentials.redactor()).to_string();
         assert!(!text.contains("SecretKeyValue") && text.contains("** redacted **"), "{text}");
+        // A JSON escape of a URL escape (`\u0025` `2B` decodes to `%2B`, a `+`)
+        // where the 512-character cut falls inside the secret: no part of it may
+        // show (the decoded message is scrubbed before the cut).
+        let body = format!(r#"{{"message":"{}Session\u00252BToken/Value= and more"}}"#, "x".repeat(505));
+        let straddling = HttpResponse { body: body.into_bytes(), ..escaped };
+        let text = error_from_response(&straddling, &credentials.redactor()).to_string();
+        assert!(!text.contains("Session") && text.contains("** reda"), "{text}");
     }
 
     #[test]

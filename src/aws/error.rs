@@ -178,7 +178,7 @@ pub(crate) fn truncate(text: &str) -> String {
 /// Reads the code and message of an error reply: the `x-amzn-ErrorType`
 /// header wins for the code, then the body's `__type` / `code` / `Code`; the
 /// message is the body's `message` / `Message`, an XML `<Message>`, or the
-/// start of the body.
+/// body, not yet cut: the caller scrubs it of secrets, then [`truncate`]s it.
 pub(crate) fn service_error(
     status: u16,
     error_type_header: Option<&str>,
@@ -199,7 +199,7 @@ pub(crate) fn service_error(
         None if object.is_some() => String::new(),
         None => text.trim().to_owned(),
     };
-    ServiceError { status, code, message: truncate(&message), request_id: request_id.map(str::to_owned) }
+    ServiceError { status, code, message, request_id: request_id.map(str::to_owned) }
 }
 
 /// Classifies an error reply by its code, falling back to the status.
