@@ -696,7 +696,7 @@ async fn tls_with_given_certificate_files() {
 async fn binary_with_tls_and_keys_prints_ca_and_control_plane_lines() {
     let ca_out = std::env::temp_dir().join(format!("kvs-emulator-binary-ca-{}.pem", std::process::id()));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvs-signaling-emulator"))
-        .args(["--channel", "cam", "--tls", "--cert-out", ca_out.to_str().unwrap()])
+        .args(["--channel", "cam", "--tls", "--cert-out", ca_out.to_str().unwrap(), "--admin-token", "t0ken"])
         .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, "--exit-after", "30"])
         .args(["--idle-timeout", "30", "--max-connection-age", "60", "--go-away-grace", "1", "--no-quotas"])
         .stdout(std::process::Stdio::piped())
@@ -713,6 +713,7 @@ async fn binary_with_tls_and_keys_prints_ca_and_control_plane_lines() {
     let arn = channel.strip_prefix("channel cam ").expect("channel line").to_owned();
     assert_eq!(next_line().await, format!("ca {}", ca_out.display()));
     assert_eq!(next_line().await, format!("control-plane https://127.0.0.1:{port}"));
+    assert_eq!(next_line().await, "admin loopback-or-token");
 
     let ca_pem = std::fs::read_to_string(&ca_out).unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -746,6 +747,7 @@ async fn binary_without_tls_prints_the_control_plane_url_and_serves_it() {
     let port = endpoint.strip_prefix("ws://127.0.0.1:").expect("ws endpoint first").to_owned();
     assert!(next_line().await.starts_with("channel cam arn:aws:kinesisvideo:"));
     assert_eq!(next_line().await, format!("control-plane http://127.0.0.1:{port}"));
+    assert_eq!(next_line().await, "admin loopback-only");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // No keys: unsigned calls are served.
     let response = post(addr, "/describeSignalingChannel", &json!({"ChannelName": "cam"}), &[]).await;

@@ -44,6 +44,9 @@ Options:
   --max-connection-age SECS  close connections this old (default 3600)
   --go-away-grace SECS     time between GO_AWAY and the close (default 60)
   --ice-server-ttl SECS    Ttl of GetIceServerConfig credentials (default 300)
+  --admin-token TOKEN      also serve the admin endpoint (/admin/...) to peers off
+                           loopback that send `Authorization: Bearer TOKEN`; without
+                           it only loopback peers may use it (printed: `admin ...`)
   --exit-after SECS        stop after this many seconds (default: run until killed)
   --verbose                log connections and routing to stderr
   --help                   print this help
@@ -159,6 +162,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--max-connection-age" => config.max_connection_age = parse_seconds(&flag, &value)?,
             "--go-away-grace" => config.go_away_grace = parse_seconds(&flag, &value)?,
             "--ice-server-ttl" => config.ice_server_ttl = parse_seconds(&flag, &value)?,
+            "--admin-token" if value.is_empty() => return Err("--admin-token must not be empty".into()),
+            "--admin-token" => config.admin_token = Some(value),
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
@@ -178,6 +183,7 @@ async fn serve(options: Options) -> std::io::Result<()> {
         writeln!(stdout, "ca {}", path.display())?;
     }
     writeln!(stdout, "control-plane {}", emulator.control_plane_url())?;
+    writeln!(stdout, "admin {}", emulator.admin_access())?;
     stdout.flush()?;
     drop(stdout);
     match options.exit_after {

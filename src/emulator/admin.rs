@@ -1,6 +1,7 @@
 //! The admin endpoint (`/admin/...`, documented in the module doc of
 //! [`super`]): fault injection, limits and counters over HTTP, for tests that
-//! drive the emulator binary. Never authenticated.
+//! drive the emulator binary. Answers loopback peers, and others only with
+//! the admin token ([`super::AdminAccess`]).
 
 use super::faults::{ConnectRefusal, ControlPlaneFault, Operation, Target};
 use super::http::{
@@ -11,12 +12,41 @@ use crate::protocol::Role;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Delay between answering `POST /admin/restart` and starting the restart, so
 /// that the answer reaches the caller before its connection is cut.
 const RESTART_DELAY: Duration = Duration::from_millis(50);
+
+/// Whether `peer` may use the admin endpoint: a loopback peer may; another one
+/// only with `Authorization: Bearer TOKEN` matching the configured token
+/// (compared in constant time). Otherwise 403 `AccessDeniedException`.
+pub(super) fn authorize<B>(shared: &Shared, peer: SocketAddr, request: &Request<B>) -> Result<(), HttpError> {
+    if peer.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    let presented = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match (&shared.config.admin_token, presented) {
+        (Some(token), Some(presented)) if same_bytes(token.as_bytes(), presented.as_bytes()) => Ok(()),
+        (None, _) => Err(HttpError::access_denied(
+            "the admin endpoint answers loopback peers only; start the emulator with --admin-token to allow others",
+        )),
+        (Some(_), _) => Err(HttpError::access_denied(
+            "the admin endpoint needs `Authorization: Bearer TOKEN` (the --admin-token) from a peer off loopback",
+        )),
+    }
+}
+
+/// Equality that takes the same time wherever the first difference is.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
 
 pub(super) async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();

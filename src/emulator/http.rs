@@ -20,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -81,11 +82,11 @@ pub(super) async fn accept_loop(
                 let task_state = shared.clone();
                 shared.spawn_tracked(async move {
                     match &task_state.tls {
-                        None => serve_connection(task_state.clone(), stream, epoch).await,
+                        None => serve_connection(task_state.clone(), stream, epoch, peer).await,
                         Some(tls) => {
                             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
                             match handshake.await {
-                                Ok(Ok(stream)) => serve_connection(task_state.clone(), stream, epoch).await,
+                                Ok(Ok(stream)) => serve_connection(task_state.clone(), stream, epoch, peer).await,
                                 Ok(Err(error)) => task_state.log(format_args!("TLS handshake failed: {error}")),
                                 Err(_) => task_state.log(format_args!("TLS handshake timed out")),
                             }
@@ -133,15 +134,15 @@ async fn restart(
 }
 
 /// Serves HTTP/1.1 on one connection until it ends, is upgraded, the emulator
-/// stops, or a restart ends the connection's epoch.
-async fn serve_connection<S>(shared: Arc<Shared>, stream: S, epoch: u64)
+/// stops, or a restart ends the connection's epoch. `peer` is the remote address.
+async fn serve_connection<S>(shared: Arc<Shared>, stream: S, epoch: u64, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut stop = shared.stop.subscribe();
     let mut epochs = shared.epoch.subscribe();
     let service_state = shared.clone();
-    let service = service_fn(move |request| route(service_state.clone(), epoch, request));
+    let service = service_fn(move |request| route(service_state.clone(), epoch, peer, request));
     // The Date header comes from the emulator's own (shiftable) clock.
     let connection =
         http1::Builder::new().auto_date_header(false).serve_connection(TokioIo::new(stream), service).with_upgrades();
@@ -160,7 +161,12 @@ where
 /// operations; anything else is 404 `UnknownOperationException`. Every answer
 /// gets `x-amzn-RequestId` and `Date`. An `Err` makes hyper close the
 /// connection without answering (the "reset" refusal fault).
-async fn route(shared: Arc<Shared>, epoch: u64, request: Request<Incoming>) -> Result<HttpResponse, io::Error> {
+async fn route(
+    shared: Arc<Shared>,
+    epoch: u64,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, io::Error> {
     let path = request.uri().path().to_owned();
     let mut response = if is_websocket_upgrade(&request) {
         match accept_websocket(&shared, epoch, request) {
@@ -180,7 +186,13 @@ async fn route(shared: Arc<Shared>, epoch: u64, request: Request<Incoming>) -> R
             }
         }
     } else if path == "/admin" || path.starts_with("/admin/") {
-        admin::handle(&shared, request).await
+        match admin::authorize(&shared, peer, &request) {
+            Ok(()) => admin::handle(&shared, request).await,
+            Err(refusal) => {
+                shared.log(format_args!("refused an admin request from {peer}"));
+                refusal.into_response()
+            }
+        }
     } else if let Some(operation) = operation_at(request.method(), &path) {
         control::handle(&shared, operation, request).await
     } else {

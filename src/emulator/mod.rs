@@ -19,7 +19,7 @@
 //! | `POST /listSignalingChannels` | ListSignalingChannels |
 //! | `POST /describeMediaStorageConfiguration` | DescribeMediaStorageConfiguration (always `DISABLED`) |
 //! | `POST /r-<hex>/v1/get-ice-server-config` | GetIceServerConfig on the HTTPS channel endpoint |
-//! | `GET /admin/stats`, `POST /admin/...` | test controls, below (never authenticated) |
+//! | `GET /admin/stats`, `POST /admin/...` | test controls, below (loopback peers, others only with the admin token: [`AdminAccess`]) |
 //!
 //! GetSignalingChannelEndpoint returns endpoints that point back at the emulator,
 //! using the host the request was sent to (its `Host` header, so a client that
@@ -232,6 +232,31 @@ pub struct EmulatorConfig {
     /// emulator read and accepted (valid, within quota), for tests that check
     /// what arrived per sender ([`Emulator::received`]); 0 (default) keeps none.
     pub received_log: usize,
+    /// Who may use the admin endpoint besides loopback peers: `None` (the
+    /// default) serves it to loopback peers only; `Some(token)` also to other
+    /// peers that send `Authorization: Bearer TOKEN`. See [`AdminAccess`].
+    pub admin_token: Option<String>,
+}
+
+/// Who the admin endpoint answers. It has no other protection (it can drop
+/// connections, change limits, shift the clock), so a peer that is not on
+/// loopback gets 403 `AccessDeniedException` unless it presents the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdminAccess {
+    /// Loopback peers only (no `--admin-token`).
+    LoopbackOnly,
+    /// Loopback peers, and others with the admin token.
+    LoopbackOrToken,
+}
+
+impl fmt::Display for AdminAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdminAccess::LoopbackOnly => "loopback-only",
+            AdminAccess::LoopbackOrToken => "loopback-or-token",
+        })
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -253,6 +278,7 @@ impl Default for EmulatorConfig {
             go_away_grace: Duration::from_secs(60),
             ice_server_ttl: Duration::from_secs(300),
             received_log: 0,
+            admin_token: None,
         }
     }
 }
@@ -721,14 +747,25 @@ impl Emulator {
     /// GetSignalingChannelEndpoint returns). Upgrades are accepted at `/` too.
     pub fn ws_endpoint(&self) -> String {
         let scheme = if self.shared.is_tls() { "wss" } else { "ws" };
-        format!("{scheme}://{}", reachable(self.shared.local_addr))
+        format!("{scheme}://{}", self.authority())
     }
 
     /// The control-plane endpoint, `http://127.0.0.1:PORT` or with TLS
     /// `https://127.0.0.1:PORT`: what an AWS SDK takes as its endpoint URL.
     pub fn control_plane_url(&self) -> String {
         let scheme = if self.shared.is_tls() { "https" } else { "http" };
-        format!("{scheme}://{}", reachable(self.shared.local_addr))
+        format!("{scheme}://{}", self.authority())
+    }
+
+    /// `HOST:PORT` of the endpoints, or `HOST` alone for TLS on port 443 (the
+    /// official C SDK refuses a control-plane URL that names a port).
+    fn authority(&self) -> String {
+        let addr = reachable(self.shared.local_addr);
+        match addr.ip() {
+            _ if !(self.shared.is_tls() && addr.port() == 443) => addr.to_string(),
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        }
     }
 
     /// The PEM clients should trust when TLS is on: the generated CA, or the
@@ -765,6 +802,14 @@ impl Emulator {
     /// A snapshot of the counters.
     pub fn stats(&self) -> EmulatorStats {
         self.shared.counters.snapshot()
+    }
+
+    /// Who the admin endpoint answers.
+    pub fn admin_access(&self) -> AdminAccess {
+        match self.shared.config.admin_token {
+            None => AdminAccess::LoopbackOnly,
+            Some(_) => AdminAccess::LoopbackOrToken,
+        }
     }
 
     /// The messages read and accepted, oldest first, as (sender, correlation
