@@ -401,8 +401,10 @@ async fn control_plane_errors_are_aws_errors() {
             "InvalidArgumentException",
         ),
         ("/describeMediaStorageConfiguration", json!({"ChannelName": "nope"}), 404, "ResourceNotFoundException"),
-        ("/updateSignalingChannel", json!({"ChannelARN": arn}), 404, "UnknownOperationException"),
-        ("/ListTagsForResource", json!({"ResourceARN": arn}), 404, "UnknownOperationException"),
+        ("/updateSignalingChannel", json!({"ChannelARN": arn}), 400, "InvalidArgumentException"),
+        ("/ListTagsForResource", json!({"ResourceARN": "not-an-arn"}), 400, "InvalidArgumentException"),
+        ("/tagStream", json!({"StreamName": "s"}), 404, "UnknownOperationException"),
+        ("/listTagsForResource", json!({"ResourceARN": arn}), 404, "UnknownOperationException"),
     ];
     for (path, body, status, error_type) in cases {
         let response = post(addr, path, &body, &[]).await;
@@ -753,4 +755,146 @@ async fn binary_without_tls_prints_the_control_plane_url_and_serves_it() {
     let response = post(addr, "/describeSignalingChannel", &json!({"ChannelName": "cam"}), &[]).await;
     assert_eq!(response.status, 200, "{}", response.body);
     child.kill().await.unwrap();
+}
+
+fn describe_info(described: &RawResponse) -> Value {
+    assert_eq!(described.status, 200, "{}", described.body);
+    described.json()["ChannelInfo"].clone()
+}
+
+#[tokio::test]
+async fn update_signaling_channel_checks_the_version_and_the_ttl_applies_to_later_messages() {
+    let (emulator, arn) = start().await;
+    let before = describe_info(&call(&emulator, "/describeSignalingChannel", json!({"ChannelARN": arn})).await);
+    let version = before["Version"].as_str().unwrap().to_owned();
+    assert_eq!(before["SingleMasterConfiguration"]["MessageTtlSeconds"], json!(60));
+
+    // An offer stored under the 60 s TTL.
+    let mut viewer = connect(&emulator, &arn, Some("v1")).await;
+    send(&mut viewer, request("SDP_OFFER", None, OFFER_PAYLOAD, None)).await;
+    wait_until("the offer is stored", || emulator.stats().messages_stored == 1).await;
+
+    let update = |version: &str, ttl: i64| json!({"ChannelARN": arn, "CurrentVersion": version, "SingleMasterConfiguration": {"MessageTtlSeconds": ttl}});
+    let stale = call(&emulator, "/updateSignalingChannel", update("0stale0version0", 5)).await;
+    assert_aws_error(&stale, 400, "VersionMismatchException");
+    let out_of_range = call(&emulator, "/updateSignalingChannel", update(&version, 4)).await;
+    assert_aws_error(&out_of_range, 400, "InvalidArgumentException");
+    let updated = call(&emulator, "/updateSignalingChannel", update(&version, 5)).await;
+    assert_eq!((updated.status, updated.json()), (200, json!({})), "{}", updated.body);
+    let after = describe_info(&call(&emulator, "/describeSignalingChannel", json!({"ChannelARN": arn})).await);
+    assert_eq!(after["SingleMasterConfiguration"]["MessageTtlSeconds"], json!(5));
+    assert_ne!(after["Version"], before["Version"], "an update makes a new version");
+    let replayed = call(&emulator, "/updateSignalingChannel", update(&version, 6)).await;
+    assert_aws_error(&replayed, 400, "VersionMismatchException");
+
+    // A candidate stored under the new 5 s TTL expires; the earlier offer does not.
+    send(&mut viewer, request("ICE_CANDIDATE", None, OFFER_PAYLOAD, None)).await;
+    wait_until("the candidate is stored", || emulator.stats().messages_stored == 2).await;
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let mut master = connect(&emulator, &arn, None).await;
+    assert_eq!(recv_json(&mut master).await["messageType"], "SDP_OFFER");
+    expect_quiet(&mut master).await;
+    assert_eq!(emulator.stats().messages_expired, 1);
+
+    let missing = call(&emulator, "/updateSignalingChannel", update(&version, 5)).await;
+    assert_eq!(missing.status, 400, "the version changed, so a mismatch: {}", missing.body);
+    let unknown = arn.replace("/demo/", "/nonexistent/");
+    let unknown =
+        call(&emulator, "/updateSignalingChannel", json!({"ChannelARN": unknown, "CurrentVersion": "abc"})).await;
+    assert_aws_error(&unknown, 404, "ResourceNotFoundException");
+}
+
+#[tokio::test]
+async fn tag_untag_and_list_tags_for_resource() {
+    let (emulator, _) = start().await;
+    let created = call(
+        &emulator,
+        "/createSignalingChannel",
+        json!({"ChannelName": "tagged", "Tags": [{"Key": "site", "Value": "lab"}, {"Key": "owner", "Value": ""}]}),
+    )
+    .await;
+    let arn = created.json()["ChannelARN"].as_str().unwrap().to_owned();
+    let list = async || {
+        let listed = call(&emulator, "/ListTagsForResource", json!({"ResourceARN": arn})).await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        listed.json()["Tags"].clone()
+    };
+    assert_eq!(list().await, json!({"site": "lab", "owner": ""}));
+
+    let tagged = call(
+        &emulator,
+        "/TagResource",
+        json!({"ResourceARN": arn, "Tags": [{"Key": "site", "Value": "roof"}, {"Key": "model", "Value": "x1"}]}),
+    )
+    .await;
+    assert_eq!(tagged.status, 200, "{}", tagged.body);
+    assert_eq!(list().await, json!({"site": "roof", "owner": "", "model": "x1"}));
+
+    let untagged =
+        call(&emulator, "/UntagResource", json!({"ResourceARN": arn, "TagKeyList": ["owner", "not-there"]})).await;
+    assert_eq!(untagged.status, 200, "{}", untagged.body);
+    assert_eq!(list().await, json!({"site": "roof", "model": "x1"}));
+
+    // 49 more would make 51: refused, and nothing was added.
+    let many: Vec<Value> = (0..49).map(|i| json!({"Key": format!("k{i}"), "Value": "v"})).collect();
+    let refused = call(&emulator, "/TagResource", json!({"ResourceARN": arn, "Tags": many})).await;
+    assert_aws_error(&refused, 400, "TagsPerResourceExceededLimitException");
+    assert_eq!(list().await.as_object().unwrap().len(), 2);
+    let long_key =
+        call(&emulator, "/TagResource", json!({"ResourceARN": arn, "Tags": [{"Key": "k".repeat(129), "Value": "v"}]}))
+            .await;
+    assert_aws_error(&long_key, 400, "InvalidArgumentException");
+    let empty = call(&emulator, "/UntagResource", json!({"ResourceARN": arn, "TagKeyList": []})).await;
+    assert_aws_error(&empty, 400, "InvalidArgumentException");
+    let gone = arn.replace("/tagged/", "/gone/");
+    let unknown = call(&emulator, "/ListTagsForResource", json!({"ResourceARN": gone})).await;
+    assert_aws_error(&unknown, 404, "ResourceNotFoundException");
+    assert_eq!(emulator.stats().control_plane.get(Operation::TagResource), 3);
+}
+
+#[tokio::test]
+async fn control_plane_rate_limits_apply_while_quotas_are_on() {
+    let (emulator, arn) = start().await;
+    let other = emulator.create_channel("other");
+    let describe = |arn: &str| json!({"ChannelARN": arn});
+    // Quotas off (the library default): no limit.
+    for _ in 0..12 {
+        let answer = call(&emulator, "/describeSignalingChannel", describe(&arn)).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    emulator.set_limits(kvs_signaling::emulator::Limits { quotas: true, ..emulator.limits() });
+    // 5 TPS per channel: a burst of 8 gets at most 5 (a token may come back
+    // during the burst) and at least one throttle.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let answer = call(&emulator, "/describeSignalingChannel", describe(&arn)).await;
+        if answer.status != 200 {
+            assert_aws_error(&answer, 400, "ClientLimitExceededException");
+        }
+        statuses.push(answer.status);
+    }
+    let throttled = statuses.iter().filter(|status| **status == 400).count();
+    assert!(throttled >= 1 && statuses[..5].iter().all(|s| *s == 200), "{statuses:?}");
+    // Per channel: the other channel is not affected; by name counts too.
+    let by_name = call(&emulator, "/describeSignalingChannel", json!({"ChannelName": "other"})).await;
+    assert_eq!(by_name.status, 200, "{}", by_name.body);
+    assert_eq!(call(&emulator, "/describeSignalingChannel", describe(&other)).await.status, 200);
+    // And the limit refills.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(call(&emulator, "/describeSignalingChannel", describe(&arn)).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_account_channel_limit_is_enforced() {
+    let (emulator, _) =
+        start_with(EmulatorConfig { region: "eu-west-1".to_owned(), ..EmulatorConfig::default() }).await;
+    // 5,000 channels per account outside us-east-1 and us-west-2 (one is "demo").
+    for i in 1..5_000 {
+        emulator.create_channel(&format!("c{i}"));
+    }
+    let refused = call(&emulator, "/createSignalingChannel", json!({"ChannelName": "one-too-many"})).await;
+    assert_aws_error(&refused, 400, "AccountChannelLimitExceededException");
+    assert!(emulator.delete_channel("c1"));
+    let created = call(&emulator, "/createSignalingChannel", json!({"ChannelName": "fits-again"})).await;
+    assert_eq!(created.status, 200, "{}", created.body);
 }

@@ -209,6 +209,17 @@ impl Registry {
         Ok(arn)
     }
 
+    /// Changes the channel's info with `change` (under the registry's lock);
+    /// `None` when there is no such channel.
+    pub(super) fn modify<T>(&mut self, arn: &str, change: impl FnOnce(&mut ChannelInfo) -> T) -> Option<T> {
+        self.channels.get_mut(arn).map(|channel| change(&mut channel.info))
+    }
+
+    /// How many channels exist.
+    pub(super) fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
     pub(super) fn channel_arn(&self, name: &str) -> Option<String> {
         self.arn_by_name.get(name).cloned()
     }

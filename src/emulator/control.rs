@@ -39,6 +39,7 @@ pub(super) async fn handle(shared: &Arc<Shared>, operation: Operation, request: 
         return HttpError::injected(status, error_type, "injected fault").into_response();
     }
     let answer = authenticate(shared, &parts.method, &parts.uri, &parts.headers, &body)
+        .and_then(|()| throttle(shared, operation, &body))
         .and_then(|()| answer(shared, operation, &parts.headers, &body));
     match answer {
         Ok(output) => json_response(StatusCode::OK, &output),
@@ -47,6 +48,30 @@ pub(super) async fn handle(shared: &Arc<Shared>, operation: Operation, request: 
             error.into_response()
         }
     }
+}
+
+/// Refuses a call over the control-plane rate limits (spec §7.2) while quotas
+/// are on: per account, and per channel for a call that names an existing one.
+fn throttle(shared: &Shared, operation: Operation, body: &[u8]) -> Result<(), HttpError> {
+    if !shared.limits().quotas {
+        return Ok(());
+    }
+    let channel = parse_object(body).ok().and_then(|input| {
+        let named = ["ChannelARN", "ResourceARN"].iter().find_map(|key| input.get(*key)?.as_str());
+        let registry = lock(&shared.registry);
+        match named {
+            Some(arn) => registry.by_arn(arn).map(|info| info.arn),
+            None => registry.channel_arn(input.get("ChannelName")?.as_str()?),
+        }
+    });
+    if lock(&shared.control_rates).admit(operation, channel.as_deref(), Instant::now()) {
+        return Ok(());
+    }
+    Err(HttpError::new(
+        StatusCode::BAD_REQUEST,
+        "ClientLimitExceededException",
+        format!("Your request for {} has been throttled; retry later.", operation.name()),
+    ))
 }
 
 /// The reply to an authenticated request for `operation`, from its headers and body.
@@ -68,6 +93,10 @@ pub(super) fn answer(
             find(shared, &input).map(|_| json!({"MediaStorageConfiguration": {"Status": "DISABLED"}}))
         }
         Operation::GetIceServerConfig => ice_servers(shared, &input, &host),
+        Operation::UpdateSignalingChannel => update(shared, &input),
+        Operation::TagResource => tag(shared, &input),
+        Operation::UntagResource => untag(shared, &input),
+        Operation::ListTagsForResource => list_tags(shared, &input),
     }
 }
 
@@ -127,17 +156,18 @@ fn create(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
             ));
         }
     }
-    let mut message_ttl = shared.config.message_ttl;
-    if let Some(configuration) = opt_object(input, "SingleMasterConfiguration")?
-        && let Some(seconds) = opt_i64(configuration, "MessageTtlSeconds")?
-    {
-        if !(5..=120).contains(&seconds) {
-            let rule = "Member must have value between 5 and 120";
-            return Err(constraint(&seconds.to_string(), "singleMasterConfiguration.messageTtlSeconds", rule));
-        }
-        message_ttl = Duration::from_secs(seconds.unsigned_abs());
-    }
+    let message_ttl = requested_ttl(input)?.unwrap_or(shared.config.message_ttl);
     let tags = parse_tags(input)?;
+    let limit = max_channels(&shared.config.region);
+    if lock(&shared.registry).channel_count() >= limit {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "AccountChannelLimitExceededException",
+            format!(
+                "You have reached the maximum limit of {limit} signaling channels for this account in this region."
+            ),
+        ));
+    }
     match shared.create_channel(name, message_ttl, tags) {
         Ok(arn) => Ok(json!({ "ChannelARN": arn })),
         Err(_) => Err(HttpError::new(
@@ -148,16 +178,40 @@ fn create(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
     }
 }
 
+/// Channels per account and region (spec §7.2).
+fn max_channels(region: &str) -> usize {
+    if matches!(region, "us-east-1" | "us-west-2") { 10_000 } else { 5_000 }
+}
+
+/// `SingleMasterConfiguration.MessageTtlSeconds` (5-120) if given.
+fn requested_ttl(input: &JsonObject) -> Result<Option<Duration>, HttpError> {
+    let Some(configuration) = opt_object(input, "SingleMasterConfiguration")? else {
+        return Ok(None);
+    };
+    let Some(seconds) = opt_i64(configuration, "MessageTtlSeconds")? else {
+        return Ok(None);
+    };
+    if !(5..=120).contains(&seconds) {
+        let rule = "Member must have value between 5 and 120";
+        return Err(constraint(&seconds.to_string(), "singleMasterConfiguration.messageTtlSeconds", rule));
+    }
+    Ok(Some(Duration::from_secs(seconds.unsigned_abs())))
+}
+
+fn too_many_tags(count: usize) -> HttpError {
+    HttpError::new(
+        StatusCode::BAD_REQUEST,
+        "TagsPerResourceExceededLimitException",
+        format!("A resource can have at most {MAX_TAGS} tags; this request would make it {count}."),
+    )
+}
+
 pub(super) fn parse_tags(input: &JsonObject) -> Result<Vec<(String, String)>, HttpError> {
     let Some(items) = opt_array(input, "Tags")? else {
         return Ok(Vec::new());
     };
     if items.len() > MAX_TAGS {
-        return Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            "TagsPerResourceExceededLimitException",
-            format!("A resource can have at most {MAX_TAGS} tags; {} were given.", items.len()),
-        ));
+        return Err(too_many_tags(items.len()));
     }
     let mut tags = Vec::with_capacity(items.len());
     for item in items {
@@ -271,16 +325,126 @@ fn delete(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
     if let Some(version) = opt_str(input, "CurrentVersion")?
         && version != info.version
     {
-        return Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            "VersionMismatchException",
-            format!("The supplied version {version} does not match the current version {}.", info.version),
-        ));
+        return Err(version_mismatch(version, &info.version));
     }
     if !shared.delete_channel(&info.arn) {
         return Err(HttpError::not_found(NOT_FOUND));
     }
     Ok(json!({}))
+}
+
+fn version_mismatch(given: &str, current: &str) -> HttpError {
+    HttpError::new(
+        StatusCode::BAD_REQUEST,
+        "VersionMismatchException",
+        format!("The supplied version {given} does not match the current version {current}."),
+    )
+}
+
+/// UpdateSignalingChannel (spec §8.7): `CurrentVersion` must match; a new
+/// `MessageTtlSeconds` applies to messages stored from now on (those already
+/// stored keep their expiry); the channel gets a new version.
+fn update(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let arn = required_str(input, "ChannelARN")?;
+    check_arn(arn)?;
+    let given = required_str(input, "CurrentVersion")?;
+    if given.is_empty() || given.len() > 64 || !given.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(constraint(
+            given,
+            "currentVersion",
+            "Member must match [a-zA-Z0-9]+ and have length between 1 and 64",
+        ));
+    }
+    let ttl = requested_ttl(input)?;
+    let changed = lock(&shared.registry).modify(arn, |info| {
+        if info.version != given {
+            return Err(version_mismatch(given, &info.version));
+        }
+        if let Some(ttl) = ttl {
+            info.message_ttl = ttl;
+        }
+        info.version = next_version(&info.version);
+        Ok(())
+    });
+    changed.ok_or_else(|| HttpError::not_found(NOT_FOUND))??;
+    Ok(json!({}))
+}
+
+/// A new `[a-zA-Z0-9]{20}` version, different from `current`.
+fn next_version(current: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    (current, super::epoch_millis()).hash(&mut hasher);
+    let version = format!("{:016x}{:04x}", hasher.finish(), hasher.finish() >> 48);
+    if version == current { format!("{}0", &version[..19]) } else { version }
+}
+
+fn resource(shared: &Shared, input: &JsonObject) -> Result<String, HttpError> {
+    let arn = required_str(input, "ResourceARN")?;
+    check_arn(arn).map_err(|_| constraint(arn, "resourceARN", "Member must be a signaling channel ARN"))?;
+    lock(&shared.registry).by_arn(arn).map(|info| info.arn).ok_or_else(|| HttpError::not_found(NOT_FOUND))
+}
+
+/// TagResource: adds tags or replaces the values of existing keys; at most
+/// 50 tags on the channel afterwards.
+fn tag(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let arn = resource(shared, input)?;
+    let tags = parse_tags(input)?;
+    if tags.is_empty() {
+        return Err(constraint("[]", "tags", "Member must have length between 1 and 50"));
+    }
+    let changed = lock(&shared.registry).modify(&arn, |info| {
+        let mut merged = info.tags.clone();
+        for (key, value) in tags {
+            match merged.iter_mut().find(|(existing, _)| *existing == key) {
+                Some(slot) => slot.1 = value,
+                None => merged.push((key, value)),
+            }
+        }
+        if merged.len() > MAX_TAGS {
+            return Err(too_many_tags(merged.len()));
+        }
+        info.tags = merged;
+        Ok(())
+    });
+    changed.ok_or_else(|| HttpError::not_found(NOT_FOUND))??;
+    Ok(json!({}))
+}
+
+/// UntagResource: removes the listed keys (unknown keys are ignored).
+fn untag(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let arn = resource(shared, input)?;
+    let keys = opt_array(input, "TagKeyList")?.ok_or_else(|| HttpError::invalid_argument("TagKeyList is required."))?;
+    if keys.is_empty() || keys.len() > MAX_TAGS {
+        return Err(constraint(&keys.len().to_string(), "tagKeyList", "Member must have length between 1 and 50"));
+    }
+    let mut remove = Vec::with_capacity(keys.len());
+    for key in keys {
+        let key = key.as_str().ok_or_else(|| HttpError::serialization("each of TagKeyList must be a string"))?;
+        if key.is_empty() || key.chars().count() > 128 {
+            return Err(constraint(key, "tagKeyList.member", "Member must have length between 1 and 128"));
+        }
+        remove.push(key);
+    }
+    lock(&shared.registry)
+        .modify(&arn, |info| info.tags.retain(|(key, _)| !remove.contains(&key.as_str())))
+        .ok_or_else(|| HttpError::not_found(NOT_FOUND))?;
+    Ok(json!({}))
+}
+
+/// ListTagsForResource: every tag as a `{key: value}` map (at most 50, so
+/// one page: no `NextToken`).
+fn list_tags(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let arn = resource(shared, input)?;
+    if let Some(token) = opt_str(input, "NextToken")?
+        && !token.is_empty()
+    {
+        return Err(HttpError::invalid_argument("The NextToken is invalid."));
+    }
+    let info = lock(&shared.registry).by_arn(&arn).ok_or_else(|| HttpError::not_found(NOT_FOUND))?;
+    let tags: serde_json::Map<String, Value> =
+        info.tags.into_iter().map(|(key, value)| (key, Value::String(value))).collect();
+    Ok(json!({ "Tags": tags }))
 }
 
 fn list(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {

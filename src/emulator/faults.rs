@@ -24,12 +24,20 @@ pub enum Operation {
     DescribeMediaStorageConfiguration,
     /// `POST {HTTPS endpoint}/v1/get-ice-server-config`.
     GetIceServerConfig,
+    /// `POST /updateSignalingChannel`.
+    UpdateSignalingChannel,
+    /// `POST /TagResource`.
+    TagResource,
+    /// `POST /UntagResource`.
+    UntagResource,
+    /// `POST /ListTagsForResource`.
+    ListTagsForResource,
 }
 
 /// Every operation, in a fixed order. (A free constant rather than an
 /// associated one: cbindgen would put an associated constant, and with it an
 /// opaque `Operation`, into the C header.)
-pub(super) const OPERATIONS: [Operation; 7] = [
+pub(super) const OPERATIONS: [Operation; 11] = [
     Operation::CreateSignalingChannel,
     Operation::DescribeSignalingChannel,
     Operation::GetSignalingChannelEndpoint,
@@ -37,11 +45,15 @@ pub(super) const OPERATIONS: [Operation; 7] = [
     Operation::ListSignalingChannels,
     Operation::DescribeMediaStorageConfiguration,
     Operation::GetIceServerConfig,
+    Operation::UpdateSignalingChannel,
+    Operation::TagResource,
+    Operation::UntagResource,
+    Operation::ListTagsForResource,
 ];
 
 impl Operation {
     /// Every operation, in a fixed order.
-    pub fn all() -> [Operation; 7] {
+    pub fn all() -> [Operation; 11] {
         OPERATIONS
     }
 
@@ -55,6 +67,10 @@ impl Operation {
             Operation::ListSignalingChannels => "ListSignalingChannels",
             Operation::DescribeMediaStorageConfiguration => "DescribeMediaStorageConfiguration",
             Operation::GetIceServerConfig => "GetIceServerConfig",
+            Operation::UpdateSignalingChannel => "UpdateSignalingChannel",
+            Operation::TagResource => "TagResource",
+            Operation::UntagResource => "UntagResource",
+            Operation::ListTagsForResource => "ListTagsForResource",
         }
     }
 
@@ -74,6 +90,10 @@ impl Operation {
             Operation::ListSignalingChannels => Some("/listSignalingChannels"),
             Operation::DescribeMediaStorageConfiguration => Some("/describeMediaStorageConfiguration"),
             Operation::GetIceServerConfig => None,
+            Operation::UpdateSignalingChannel => Some("/updateSignalingChannel"),
+            Operation::TagResource => Some("/TagResource"),
+            Operation::UntagResource => Some("/UntagResource"),
+            Operation::ListTagsForResource => Some("/ListTagsForResource"),
         }
     }
 

@@ -17,6 +17,8 @@
 //! | `POST /getSignalingChannelEndpoint` | GetSignalingChannelEndpoint |
 //! | `POST /deleteSignalingChannel` | DeleteSignalingChannel |
 //! | `POST /listSignalingChannels` | ListSignalingChannels |
+//! | `POST /updateSignalingChannel` | UpdateSignalingChannel (message TTL; `CurrentVersion` checked) |
+//! | `POST /TagResource`, `/UntagResource`, `/ListTagsForResource` | the channel's tags (at most 50) |
 //! | `POST /describeMediaStorageConfiguration` | DescribeMediaStorageConfiguration (always `DISABLED`) |
 //! | `POST /r-<hex>/v1/get-ice-server-config` | GetIceServerConfig on the HTTPS channel endpoint |
 //! | `GET /admin/stats`, `POST /admin/...` | test controls, below (loopback peers, others only with the admin token: [`AdminAccess`]) |
@@ -163,6 +165,7 @@ mod faults;
 pub(crate) mod fuzzing;
 mod http;
 mod sigv4;
+mod throttle;
 mod tls;
 
 pub use faults::{ConnectRefusal, ControlPlaneFault, Limits, Operation, Target};
@@ -302,6 +305,14 @@ pub struct ControlPlaneCalls {
     pub describe_media_storage_configuration: u64,
     /// `GetIceServerConfig` calls.
     pub get_ice_server_config: u64,
+    /// `UpdateSignalingChannel` calls.
+    pub update_signaling_channel: u64,
+    /// `TagResource` calls.
+    pub tag_resource: u64,
+    /// `UntagResource` calls.
+    pub untag_resource: u64,
+    /// `ListTagsForResource` calls.
+    pub list_tags_for_resource: u64,
 }
 
 impl ControlPlaneCalls {
@@ -315,6 +326,10 @@ impl ControlPlaneCalls {
             Operation::ListSignalingChannels => self.list_signaling_channels,
             Operation::DescribeMediaStorageConfiguration => self.describe_media_storage_configuration,
             Operation::GetIceServerConfig => self.get_ice_server_config,
+            Operation::UpdateSignalingChannel => self.update_signaling_channel,
+            Operation::TagResource => self.tag_resource,
+            Operation::UntagResource => self.untag_resource,
+            Operation::ListTagsForResource => self.list_tags_for_resource,
         }
     }
 
@@ -413,6 +428,10 @@ impl Counters {
                 list_signaling_channels: calls(Operation::ListSignalingChannels),
                 describe_media_storage_configuration: calls(Operation::DescribeMediaStorageConfiguration),
                 get_ice_server_config: calls(Operation::GetIceServerConfig),
+                update_signaling_channel: calls(Operation::UpdateSignalingChannel),
+                tag_resource: calls(Operation::TagResource),
+                untag_resource: calls(Operation::UntagResource),
+                list_tags_for_resource: calls(Operation::ListTagsForResource),
             },
             control_plane_faults: read(&self.control_plane_faults),
             auth_failures: read(&self.auth_failures),
@@ -449,6 +468,8 @@ struct Shared {
     epoch: watch::Sender<u64>,
     limits: watch::Sender<Limits>,
     faults: Mutex<faults::FaultState>,
+    /// Control-plane rate limits (spec §7.2), applied while quotas are on.
+    control_rates: Mutex<throttle::ControlPlaneRates>,
     /// Whether a frame delay may be in force (spares writers the fault lock).
     frame_delay_active: AtomicBool,
     /// Test shift of the emulator's clock, milliseconds.
@@ -705,6 +726,7 @@ impl Shared {
             epoch: watch::channel(0).0,
             limits: watch::channel(limits).0,
             faults: Mutex::new(faults::FaultState::default()),
+            control_rates: Mutex::default(),
             frame_delay_active: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(0),
             restarts,
