@@ -807,9 +807,12 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 /// Threading: any thread, callbacks included (it starts the library's threads on
 /// first use).
 ///
-/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
+/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id` or a presigned URL, and
+/// `tags` NULL with a `tag_count`), KVS_ERR_INVALID_UTF8,
 /// KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
-/// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
+/// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a `presigned_url` without its
+/// expiry or with `use_control_plane`, a `user_agent_suffix` outside 1-256 printable ASCII
+/// characters, tags beyond the service's limits or without `create_channel`), KVS_ERR_CREDENTIALS
 /// (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
 /// KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
@@ -874,7 +877,9 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 /// KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
 /// KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
 /// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
-/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
+/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; with a `signer_callback` KVS_ERR_SIGNER_FAILED,
+/// KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL, KVS_ERR_SIGNER_NOT_WSS; with a
+/// `presigned_url` KVS_ERR_PRESIGNED_URL_EXPIRED; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
 /// `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
