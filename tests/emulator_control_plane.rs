@@ -402,7 +402,13 @@ async fn control_plane_errors_are_aws_errors() {
         ),
         ("/describeMediaStorageConfiguration", json!({"ChannelName": "nope"}), 404, "ResourceNotFoundException"),
         ("/updateSignalingChannel", json!({"ChannelARN": arn}), 404, "UnknownOperationException"),
-        ("/ListTagsForResource", json!({"ResourceARN": arn}), 404, "UnknownOperationException"),
+        (
+            "/ListTagsForResource",
+            json!({"ResourceARN": "arn:aws:kinesisvideo:us-west-2:123456789012:channel/nope/1"}),
+            404,
+            "ResourceNotFoundException",
+        ),
+        ("/ListTagsForResource", json!({}), 400, "InvalidArgumentException"),
     ];
     for (path, body, status, error_type) in cases {
         let response = post(addr, path, &body, &[]).await;

@@ -8,13 +8,14 @@
 mod common;
 
 use common::{EmulatorThread, wait_for};
-use kvs_signaling::aws::Credentials;
 use kvs_signaling::aws::sigv4::{presign_wss_url, sign_request};
+use kvs_signaling::aws::{ControlPlane, ControlPlaneConfig, Credentials, StaticCredentials};
 use kvs_signaling::emulator::{EmulatorConfig, TlsSetting};
 use kvs_signaling::ffi::kvs_result::{self, *};
 use kvs_signaling::ffi::*;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::ptr;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,18 +198,31 @@ fn a_backend_callback_signs_for_clients_without_credentials_and_tags_reach_the_s
     let offer = wait_for("the offer", Duration::from_secs(5), || OFFERS.lock().unwrap().first().cloned());
     assert_eq!(offer, (Some("viewer-1".into()), Some("v=0\r\nsigned-by-backend\r\n".into())));
 
+    // The suffix on every call and upgrade (before the test's own call below).
+    let seen = emulator.with(|e| e.user_agents());
+    let expected = format!("kvs-signaling/{} {SUFFIX}", env!("CARGO_PKG_VERSION"));
+    assert_eq!((seen.https, seen.websocket), (vec![expected.clone()], vec![expected]));
     // Created with its tags, as CreateSignalingChannel stored them.
     let stored = emulator.with(|e| e.channel_tags("tagged-cam")).expect("the channel was created");
     let expected: Vec<(String, String)> = tag_pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
     assert_eq!(stored, expected);
+    // And ListTagsForResource, through the library's own control-plane call, lists them.
+    let listed = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let credentials = Credentials::new(KEY, SECRET, None);
+        let mut settings = ControlPlaneConfig::new("us-west-2", Arc::new(StaticCredentials::new(credentials)));
+        settings.endpoint_override = Some(control_plane.clone());
+        settings.ca_bundle = Some(ca.clone().into());
+        let arn = emulator.with(|e| e.channel_arn("tagged-cam")).unwrap();
+        ControlPlane::new(&settings).unwrap().list_tags(&arn).await.unwrap()
+    });
+    let mut sorted = expected.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted);
     // Every request signed by the callback, on the dispatcher thread; nothing refused.
     assert_eq!(backend.urls.load(Ordering::SeqCst), 2);
     assert!(backend.requests.load(Ordering::SeqCst) >= 5, "{}", backend.requests.load(Ordering::SeqCst));
     assert!(backend.threads.lock().unwrap().iter().all(|name| name == "kvs-callbacks"));
     assert_eq!(emulator.stats().auth_failures, 0);
-    let seen = emulator.with(|e| e.user_agents());
-    let expected = format!("kvs-signaling/{} {SUFFIX}", env!("CARGO_PKG_VERSION"));
-    assert_eq!((seen.https, seen.websocket), (vec![expected.clone()], vec![expected]));
     kvs_client_free(viewer);
     kvs_client_free(master);
 }

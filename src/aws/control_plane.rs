@@ -294,6 +294,21 @@ pub(super) fn parse_endpoints(body: &Value) -> Result<ChannelEndpoints, AwsError
     Ok(ChannelEndpoints { wss, https })
 }
 
+/// Reads ListTagsForResource's reply: `{"Tags": {key: value}}` (absent: no tags).
+pub(super) fn parse_tags_reply(reply: &Value) -> Result<Vec<(String, String)>, AwsError> {
+    let bad = || AwsError::BadResponse("ListTagsForResource: Tags is not a map of strings".into());
+    let Some(tags) = reply.as_object().and_then(|o| get_ci(o, "Tags")) else {
+        return Ok(Vec::new());
+    };
+    let map = tags.as_object().ok_or_else(bad)?;
+    let mut tags = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        tags.push((key.clone(), value.as_str().ok_or_else(bad)?.to_owned()));
+    }
+    tags.sort();
+    Ok(tags)
+}
+
 /// Reads CreateSignalingChannel's reply (spec §8.2): the new channel's ARN.
 pub(super) fn parse_create_reply(reply: &Value) -> Result<String, AwsError> {
     reply
@@ -476,6 +491,14 @@ impl ControlPlane {
         let body = create_request(name, message_ttl_secs, tags)?;
         let reply = self.call("CreateSignalingChannel", &format!("{}/createSignalingChannel", self.url), &body).await?;
         parse_create_reply(&reply)
+    }
+
+    /// ListTagsForResource: the tags of the channel `arn`, sorted by key.
+    pub async fn list_tags(&self, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
+        check_arn(arn)?;
+        let url = format!("{}/ListTagsForResource", self.url);
+        let reply = self.call("ListTagsForResource", &url, &json!({ "ResourceARN": arn })).await?;
+        parse_tags_reply(&reply)
     }
 
     /// GetSignalingChannelEndpoint for `role` with protocols WSS and HTTPS, as
@@ -842,6 +865,17 @@ mod tests {
         assert!(matches!(create_request("demo", None, &too_many), Err(AwsError::Config(_))));
         assert!(matches!(create_request("demo", None, &[(String::new(), "v".into())]), Err(AwsError::Config(_))));
         assert!(matches!(create_request("demo", None, &[("k".into(), "v".repeat(257))]), Err(AwsError::Config(_))));
+    }
+
+    #[test]
+    fn tag_replies() {
+        let reply = json!({"NextToken": null, "Tags": {"b": "2", "a": ""}});
+        assert_eq!(parse_tags_reply(&reply).unwrap(), vec![("a".into(), String::new()), ("b".into(), "2".into())]);
+        assert_eq!(parse_tags_reply(&json!({})).unwrap(), vec![]);
+        assert!(matches!(parse_tags_reply(&json!({"Tags": {"a": 1}})), Err(AwsError::BadResponse(_))));
+        assert!(check_tags(&[("k".into(), "a;b".into())]).is_err());
+        assert!(check_tags(&[("k".into(), "v".into()), ("k".into(), "w".into())]).is_err());
+        assert!(check_tags(&[("Site Lyon".into(), "3/B é@x".into())]).is_ok());
     }
 
     #[test]

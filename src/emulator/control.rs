@@ -68,6 +68,7 @@ pub(super) fn answer(
             find(shared, &input).map(|_| json!({"MediaStorageConfiguration": {"Status": "DISABLED"}}))
         }
         Operation::GetIceServerConfig => ice_servers(shared, &input, &host),
+        Operation::ListTagsForResource => list_tags(shared, &input),
     }
 }
 
@@ -199,6 +200,20 @@ pub(super) fn parse_tags(input: &JsonObject) -> Result<Vec<(String, String)>, Ht
         tags.push((key.to_owned(), value.to_owned()));
     }
     Ok(tags)
+}
+
+/// ListTagsForResource (spec §8): the channel's tags as a `{key: value}` map,
+/// all on one page (a channel has at most 50).
+fn list_tags(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let arn = required_str(input, "ResourceARN")?;
+    if arn.is_empty() || arn.len() > 1024 {
+        return Err(constraint(arn, "resourceARN", "Member must have length between 1 and 1024"));
+    }
+    let info = lock(&shared.registry)
+        .by_arn(arn)
+        .ok_or_else(|| HttpError::not_found(format!("The resource {arn} does not exist.")))?;
+    let tags: serde_json::Map<String, Value> = info.tags.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    Ok(json!({ "Tags": tags }))
 }
 
 /// The channel named by `ChannelARN` or `ChannelName` (the ARN wins when both

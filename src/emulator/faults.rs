@@ -24,12 +24,14 @@ pub enum Operation {
     DescribeMediaStorageConfiguration,
     /// `POST {HTTPS endpoint}/v1/get-ice-server-config`.
     GetIceServerConfig,
+    /// `POST /ListTagsForResource` (capital L, as the service spells it).
+    ListTagsForResource,
 }
 
 /// Every operation, in a fixed order. (A free constant rather than an
 /// associated one: cbindgen would put an associated constant, and with it an
 /// opaque `Operation`, into the C header.)
-pub(super) const OPERATIONS: [Operation; 7] = [
+pub(super) const OPERATIONS: [Operation; 8] = [
     Operation::CreateSignalingChannel,
     Operation::DescribeSignalingChannel,
     Operation::GetSignalingChannelEndpoint,
@@ -37,11 +39,12 @@ pub(super) const OPERATIONS: [Operation; 7] = [
     Operation::ListSignalingChannels,
     Operation::DescribeMediaStorageConfiguration,
     Operation::GetIceServerConfig,
+    Operation::ListTagsForResource,
 ];
 
 impl Operation {
     /// Every operation, in a fixed order.
-    pub fn all() -> [Operation; 7] {
+    pub fn all() -> [Operation; 8] {
         OPERATIONS
     }
 
@@ -55,6 +58,7 @@ impl Operation {
             Operation::ListSignalingChannels => "ListSignalingChannels",
             Operation::DescribeMediaStorageConfiguration => "DescribeMediaStorageConfiguration",
             Operation::GetIceServerConfig => "GetIceServerConfig",
+            Operation::ListTagsForResource => "ListTagsForResource",
         }
     }
 
@@ -74,6 +78,7 @@ impl Operation {
             Operation::ListSignalingChannels => Some("/listSignalingChannels"),
             Operation::DescribeMediaStorageConfiguration => Some("/describeMediaStorageConfiguration"),
             Operation::GetIceServerConfig => None,
+            Operation::ListTagsForResource => Some("/ListTagsForResource"),
         }
     }
 

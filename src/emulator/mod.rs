@@ -276,6 +276,8 @@ pub struct ControlPlaneCalls {
     pub describe_media_storage_configuration: u64,
     /// `GetIceServerConfig` calls.
     pub get_ice_server_config: u64,
+    /// `ListTagsForResource` calls.
+    pub list_tags_for_resource: u64,
 }
 
 impl ControlPlaneCalls {
@@ -289,6 +291,7 @@ impl ControlPlaneCalls {
             Operation::ListSignalingChannels => self.list_signaling_channels,
             Operation::DescribeMediaStorageConfiguration => self.describe_media_storage_configuration,
             Operation::GetIceServerConfig => self.get_ice_server_config,
+            Operation::ListTagsForResource => self.list_tags_for_resource,
         }
     }
 
@@ -414,6 +417,7 @@ impl Counters {
                 list_signaling_channels: calls(Operation::ListSignalingChannels),
                 describe_media_storage_configuration: calls(Operation::DescribeMediaStorageConfiguration),
                 get_ice_server_config: calls(Operation::GetIceServerConfig),
+                list_tags_for_resource: calls(Operation::ListTagsForResource),
             },
             control_plane_faults: read(&self.control_plane_faults),
             auth_failures: read(&self.auth_failures),
