@@ -53,6 +53,49 @@
  */
 #define MAX_ERROR_TYPE_LEN 256
 
+#if defined(KVS_FEATURE_EMULATOR)
+/**
+ * The most distinct values kept per kind; later new ones are not recorded.
+ */
+#define UserAgents_MAX 32
+#endif
+
+/**
+ * The most tags a channel takes (spec §7.2).
+ */
+#define MAX_TAGS 50
+
+/**
+ * The longest tag key (characters).
+ */
+#define MAX_TAG_KEY 128
+
+/**
+ * The longest tag value (characters).
+ */
+#define MAX_TAG_VALUE 256
+
+/**
+ * The longest user-agent suffix accepted (characters).
+ */
+#define MAX_USER_AGENT_SUFFIX_LEN 256
+
+/**
+ * The longest URL a signer may return (8 KiB): a presigned URL with a
+ * session token is about 1.5 KB.
+ */
+#define MAX_SIGNED_URL_LEN 8192
+
+/**
+ * The most headers a signer may return for one request.
+ */
+#define MAX_SIGNED_HEADERS 16
+
+/**
+ * The most bytes of header names and values a signer may return for one request (8 KiB).
+ */
+#define MAX_SIGNED_HEADER_BYTES 8192
+
 /**
  * The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
  * the largest message of the spec (a 10,000-character payload in its
@@ -115,6 +158,11 @@
  * Default of `kvs_client_config.callback_backlog_bytes` (512 KiB).
  */
 #define KVS_DEFAULT_CALLBACK_BACKLOG_BYTES (512 * 1024)
+
+/**
+ * The longest URL `kvs_sign_sink_set_url` accepts (bytes, without the NUL).
+ */
+#define KVS_MAX_SIGNED_URL_LEN MAX_SIGNED_URL_LEN
 
 /**
  * Result of every fallible function. `KVS_OK` is 0; error values are stable and
@@ -273,6 +321,32 @@ enum kvs_result
    * stopped the client meanwhile.
    */
   KVS_ERR_CANCELLED = 36,
+  /**
+   * The request signer (`signer_callback`, signing by a backend) failed:
+   * it returned an error code or did not answer within `signer_timeout_ms`.
+   */
+  KVS_ERR_SIGNER_FAILED = 37,
+  /**
+   * The request signer returned more than the library accepts (a URL over
+   * KVS_MAX_SIGNED_URL_LEN bytes, too many or too long headers).
+   */
+  KVS_ERR_SIGNER_TOO_LONG = 38,
+  /**
+   * The request signer returned a URL that does not parse, lacks a query or
+   * is for another host or port, or headers that are not valid HTTP.
+   */
+  KVS_ERR_SIGNER_INVALID_URL = 39,
+  /**
+   * The request signer returned a URL that is not `wss://` for a `wss://`
+   * endpoint (a downgrade to cleartext, refused).
+   */
+  KVS_ERR_SIGNER_NOT_WSS = 40,
+  /**
+   * The configured presigned URL has expired (or the service refused it
+   * with 403) and no signer is configured to make a new one; the client
+   * stopped instead of retrying with a dead URL.
+   */
+  KVS_ERR_PRESIGNED_URL_EXPIRED = 41,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -416,6 +490,12 @@ typedef struct kvs_client kvs_client;
 typedef struct kvs_credentials_sink kvs_credentials_sink;
 
 /**
+ * Where the signer callback puts its answer; valid during the callback
+ * only. Opaque.
+ */
+typedef struct kvs_sign_sink kvs_sign_sink;
+
+/**
  * One ICE server as `kvs_client_get_ice_servers` writes it: pointers into the
  * caller's buffer, valid as long as that buffer is.
  */
@@ -545,6 +625,94 @@ typedef void (*kvs_ice_servers_callback)(void *userdata, size_t count);
  * Releases `userdata`; called exactly once.
  */
 typedef void (*kvs_free_callback)(void *userdata);
+
+/**
+ * One HTTP header, borrowed for the call.
+ */
+typedef struct kvs_header {
+  const char *name;
+  const char *value;
+} kvs_header;
+
+/**
+ * What the signer callback is asked to sign. Every pointer is borrowed for
+ * the call only; strings are NUL-terminated UTF-8, NULL when absent. The
+ * struct may grow at the end in a later minor version.
+ */
+typedef struct kvs_sign_request {
+  /**
+   * A `kvs_sign_kind` value.
+   */
+  uint32_t kind;
+  /**
+   * KVS_SIGN_KIND_WSS_URL: the channel's WSS endpoint for the role
+   * (`wss://host[/path]`, no query; `ws://` for a local emulator); the URL
+   * returned must be for its scheme, host and port. KVS_SIGN_KIND_HTTP_REQUEST:
+   * the full URL of the call.
+   */
+  const char *url;
+  /**
+   * A `kvs_role` value (WSS URL only; 0 for HTTP requests).
+   */
+  uint32_t role;
+  /**
+   * `X-Amz-ChannelARN` (WSS URL only, else NULL).
+   */
+  const char *channel_arn;
+  /**
+   * `X-Amz-ClientId` of a viewer (WSS URL only, else NULL).
+   */
+  const char *client_id;
+  /**
+   * The region to sign for.
+   */
+  const char *region;
+  /**
+   * The time to sign at, milliseconds since 1970: local time corrected by
+   * the clock skew the library learnt from the service.
+   */
+  uint64_t time_unix_ms;
+  /**
+   * "POST" (HTTP request only, else NULL).
+   */
+  const char *method;
+  /**
+   * The headers that will be sent (`host`, `content-type`, `user-agent`;
+   * HTTP request only, else NULL and 0).
+   */
+  const struct kvs_header *headers;
+  size_t header_count;
+  /**
+   * The JSON body (HTTP request only, else NULL and 0); not NUL-terminated.
+   */
+  const uint8_t *body;
+  size_t body_len;
+} kvs_sign_request;
+
+/**
+ * Asked to sign (see `kvs_sign_request`): answer through `sink` (valid during
+ * this call only) and return KVS_OK, or return an error code (the attempt
+ * then fails with KVS_ERR_SIGNER_FAILED and the client retries with
+ * backoff). Runs on the dispatcher thread, like every callback of the
+ * client; it may block (e.g. an HTTPS call to the application's backend),
+ * but other callbacks wait meanwhile, and the library gives up on it after
+ * `signer_timeout_ms`.
+ *
+ * The return value is a `kvs_result` value (a `uint32_t`); a value that is
+ * not a known code counts as a failure.
+ */
+typedef uint32_t (*kvs_signer_callback)(void *userdata,
+                                        const struct kvs_sign_request *request,
+                                        struct kvs_sign_sink *sink);
+
+/**
+ * One tag of a channel the client creates (`kvs_client_config.tags`);
+ * NUL-terminated UTF-8, borrowed for `kvs_client_new`.
+ */
+typedef struct kvs_tag {
+  const char *key;
+  const char *value;
+} kvs_tag;
 
 /**
  * Configuration of a client. Initialise it with `kvs_client_config_default()`
@@ -761,6 +929,48 @@ typedef struct kvs_client_config {
    * decides (a duplicate offer can upset a peer).
    */
   bool report_unconfirmed_sdp;
+  /**
+   * Signing by a backend: called for the presigned WebSocket URL of every
+   * connect attempt (for `endpoint`, or the endpoint the control plane
+   * returned) and, with `use_control_plane`, for the headers of every
+   * control-plane call, so the client needs no credentials (they are then
+   * never used). Runs on the dispatcher thread with `userdata`; see
+   * `kvs_signer_callback` and README "Signing by a backend".
+   */
+  kvs_signer_callback signer_callback;
+  /**
+   * How long the library waits for one `signer_callback` call (ms); 0
+   * means 10000. A late answer fails the attempt with KVS_ERR_SIGNER_FAILED.
+   */
+  uint32_t signer_timeout_ms;
+  /**
+   * A ready presigned WebSocket URL (`wss://...?X-Amz-ChannelARN=...&X-Amz-Signature=...`,
+   * at most KVS_MAX_SIGNED_URL_LEN bytes), instead of `endpoint` (not with
+   * `use_control_plane`); `channel_arn` and a viewer's `client_id` may then
+   * be NULL: they are read from the URL. Once it has expired or the service
+   * refuses it (401/403), the client asks `signer_callback` for a new URL,
+   * or, without one, stops with KVS_ERR_PRESIGNED_URL_EXPIRED (state
+   * DISCONNECTED) instead of retrying a dead URL.
+   */
+  const char *presigned_url;
+  /**
+   * When `presigned_url` expires, in seconds since 1970 (required with it).
+   */
+  uint64_t presigned_url_expiry_unix_s;
+  /**
+   * Appended (after a space) to the library's `User-Agent`
+   * (`kvs-signaling/VERSION`) on every HTTPS call and WebSocket upgrade;
+   * 1-256 printable ASCII characters. NULL: none.
+   */
+  const char *user_agent_suffix;
+  /**
+   * Tags of a channel the client creates (`create_channel`): `tag_count`
+   * entries, at most 50; keys 1-128 and values 0-256 characters of
+   * letters, digits, spaces and `_ . : / = + - @` (the service's limits).
+   * Borrowed for `kvs_client_new` only, like the strings.
+   */
+  const struct kvs_tag *tags;
+  size_t tag_count;
 } kvs_client_config;
 
 /**
@@ -986,9 +1196,12 @@ kvs_result kvs_client_config_init(struct kvs_client_config *config, size_t size)
  * Threading: any thread, callbacks included (it starts the library's threads on
  * first use).
  *
- * Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
+ * Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id` or a presigned URL, and
+ * `tags` NULL with a `tag_count`), KVS_ERR_INVALID_UTF8,
  * KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
- * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
+ * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a `presigned_url` without its
+ * expiry or with `use_control_plane`, a `user_agent_suffix` outside 1-256 printable ASCII
+ * characters, tags beyond the service's limits or without `create_channel`), KVS_ERR_CREDENTIALS
  * (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
  * KVS_ERR_RUNTIME.
  */
@@ -1009,7 +1222,9 @@ kvs_result kvs_client_new(const struct kvs_client_config *config,
  * KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
  * KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
  * KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
- * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
+ * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; with a `signer_callback` KVS_ERR_SIGNER_FAILED,
+ * KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL, KVS_ERR_SIGNER_NOT_WSS; with a
+ * `presigned_url` KVS_ERR_PRESIGNED_URL_EXPIRED; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
  * `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_connect(const struct kvs_client *client);
@@ -1282,6 +1497,40 @@ kvs_result kvs_set_log_callback(uint32_t min_level,
  * done, at once).
  */
 kvs_result kvs_shutdown(uint32_t timeout_ms);
+
+/**
+ * Hands the presigned WebSocket URL to the library from inside a
+ * `kvs_signer_callback` asked for KVS_SIGN_KIND_WSS_URL. The string is copied.
+ * The URL is checked when the callback returns (`wss://`, the endpoint's host
+ * and port, a query); a refusal here or there fails the connect attempt with
+ * the same code, whatever the callback returns.
+ *
+ * Ownership: `sink` is the pointer the callback received; `url` is borrowed
+ * for the call. Threading: only inside the callback.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_ARGUMENT (the request
+ * is not for a URL), KVS_ERR_SIGNER_TOO_LONG (over KVS_MAX_SIGNED_URL_LEN bytes).
+ */
+kvs_result kvs_sign_sink_set_url(struct kvs_sign_sink *sink, const char *url);
+
+/**
+ * Adds one header to the signed request from inside a `kvs_signer_callback`
+ * asked for KVS_SIGN_KIND_HTTP_REQUEST. The strings are copied. At most 16
+ * headers and 8,192 bytes of names and values in all; names must be HTTP
+ * tokens other than `host`, `content-length`, `transfer-encoding` and
+ * `connection`, values printable ASCII (no CR or LF). A refusal fails the
+ * call being signed with the same code, whatever the callback returns.
+ *
+ * Ownership: `sink` is the pointer the callback received; the strings are
+ * borrowed for the call. Threading: only inside the callback.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_ARGUMENT (the request
+ * is not for headers), KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL (a header that is
+ * not valid HTTP or may not be set).
+ */
+kvs_result kvs_sign_sink_add_header(struct kvs_sign_sink *sink,
+                                    const char *name,
+                                    const char *value);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -21,6 +21,7 @@ import kvs_signaling as kvs  # noqa: E402
 
 HEADER = os.path.join(ROOT, "include", "kvs_signaling.h")
 STRUCTS = [
+    kvs.kvs_tag,
     kvs.kvs_ice_server,
     kvs.kvs_message,
     kvs.kvs_status,

@@ -403,6 +403,13 @@ async fn control_plane_errors_are_aws_errors() {
         ("/describeMediaStorageConfiguration", json!({"ChannelName": "nope"}), 404, "ResourceNotFoundException"),
         ("/updateSignalingChannel", json!({"ChannelARN": arn}), 400, "InvalidArgumentException"),
         ("/ListTagsForResource", json!({"ResourceARN": "not-an-arn"}), 400, "InvalidArgumentException"),
+        (
+            "/ListTagsForResource",
+            json!({"ResourceARN": "arn:aws:kinesisvideo:us-west-2:123456789012:channel/nope/1"}),
+            404,
+            "ResourceNotFoundException",
+        ),
+        ("/ListTagsForResource", json!({}), 400, "InvalidArgumentException"),
         ("/tagStream", json!({"StreamName": "s"}), 404, "UnknownOperationException"),
         ("/listTagsForResource", json!({"ResourceARN": arn}), 404, "UnknownOperationException"),
     ];

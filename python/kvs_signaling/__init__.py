@@ -114,6 +114,11 @@ class Result(enum.IntEnum):
     ERR_CREDENTIALS = 34
     ERR_CLOSED = 35
     ERR_CANCELLED = 36
+    ERR_SIGNER_FAILED = 37
+    ERR_SIGNER_TOO_LONG = 38
+    ERR_SIGNER_INVALID_URL = 39
+    ERR_SIGNER_NOT_WSS = 40
+    ERR_PRESIGNED_URL_EXPIRED = 41
 
 
 class Role(enum.IntEnum):
@@ -213,6 +218,12 @@ kvs_ice_servers_callback = CFUNCTYPE(None, c_void_p, c_size_t)
 kvs_free_callback = CFUNCTYPE(None, c_void_p)
 # kvs_credentials_sink is opaque: handled as c_void_p.
 kvs_credentials_callback = CFUNCTYPE(c_uint32, c_void_p, c_void_p)
+# (userdata, const kvs_sign_request *, kvs_sign_sink *) -> kvs_result
+kvs_signer_callback = CFUNCTYPE(c_uint32, c_void_p, c_void_p, c_void_p)
+
+
+class kvs_tag(Structure):
+    _fields_ = [("key", c_char_p), ("value", c_char_p)]
 
 
 class kvs_ice_server(Structure):
@@ -272,6 +283,13 @@ class kvs_client_config(Structure):
         ("max_inbound_frame_len", c_uint32),
         ("tcp_user_timeout_ms", c_uint32),
         ("report_unconfirmed_sdp", ctypes.c_bool),
+        ("signer_callback", kvs_signer_callback),
+        ("signer_timeout_ms", c_uint32),
+        ("presigned_url", c_char_p),
+        ("presigned_url_expiry_unix_s", c_uint64),
+        ("user_agent_suffix", c_char_p),
+        ("tags", ctypes.POINTER(kvs_tag)),
+        ("tag_count", c_size_t),
     ]
 
 

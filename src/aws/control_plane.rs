@@ -12,6 +12,10 @@ use super::error::{classify, is_clock_skew_message, service_error, truncate};
 use super::http::{HttpClient, HttpResponse};
 use super::ice::{IceServer, parse_ice_server_list};
 use super::redact::Redactor;
+use super::signer::{
+    DEFAULT_SIGNER_TIMEOUT, HttpSignRequest, RequestSigner, WssSignRequest, check_signed_headers, check_signed_url,
+    signed_headers_redactor, signed_url_redactor, within,
+};
 use super::sigv4::{self, strip_query};
 use super::tls::TlsClient;
 use super::{AwsError, ServiceError};
@@ -27,9 +31,12 @@ const TARGET: &str = "aws";
 
 /// Limits of CreateSignalingChannel (spec §7.1, §7.2, §8.2).
 const MESSAGE_TTL_RANGE: std::ops::RangeInclusive<u32> = 5..=120;
-const MAX_TAGS: usize = 50;
-const MAX_TAG_KEY: usize = 128;
-const MAX_TAG_VALUE: usize = 256;
+/// The most tags a channel takes (spec §7.2).
+pub const MAX_TAGS: usize = 50;
+/// The longest tag key (characters).
+pub const MAX_TAG_KEY: usize = 128;
+/// The longest tag value (characters).
+pub const MAX_TAG_VALUE: usize = 256;
 const MAX_CHANNEL_NAME: usize = 256;
 
 /// How long [`ControlPlane::resolve_channel`] waits for a new channel to become ACTIVE.
@@ -137,10 +144,19 @@ pub struct ControlPlaneConfig {
     /// [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s); zero leaves the
     /// system defaults. In a client, `ClientConfig::tcp_user_timeout` replaces it.
     pub tcp_user_timeout: Duration,
-    /// Signs every call.
+    /// Signs every call (unless `signer` is set).
     pub credentials: Arc<dyn CredentialsProvider>,
     /// Credentials are fetched again this long before they expire.
     pub credentials_refresh_margin: Duration,
+    /// Signing by a backend: when set, it signs every call and presigns the
+    /// WebSocket URL instead of the SigV4 signer, and `credentials` is never asked.
+    pub signer: Option<Arc<dyn RequestSigner>>,
+    /// How long one signer call may take; default
+    /// [`super::signer::DEFAULT_SIGNER_TIMEOUT`] (10 s).
+    pub signer_timeout: Duration,
+    /// Appended to the library's `User-Agent` (after a space) on every call;
+    /// 1-256 printable ASCII characters.
+    pub user_agent_suffix: Option<String>,
 }
 
 impl ControlPlaneConfig {
@@ -156,6 +172,9 @@ impl ControlPlaneConfig {
             tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT,
             credentials,
             credentials_refresh_margin: CachingCredentials::DEFAULT_MARGIN,
+            signer: None,
+            signer_timeout: DEFAULT_SIGNER_TIMEOUT,
+            user_agent_suffix: None,
         }
     }
 }
@@ -170,6 +189,9 @@ impl fmt::Debug for ControlPlaneConfig {
             .field("request_timeout", &self.request_timeout)
             .field("tcp_user_timeout", &self.tcp_user_timeout)
             .field("credentials_refresh_margin", &self.credentials_refresh_margin)
+            .field("signer", &self.signer)
+            .field("signer_timeout", &self.signer_timeout)
+            .field("user_agent_suffix", &self.user_agent_suffix)
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +205,7 @@ pub struct ControlPlane {
     timeout: Duration,
     skew: Arc<ClockSkew>,
     now: TimeSource,
+    signer: Option<(Arc<dyn RequestSigner>, Duration)>,
 }
 
 impl fmt::Debug for ControlPlane {
@@ -271,6 +294,21 @@ pub(super) fn parse_endpoints(body: &Value) -> Result<ChannelEndpoints, AwsError
     Ok(ChannelEndpoints { wss, https })
 }
 
+/// Reads ListTagsForResource's reply: `{"Tags": {key: value}}` (absent: no tags).
+pub(super) fn parse_tags_reply(reply: &Value) -> Result<Vec<(String, String)>, AwsError> {
+    let bad = || AwsError::BadResponse("ListTagsForResource: Tags is not a map of strings".into());
+    let Some(tags) = reply.as_object().and_then(|o| get_ci(o, "Tags")) else {
+        return Ok(Vec::new());
+    };
+    let map = tags.as_object().ok_or_else(bad)?;
+    let mut tags = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        tags.push((key.clone(), value.as_str().ok_or_else(bad)?.to_owned()));
+    }
+    tags.sort();
+    Ok(tags)
+}
+
 /// Reads CreateSignalingChannel's reply (spec §8.2): the new channel's ARN.
 pub(super) fn parse_create_reply(reply: &Value) -> Result<String, AwsError> {
     reply
@@ -278,6 +316,38 @@ pub(super) fn parse_create_reply(reply: &Value) -> Result<String, AwsError> {
         .and_then(|o| string_field(o, "ChannelARN"))
         .filter(|a| !a.is_empty())
         .ok_or_else(|| AwsError::BadResponse("CreateSignalingChannel: no ChannelARN in the reply".into()))
+}
+
+/// Whether `c` is in the service's tag alphabet `[\p{L}\p{Z}\p{N}_.:/=+\-@]`
+/// (letters, separators and numbers as Rust's `char` classes tell them).
+fn is_tag_char(c: char) -> bool {
+    c.is_alphabetic() || c.is_numeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
+}
+
+/// Checks tags against the service's limits (CreateSignalingChannel, `Tag`):
+/// at most [`MAX_TAGS`], keys 1-128 and values 0-256 characters of the tag
+/// alphabet, no key twice.
+pub fn check_tags(tags: &[(String, String)]) -> Result<(), AwsError> {
+    if tags.len() > MAX_TAGS {
+        return Err(AwsError::Config(format!("{} tags; a channel takes at most {MAX_TAGS}", tags.len())));
+    }
+    for (i, (key, value)) in tags.iter().enumerate() {
+        let shown: String = key.chars().take(32).collect();
+        if key.is_empty() || key.chars().count() > MAX_TAG_KEY || value.chars().count() > MAX_TAG_VALUE {
+            return Err(AwsError::Config(format!(
+                "tag {shown:?}: keys take 1-{MAX_TAG_KEY} characters, values at most {MAX_TAG_VALUE}"
+            )));
+        }
+        if !key.chars().chain(value.chars()).all(is_tag_char) {
+            return Err(AwsError::Config(format!(
+                "tag {shown:?}: keys and values take letters, digits, spaces and _ . : / = + - @ only"
+            )));
+        }
+        if tags[..i].iter().any(|(earlier, _)| earlier == key) {
+            return Err(AwsError::Config(format!("tag {shown:?} is given twice")));
+        }
+    }
+    Ok(())
 }
 
 fn create_request(name: &str, message_ttl_secs: Option<u32>, tags: &[(String, String)]) -> Result<Value, AwsError> {
@@ -289,16 +359,7 @@ fn create_request(name: &str, message_ttl_secs: Option<u32>, tags: &[(String, St
         }
         body["SingleMasterConfiguration"] = json!({ "MessageTtlSeconds": ttl });
     }
-    if tags.len() > MAX_TAGS {
-        return Err(AwsError::Config(format!("{} tags; a channel takes at most {MAX_TAGS}", tags.len())));
-    }
-    for (key, value) in tags {
-        if key.is_empty() || key.chars().count() > MAX_TAG_KEY || value.chars().count() > MAX_TAG_VALUE {
-            return Err(AwsError::Config(format!(
-                "tag {key:?}: keys take 1-{MAX_TAG_KEY} characters, values at most {MAX_TAG_VALUE}"
-            )));
-        }
-    }
+    check_tags(tags)?;
     if !tags.is_empty() {
         body["Tags"] = tags.iter().map(|(k, v)| json!({ "Key": k, "Value": v })).collect();
     }
@@ -313,8 +374,23 @@ impl ControlPlane {
         let tls = TlsClient::new(config.ca_bundle.as_deref())?;
         let credentials =
             Arc::new(CachingCredentials::with_margin(config.credentials.clone(), config.credentials_refresh_margin));
-        let http = HttpClient::new(tls).with_tcp_user_timeout(config.tcp_user_timeout);
-        Ok(ControlPlane::from_parts(&config.region, &url, http, credentials, config.request_timeout))
+        if let Some(suffix) = &config.user_agent_suffix {
+            super::http::check_user_agent_suffix(suffix).map_err(AwsError::Config)?;
+        }
+        let http = HttpClient::new(tls)
+            .with_tcp_user_timeout(config.tcp_user_timeout)
+            .with_user_agent(&super::http::user_agent(config.user_agent_suffix.as_deref()));
+        let control_plane = ControlPlane::from_parts(&config.region, &url, http, credentials, config.request_timeout);
+        Ok(match &config.signer {
+            Some(signer) => control_plane.with_signer(signer.clone(), config.signer_timeout),
+            None => control_plane,
+        })
+    }
+
+    /// Signs with `signer` (each call bounded by `timeout`) instead of SigV4.
+    pub fn with_signer(mut self, signer: Arc<dyn RequestSigner>, timeout: Duration) -> ControlPlane {
+        self.signer = Some((signer, timeout));
+        self
     }
 
     /// A control plane from ready parts (`url` is used as is).
@@ -333,6 +409,7 @@ impl ControlPlane {
             timeout: request_timeout,
             skew: Arc::new(ClockSkew::new()),
             now: system_time(),
+            signer: None,
         }
     }
 
@@ -416,6 +493,14 @@ impl ControlPlane {
         parse_create_reply(&reply)
     }
 
+    /// ListTagsForResource: the tags of the channel `arn`, sorted by key.
+    pub async fn list_tags(&self, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
+        check_arn(arn)?;
+        let url = format!("{}/ListTagsForResource", self.url);
+        let reply = self.call("ListTagsForResource", &url, &json!({ "ResourceARN": arn })).await?;
+        parse_tags_reply(&reply)
+    }
+
     /// GetSignalingChannelEndpoint for `role` with protocols WSS and HTTPS, as
     /// the service returned them ([`ControlPlane::resolve_channel`] checks
     /// their schemes).
@@ -468,6 +553,20 @@ impl ControlPlane {
         client_id: Option<&str>,
     ) -> Result<(String, Redactor), AwsError> {
         self.check_scheme("WSS", wss_endpoint, "wss://", "ws://")?;
+        if let Some((signer, timeout)) = &self.signer {
+            let request = WssSignRequest {
+                endpoint: wss_endpoint.to_owned(),
+                role: if client_id.is_some() { Role::Viewer } else { Role::Master },
+                channel_arn: arn.to_owned(),
+                client_id: client_id.map(str::to_owned),
+                region: self.region.clone(),
+                time: self.signing_time(),
+            };
+            let url = within(*timeout, signer.presign_wss_url(&request)).await.map_err(AwsError::Signer)?;
+            check_signed_url(&url, wss_endpoint).map_err(AwsError::Signer)?;
+            let redactor = signed_url_redactor(&url);
+            return Ok((url, redactor));
+        }
         let credentials = self.credentials().await?;
         let mut params = vec![("X-Amz-ChannelARN", arn)];
         if let Some(client_id) = client_id {
@@ -590,6 +689,40 @@ impl ControlPlane {
         }
     }
 
+    /// The headers of a request (`unsigned` plus the signature's) and a
+    /// redactor of its secrets: signed by the backend's signer when there is
+    /// one, else with SigV4 and the current credentials.
+    async fn sign(
+        &self,
+        method: &str,
+        url: &str,
+        unsigned: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(Vec<(String, String)>, Redactor), AwsError> {
+        let mut headers: Vec<(String, String)> =
+            unsigned.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        if let Some((signer, timeout)) = &self.signer {
+            let request = HttpSignRequest {
+                method: method.to_owned(),
+                url: url.to_owned(),
+                headers: headers.clone(),
+                body: body.to_vec(),
+                region: self.region.clone(),
+                time: self.signing_time(),
+            };
+            let added = within(*timeout, signer.sign_request(&request)).await.map_err(AwsError::Signer)?;
+            check_signed_headers(&added).map_err(AwsError::Signer)?;
+            let redactor = signed_headers_redactor(&added);
+            headers.extend(added);
+            return Ok((headers, redactor));
+        }
+        let credentials = self.credentials().await?;
+        let signed = sigv4::sign_request(method, url, unsigned, body, &credentials, &self.region, self.signing_time())?;
+        headers.extend(signed);
+        let redactor = request_redactor(&credentials, &headers);
+        Ok((headers, redactor))
+    }
+
     /// One signed POST; retried once when the service refuses the
     /// signature's time and its `Date` header says what time it is.
     async fn call(&self, operation: &str, url: &str, body: &Value) -> Result<Value, AwsError> {
@@ -597,12 +730,9 @@ impl ControlPlane {
         let host = authority(url).to_owned();
         let mut skew_retried = false;
         loop {
-            let credentials = self.credentials().await?;
-            let unsigned = [("host", host.as_str()), ("content-type", "application/json")];
-            let signed =
-                sigv4::sign_request("POST", url, &unsigned, &body, &credentials, &self.region, self.signing_time())?;
-            let headers: Vec<(String, String)> =
-                unsigned.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).chain(signed).collect();
+            let unsigned =
+                [("host", host.as_str()), ("content-type", "application/json"), ("user-agent", self.http.user_agent())];
+            let (headers, redactor) = self.sign("POST", url, &unsigned, &body).await?;
             let started = Instant::now();
             let result = self.http.post_json(url, &headers, body.clone(), self.timeout).await;
             let received_at = (self.now)();
@@ -626,7 +756,7 @@ impl ControlPlane {
                     continue;
                 }
             }
-            let error = error_from_response(&response, &request_redactor(&credentials, &headers));
+            let error = error_from_response(&response, &redactor);
             if matches!(error, AwsError::AccessDenied(_)) {
                 // The credentials may have been revoked or rotated: ask the provider next time.
                 self.credentials.invalidate();
@@ -736,6 +866,17 @@ mod tests {
         assert!(matches!(create_request("demo", None, &too_many), Err(AwsError::Config(_))));
         assert!(matches!(create_request("demo", None, &[(String::new(), "v".into())]), Err(AwsError::Config(_))));
         assert!(matches!(create_request("demo", None, &[("k".into(), "v".repeat(257))]), Err(AwsError::Config(_))));
+    }
+
+    #[test]
+    fn tag_replies() {
+        let reply = json!({"NextToken": null, "Tags": {"b": "2", "a": ""}});
+        assert_eq!(parse_tags_reply(&reply).unwrap(), vec![("a".into(), String::new()), ("b".into(), "2".into())]);
+        assert_eq!(parse_tags_reply(&json!({})).unwrap(), vec![]);
+        assert!(matches!(parse_tags_reply(&json!({"Tags": {"a": 1}})), Err(AwsError::BadResponse(_))));
+        assert!(check_tags(&[("k".into(), "a;b".into())]).is_err());
+        assert!(check_tags(&[("k".into(), "v".into()), ("k".into(), "w".into())]).is_err());
+        assert!(check_tags(&[("Site Lyon".into(), "3/B é@x".into())]).is_ok());
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub enum AwsError {
     Credentials(String),
     /// A local argument or setting is invalid (region, URL, CA bundle, channel name...).
     Config(String),
+    /// The request signer (signing by a backend) failed or returned something
+    /// the client does not use.
+    Signer(super::SignerError),
 }
 
 impl AwsError {
@@ -98,6 +101,10 @@ impl AwsError {
             | AwsError::BadResponse(m)
             | AwsError::Credentials(m)
             | AwsError::Config(m) => m,
+            AwsError::Signer(
+                super::SignerError::Failed(m) | super::SignerError::InvalidUrl(m) | super::SignerError::NotSecure(m),
+            ) => m,
+            AwsError::Signer(_) => "the signer returned too much",
             other => other.service_error().map_or("", |e| e.message.as_str()),
         }
     }
@@ -117,6 +124,7 @@ impl AwsError {
             AwsError::BadResponse(_) => "bad_response",
             AwsError::Credentials(_) => "credentials",
             AwsError::Config(_) => "config",
+            AwsError::Signer(_) => "signer",
         }
     }
 
@@ -145,6 +153,7 @@ impl fmt::Display for AwsError {
             AwsError::BadResponse(m) => write!(f, "unexpected response: {m}"),
             AwsError::Credentials(m) => write!(f, "credentials unavailable: {m}"),
             AwsError::Config(m) => write!(f, "invalid configuration: {m}"),
+            AwsError::Signer(e) => e.fmt(f),
         }
     }
 }

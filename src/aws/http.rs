@@ -16,7 +16,30 @@ use tokio::net::TcpStream;
 /// Longest reply body read; a longer one is an error.
 const MAX_BODY: usize = 1 << 20;
 
-const USER_AGENT: &str = concat!("kvs-signaling/", env!("CARGO_PKG_VERSION"));
+/// The library's own `User-Agent`, on every HTTPS call and WebSocket upgrade.
+pub const USER_AGENT: &str = concat!("kvs-signaling/", env!("CARGO_PKG_VERSION"));
+/// The longest user-agent suffix accepted (characters).
+pub const MAX_USER_AGENT_SUFFIX_LEN: usize = 256;
+
+/// Checks an application's user-agent suffix: 1-256 printable ASCII
+/// characters (space to `~`), so no CR or LF can split a header.
+pub fn check_user_agent_suffix(suffix: &str) -> Result<(), String> {
+    if suffix.is_empty() || suffix.len() > MAX_USER_AGENT_SUFFIX_LEN {
+        return Err(format!("user agent suffix is {} bytes; 1-{MAX_USER_AGENT_SUFFIX_LEN} are accepted", suffix.len()));
+    }
+    if let Some(bad) = suffix.bytes().find(|b| !(b' '..=b'~').contains(b)) {
+        return Err(format!("user agent suffix holds byte 0x{bad:02x}; only printable ASCII is accepted"));
+    }
+    Ok(())
+}
+
+/// The `User-Agent` sent: [`USER_AGENT`], then the application's suffix after a space.
+pub fn user_agent(suffix: Option<&str>) -> String {
+    match suffix {
+        Some(suffix) if !suffix.is_empty() => format!("{USER_AGENT} {suffix}"),
+        _ => USER_AGENT.to_owned(),
+    }
+}
 
 /// A reply: status, headers (lower-case names, in order) and the whole body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +109,26 @@ impl Target {
 pub struct HttpClient {
     tls: TlsClient,
     tcp_user_timeout: Duration,
+    user_agent: std::sync::Arc<str>,
 }
 
 impl HttpClient {
     /// A client whose sockets fail when the server stops acknowledging for
     /// [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s).
     pub fn new(tls: TlsClient) -> HttpClient {
-        HttpClient { tls, tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT }
+        HttpClient { tls, tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT, user_agent: USER_AGENT.into() }
+    }
+
+    /// The same client sending `user_agent` (see [`user_agent`]) on requests
+    /// that do not set their own.
+    pub fn with_user_agent(mut self, user_agent: &str) -> HttpClient {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// The `User-Agent` this client sends.
+    pub fn user_agent(&self) -> &str {
+        &self.user_agent
     }
 
     /// The same client with another dead-link deadline (TCP user timeout and
@@ -128,7 +164,7 @@ impl HttpClient {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
         if !has("user-agent") {
-            request = request.header(header::USER_AGENT, USER_AGENT);
+            request = request.header(header::USER_AGENT, &*self.user_agent);
         }
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());

@@ -26,13 +26,15 @@ pub(crate) mod fuzzing;
 pub mod http;
 pub mod ice;
 mod redact;
+pub mod signer;
 pub mod sigv4;
 pub mod tls;
 
 pub use cache::{CachedEndpoints, EndpointCache};
 pub use clock::{ClockSkew, TimeSource, parse_http_date, system_time};
 pub use control_plane::{
-    ChannelEndpoints, ChannelInfo, ChannelRef, ControlPlane, ControlPlaneConfig, CreateChannel, ResolvedChannel,
+    ChannelEndpoints, ChannelInfo, ChannelRef, ControlPlane, ControlPlaneConfig, CreateChannel, MAX_TAG_KEY,
+    MAX_TAG_VALUE, MAX_TAGS, ResolvedChannel, check_tags,
 };
 pub use credentials::{CachingCredentials, Credentials, CredentialsProvider, EnvCredentials, StaticCredentials};
 pub use endpoints::{EndpointVariant, control_plane_url, resolve_control_plane, stun_url};
@@ -41,6 +43,7 @@ pub use error::{AwsError, ServiceError, is_clock_skew_message};
 pub use http::{HttpClient, HttpResponse};
 pub use ice::IceServer;
 pub(crate) use redact::Redactor;
+pub use signer::{HttpSignRequest, RequestSigner, SigV4Signer, SignerError, WssSignRequest};
 #[cfg(feature = "rustls")]
 pub use tls::tls_config;
 pub use tls::{TlsClient, TlsStream};

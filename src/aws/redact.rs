@@ -41,6 +41,11 @@ impl Redactor {
         self.needles.push(base64.into_bytes());
     }
 
+    /// Adds the secrets of `other`.
+    pub fn extend(&mut self, other: Redactor) {
+        self.needles.extend(other.needles);
+    }
+
     /// `text` with every secret, in any of the forms above, replaced by
     /// [`REDACTED`].
     pub fn scrub(&self, text: &str) -> String {

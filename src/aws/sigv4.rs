@@ -9,7 +9,6 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use percent_encoding::percent_decode_str;
 use std::time::{Duration, SystemTime};
 
 /// The signing name of the control plane, the channel endpoints and the WebSocket.
@@ -37,20 +36,11 @@ pub fn strip_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-/// Query parameters of a presigned URL that let whoever holds them connect
-/// as the signer until the URL expires.
-const SECRET_QUERY_PARAMS: [&str; 3] = ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token"];
-
 /// A redactor of everything secret in the presigned `url` signed with `creds`:
 /// the secret key, the session token, the signature and the credential scope.
 pub(crate) fn presigned_url_redactor(url: &str, creds: &Credentials) -> Redactor {
     let mut redactor = creds.redactor();
-    let query = url.split_once('?').map_or("", |(_, query)| query);
-    for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
-        if SECRET_QUERY_PARAMS.iter().any(|secret| secret.eq_ignore_ascii_case(name)) {
-            redactor.add(&percent_decode_str(value).decode_utf8_lossy());
-        }
-    }
+    redactor.extend(super::signer::signed_url_redactor(url));
     redactor
 }
 

@@ -2,10 +2,14 @@
 
 use super::ClientError;
 use super::connect::{host_and_port, redact_query};
-use crate::aws::{ControlPlaneConfig, CreateChannel};
+use crate::aws::signer::{DEFAULT_SIGNER_TIMEOUT, MAX_SIGNED_URL_LEN};
+use crate::aws::{ControlPlaneConfig, CreateChannel, RequestSigner};
 use crate::protocol::{Role, validate_channel_arn, validate_client_id};
+use percent_encoding::percent_decode_str;
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 pub use crate::tcp::DEFAULT_TCP_USER_TIMEOUT;
 
@@ -110,6 +114,85 @@ pub struct ClientConfig {
     /// `ControlPlaneConfig::ca_bundle` that is set takes precedence over it
     /// (for all of those connections). Checked by [`ClientConfig::validate`].
     pub ca_bundle: Option<PathBuf>,
+    /// Signing by a backend: presigns the WebSocket URL of every connect
+    /// attempt (for `endpoint`, or for the endpoint the control plane
+    /// returned) and, with [`AwsConfig`], signs every control-plane call, so
+    /// the client needs no credentials. What it returns is checked (see
+    /// [`crate::aws::signer`]); a failure is [`ClientError::Signer`], and the
+    /// client retries with backoff like any failed connect.
+    pub signer: Option<Arc<dyn RequestSigner>>,
+    /// How long one signer call may take (default 10 s).
+    pub signer_timeout: Duration,
+    /// A ready presigned WebSocket URL and its expiry, instead of `endpoint`
+    /// (without [`AwsConfig`]). `channel_arn` and a viewer's `client_id` may
+    /// then be left empty: they are read from the URL's `X-Amz-ChannelARN`
+    /// and `X-Amz-ClientId`. Once it has expired (local clock) or the service
+    /// refuses it with 401/403, it is dropped: with a `signer` the client asks
+    /// it for a new URL; without one the client stops with
+    /// [`ClientError::PresignedUrlExpired`] (state `Disconnected`) instead of
+    /// retrying a dead URL.
+    pub presigned_url: Option<PresignedUrl>,
+    /// Appended (after a space) to the library's `User-Agent`
+    /// (`kvs-signaling/VERSION`) on every HTTPS call and WebSocket upgrade;
+    /// 1-256 printable ASCII characters.
+    pub user_agent_suffix: Option<String>,
+}
+
+/// A presigned WebSocket URL made elsewhere (e.g. by the application's
+/// backend) and when it stops working. `Debug` hides its query (the signature).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PresignedUrl {
+    /// `wss://host[/path]?X-Amz-ChannelARN=...&X-Amz-Signature=...` (at most
+    /// [`MAX_SIGNED_URL_LEN`] bytes).
+    pub url: String,
+    /// When it expires (`X-Amz-Date` + `X-Amz-Expires`).
+    pub expires_at: SystemTime,
+}
+
+impl fmt::Debug for PresignedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresignedUrl")
+            .field("url", &redact_query(&self.url))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl PresignedUrl {
+    /// The URL without its query: the endpoint it connects to.
+    pub fn endpoint(&self) -> &str {
+        redact_query(&self.url).trim_end_matches('/')
+    }
+
+    /// The decoded value of query parameter `name`, if present.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.url.split_once('?')?.1;
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| percent_decode_str(value).decode_utf8_lossy().into_owned())
+    }
+
+    /// True once `now` has reached the expiry.
+    pub fn expired_at(&self, now: SystemTime) -> bool {
+        now >= self.expires_at
+    }
+
+    fn check(&self) -> Result<(), ClientError> {
+        let invalid = |why: String| Err(ClientError::InvalidConfig(format!("presigned URL: {why}")));
+        if self.url.len() > MAX_SIGNED_URL_LEN {
+            return invalid(format!("{} bytes; at most {MAX_SIGNED_URL_LEN} are accepted", self.url.len()));
+        }
+        if !self.url.bytes().all(|b| b.is_ascii_graphic()) {
+            return invalid("it holds a space, a control or a non-ASCII character".into());
+        }
+        host_and_port(&self.url)?;
+        if !self.url.contains('?') {
+            return invalid(format!("{:?} has no signed query", self.endpoint()));
+        }
+        Ok(())
+    }
 }
 
 /// How a client reaches the service through its control plane.
@@ -141,6 +224,9 @@ impl AwsConfig {
             && !(5..=120).contains(&ttl)
         {
             return Err(ClientError::InvalidConfig(format!("message TTL {ttl} s is outside 5-120 s")));
+        }
+        if let Some(create) = &self.create_channel {
+            crate::aws::check_tags(&create.tags).map_err(|e| ClientError::InvalidConfig(e.message().to_owned()))?;
         }
         Ok(())
     }
@@ -201,6 +287,42 @@ impl ClientConfig {
             resend_unconfirmed_sdp: true,
             aws: None,
             ca_bundle: None,
+            signer: None,
+            signer_timeout: DEFAULT_SIGNER_TIMEOUT,
+            presigned_url: None,
+            user_agent_suffix: None,
+        }
+    }
+
+    /// A configuration that connects with a ready presigned URL; the channel
+    /// ARN and a viewer's client id are read from the URL. Add a `signer` to
+    /// have new URLs made once it expires.
+    pub fn presigned(role: Role, url: PresignedUrl) -> ClientConfig {
+        let mut config = ClientConfig::master("", "");
+        config.role = role;
+        config.presigned_url = Some(url);
+        config.fill_from_presigned_url();
+        config
+    }
+
+    /// Takes what is left empty from the presigned URL: the endpoint, the
+    /// channel ARN, a viewer's client id, the region (from the ARN).
+    /// [`super::Client`] does it before [`ClientConfig::validate`].
+    pub fn fill_from_presigned_url(&mut self) {
+        let Some(presigned) = &self.presigned_url else { return };
+        if self.endpoint.is_empty() {
+            self.endpoint = presigned.endpoint().to_owned();
+        }
+        if self.channel_arn.is_empty()
+            && let Some(arn) = presigned.query_param("X-Amz-ChannelARN")
+        {
+            if let Some(region) = region_of_arn(&arn) {
+                self.region = region.to_owned();
+            }
+            self.channel_arn = arn;
+        }
+        if self.role == Role::Viewer && self.client_id.is_none() {
+            self.client_id = presigned.query_param("X-Amz-ClientId");
         }
     }
 
@@ -308,6 +430,18 @@ impl ClientConfig {
         if let Some(aws) = &self.aws {
             aws.validate()?;
         }
+        if let Some(presigned) = &self.presigned_url {
+            if self.aws.is_some() {
+                return invalid("a presigned URL replaces the control plane; configure one or the other".into());
+            }
+            presigned.check()?;
+        }
+        if self.signer.is_some() && self.signer_timeout.is_zero() {
+            return invalid("signer timeout must be above zero".into());
+        }
+        if let Some(suffix) = &self.user_agent_suffix {
+            crate::aws::http::check_user_agent_suffix(suffix).map_err(ClientError::InvalidConfig)?;
+        }
         Ok(())
     }
 
@@ -318,6 +452,13 @@ impl ClientConfig {
         control_plane.tcp_user_timeout = self.tcp_user_timeout;
         if control_plane.ca_bundle.is_none() {
             control_plane.ca_bundle = self.ca_bundle.clone();
+        }
+        if control_plane.signer.is_none() && self.signer.is_some() {
+            control_plane.signer = self.signer.clone();
+            control_plane.signer_timeout = self.signer_timeout;
+        }
+        if control_plane.user_agent_suffix.is_none() {
+            control_plane.user_agent_suffix = self.user_agent_suffix.clone();
         }
         control_plane
     }

@@ -154,6 +154,8 @@ pub(super) struct SocketOptions {
     pub tcp_user_timeout: Duration,
     /// Where a dead link is counted.
     pub counters: Arc<Counters>,
+    /// The `User-Agent` of the upgrade request.
+    pub user_agent: Arc<str>,
 }
 
 /// The transport of a WebSocket, watched for a dead link: the first read or
@@ -297,7 +299,10 @@ pub(super) async fn open_socket(
     options: &SocketOptions,
 ) -> Result<(Socket, Phases), ClientError> {
     let (host, port, secure) = host_and_port(url)?;
-    let request = url.into_client_request().map_err(|e| ClientError::InvalidConfig(format!("endpoint: {e}")))?;
+    let mut request = url.into_client_request().map_err(|e| ClientError::InvalidConfig(format!("endpoint: {e}")))?;
+    if let Ok(user_agent) = tungstenite::http::HeaderValue::from_str(&options.user_agent) {
+        request.headers_mut().insert(tungstenite::http::header::USER_AGENT, user_agent);
+    }
     let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| ClientError::Network(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     set_dead_link_deadline(&tcp, options.tcp_user_timeout);

@@ -49,6 +49,13 @@ pub enum ClientError {
     /// A control-plane call (DescribeSignalingChannel, GetSignalingChannelEndpoint,
     /// ...) or the credentials provider failed; the kind names the failure.
     ControlPlane(crate::aws::AwsError),
+    /// The request signer (signing by a backend) failed or returned something
+    /// the client does not use; the client retries with backoff.
+    Signer(crate::aws::SignerError),
+    /// The configured presigned URL has expired or was refused (401/403), and
+    /// no signer can make a new one: the client stopped (state
+    /// `Disconnected`) rather than retry a dead URL.
+    PresignedUrlExpired(String),
 }
 
 impl fmt::Display for ClientError {
@@ -80,6 +87,8 @@ impl fmt::Display for ClientError {
             ClientError::Tls(text) => write!(f, "TLS handshake failed: {text}"),
             ClientError::Cancelled => f.write_str("the connect was abandoned: the client stopped before it finished"),
             ClientError::ControlPlane(e) => write!(f, "control plane: {e}"),
+            ClientError::Signer(e) => e.fmt(f),
+            ClientError::PresignedUrlExpired(text) => write!(f, "the presigned URL cannot be used any more: {text}"),
         }
     }
 }
@@ -88,7 +97,10 @@ impl std::error::Error for ClientError {}
 
 impl From<crate::aws::AwsError> for ClientError {
     fn from(e: crate::aws::AwsError) -> ClientError {
-        ClientError::ControlPlane(e)
+        match e {
+            crate::aws::AwsError::Signer(e) => ClientError::Signer(e),
+            other => ClientError::ControlPlane(other),
+        }
     }
 }
 

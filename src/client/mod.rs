@@ -23,7 +23,7 @@ mod target;
 pub use backlog::{Backlog, DEFAULT_BACKLOG_BYTES, DEFAULT_BACKLOG_EVENTS, EventReceiver, event_size};
 pub use config::{
     AwsConfig, Backoff, ClientConfig, DEFAULT_EARLY_CANDIDATE_BUDGET, DEFAULT_MAX_INBOUND_FRAME_LEN,
-    DEFAULT_TCP_USER_TIMEOUT, MAX_INBOUND_FRAME_LEN, MIN_INBOUND_FRAME_LEN, Pacing, region_of_arn,
+    DEFAULT_TCP_USER_TIMEOUT, MAX_INBOUND_FRAME_LEN, MIN_INBOUND_FRAME_LEN, Pacing, PresignedUrl, region_of_arn,
 };
 pub use error::ClientError;
 pub use events::{ClientEvent, ConnectionState, ReceivedMessage, StateChange, StateReason, StatusOrigin, StatusReport};
@@ -74,7 +74,8 @@ impl Client {
         Client::build(config, sink, Some(backlog))
     }
 
-    fn build(config: ClientConfig, sink: EventSink, backlog: Option<Arc<Backlog>>) -> Result<Client, ClientError> {
+    fn build(mut config: ClientConfig, sink: EventSink, backlog: Option<Arc<Backlog>>) -> Result<Client, ClientError> {
+        config.fill_from_presigned_url();
         config.validate()?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         // Distinguishes this client's generated correlation ids from those of

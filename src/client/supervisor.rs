@@ -725,6 +725,9 @@ impl Supervisor {
                     let _ = first.send(Err(err));
                     return false;
                 }
+                if matches!(err, ClientError::PresignedUrlExpired(_)) {
+                    return self.on_dead_url(err);
+                }
                 let wait = self.next_backoff();
                 log!(
                     Level::Warn,
@@ -745,6 +748,27 @@ impl Supervisor {
                 true
             }
         }
+    }
+
+    /// The presigned URL is dead and nothing can make a new one: retrying is
+    /// pointless. A socket still open (a failed handover) is kept until it
+    /// ends; otherwise the client stops: queued sends are reported, the
+    /// state becomes `Disconnected` with the reason. False when the
+    /// supervisor must end.
+    fn on_dead_url(&mut self, err: ClientError) -> bool {
+        log!(Level::Error, TARGET, "connect to {} failed: {err}; not retrying", self.target.describe());
+        if let Phase::HandingOver { link, .. } = self.take_phase() {
+            // No handover without a URL: the socket lives until the service ends it.
+            let renew_at = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+            self.enter(Phase::Up { link, renew_at }, StateReason::ConnectFailed(err.to_string()));
+            return true;
+        }
+        self.close_queue("the presigned URL has expired; the client stopped");
+        self.set_state(ConnectionState::Disconnected, StateReason::ConnectFailed(err.to_string()));
+        if let Some(first) = self.first.take() {
+            let _ = first.send(Err(err));
+        }
+        false
     }
 
     /// Handles a text frame of the writing socket, or (`current` false) of the

@@ -3,14 +3,16 @@
 //! the control plane (cached endpoints, SigV4-presigned URL), which also keeps
 //! the ICE server configuration fresh in the background.
 
+use super::config::PresignedUrl;
 use super::connect::{Phases, Socket, SocketOptions, direct_tls, open_socket, redact_query, with_path};
 use super::metrics::Counters;
 use super::{ClientConfig, ClientError, ClientEvent, EventSink};
 use crate::aws::ice::refresh_after;
+use crate::aws::signer::{check_signed_url, signed_url_redactor, within};
 use crate::aws::sigv4::uri_encode;
 use crate::aws::{
-    AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, Redactor, TlsClient,
-    is_clock_skew_message,
+    AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, Redactor, RequestSigner, TlsClient,
+    WssSignRequest, is_clock_skew_message,
 };
 use crate::log::{Level, log};
 use crate::protocol::Role;
@@ -65,8 +67,20 @@ pub(super) struct Target {
 }
 
 enum Inner {
-    Direct { url: String, tls: TlsClient },
+    Direct(Box<DirectTarget>),
     Aws(Box<AwsTarget>),
+}
+
+/// A configured endpoint: used as it is, presigned by a signer, or reached
+/// through a ready presigned URL until it expires.
+struct DirectTarget {
+    /// The unsigned connect URL (endpoint, channel ARN, client id).
+    url: String,
+    tls: TlsClient,
+    /// The configured presigned URL, until it expired or was refused.
+    presigned: Mutex<Option<PresignedUrl>>,
+    /// The signer and its timeout, with what it is asked to sign.
+    signer: Option<(Arc<dyn RequestSigner>, Duration, WssSignRequest)>,
 }
 
 struct AwsTarget {
@@ -108,10 +122,28 @@ impl Target {
         sink: EventSink,
         counters: Arc<Counters>,
     ) -> Result<Target, ClientError> {
-        let socket = SocketOptions { tcp_user_timeout: config.tcp_user_timeout, counters };
+        let user_agent = crate::aws::http::user_agent(config.user_agent_suffix.as_deref()).into();
+        let socket = SocketOptions { tcp_user_timeout: config.tcp_user_timeout, counters, user_agent };
         let Some(aws) = &config.aws else {
             let tls = direct_tls(config.ca_bundle.as_deref())?;
-            return Ok(Target { inner: Arc::new(Inner::Direct { url: connect_url(config), tls }), socket });
+            let signer = config.signer.clone().map(|signer| {
+                let request = WssSignRequest {
+                    endpoint: config.endpoint.trim_end_matches('/').to_owned(),
+                    role: config.role,
+                    channel_arn: config.channel_arn.clone(),
+                    client_id: config.client_id.clone().filter(|_| config.role == Role::Viewer),
+                    region: config.region.clone(),
+                    time: SystemTime::now(),
+                };
+                (signer, config.signer_timeout, request)
+            });
+            let direct = DirectTarget {
+                url: connect_url(config),
+                tls,
+                presigned: Mutex::new(config.presigned_url.clone()),
+                signer,
+            };
+            return Ok(Target { inner: Arc::new(Inner::Direct(Box::new(direct))), socket });
         };
         let control_plane = Arc::new(ControlPlane::new(&config.control_plane_config(aws))?);
         let channel = match &config.channel_name {
@@ -144,10 +176,7 @@ impl Target {
     /// control plane (cache lookup, calls, signing).
     pub async fn open(&self) -> Result<(Socket, Phases, Duration), ClientError> {
         match &*self.inner {
-            Inner::Direct { url, tls } => {
-                let (socket, phases) = open_socket(url, tls, &Redactor::default(), &self.socket).await?;
-                Ok((socket, phases, Duration::ZERO))
-            }
+            Inner::Direct(direct) => direct.open(&self.socket).await,
             Inner::Aws(aws) => aws.open(&self.socket).await,
         }
     }
@@ -155,7 +184,7 @@ impl Target {
     /// The endpoint for logs, without its query string.
     pub fn describe(&self) -> String {
         match &*self.inner {
-            Inner::Direct { url, .. } => redact_query(url).to_owned(),
+            Inner::Direct(direct) => redact_query(&direct.url).to_owned(),
             Inner::Aws(aws) => {
                 let endpoint = lock(&aws.endpoint).clone();
                 if endpoint.is_empty() { format!("channel {}", aws.channel.as_str()) } else { endpoint }
@@ -183,10 +212,70 @@ impl Target {
     /// Service clock minus local clock, in milliseconds, as learnt so far.
     pub fn clock_skew_ms(&self) -> i64 {
         match &*self.inner {
-            Inner::Direct { .. } => 0,
+            Inner::Direct(_) => 0,
             Inner::Aws(aws) => aws.control_plane.clock_skew().get(),
         }
     }
+}
+
+impl DirectTarget {
+    /// Opens the socket with the presigned URL while it lasts, else with a
+    /// URL from the signer, else with the endpoint as it is.
+    async fn open(&self, options: &SocketOptions) -> Result<(Socket, Phases, Duration), ClientError> {
+        let presigned = lock(&self.presigned).clone();
+        if let Some(presigned) = presigned {
+            if presigned.expired_at(SystemTime::now()) {
+                *lock(&self.presigned) = None;
+                let why = format!("it expired {} s ago", expired_for(&presigned).as_secs());
+                return self.without_presigned(options, why).await;
+            }
+            let redactor = signed_url_redactor(&presigned.url);
+            return match open_socket(&presigned.url, &self.tls, &redactor, options).await {
+                Ok((socket, phases)) => Ok((socket, phases, Duration::ZERO)),
+                Err(ClientError::Refused { status: status @ (401 | 403), error_type, body, .. }) => {
+                    *lock(&self.presigned) = None;
+                    let error_type = error_type.map(|t| format!(" {t}")).unwrap_or_default();
+                    let why = format!("the service refused it with HTTP {status}{error_type}: {body}");
+                    self.without_presigned(options, why).await
+                }
+                Err(other) => Err(other),
+            };
+        }
+        self.open_signed(options).await
+    }
+
+    /// After the presigned URL expired: a signed URL when there is a signer,
+    /// else [`ClientError::PresignedUrlExpired`].
+    async fn without_presigned(
+        &self,
+        options: &SocketOptions,
+        why: String,
+    ) -> Result<(Socket, Phases, Duration), ClientError> {
+        if self.signer.is_none() {
+            return Err(ClientError::PresignedUrlExpired(why));
+        }
+        log!(Level::Info, TARGET, "the presigned URL is no longer usable ({why}); asking the signer for a new one");
+        self.open_signed(options).await
+    }
+
+    async fn open_signed(&self, options: &SocketOptions) -> Result<(Socket, Phases, Duration), ClientError> {
+        let Some((signer, timeout, request)) = &self.signer else {
+            let (socket, phases) = open_socket(&self.url, &self.tls, &Redactor::default(), options).await?;
+            return Ok((socket, phases, Duration::ZERO));
+        };
+        let started = Instant::now();
+        let request = WssSignRequest { time: SystemTime::now(), ..request.clone() };
+        let url = within(*timeout, signer.presign_wss_url(&request)).await.map_err(ClientError::Signer)?;
+        check_signed_url(&url, &request.endpoint).map_err(ClientError::Signer)?;
+        let signing_time = started.elapsed();
+        let (socket, phases) = open_socket(&url, &self.tls, &signed_url_redactor(&url), options).await?;
+        Ok((socket, phases, signing_time))
+    }
+}
+
+/// How long ago `presigned` expired.
+fn expired_for(presigned: &PresignedUrl) -> Duration {
+    SystemTime::now().duration_since(presigned.expires_at).unwrap_or_default()
 }
 
 impl AwsTarget {

@@ -206,6 +206,16 @@ fn too_many_tags(count: usize) -> HttpError {
     )
 }
 
+/// The service's pattern of tag keys and values.
+const TAG_PATTERN: &str = r"[\p{L}\p{Z}\p{N}_.:/=+\-@]*";
+
+/// Whether `text` matches [`TAG_PATTERN`]: letters, separators, numbers and `_.:/=+-@`.
+fn is_tag_text(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_alphabetic() || c.is_numeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
+    })
+}
+
 pub(super) fn parse_tags(input: &JsonObject) -> Result<Vec<(String, String)>, HttpError> {
     let Some(items) = opt_array(input, "Tags")? else {
         return Ok(Vec::new());
@@ -225,6 +235,20 @@ pub(super) fn parse_tags(input: &JsonObject) -> Result<Vec<(String, String)>, Ht
         }
         if value.chars().count() > 256 {
             return Err(constraint(value, "tags.member.value", "Member must have length less than or equal to 256"));
+        }
+        if !is_tag_text(key) {
+            return Err(constraint(
+                key,
+                "tags.member.key",
+                &format!("Member must satisfy regular expression pattern: ^({TAG_PATTERN})$"),
+            ));
+        }
+        if !is_tag_text(value) {
+            return Err(constraint(
+                value,
+                "tags.member.value",
+                &format!("Member must satisfy regular expression pattern: {TAG_PATTERN}"),
+            ));
         }
         tags.push((key.to_owned(), value.to_owned()));
     }

@@ -168,7 +168,13 @@ async fn route(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, io::Error> {
     let path = request.uri().path().to_owned();
-    let mut response = if is_websocket_upgrade(&request) {
+    let upgrade = is_websocket_upgrade(&request);
+    if let Some(user_agent) = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+        && !path.starts_with("/admin")
+    {
+        shared.saw_user_agent(upgrade, user_agent);
+    }
+    let mut response = if upgrade {
         match accept_websocket(&shared, epoch, request) {
             Ok(response) => response,
             Err(UpgradeRefusal::Reset) => {

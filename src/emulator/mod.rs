@@ -383,6 +383,33 @@ pub struct EmulatorStats {
     pub restarts: u64,
 }
 
+/// The distinct `User-Agent` headers the emulator has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserAgents {
+    /// On control-plane calls and GetIceServerConfig.
+    pub https: Vec<String>,
+    /// On WebSocket upgrades (admitted or refused).
+    pub websocket: Vec<String>,
+}
+
+impl UserAgents {
+    /// The most distinct values kept per kind; later new ones are not recorded.
+    pub const MAX: usize = 32;
+
+    fn record(&mut self, websocket: bool, user_agent: &str) {
+        let list = if websocket { &mut self.websocket } else { &mut self.https };
+        let mut cut = user_agent.len().min(512);
+        while !user_agent.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let user_agent = &user_agent[..cut];
+        if list.len() < UserAgents::MAX && !list.iter().any(|seen| seen == user_agent) {
+            list.push(user_agent.to_owned());
+        }
+    }
+}
+
 /// Atomic backing store of [`EmulatorStats`].
 #[derive(Default)]
 struct Counters {
@@ -479,6 +506,8 @@ struct Shared {
     turn_secret: String,
     /// (sender, correlation id) of the last `config.received_log` messages read.
     received: Mutex<std::collections::VecDeque<(String, String)>>,
+    /// Distinct `User-Agent` values seen, per kind of request.
+    user_agents: Mutex<UserAgents>,
     /// HTTP and WebSocket tasks, awaited by [`Emulator::shutdown`].
     tasks: Mutex<JoinSet<()>>,
 }
@@ -500,6 +529,11 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Shared {
+    /// Notes the `User-Agent` of a request (an upgrade when `websocket`).
+    fn saw_user_agent(&self, websocket: bool, user_agent: &str) {
+        lock(&self.user_agents).record(websocket, user_agent);
+    }
+
     fn log(&self, message: fmt::Arguments<'_>) {
         if self.config.verbose {
             eprintln!("[kvs-emulator] {message}");
@@ -732,6 +766,7 @@ impl Shared {
             restarts,
             turn_secret,
             received: Mutex::default(),
+            user_agents: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             config,
         }
@@ -819,6 +854,19 @@ impl Emulator {
     pub fn delete_channel(&self, name_or_arn: &str) -> bool {
         let arn = self.channel_arn(name_or_arn).unwrap_or_else(|| name_or_arn.to_owned());
         self.shared.delete_channel(&arn)
+    }
+
+    /// The tags of a channel (by name or ARN), in the order they were given
+    /// to CreateSignalingChannel; `None` when there is no such channel.
+    pub fn channel_tags(&self, name_or_arn: &str) -> Option<Vec<(String, String)>> {
+        let registry = lock(&self.shared.registry);
+        registry.by_name(name_or_arn).or_else(|| registry.by_arn(name_or_arn)).map(|info| info.tags)
+    }
+
+    /// The distinct `User-Agent` headers of the requests served so far (at
+    /// most [`UserAgents::MAX`] of each kind, each cut to 512 bytes).
+    pub fn user_agents(&self) -> UserAgents {
+        lock(&self.shared.user_agents).clone()
     }
 
     /// A snapshot of the counters.

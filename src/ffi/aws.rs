@@ -8,7 +8,7 @@ use super::result::fail;
 use super::{arg_str, boundary, copy_prefix, require_non_null, write_out_str};
 use crate::aws::{
     AwsError, ControlPlaneConfig, CreateChannel, Credentials, CredentialsProvider, EndpointVariant, EnvCredentials,
-    StaticCredentials, stun_url,
+    MAX_TAGS, StaticCredentials, check_tags, stun_url,
 };
 use crate::client::AwsConfig;
 use crate::ffi::kvs_result::{self, *};
@@ -77,6 +77,46 @@ pub extern "C" fn kvs_credentials_sink_set(
     })
 }
 
+/// One tag of a channel the client creates (`kvs_client_config.tags`);
+/// NUL-terminated UTF-8, borrowed for `kvs_client_new`.
+#[repr(C)]
+pub struct kvs_tag {
+    pub key: *const c_char,
+    pub value: *const c_char,
+}
+
+/// The tags of `config` (`tags`, `tag_count`), checked against the service's limits.
+fn config_tags(config: &kvs_client_config) -> Result<Vec<(String, String)>, kvs_result> {
+    if config.tag_count == 0 {
+        return Ok(Vec::new());
+    }
+    if config.tags.is_null() {
+        return Err(fail(KVS_ERR_NULL_PARAMETER, "config.tags must not be NULL when tag_count is above 0"));
+    }
+    if config.tag_count > MAX_TAGS {
+        return Err(fail(
+            KVS_ERR_INVALID_CONFIG,
+            format!("{} tags; a channel takes at most {MAX_TAGS}", config.tag_count),
+        ));
+    }
+    // SAFETY: non-NULL and, as the header requires, `tag_count` entries long (at most 50).
+    let entries = unsafe { std::slice::from_raw_parts(config.tags, config.tag_count) };
+    let mut tags = Vec::with_capacity(entries.len());
+    for (i, tag) in entries.iter().enumerate() {
+        // Bytes: 4 per character at most; the character limits are checked below.
+        // SAFETY: NUL-terminated strings, as the header requires.
+        let key = unsafe { arg_str(tag.key, "tag key", 4 * 128, KVS_ERR_INVALID_CONFIG) }?;
+        // SAFETY: as above.
+        let value = unsafe { arg_str(tag.value, "tag value", 4 * 256, KVS_ERR_INVALID_CONFIG) }?;
+        match (key, value) {
+            (Some(key), Some(value)) => tags.push((key.to_owned(), value.to_owned())),
+            _ => return Err(fail(KVS_ERR_NULL_PARAMETER, format!("config.tags[{i}] has a NULL key or value"))),
+        }
+    }
+    check_tags(&tags).map_err(|e| fail(KVS_ERR_INVALID_CONFIG, e.to_string()))?;
+    Ok(tags)
+}
+
 /// Credentials from the application's callback, called on the dispatcher thread.
 struct CallbackCredentials {
     lane: Weak<Lane>,
@@ -119,6 +159,15 @@ impl CredentialsProvider for CallbackCredentials {
     }
 }
 
+/// The provider of a client whose requests a signer signs: never asked.
+struct NoCredentials;
+
+impl CredentialsProvider for NoCredentials {
+    fn fetch(&self) -> Result<Credentials, AwsError> {
+        Err(AwsError::Credentials("signing by a backend: the client holds no credentials".into()))
+    }
+}
+
 /// The control-plane settings of a C config (`use_control_plane` set).
 pub(super) fn aws_config(
     config: &kvs_client_config,
@@ -133,7 +182,10 @@ pub(super) fn aws_config(
     let key = read(config.access_key_id, "access_key_id")?;
     let secret = read(config.secret_access_key, "secret_access_key")?;
     let token = read(config.session_token, "session_token")?;
-    let provider: Arc<dyn CredentialsProvider> = if config.credentials_callback.is_some() {
+    let provider: Arc<dyn CredentialsProvider> = if config.signer_callback.is_some() {
+        // Signing by a backend: the signer signs everything, credentials are never asked.
+        Arc::new(NoCredentials)
+    } else if config.credentials_callback.is_some() {
         Arc::new(CallbackCredentials { lane: Arc::downgrade(lane) })
     } else if let (Some(key), Some(secret)) = (&key, &secret) {
         let credentials = Credentials::new(key, secret, token.as_deref());
@@ -144,7 +196,7 @@ pub(super) fn aws_config(
     } else {
         return Err(fail(
             KVS_ERR_CREDENTIALS,
-            "use_control_plane needs credentials: access_key_id + secret_access_key, credentials_from_env, or credentials_callback",
+            "use_control_plane needs credentials: access_key_id + secret_access_key, credentials_from_env, credentials_callback, or a signer_callback",
         ));
     };
     let mut control_plane = ControlPlaneConfig::new(region, provider);
@@ -155,8 +207,10 @@ pub(super) fn aws_config(
     if config.create_channel {
         aws.create_channel = Some(CreateChannel {
             message_ttl_secs: (config.message_ttl_s > 0).then_some(config.message_ttl_s),
-            tags: Vec::new(),
+            tags: config_tags(config)?,
         });
+    } else if config.tag_count > 0 {
+        return Err(fail(KVS_ERR_INVALID_CONFIG, "tags are set on a channel the client creates: set create_channel"));
     }
     aws.endpoint_cache_path = read(config.endpoint_cache_path, "endpoint_cache_path")?.map(PathBuf::from);
     if config.endpoint_cache_ttl_s > 0 {

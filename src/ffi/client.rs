@@ -287,6 +287,36 @@ pub struct kvs_client_config {
     /// (origin LOCAL, `error_type` "Unconfirmed") instead, so the application
     /// decides (a duplicate offer can upset a peer).
     pub report_unconfirmed_sdp: bool,
+    /// Signing by a backend: called for the presigned WebSocket URL of every
+    /// connect attempt (for `endpoint`, or the endpoint the control plane
+    /// returned) and, with `use_control_plane`, for the headers of every
+    /// control-plane call, so the client needs no credentials (they are then
+    /// never used). Runs on the dispatcher thread with `userdata`; see
+    /// `kvs_signer_callback` and README "Signing by a backend".
+    pub signer_callback: super::kvs_signer_callback,
+    /// How long the library waits for one `signer_callback` call (ms); 0
+    /// means 10000. A late answer fails the attempt with KVS_ERR_SIGNER_FAILED.
+    pub signer_timeout_ms: u32,
+    /// A ready presigned WebSocket URL (`wss://...?X-Amz-ChannelARN=...&X-Amz-Signature=...`,
+    /// at most KVS_MAX_SIGNED_URL_LEN bytes), instead of `endpoint` (not with
+    /// `use_control_plane`); `channel_arn` and a viewer's `client_id` may then
+    /// be NULL: they are read from the URL. Once it has expired or the service
+    /// refuses it (401/403), the client asks `signer_callback` for a new URL,
+    /// or, without one, stops with KVS_ERR_PRESIGNED_URL_EXPIRED (state
+    /// DISCONNECTED) instead of retrying a dead URL.
+    pub presigned_url: *const c_char,
+    /// When `presigned_url` expires, in seconds since 1970 (required with it).
+    pub presigned_url_expiry_unix_s: u64,
+    /// Appended (after a space) to the library's `User-Agent`
+    /// (`kvs-signaling/VERSION`) on every HTTPS call and WebSocket upgrade;
+    /// 1-256 printable ASCII characters. NULL: none.
+    pub user_agent_suffix: *const c_char,
+    /// Tags of a channel the client creates (`create_channel`): `tag_count`
+    /// entries, at most 50; keys 1-128 and values 0-256 characters of
+    /// letters, digits, spaces and `_ . : / = + - @` (the service's limits).
+    /// Borrowed for `kvs_client_new` only, like the strings.
+    pub tags: *const super::kvs_tag,
+    pub tag_count: usize,
 }
 
 /// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
@@ -359,6 +389,13 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         max_inbound_frame_len: 0,
         tcp_user_timeout_ms: 0,
         report_unconfirmed_sdp: false,
+        signer_callback: None,
+        signer_timeout_ms: 0,
+        presigned_url: ptr::null(),
+        presigned_url_expiry_unix_s: 0,
+        user_agent_suffix: ptr::null(),
+        tags: ptr::null(),
+        tag_count: 0,
     }
 }
 
@@ -371,6 +408,7 @@ pub(super) struct Callbacks {
     on_state: kvs_state_callback,
     on_ice_servers: kvs_ice_servers_callback,
     pub(super) credentials: kvs_credentials_callback,
+    pub(super) signer: super::kvs_signer_callback,
     pub(super) userdata: *mut c_void,
     free_userdata: kvs_free_callback,
     released: AtomicBool,
@@ -392,6 +430,7 @@ impl Callbacks {
             on_state: config.on_state,
             on_ice_servers: config.on_ice_servers,
             credentials: config.credentials_callback,
+            signer: config.signer_callback,
             userdata: config.userdata,
             free_userdata: config.free_userdata,
             released: AtomicBool::new(false),
@@ -671,21 +710,28 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
         }
     };
     let channel_name = config_str(config.channel_name, "channel_name", MAX_ID_LEN)?;
+    let presigned_url = super::signer::presigned_url(config)?;
+    let presigned = presigned_url.is_some();
     let channel_arn = config_str(config.channel_arn, "channel_arn", crate::protocol::MAX_ARN_LEN)?;
     let channel_arn = match (channel_arn, &channel_name, config.use_control_plane) {
         (Some(arn), _, _) => arn,
         (None, Some(_), true) => String::new(),
+        (None, _, false) if presigned => String::new(),
         _ => return Err(fail(KVS_ERR_NULL_PARAMETER, "config.channel_arn must not be NULL")),
     };
     let endpoint = match (config_str(config.endpoint, "endpoint", 2048)?, config.use_control_plane) {
         (Some(endpoint), _) => endpoint,
         (None, true) => String::new(),
+        (None, false) if presigned => String::new(),
         (None, false) => return Err(fail(KVS_ERR_NULL_PARAMETER, "config.endpoint must not be NULL")),
     };
     let client_id = config_str(config.client_id, "client_id", MAX_ID_LEN)?;
     let region = config_str(config.region, "region", 64)?;
     let mut out = match (role, client_id) {
         (Role::Viewer, Some(id)) => ClientConfig::viewer(&channel_arn, &id, &endpoint),
+        (Role::Viewer, None) if presigned => {
+            ClientConfig { role: Role::Viewer, ..ClientConfig::master(&channel_arn, &endpoint) }
+        }
         (Role::Viewer, None) => {
             return Err(fail(KVS_ERR_NULL_PARAMETER, "config.client_id must be set for a viewer"));
         }
@@ -732,6 +778,16 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
         out.max_inbound_frame_len = config.max_inbound_frame_len as usize;
     }
     out.ca_bundle = config_str(config.ca_bundle_path, "ca_bundle_path", 4096)?.map(std::path::PathBuf::from);
+    out.presigned_url = presigned_url;
+    if config.signer_callback.is_some() {
+        out.signer = Some(Arc::new(super::signer::CallbackSigner { lane: Arc::downgrade(lane) }));
+    }
+    if config.signer_timeout_ms > 0 {
+        out.signer_timeout = Duration::from_millis(u64::from(config.signer_timeout_ms));
+    }
+    out.user_agent_suffix =
+        config_str(config.user_agent_suffix, "user_agent_suffix", crate::aws::http::MAX_USER_AGENT_SUFFIX_LEN)?;
+    out.fill_from_presigned_url();
     if config.use_control_plane {
         out.channel_name = channel_name;
         if config.connect_timeout_ms == 0 {
@@ -756,9 +812,12 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 /// Threading: any thread, callbacks included (it starts the library's threads on
 /// first use).
 ///
-/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
+/// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id` or a presigned URL, and
+/// `tags` NULL with a `tag_count`), KVS_ERR_INVALID_UTF8,
 /// KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
-/// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
+/// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a `presigned_url` without its
+/// expiry or with `use_control_plane`, a `user_agent_suffix` outside 1-256 printable ASCII
+/// characters, tags beyond the service's limits or without `create_channel`), KVS_ERR_CREDENTIALS
 /// (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
 /// KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
@@ -823,7 +882,9 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 /// KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
 /// KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
 /// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
-/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
+/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; with a `signer_callback` KVS_ERR_SIGNER_FAILED,
+/// KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL, KVS_ERR_SIGNER_NOT_WSS; with a
+/// `presigned_url` KVS_ERR_PRESIGNED_URL_EXPIRED; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
 /// `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {

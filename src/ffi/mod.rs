@@ -13,11 +13,13 @@ mod client;
 mod dispatch;
 mod global;
 mod result;
+mod signer;
 
 pub use aws::*;
 pub use client::*;
 pub use global::*;
 pub use result::kvs_result;
+pub use signer::*;
 
 use result::fail;
 use std::cell::Cell;

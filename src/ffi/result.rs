@@ -1,6 +1,6 @@
 //! Result codes and the thread-local last-error text.
 
-use crate::aws::AwsError;
+use crate::aws::{AwsError, SignerError};
 use crate::client::ClientError;
 use crate::protocol::{Field, ValidationError};
 use crate::runtime::RuntimeError;
@@ -90,6 +90,22 @@ pub enum kvs_result {
     /// `kvs_client_connect` was abandoned because `kvs_client_disconnect`
     /// stopped the client meanwhile.
     KVS_ERR_CANCELLED = 36,
+    /// The request signer (`signer_callback`, signing by a backend) failed:
+    /// it returned an error code or did not answer within `signer_timeout_ms`.
+    KVS_ERR_SIGNER_FAILED = 37,
+    /// The request signer returned more than the library accepts (a URL over
+    /// KVS_MAX_SIGNED_URL_LEN bytes, too many or too long headers).
+    KVS_ERR_SIGNER_TOO_LONG = 38,
+    /// The request signer returned a URL that does not parse, lacks a query or
+    /// is for another host or port, or headers that are not valid HTTP.
+    KVS_ERR_SIGNER_INVALID_URL = 39,
+    /// The request signer returned a URL that is not `wss://` for a `wss://`
+    /// endpoint (a downgrade to cleartext, refused).
+    KVS_ERR_SIGNER_NOT_WSS = 40,
+    /// The configured presigned URL has expired (or the service refused it
+    /// with 403) and no signer is configured to make a new one; the client
+    /// stopped instead of retrying with a dead URL.
+    KVS_ERR_PRESIGNED_URL_EXPIRED = 41,
 }
 
 use kvs_result::*;
@@ -135,12 +151,17 @@ impl kvs_result {
             KVS_ERR_CREDENTIALS => "no usable credentials\0",
             KVS_ERR_CLOSED => "the client is being freed\0",
             KVS_ERR_CANCELLED => "the connect was cancelled by a disconnect\0",
+            KVS_ERR_SIGNER_FAILED => "the request signer failed\0",
+            KVS_ERR_SIGNER_TOO_LONG => "the request signer returned too much\0",
+            KVS_ERR_SIGNER_INVALID_URL => "the request signer returned an invalid URL or header\0",
+            KVS_ERR_SIGNER_NOT_WSS => "the request signer returned a URL that is not wss://\0",
+            KVS_ERR_PRESIGNED_URL_EXPIRED => "the presigned URL has expired\0",
         }
     }
 
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 37] = [
+        const ALL: [kvs_result; 42] = [
             KVS_OK,
             KVS_ERR_NULL_PARAMETER,
             KVS_ERR_INVALID_UTF8,
@@ -178,6 +199,11 @@ impl kvs_result {
             KVS_ERR_CREDENTIALS,
             KVS_ERR_CLOSED,
             KVS_ERR_CANCELLED,
+            KVS_ERR_SIGNER_FAILED,
+            KVS_ERR_SIGNER_TOO_LONG,
+            KVS_ERR_SIGNER_INVALID_URL,
+            KVS_ERR_SIGNER_NOT_WSS,
+            KVS_ERR_PRESIGNED_URL_EXPIRED,
         ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
@@ -218,6 +244,8 @@ pub fn client_code(e: &ClientError) -> kvs_result {
         ClientError::Handshake(_) => KVS_ERR_HANDSHAKE,
         ClientError::Tls(_) => KVS_ERR_TLS,
         ClientError::Cancelled => KVS_ERR_CANCELLED,
+        ClientError::Signer(e) => signer_code(e),
+        ClientError::PresignedUrlExpired(_) => KVS_ERR_PRESIGNED_URL_EXPIRED,
         ClientError::ControlPlane(e) => aws_code(e),
     }
 }
@@ -237,6 +265,17 @@ pub fn aws_code(e: &AwsError) -> kvs_result {
         AwsError::BadResponse(_) => KVS_ERR_BAD_RESPONSE,
         AwsError::Credentials(_) => KVS_ERR_CREDENTIALS,
         AwsError::Config(_) => KVS_ERR_INVALID_CONFIG,
+        AwsError::Signer(e) => signer_code(e),
+    }
+}
+
+/// The code for a signer failure.
+pub fn signer_code(e: &SignerError) -> kvs_result {
+    match e {
+        SignerError::TooLong { .. } => KVS_ERR_SIGNER_TOO_LONG,
+        SignerError::InvalidUrl(_) => KVS_ERR_SIGNER_INVALID_URL,
+        SignerError::NotSecure(_) => KVS_ERR_SIGNER_NOT_WSS,
+        _ => KVS_ERR_SIGNER_FAILED,
     }
 }
 

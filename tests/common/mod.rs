@@ -45,6 +45,11 @@ impl EmulatorThread {
         EmulatorThread { endpoint, arn, stop: Some(stop), thread: Some(thread), stats: slot }
     }
 
+    /// Runs `f` on the emulator (panics once it has stopped).
+    pub fn with<R>(&self, f: impl FnOnce(&Emulator) -> R) -> R {
+        f(self.stats.lock().unwrap().as_ref().expect("emulator running"))
+    }
+
     pub fn stats(&self) -> kvs_signaling::emulator::EmulatorStats {
         self.stats.lock().unwrap().as_ref().map(|e| e.stats()).unwrap_or_default()
     }
