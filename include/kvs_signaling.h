@@ -54,6 +54,11 @@
 #define MAX_ERROR_TYPE_LEN 256
 
 /**
+ * The longest reply head (status line and headers) read from a proxy.
+ */
+#define MAX_PROXY_REPLY_HEAD (8 * 1024)
+
+/**
  * The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
  * the largest message of the spec (a 10,000-character payload in its
  * envelope, spec §7.1), small enough to be buffered whole per socket on firmware.
@@ -273,6 +278,25 @@ enum kvs_result
    * stopped the client meanwhile.
    */
   KVS_ERR_CANCELLED = 36,
+  /**
+   * The HTTPS proxy is down: no TCP connection to it, or no reply to
+   * CONNECT in time. A reconnecting client keeps retrying.
+   */
+  KVS_ERR_PROXY_UNREACHABLE = 37,
+  /**
+   * The HTTPS proxy answered 407: credentials missing from `proxy_url`, or refused.
+   */
+  KVS_ERR_PROXY_AUTH_REQUIRED = 38,
+  /**
+   * The HTTPS proxy refused the tunnel (403 or another non-2xx status,
+   * named in the last error), or its reply was not HTTP or too long.
+   */
+  KVS_ERR_PROXY_REFUSED = 39,
+  /**
+   * The HTTPS proxy closed the connection before answering CONNECT, or
+   * the tunnel closed during the TLS handshake with the service.
+   */
+  KVS_ERR_PROXY_CLOSED = 40,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -68,6 +68,9 @@ pub enum AwsError {
     Credentials(String),
     /// A local argument or setting is invalid (region, URL, CA bundle, channel name...).
     Config(String),
+    /// The connection through the HTTPS proxy failed: the proxy is down,
+    /// asks for credentials, refuses the tunnel or closed it.
+    Proxy(super::ProxyError),
 }
 
 impl AwsError {
@@ -98,6 +101,7 @@ impl AwsError {
             | AwsError::BadResponse(m)
             | AwsError::Credentials(m)
             | AwsError::Config(m) => m,
+            AwsError::Proxy(e) => e.message(),
             other => other.service_error().map_or("", |e| e.message.as_str()),
         }
     }
@@ -117,6 +121,7 @@ impl AwsError {
             AwsError::BadResponse(_) => "bad_response",
             AwsError::Credentials(_) => "credentials",
             AwsError::Config(_) => "config",
+            AwsError::Proxy(_) => "proxy",
         }
     }
 
@@ -125,6 +130,7 @@ impl AwsError {
         match self {
             AwsError::Network(_) | AwsError::Timeout(_) | AwsError::Throttled(_) => true,
             AwsError::Service(e) => e.status >= 500,
+            AwsError::Proxy(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -145,6 +151,7 @@ impl fmt::Display for AwsError {
             AwsError::BadResponse(m) => write!(f, "unexpected response: {m}"),
             AwsError::Credentials(m) => write!(f, "credentials unavailable: {m}"),
             AwsError::Config(m) => write!(f, "invalid configuration: {m}"),
+            AwsError::Proxy(e) => write!(f, "{e}"),
         }
     }
 }

@@ -25,6 +25,7 @@ mod error;
 pub(crate) mod fuzzing;
 pub mod http;
 pub mod ice;
+pub mod proxy;
 mod redact;
 pub mod sigv4;
 pub mod tls;
@@ -40,6 +41,7 @@ pub(crate) use error::truncate;
 pub use error::{AwsError, ServiceError, is_clock_skew_message};
 pub use http::{HttpClient, HttpResponse};
 pub use ice::IceServer;
+pub use proxy::{Dialer, Proxy, ProxyConfig, ProxyError};
 pub(crate) use redact::Redactor;
 #[cfg(feature = "rustls")]
 pub use tls::tls_config;

@@ -2,7 +2,7 @@
 
 use super::ClientError;
 use super::connect::{host_and_port, redact_query};
-use crate::aws::{ControlPlaneConfig, CreateChannel};
+use crate::aws::{ControlPlaneConfig, CreateChannel, ProxyConfig};
 use crate::protocol::{Role, validate_channel_arn, validate_client_id};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -110,6 +110,14 @@ pub struct ClientConfig {
     /// `ControlPlaneConfig::ca_bundle` that is set takes precedence over it
     /// (for all of those connections). Checked by [`ClientConfig::validate`].
     pub ca_bundle: Option<PathBuf>,
+    /// The HTTPS proxy of every connection of the client (the WebSocket, the
+    /// control-plane and GetIceServerConfig calls): an HTTP `CONNECT` tunnel
+    /// each, TLS to the service inside it. Default: direct connections. When
+    /// set (a URL or `from_env`), it replaces `ControlPlaneConfig::proxy`.
+    /// The environment, when `from_env` opts in, is read once, when the client
+    /// is made. A bad URL is [`ClientError::InvalidConfig`]; failures through
+    /// the proxy are [`ClientError::Proxy`]. See [`crate::aws::proxy`].
+    pub proxy: ProxyConfig,
 }
 
 /// How a client reaches the service through its control plane.
@@ -201,6 +209,7 @@ impl ClientConfig {
             resend_unconfirmed_sdp: true,
             aws: None,
             ca_bundle: None,
+            proxy: ProxyConfig::default(),
         }
     }
 
@@ -305,10 +314,23 @@ impl ClientConfig {
         if let Some(bundle) = &self.ca_bundle {
             check_ca_bundle(bundle)?;
         }
+        // The environment is read when the client is made, not here.
+        if let Err(e) = self.proxy_setting().proxy() {
+            return invalid(e.message().to_owned());
+        }
         if let Some(aws) = &self.aws {
             aws.validate()?;
         }
         Ok(())
+    }
+
+    /// The proxy of the client's connections: its own when set, else the
+    /// control plane's.
+    pub(super) fn proxy_setting(&self) -> ProxyConfig {
+        match &self.aws {
+            Some(aws) if self.proxy == ProxyConfig::default() => aws.control_plane.proxy.clone(),
+            _ => self.proxy.clone(),
+        }
     }
 
     /// The CA bundle of the connections through the control plane: its own

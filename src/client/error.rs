@@ -49,6 +49,10 @@ pub enum ClientError {
     /// A control-plane call (DescribeSignalingChannel, GetSignalingChannelEndpoint,
     /// ...) or the credentials provider failed; the kind names the failure.
     ControlPlane(crate::aws::AwsError),
+    /// A connection through the HTTPS proxy failed (the WebSocket or a
+    /// control-plane call): the proxy is down, wants credentials, refused the
+    /// tunnel or closed it. A reconnecting client keeps retrying.
+    Proxy(crate::aws::ProxyError),
 }
 
 impl fmt::Display for ClientError {
@@ -80,6 +84,7 @@ impl fmt::Display for ClientError {
             ClientError::Tls(text) => write!(f, "TLS handshake failed: {text}"),
             ClientError::Cancelled => f.write_str("the connect was abandoned: the client stopped before it finished"),
             ClientError::ControlPlane(e) => write!(f, "control plane: {e}"),
+            ClientError::Proxy(e) => write!(f, "{e}"),
         }
     }
 }
@@ -88,7 +93,10 @@ impl std::error::Error for ClientError {}
 
 impl From<crate::aws::AwsError> for ClientError {
     fn from(e: crate::aws::AwsError) -> ClientError {
-        ClientError::ControlPlane(e)
+        match e {
+            crate::aws::AwsError::Proxy(e) => ClientError::Proxy(e),
+            other => ClientError::ControlPlane(other),
+        }
     }
 }
 

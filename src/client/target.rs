@@ -9,8 +9,8 @@ use super::{ClientConfig, ClientError, ClientEvent, EventSink};
 use crate::aws::ice::refresh_after;
 use crate::aws::sigv4::uri_encode;
 use crate::aws::{
-    AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, Redactor, TlsClient,
-    is_clock_skew_message,
+    AwsError, ChannelRef, ControlPlane, ControlPlaneConfig, CreateChannel, Dialer, EndpointCache, IceServer, Redactor,
+    TlsClient, is_clock_skew_message,
 };
 use crate::log::{Level, log};
 use crate::protocol::Role;
@@ -65,7 +65,7 @@ pub(super) struct Target {
 }
 
 enum Inner {
-    Direct { url: String, tls: TlsClient },
+    Direct { url: String, tls: TlsClient, dialer: Dialer },
     Aws(Box<AwsTarget>),
 }
 
@@ -101,19 +101,25 @@ impl Drop for IceRefresh {
 
 impl Target {
     /// The target for `config`: its endpoint as it is, or the control plane.
-    /// Its sockets count dead links in `counters`.
+    /// Its sockets count dead links in `counters`. The proxy setting (and the
+    /// environment, when it opts in) is read here, once.
     pub fn new(
         config: &ClientConfig,
         ice: Arc<IceState>,
         sink: EventSink,
         counters: Arc<Counters>,
     ) -> Result<Target, ClientError> {
-        let socket = SocketOptions { tcp_user_timeout: config.tcp_user_timeout, counters };
+        let socket = SocketOptions { counters };
+        let proxy_setting = config.proxy_setting().resolve_env();
+        let proxy = proxy_setting.proxy().map_err(invalid_proxy)?;
         let Some(aws) = &config.aws else {
             let tls = direct_tls(config.ca_bundle.as_deref())?;
-            return Ok(Target { inner: Arc::new(Inner::Direct { url: connect_url(config), tls }), socket });
+            let dialer = Dialer::new(config.tcp_user_timeout).with_proxy(proxy.map(Arc::new));
+            return Ok(Target { inner: Arc::new(Inner::Direct { url: connect_url(config), tls, dialer }), socket });
         };
-        let control_plane = Arc::new(ControlPlane::new(&config.control_plane_config(aws))?);
+        // The setting as read above: the environment is not read again.
+        let control_plane = ControlPlaneConfig { proxy: proxy_setting, ..config.control_plane_config(aws) };
+        let control_plane = Arc::new(ControlPlane::new(&control_plane)?);
         let channel = match &config.channel_name {
             Some(name) if config.channel_arn.is_empty() => ChannelRef::Name(name.clone()),
             _ => ChannelRef::Arn(config.channel_arn.clone()),
@@ -144,8 +150,8 @@ impl Target {
     /// control plane (cache lookup, calls, signing).
     pub async fn open(&self) -> Result<(Socket, Phases, Duration), ClientError> {
         match &*self.inner {
-            Inner::Direct { url, tls } => {
-                let (socket, phases) = open_socket(url, tls, &Redactor::default(), &self.socket).await?;
+            Inner::Direct { url, tls, dialer } => {
+                let (socket, phases) = open_socket(url, tls, dialer, &Redactor::default(), &self.socket).await?;
                 Ok((socket, phases, Duration::ZERO))
             }
             Inner::Aws(aws) => aws.open(&self.socket).await,
@@ -204,7 +210,8 @@ impl AwsTarget {
             self.control_plane.presign(&resolved.endpoints.wss, &resolved.arn, self.client_id.as_deref()).await?;
         *lock(&self.endpoint) = resolved.endpoints.wss.clone();
         let control_plane_time = started.elapsed();
-        match open_socket(&url, self.control_plane.tls(), &redactor, options).await {
+        let (tls, dialer) = (self.control_plane.tls(), self.control_plane.dialer());
+        match open_socket(&url, tls, dialer, &redactor, options).await {
             Ok((socket, phases)) => Ok((socket, phases, control_plane_time)),
             Err(err) => {
                 self.after_failure(&err);
@@ -308,6 +315,14 @@ async fn ice_loop(
             // A request brings the next call forward, never past `due`.
             _ = wake.notified() => tokio::time::sleep_until(due.min(started + ICE_REFRESH_MIN_INTERVAL)).await,
         }
+    }
+}
+
+/// A proxy URL (given or from the environment) that does not parse.
+fn invalid_proxy(error: AwsError) -> ClientError {
+    match error {
+        AwsError::Config(m) => ClientError::InvalidConfig(m),
+        other => ClientError::from(other),
     }
 }
 

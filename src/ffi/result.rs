@@ -1,6 +1,6 @@
 //! Result codes and the thread-local last-error text.
 
-use crate::aws::AwsError;
+use crate::aws::{AwsError, ProxyError};
 use crate::client::ClientError;
 use crate::protocol::{Field, ValidationError};
 use crate::runtime::RuntimeError;
@@ -90,6 +90,17 @@ pub enum kvs_result {
     /// `kvs_client_connect` was abandoned because `kvs_client_disconnect`
     /// stopped the client meanwhile.
     KVS_ERR_CANCELLED = 36,
+    /// The HTTPS proxy is down: no TCP connection to it, or no reply to
+    /// CONNECT in time. A reconnecting client keeps retrying.
+    KVS_ERR_PROXY_UNREACHABLE = 37,
+    /// The HTTPS proxy answered 407: credentials missing from `proxy_url`, or refused.
+    KVS_ERR_PROXY_AUTH_REQUIRED = 38,
+    /// The HTTPS proxy refused the tunnel (403 or another non-2xx status,
+    /// named in the last error), or its reply was not HTTP or too long.
+    KVS_ERR_PROXY_REFUSED = 39,
+    /// The HTTPS proxy closed the connection before answering CONNECT, or
+    /// the tunnel closed during the TLS handshake with the service.
+    KVS_ERR_PROXY_CLOSED = 40,
 }
 
 use kvs_result::*;
@@ -135,12 +146,16 @@ impl kvs_result {
             KVS_ERR_CREDENTIALS => "no usable credentials\0",
             KVS_ERR_CLOSED => "the client is being freed\0",
             KVS_ERR_CANCELLED => "the connect was cancelled by a disconnect\0",
+            KVS_ERR_PROXY_UNREACHABLE => "the HTTPS proxy is unreachable\0",
+            KVS_ERR_PROXY_AUTH_REQUIRED => "the HTTPS proxy requires authentication\0",
+            KVS_ERR_PROXY_REFUSED => "the HTTPS proxy refused the tunnel\0",
+            KVS_ERR_PROXY_CLOSED => "the HTTPS proxy closed the tunnel\0",
         }
     }
 
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 37] = [
+        const ALL: [kvs_result; 41] = [
             KVS_OK,
             KVS_ERR_NULL_PARAMETER,
             KVS_ERR_INVALID_UTF8,
@@ -178,6 +193,10 @@ impl kvs_result {
             KVS_ERR_CREDENTIALS,
             KVS_ERR_CLOSED,
             KVS_ERR_CANCELLED,
+            KVS_ERR_PROXY_UNREACHABLE,
+            KVS_ERR_PROXY_AUTH_REQUIRED,
+            KVS_ERR_PROXY_REFUSED,
+            KVS_ERR_PROXY_CLOSED,
         ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
@@ -219,6 +238,17 @@ pub fn client_code(e: &ClientError) -> kvs_result {
         ClientError::Tls(_) => KVS_ERR_TLS,
         ClientError::Cancelled => KVS_ERR_CANCELLED,
         ClientError::ControlPlane(e) => aws_code(e),
+        ClientError::Proxy(e) => proxy_code(e),
+    }
+}
+
+/// The code for a failure through the HTTPS proxy.
+pub fn proxy_code(e: &ProxyError) -> kvs_result {
+    match e {
+        ProxyError::Unreachable(_) => KVS_ERR_PROXY_UNREACHABLE,
+        ProxyError::AuthRequired(_) => KVS_ERR_PROXY_AUTH_REQUIRED,
+        ProxyError::Refused { .. } | ProxyError::BadReply(_) => KVS_ERR_PROXY_REFUSED,
+        ProxyError::Closed(_) => KVS_ERR_PROXY_CLOSED,
     }
 }
 
@@ -237,6 +267,7 @@ pub fn aws_code(e: &AwsError) -> kvs_result {
         AwsError::BadResponse(_) => KVS_ERR_BAD_RESPONSE,
         AwsError::Credentials(_) => KVS_ERR_CREDENTIALS,
         AwsError::Config(_) => KVS_ERR_INVALID_CONFIG,
+        AwsError::Proxy(e) => proxy_code(e),
     }
 }
 
