@@ -92,6 +92,10 @@ static const char *result_name(uint32_t rc) {
         "KVS_ERR_CREDENTIALS",
         "KVS_ERR_CLOSED",
         "KVS_ERR_CANCELLED",
+        "KVS_ERR_PROXY_UNREACHABLE",
+        "KVS_ERR_PROXY_AUTH_REQUIRED",
+        "KVS_ERR_PROXY_REFUSED",
+        "KVS_ERR_PROXY_CLOSED",
     };
     return rc < sizeof names / sizeof names[0] ? names[rc] : "KVS_ERR_(unknown)";
 }

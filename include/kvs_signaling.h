@@ -785,6 +785,30 @@ typedef struct kvs_client_config {
    * decides (a duplicate offer can upset a peer).
    */
   bool report_unconfirmed_sdp;
+  /**
+   * HTTPS proxy of every connection of the client (the WebSocket, the
+   * control-plane and GetIceServerConfig calls): `http://[user:password@]host[:port]`
+   * (port 80 by default; user and password percent-encoded, sent as
+   * `Proxy-Authorization: Basic`, never logged). Each connection is an HTTP
+   * CONNECT tunnel with TLS to the service inside it. An `https://` proxy
+   * (TLS to the proxy) is refused with KVS_ERR_INVALID_CONFIG. NULL connects
+   * directly, unless `proxy_from_env` finds a proxy.
+   */
+  const char *proxy_url;
+  /**
+   * Hosts reached without the proxy, curl's `no_proxy` syntax: names
+   * separated by commas or blanks, each matching itself and its subdomains;
+   * IP addresses or CIDR ranges (`10.0.0.0/8`); `*` alone for every host.
+   * NULL bypasses nothing (unless `proxy_from_env` finds NO_PROXY); ""
+   * bypasses nothing even then.
+   */
+  const char *no_proxy;
+  /**
+   * Fill `proxy_url` and `no_proxy`, where NULL, from `https_proxy` /
+   * `HTTPS_PROXY` and `no_proxy` / `NO_PROXY` (lower case first), read once
+   * by `kvs_client_new`.
+   */
+  bool proxy_from_env;
 } kvs_client_config;
 
 /**
@@ -1012,7 +1036,8 @@ kvs_result kvs_client_config_init(struct kvs_client_config *config, size_t size)
  *
  * Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
  * KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
- * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
+ * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a bad `proxy_url` or, with
+ * `proxy_from_env`, a bad HTTPS_PROXY; the text never shows the password), KVS_ERR_CREDENTIALS
  * (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
  * KVS_ERR_RUNTIME.
  */
@@ -1031,7 +1056,9 @@ kvs_result kvs_client_new(const struct kvs_client_config *config,
  * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
  * KVS_ERR_INVALID_CONFIG, KVS_ERR_TIMEOUT, KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND,
  * KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
- * KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
+ * KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), through a proxy
+ * KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED, KVS_ERR_PROXY_REFUSED,
+ * KVS_ERR_PROXY_CLOSED, and through the control plane
  * KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
  * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
  * `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.

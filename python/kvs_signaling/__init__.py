@@ -114,6 +114,10 @@ class Result(enum.IntEnum):
     ERR_CREDENTIALS = 34
     ERR_CLOSED = 35
     ERR_CANCELLED = 36
+    ERR_PROXY_UNREACHABLE = 37
+    ERR_PROXY_AUTH_REQUIRED = 38
+    ERR_PROXY_REFUSED = 39
+    ERR_PROXY_CLOSED = 40
 
 
 class Role(enum.IntEnum):
@@ -272,6 +276,9 @@ class kvs_client_config(Structure):
         ("max_inbound_frame_len", c_uint32),
         ("tcp_user_timeout_ms", c_uint32),
         ("report_unconfirmed_sdp", ctypes.c_bool),
+        ("proxy_url", c_char_p),
+        ("no_proxy", c_char_p),
+        ("proxy_from_env", ctypes.c_bool),
     ]
 
 
