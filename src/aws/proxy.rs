@@ -750,6 +750,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tunnel_that_closes_during_the_tls_handshake_is_named() {
+        let (address, _proxy) = scripted_proxy(b"HTTP/1.1 200 Connection established\r\n\r\n".to_vec(), true).await;
+        let proxy = Proxy::parse(&format!("http://{address}"), "").unwrap();
+        let client = super::super::HttpClient::new(super::super::TlsClient::new(None).unwrap())
+            .with_proxy(Some(Arc::new(proxy)));
+        let result =
+            client.post_json("https://kinesisvideo.us-west-2.amazonaws.com/", &[], vec![], PROXY_TIMEOUT).await;
+        match result {
+            Err(AwsError::Proxy(ProxyError::Closed(m))) => {
+                assert!(m.contains("during the TLS handshake with kinesisvideo.us-west-2.amazonaws.com"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn a_proxy_that_is_down_or_silent_is_unreachable() {
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
         let error = dialer(&format!("127.0.0.1:{port}"), "u:secret-pw@").dial("example.com", 443).await.unwrap_err();
