@@ -25,7 +25,8 @@ pub struct Tinyproxy {
     dir: PathBuf,
 }
 
-/// `None` (after a "skipped" line) when tinyproxy is missing and not required.
+/// Whether tinyproxy is installed; false (after a "skipped" line on stderr)
+/// when it is missing and not required, a panic when `KVS_REQUIRE_PROXY=1`.
 pub fn available(test: &str) -> bool {
     let found = Command::new("tinyproxy").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     if !found {
