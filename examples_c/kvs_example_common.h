@@ -92,6 +92,15 @@ static const char *result_name(uint32_t rc) {
         "KVS_ERR_CREDENTIALS",
         "KVS_ERR_CLOSED",
         "KVS_ERR_CANCELLED",
+        "KVS_ERR_SIGNER_FAILED",
+        "KVS_ERR_SIGNER_TOO_LONG",
+        "KVS_ERR_SIGNER_INVALID_URL",
+        "KVS_ERR_SIGNER_NOT_WSS",
+        "KVS_ERR_PRESIGNED_URL_EXPIRED",
+        "KVS_ERR_PROXY_UNREACHABLE",
+        "KVS_ERR_PROXY_AUTH_REQUIRED",
+        "KVS_ERR_PROXY_REFUSED",
+        "KVS_ERR_PROXY_CLOSED",
     };
     return rc < sizeof names / sizeof names[0] ? names[rc] : "KVS_ERR_(unknown)";
 }

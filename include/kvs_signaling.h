@@ -81,6 +81,11 @@
 #define MAX_USER_AGENT_SUFFIX_LEN 256
 
 /**
+ * The longest reply head (status line and headers) read from a proxy.
+ */
+#define MAX_PROXY_REPLY_HEAD (8 * 1024)
+
+/**
  * The longest URL a signer may return (8 KiB): a presigned URL with a
  * session token is about 1.5 KB.
  */
@@ -347,6 +352,25 @@ enum kvs_result
    * stopped instead of retrying with a dead URL.
    */
   KVS_ERR_PRESIGNED_URL_EXPIRED = 41,
+  /**
+   * The HTTPS proxy is down: no TCP connection to it, or no reply to
+   * CONNECT in time. A reconnecting client keeps retrying.
+   */
+  KVS_ERR_PROXY_UNREACHABLE = 42,
+  /**
+   * The HTTPS proxy answered 407: credentials missing from `proxy_url`, or refused.
+   */
+  KVS_ERR_PROXY_AUTH_REQUIRED = 43,
+  /**
+   * The HTTPS proxy refused the tunnel (403 or another non-2xx status,
+   * named in the last error), or its reply was not HTTP or too long.
+   */
+  KVS_ERR_PROXY_REFUSED = 44,
+  /**
+   * The HTTPS proxy closed the connection before answering CONNECT, or
+   * the tunnel closed during the TLS handshake with the service.
+   */
+  KVS_ERR_PROXY_CLOSED = 45,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -971,6 +995,30 @@ typedef struct kvs_client_config {
    */
   const struct kvs_tag *tags;
   size_t tag_count;
+  /**
+   * HTTPS proxy of every connection of the client (the WebSocket, the
+   * control-plane and GetIceServerConfig calls): `http://[user:password@]host[:port]`
+   * (port 80 by default; user and password percent-encoded, sent as
+   * `Proxy-Authorization: Basic`, never logged). Each connection is an HTTP
+   * CONNECT tunnel with TLS to the service inside it. An `https://` proxy
+   * (TLS to the proxy) is refused with KVS_ERR_INVALID_CONFIG. NULL connects
+   * directly, unless `proxy_from_env` finds a proxy.
+   */
+  const char *proxy_url;
+  /**
+   * Hosts reached without the proxy, curl's `no_proxy` syntax: names
+   * separated by commas or blanks, each matching itself and its subdomains;
+   * IP addresses or CIDR ranges (`10.0.0.0/8`); `*` alone for every host.
+   * NULL bypasses nothing (unless `proxy_from_env` finds NO_PROXY); ""
+   * bypasses nothing even then.
+   */
+  const char *no_proxy;
+  /**
+   * Fill `proxy_url` and `no_proxy`, where NULL, from `https_proxy` /
+   * `HTTPS_PROXY` and `no_proxy` / `NO_PROXY` (lower case first), read once
+   * by `kvs_client_new`.
+   */
+  bool proxy_from_env;
 } kvs_client_config;
 
 /**
@@ -1201,7 +1249,8 @@ kvs_result kvs_client_config_init(struct kvs_client_config *config, size_t size)
  * KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
  * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a `presigned_url` without its
  * expiry or with `use_control_plane`, a `user_agent_suffix` outside 1-256 printable ASCII
- * characters, tags beyond the service's limits or without `create_channel`), KVS_ERR_CREDENTIALS
+ * characters, tags beyond the service's limits or without `create_channel`, a bad `proxy_url`
+ * or, with `proxy_from_env`, a bad HTTPS_PROXY; the text never shows the password), KVS_ERR_CREDENTIALS
  * (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
  * KVS_ERR_RUNTIME.
  */
@@ -1220,7 +1269,9 @@ kvs_result kvs_client_new(const struct kvs_client_config *config,
  * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
  * KVS_ERR_INVALID_CONFIG, KVS_ERR_TIMEOUT, KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND,
  * KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
- * KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
+ * KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), through a proxy
+ * KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED, KVS_ERR_PROXY_REFUSED,
+ * KVS_ERR_PROXY_CLOSED, and through the control plane
  * KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
  * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; with a `signer_callback` KVS_ERR_SIGNER_FAILED,
  * KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL, KVS_ERR_SIGNER_NOT_WSS; with a

@@ -119,6 +119,10 @@ class Result(enum.IntEnum):
     ERR_SIGNER_INVALID_URL = 39
     ERR_SIGNER_NOT_WSS = 40
     ERR_PRESIGNED_URL_EXPIRED = 41
+    ERR_PROXY_UNREACHABLE = 42
+    ERR_PROXY_AUTH_REQUIRED = 43
+    ERR_PROXY_REFUSED = 44
+    ERR_PROXY_CLOSED = 45
 
 
 class Role(enum.IntEnum):
@@ -290,6 +294,9 @@ class kvs_client_config(Structure):
         ("user_agent_suffix", c_char_p),
         ("tags", ctypes.POINTER(kvs_tag)),
         ("tag_count", c_size_t),
+        ("proxy_url", c_char_p),
+        ("no_proxy", c_char_p),
+        ("proxy_from_env", ctypes.c_bool),
     ]
 
 

@@ -11,6 +11,7 @@ use super::endpoints::{EndpointVariant, resolve_control_plane};
 use super::error::{classify, is_clock_skew_message, service_error, truncate};
 use super::http::{HttpClient, HttpResponse};
 use super::ice::{IceServer, parse_ice_server_list};
+use super::proxy::{Dialer, ProxyConfig};
 use super::redact::Redactor;
 use super::signer::{
     DEFAULT_SIGNER_TIMEOUT, HttpSignRequest, RequestSigner, WssSignRequest, check_signed_headers, check_signed_url,
@@ -144,6 +145,11 @@ pub struct ControlPlaneConfig {
     /// [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s); zero leaves the
     /// system defaults. In a client, `ClientConfig::tcp_user_timeout` replaces it.
     pub tcp_user_timeout: Duration,
+    /// The HTTPS proxy of every call (`CONNECT` tunnels), or direct
+    /// connections (the default); the environment, when it opts in, is read
+    /// once by [`ControlPlane::new`]. In a client, `ClientConfig::proxy`
+    /// replaces it.
+    pub proxy: ProxyConfig,
     /// Signs every call (unless `signer` is set).
     pub credentials: Arc<dyn CredentialsProvider>,
     /// Credentials are fetched again this long before they expire.
@@ -170,6 +176,7 @@ impl ControlPlaneConfig {
             ca_bundle: None,
             request_timeout: Duration::from_secs(10),
             tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT,
+            proxy: ProxyConfig::default(),
             credentials,
             credentials_refresh_margin: CachingCredentials::DEFAULT_MARGIN,
             signer: None,
@@ -188,6 +195,7 @@ impl fmt::Debug for ControlPlaneConfig {
             .field("ca_bundle", &self.ca_bundle)
             .field("request_timeout", &self.request_timeout)
             .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("proxy", &self.proxy)
             .field("credentials_refresh_margin", &self.credentials_refresh_margin)
             .field("signer", &self.signer)
             .field("signer_timeout", &self.signer_timeout)
@@ -367,11 +375,13 @@ fn create_request(name: &str, message_ttl_secs: Option<u32>, tags: &[(String, St
 }
 
 impl ControlPlane {
-    /// Resolves the endpoint, builds the TLS settings and wraps the
+    /// Resolves the endpoint, builds the TLS settings, reads the proxy
+    /// setting (and the environment, when it opts in) and wraps the
     /// credentials provider in a cache. Opens nothing yet.
     pub fn new(config: &ControlPlaneConfig) -> Result<ControlPlane, AwsError> {
         let url = resolve_control_plane(&config.region, config.variant, config.endpoint_override.as_deref())?;
         let tls = TlsClient::new(config.ca_bundle.as_deref())?;
+        let proxy = config.proxy.resolve_env().proxy()?.map(Arc::new);
         let credentials =
             Arc::new(CachingCredentials::with_margin(config.credentials.clone(), config.credentials_refresh_margin));
         if let Some(suffix) = &config.user_agent_suffix {
@@ -379,6 +389,7 @@ impl ControlPlane {
         }
         let http = HttpClient::new(tls)
             .with_tcp_user_timeout(config.tcp_user_timeout)
+            .with_proxy(proxy)
             .with_user_agent(&super::http::user_agent(config.user_agent_suffix.as_deref()));
         let control_plane = ControlPlane::from_parts(&config.region, &url, http, credentials, config.request_timeout);
         Ok(match &config.signer {
@@ -433,6 +444,12 @@ impl ControlPlane {
     /// The control-plane URL in use.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How the calls connect (directly or through the proxy), for the
+    /// WebSocket connect.
+    pub fn dialer(&self) -> &Dialer {
+        self.http.dialer()
     }
 
     /// The TLS settings, for the WebSocket connect.

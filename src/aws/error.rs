@@ -71,6 +71,9 @@ pub enum AwsError {
     /// The request signer (signing by a backend) failed or returned something
     /// the client does not use.
     Signer(super::SignerError),
+    /// The connection through the HTTPS proxy failed: the proxy is down,
+    /// asks for credentials, refuses the tunnel or closed it.
+    Proxy(super::ProxyError),
 }
 
 impl AwsError {
@@ -105,6 +108,7 @@ impl AwsError {
                 super::SignerError::Failed(m) | super::SignerError::InvalidUrl(m) | super::SignerError::NotSecure(m),
             ) => m,
             AwsError::Signer(_) => "the signer returned too much",
+            AwsError::Proxy(e) => e.message(),
             other => other.service_error().map_or("", |e| e.message.as_str()),
         }
     }
@@ -125,6 +129,7 @@ impl AwsError {
             AwsError::Credentials(_) => "credentials",
             AwsError::Config(_) => "config",
             AwsError::Signer(_) => "signer",
+            AwsError::Proxy(_) => "proxy",
         }
     }
 
@@ -133,6 +138,7 @@ impl AwsError {
         match self {
             AwsError::Network(_) | AwsError::Timeout(_) | AwsError::Throttled(_) => true,
             AwsError::Service(e) => e.status >= 500,
+            AwsError::Proxy(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -154,6 +160,7 @@ impl fmt::Display for AwsError {
             AwsError::Credentials(m) => write!(f, "credentials unavailable: {m}"),
             AwsError::Config(m) => write!(f, "invalid configuration: {m}"),
             AwsError::Signer(e) => e.fmt(f),
+            AwsError::Proxy(e) => write!(f, "{e}"),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! of calls per connect).
 
 use super::AwsError;
+use super::proxy::{Dialer, Proxy};
 use super::sigv4::strip_query;
 use super::tls::TlsClient;
 use bytes::Bytes;
@@ -10,8 +11,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper::{Request, Uri, header};
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// Longest reply body read; a longer one is an error.
 const MAX_BODY: usize = 1 << 20;
@@ -108,15 +109,15 @@ impl Target {
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     tls: TlsClient,
-    tcp_user_timeout: Duration,
+    dialer: Dialer,
     user_agent: std::sync::Arc<str>,
 }
 
 impl HttpClient {
-    /// A client whose sockets fail when the server stops acknowledging for
-    /// [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s).
+    /// A client that connects directly, whose sockets fail when the server
+    /// stops acknowledging for [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s).
     pub fn new(tls: TlsClient) -> HttpClient {
-        HttpClient { tls, tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT, user_agent: USER_AGENT.into() }
+        HttpClient { tls, dialer: Dialer::new(crate::tcp::DEFAULT_TCP_USER_TIMEOUT), user_agent: USER_AGENT.into() }
     }
 
     /// The same client sending `user_agent` (see [`user_agent`]) on requests
@@ -134,8 +135,20 @@ impl HttpClient {
     /// The same client with another dead-link deadline (TCP user timeout and
     /// keepalive) for its sockets; zero leaves the system defaults.
     pub fn with_tcp_user_timeout(mut self, deadline: Duration) -> HttpClient {
-        self.tcp_user_timeout = deadline;
+        self.dialer = self.dialer.with_tcp_user_timeout(deadline);
         self
+    }
+
+    /// The same client connecting through `proxy` (`None`: directly).
+    pub fn with_proxy(mut self, proxy: Option<Arc<Proxy>>) -> HttpClient {
+        self.dialer = self.dialer.with_proxy(proxy);
+        self
+    }
+
+    /// How this client opens its TCP connections (directly or through the
+    /// proxy), for other fetches that share its settings.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     /// The TLS settings this client connects with.
@@ -184,16 +197,13 @@ impl HttpClient {
     }
 
     async fn send(&self, target: &Target, request: Request<Full<Bytes>>) -> Result<HttpResponse, AwsError> {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| AwsError::Network(format!("cannot connect to {}: {e}", target.authority)))?;
-        // Small request/response exchanges: no Nagle delay.
-        let _ = tcp.set_nodelay(true);
-        crate::tcp::set_dead_link_deadline(&tcp, self.tcp_user_timeout);
+        // Nodelay (small request/response exchanges) and the dead-link
+        // deadline are set by the dialer.
+        let (tcp, route) = self.dialer.dial(&target.host, target.port).await?;
         if !target.https {
             return exchange(TokioIo::new(tcp), request, &target.authority).await;
         }
-        let tls = self.tls.connect(&target.host, tcp).await?;
+        let tls = self.tls.connect(&target.host, tcp).await.map_err(|e| route.tls_failure(&target.host, e))?;
         exchange(TokioIo::new(tls), request, &target.authority).await
     }
 }

@@ -25,6 +25,7 @@ mod error;
 pub(crate) mod fuzzing;
 pub mod http;
 pub mod ice;
+pub mod proxy;
 mod redact;
 pub mod signer;
 pub mod sigv4;
@@ -42,6 +43,7 @@ pub(crate) use error::truncate;
 pub use error::{AwsError, ServiceError, is_clock_skew_message};
 pub use http::{HttpClient, HttpResponse};
 pub use ice::IceServer;
+pub use proxy::{Dialer, Proxy, ProxyConfig, ProxyError};
 pub(crate) use redact::Redactor;
 pub use signer::{HttpSignRequest, RequestSigner, SigV4Signer, SignerError, WssSignRequest};
 #[cfg(feature = "rustls")]

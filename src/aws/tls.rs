@@ -56,7 +56,7 @@ const ALPN: &str = "http/1.1";
 const OLD_PROTOCOL: &str = "the server offered no TLS 1.2 or 1.3 (protocol version)";
 /// Why a handshake failed when the server hung up on our ClientHello, which
 /// is what an OpenSSL 3 server limited to TLS 1.0 or 1.1 does.
-const HUNG_UP: &str =
+pub(crate) const HUNG_UP: &str =
     "the server closed the connection during the TLS handshake; it may offer no TLS 1.2 or 1.3 (protocol version)";
 
 /// The client TLS settings of the library. Cheap to clone.

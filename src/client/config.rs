@@ -3,7 +3,7 @@
 use super::ClientError;
 use super::connect::{host_and_port, redact_query};
 use crate::aws::signer::{DEFAULT_SIGNER_TIMEOUT, MAX_SIGNED_URL_LEN};
-use crate::aws::{ControlPlaneConfig, CreateChannel, RequestSigner};
+use crate::aws::{ControlPlaneConfig, CreateChannel, ProxyConfig, RequestSigner};
 use crate::protocol::{Role, validate_channel_arn, validate_client_id};
 use percent_encoding::percent_decode_str;
 use std::fmt;
@@ -136,6 +136,14 @@ pub struct ClientConfig {
     /// (`kvs-signaling/VERSION`) on every HTTPS call and WebSocket upgrade;
     /// 1-256 printable ASCII characters.
     pub user_agent_suffix: Option<String>,
+    /// The HTTPS proxy of every connection of the client (the WebSocket, the
+    /// control-plane and GetIceServerConfig calls): an HTTP `CONNECT` tunnel
+    /// each, TLS to the service inside it. Default: direct connections. When
+    /// set (a URL or `from_env`), it replaces `ControlPlaneConfig::proxy`.
+    /// The environment, when `from_env` opts in, is read once, when the client
+    /// is made. A bad URL is [`ClientError::InvalidConfig`]; failures through
+    /// the proxy are [`ClientError::Proxy`]. See [`crate::aws::proxy`].
+    pub proxy: ProxyConfig,
 }
 
 /// A presigned WebSocket URL made elsewhere (e.g. by the application's
@@ -291,6 +299,7 @@ impl ClientConfig {
             signer_timeout: DEFAULT_SIGNER_TIMEOUT,
             presigned_url: None,
             user_agent_suffix: None,
+            proxy: ProxyConfig::default(),
         }
     }
 
@@ -427,6 +436,10 @@ impl ClientConfig {
         if let Some(bundle) = &self.ca_bundle {
             check_ca_bundle(bundle)?;
         }
+        // The environment is read when the client is made, not here.
+        if let Err(e) = self.proxy_setting().proxy() {
+            return invalid(e.message().to_owned());
+        }
         if let Some(aws) = &self.aws {
             aws.validate()?;
         }
@@ -443,6 +456,15 @@ impl ClientConfig {
             crate::aws::http::check_user_agent_suffix(suffix).map_err(ClientError::InvalidConfig)?;
         }
         Ok(())
+    }
+
+    /// The proxy of the client's connections: its own when set, else the
+    /// control plane's.
+    pub(super) fn proxy_setting(&self) -> ProxyConfig {
+        match &self.aws {
+            Some(aws) if self.proxy == ProxyConfig::default() => aws.control_plane.proxy.clone(),
+            _ => self.proxy.clone(),
+        }
     }
 
     /// The CA bundle of the connections through the control plane: its own

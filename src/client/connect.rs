@@ -4,8 +4,8 @@
 use super::ClientError;
 use super::config::DEFAULT_MAX_INBOUND_FRAME_LEN;
 use super::metrics::{Counters, bump};
-use crate::aws::{AwsError, Redactor, TlsClient, TlsStream, truncate};
-use crate::tcp::{DEAD_LINK_TEXT, is_dead_link_io, set_dead_link_deadline};
+use crate::aws::{AwsError, Dialer, Redactor, TlsClient, TlsStream, truncate};
+use crate::tcp::{DEAD_LINK_TEXT, is_dead_link_io};
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
@@ -147,11 +147,10 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// What every socket of a client is opened with.
+/// What every socket of a client is opened with (besides its dialer, which
+/// sets the dead-link deadline and the proxy).
 #[derive(Clone)]
 pub(super) struct SocketOptions {
-    /// `ClientConfig::tcp_user_timeout`.
-    pub tcp_user_timeout: Duration,
     /// Where a dead link is counted.
     pub counters: Arc<Counters>,
     /// The `User-Agent` of the upgrade request.
@@ -220,13 +219,13 @@ pub(crate) fn direct_tls(ca_bundle: Option<&Path>) -> Result<TlsClient, ClientEr
     TlsClient::new(ca_bundle).map_err(|e| ClientError::InvalidConfig(e.message().to_owned()))
 }
 
-/// A TLS failure of the socket, as the client reports it.
+/// A dial or TLS failure of the socket, as the client reports it.
 fn socket_error(error: AwsError) -> ClientError {
     match error {
         AwsError::Tls(m) => ClientError::Tls(m),
         AwsError::Network(m) => ClientError::Network(m),
         AwsError::Config(m) => ClientError::InvalidConfig(format!("endpoint host: {m}")),
-        other => ClientError::ControlPlane(other),
+        other => ClientError::from(other),
     }
 }
 
@@ -288,13 +287,15 @@ fn refusal_text(body: &str, redactor: &Redactor) -> String {
     truncate(&text[..end])
 }
 
-/// Opens the WebSocket at `url` (the full URL, query included). `tls` is used
-/// for `wss://`; `redactor` holds the secrets of `url`, removed from the body
-/// of a refused upgrade; `options` set the dead-link deadline and where a
-/// dead link is counted.
+/// Opens the WebSocket at `url` (the full URL, query included): TCP through
+/// `dialer` (directly or through the proxy's tunnel, with the dead-link
+/// deadline set), TLS with `tls` for `wss://`. `redactor` holds the secrets
+/// of `url`, removed from the body of a refused upgrade; `options` say where
+/// a dead link is counted.
 pub(super) async fn open_socket(
     url: &str,
     tls: &TlsClient,
+    dialer: &Dialer,
     redactor: &Redactor,
     options: &SocketOptions,
 ) -> Result<(Socket, Phases), ClientError> {
@@ -303,12 +304,11 @@ pub(super) async fn open_socket(
     if let Ok(user_agent) = tungstenite::http::HeaderValue::from_str(&options.user_agent) {
         request.headers_mut().insert(tungstenite::http::header::USER_AGENT, user_agent);
     }
-    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| ClientError::Network(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    set_dead_link_deadline(&tcp, options.tcp_user_timeout);
+    let (tcp, route) = dialer.dial(&host, port).await.map_err(socket_error)?;
     let tls_started = Instant::now();
     let stream = if secure {
-        Stream::Tls(Box::new(tls.connect(&host, tcp).await.map_err(socket_error)?))
+        let tls = tls.connect(&host, tcp).await.map_err(|e| socket_error(route.tls_failure(&host, e)))?;
+        Stream::Tls(Box::new(tls))
     } else {
         Stream::Plain(tcp)
     };

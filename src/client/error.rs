@@ -56,6 +56,10 @@ pub enum ClientError {
     /// no signer can make a new one: the client stopped (state
     /// `Disconnected`) rather than retry a dead URL.
     PresignedUrlExpired(String),
+    /// A connection through the HTTPS proxy failed (the WebSocket or a
+    /// control-plane call): the proxy is down, wants credentials, refused the
+    /// tunnel or closed it. A reconnecting client keeps retrying.
+    Proxy(crate::aws::ProxyError),
 }
 
 impl fmt::Display for ClientError {
@@ -89,6 +93,7 @@ impl fmt::Display for ClientError {
             ClientError::ControlPlane(e) => write!(f, "control plane: {e}"),
             ClientError::Signer(e) => e.fmt(f),
             ClientError::PresignedUrlExpired(text) => write!(f, "the presigned URL cannot be used any more: {text}"),
+            ClientError::Proxy(e) => write!(f, "{e}"),
         }
     }
 }
@@ -99,6 +104,7 @@ impl From<crate::aws::AwsError> for ClientError {
     fn from(e: crate::aws::AwsError) -> ClientError {
         match e {
             crate::aws::AwsError::Signer(e) => ClientError::Signer(e),
+            crate::aws::AwsError::Proxy(e) => ClientError::Proxy(e),
             other => ClientError::ControlPlane(other),
         }
     }

@@ -11,8 +11,8 @@ use crate::aws::ice::refresh_after;
 use crate::aws::signer::{check_signed_url, signed_url_redactor, within};
 use crate::aws::sigv4::uri_encode;
 use crate::aws::{
-    AwsError, ChannelRef, ControlPlane, CreateChannel, EndpointCache, IceServer, Redactor, RequestSigner, TlsClient,
-    WssSignRequest, is_clock_skew_message,
+    AwsError, ChannelRef, ControlPlane, ControlPlaneConfig, CreateChannel, Dialer, EndpointCache, IceServer, Redactor,
+    RequestSigner, TlsClient, WssSignRequest, is_clock_skew_message,
 };
 use crate::log::{Level, log};
 use crate::protocol::Role;
@@ -77,6 +77,8 @@ struct DirectTarget {
     /// The unsigned connect URL (endpoint, channel ARN, client id).
     url: String,
     tls: TlsClient,
+    /// Direct or through the proxy.
+    dialer: Dialer,
     /// The configured presigned URL, until it expired or was refused.
     presigned: Mutex<Option<PresignedUrl>>,
     /// The signer and its timeout, with what it is asked to sign.
@@ -115,7 +117,8 @@ impl Drop for IceRefresh {
 
 impl Target {
     /// The target for `config`: its endpoint as it is, or the control plane.
-    /// Its sockets count dead links in `counters`.
+    /// Its sockets count dead links in `counters`. The proxy setting (and the
+    /// environment, when it opts in) is read here, once.
     pub fn new(
         config: &ClientConfig,
         ice: Arc<IceState>,
@@ -123,7 +126,9 @@ impl Target {
         counters: Arc<Counters>,
     ) -> Result<Target, ClientError> {
         let user_agent = crate::aws::http::user_agent(config.user_agent_suffix.as_deref()).into();
-        let socket = SocketOptions { tcp_user_timeout: config.tcp_user_timeout, counters, user_agent };
+        let socket = SocketOptions { counters, user_agent };
+        let proxy_setting = config.proxy_setting().resolve_env();
+        let proxy = proxy_setting.proxy().map_err(invalid_proxy)?;
         let Some(aws) = &config.aws else {
             let tls = direct_tls(config.ca_bundle.as_deref())?;
             let signer = config.signer.clone().map(|signer| {
@@ -140,12 +145,15 @@ impl Target {
             let direct = DirectTarget {
                 url: connect_url(config),
                 tls,
+                dialer: Dialer::new(config.tcp_user_timeout).with_proxy(proxy.map(Arc::new)),
                 presigned: Mutex::new(config.presigned_url.clone()),
                 signer,
             };
             return Ok(Target { inner: Arc::new(Inner::Direct(Box::new(direct))), socket });
         };
-        let control_plane = Arc::new(ControlPlane::new(&config.control_plane_config(aws))?);
+        // The setting as read above: the environment is not read again.
+        let control_plane = ControlPlaneConfig { proxy: proxy_setting, ..config.control_plane_config(aws) };
+        let control_plane = Arc::new(ControlPlane::new(&control_plane)?);
         let channel = match &config.channel_name {
             Some(name) if config.channel_arn.is_empty() => ChannelRef::Name(name.clone()),
             _ => ChannelRef::Arn(config.channel_arn.clone()),
@@ -230,7 +238,7 @@ impl DirectTarget {
                 return self.without_presigned(options, why).await;
             }
             let redactor = signed_url_redactor(&presigned.url);
-            return match open_socket(&presigned.url, &self.tls, &redactor, options).await {
+            return match open_socket(&presigned.url, &self.tls, &self.dialer, &redactor, options).await {
                 Ok((socket, phases)) => Ok((socket, phases, Duration::ZERO)),
                 Err(ClientError::Refused { status: status @ (401 | 403), error_type, body, .. }) => {
                     *lock(&self.presigned) = None;
@@ -260,7 +268,8 @@ impl DirectTarget {
 
     async fn open_signed(&self, options: &SocketOptions) -> Result<(Socket, Phases, Duration), ClientError> {
         let Some((signer, timeout, request)) = &self.signer else {
-            let (socket, phases) = open_socket(&self.url, &self.tls, &Redactor::default(), options).await?;
+            let (socket, phases) =
+                open_socket(&self.url, &self.tls, &self.dialer, &Redactor::default(), options).await?;
             return Ok((socket, phases, Duration::ZERO));
         };
         let started = Instant::now();
@@ -268,7 +277,7 @@ impl DirectTarget {
         let url = within(*timeout, signer.presign_wss_url(&request)).await.map_err(ClientError::Signer)?;
         check_signed_url(&url, &request.endpoint).map_err(ClientError::Signer)?;
         let signing_time = started.elapsed();
-        let (socket, phases) = open_socket(&url, &self.tls, &signed_url_redactor(&url), options).await?;
+        let (socket, phases) = open_socket(&url, &self.tls, &self.dialer, &signed_url_redactor(&url), options).await?;
         Ok((socket, phases, signing_time))
     }
 }
@@ -293,7 +302,8 @@ impl AwsTarget {
             self.control_plane.presign(&resolved.endpoints.wss, &resolved.arn, self.client_id.as_deref()).await?;
         *lock(&self.endpoint) = resolved.endpoints.wss.clone();
         let control_plane_time = started.elapsed();
-        match open_socket(&url, self.control_plane.tls(), &redactor, options).await {
+        let (tls, dialer) = (self.control_plane.tls(), self.control_plane.dialer());
+        match open_socket(&url, tls, dialer, &redactor, options).await {
             Ok((socket, phases)) => Ok((socket, phases, control_plane_time)),
             Err(err) => {
                 self.after_failure(&err);
@@ -397,6 +407,14 @@ async fn ice_loop(
             // A request brings the next call forward, never past `due`.
             _ = wake.notified() => tokio::time::sleep_until(due.min(started + ICE_REFRESH_MIN_INTERVAL)).await,
         }
+    }
+}
+
+/// A proxy URL (given or from the environment) that does not parse.
+fn invalid_proxy(error: AwsError) -> ClientError {
+    match error {
+        AwsError::Config(m) => ClientError::InvalidConfig(m),
+        other => ClientError::from(other),
     }
 }
 

@@ -3,6 +3,7 @@
 use super::dispatch::{self, Kind, Lane};
 use super::result::{fail, fail_client, fail_runtime};
 use super::{StrError, arg_str, boundary, c_str, copy_prefix, require_non_null, write_out_str};
+use crate::aws::ProxyConfig;
 use crate::client::{
     Backlog, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason,
     StatusOrigin, StatusReport, event_size,
@@ -317,6 +318,24 @@ pub struct kvs_client_config {
     /// Borrowed for `kvs_client_new` only, like the strings.
     pub tags: *const super::kvs_tag,
     pub tag_count: usize,
+    /// HTTPS proxy of every connection of the client (the WebSocket, the
+    /// control-plane and GetIceServerConfig calls): `http://[user:password@]host[:port]`
+    /// (port 80 by default; user and password percent-encoded, sent as
+    /// `Proxy-Authorization: Basic`, never logged). Each connection is an HTTP
+    /// CONNECT tunnel with TLS to the service inside it. An `https://` proxy
+    /// (TLS to the proxy) is refused with KVS_ERR_INVALID_CONFIG. NULL connects
+    /// directly, unless `proxy_from_env` finds a proxy.
+    pub proxy_url: *const c_char,
+    /// Hosts reached without the proxy, curl's `no_proxy` syntax: names
+    /// separated by commas or blanks, each matching itself and its subdomains;
+    /// IP addresses or CIDR ranges (`10.0.0.0/8`); `*` alone for every host.
+    /// NULL bypasses nothing (unless `proxy_from_env` finds NO_PROXY); ""
+    /// bypasses nothing even then.
+    pub no_proxy: *const c_char,
+    /// Fill `proxy_url` and `no_proxy`, where NULL, from `https_proxy` /
+    /// `HTTPS_PROXY` and `no_proxy` / `NO_PROXY` (lower case first), read once
+    /// by `kvs_client_new`.
+    pub proxy_from_env: bool,
 }
 
 /// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
@@ -396,6 +415,9 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         user_agent_suffix: ptr::null(),
         tags: ptr::null(),
         tag_count: 0,
+        proxy_url: ptr::null(),
+        no_proxy: ptr::null(),
+        proxy_from_env: false,
     }
 }
 
@@ -788,6 +810,11 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
     out.user_agent_suffix =
         config_str(config.user_agent_suffix, "user_agent_suffix", crate::aws::http::MAX_USER_AGENT_SUFFIX_LEN)?;
     out.fill_from_presigned_url();
+    out.proxy = ProxyConfig {
+        url: config_str(config.proxy_url, "proxy_url", 2048)?,
+        no_proxy: config_str(config.no_proxy, "no_proxy", 8192)?,
+        from_env: config.proxy_from_env,
+    };
     if config.use_control_plane {
         out.channel_name = channel_name;
         if config.connect_timeout_ms == 0 {
@@ -817,7 +844,8 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 /// KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
 /// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a `presigned_url` without its
 /// expiry or with `use_control_plane`, a `user_agent_suffix` outside 1-256 printable ASCII
-/// characters, tags beyond the service's limits or without `create_channel`), KVS_ERR_CREDENTIALS
+/// characters, tags beyond the service's limits or without `create_channel`, a bad `proxy_url`
+/// or, with `proxy_from_env`, a bad HTTPS_PROXY; the text never shows the password), KVS_ERR_CREDENTIALS
 /// (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
 /// KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
@@ -880,7 +908,9 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 /// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_ALREADY_CONNECTED,
 /// KVS_ERR_INVALID_CONFIG, KVS_ERR_TIMEOUT, KVS_ERR_NETWORK, KVS_ERR_TLS, KVS_ERR_NOT_FOUND,
 /// KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
-/// KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
+/// KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), through a proxy
+/// KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED, KVS_ERR_PROXY_REFUSED,
+/// KVS_ERR_PROXY_CLOSED, and through the control plane
 /// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
 /// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; with a `signer_callback` KVS_ERR_SIGNER_FAILED,
 /// KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL, KVS_ERR_SIGNER_NOT_WSS; with a

@@ -1,6 +1,6 @@
 //! Result codes and the thread-local last-error text.
 
-use crate::aws::{AwsError, SignerError};
+use crate::aws::{AwsError, ProxyError, SignerError};
 use crate::client::ClientError;
 use crate::protocol::{Field, ValidationError};
 use crate::runtime::RuntimeError;
@@ -106,6 +106,17 @@ pub enum kvs_result {
     /// with 403) and no signer is configured to make a new one; the client
     /// stopped instead of retrying with a dead URL.
     KVS_ERR_PRESIGNED_URL_EXPIRED = 41,
+    /// The HTTPS proxy is down: no TCP connection to it, or no reply to
+    /// CONNECT in time. A reconnecting client keeps retrying.
+    KVS_ERR_PROXY_UNREACHABLE = 42,
+    /// The HTTPS proxy answered 407: credentials missing from `proxy_url`, or refused.
+    KVS_ERR_PROXY_AUTH_REQUIRED = 43,
+    /// The HTTPS proxy refused the tunnel (403 or another non-2xx status,
+    /// named in the last error), or its reply was not HTTP or too long.
+    KVS_ERR_PROXY_REFUSED = 44,
+    /// The HTTPS proxy closed the connection before answering CONNECT, or
+    /// the tunnel closed during the TLS handshake with the service.
+    KVS_ERR_PROXY_CLOSED = 45,
 }
 
 use kvs_result::*;
@@ -156,12 +167,16 @@ impl kvs_result {
             KVS_ERR_SIGNER_INVALID_URL => "the request signer returned an invalid URL or header\0",
             KVS_ERR_SIGNER_NOT_WSS => "the request signer returned a URL that is not wss://\0",
             KVS_ERR_PRESIGNED_URL_EXPIRED => "the presigned URL has expired\0",
+            KVS_ERR_PROXY_UNREACHABLE => "the HTTPS proxy is unreachable\0",
+            KVS_ERR_PROXY_AUTH_REQUIRED => "the HTTPS proxy requires authentication\0",
+            KVS_ERR_PROXY_REFUSED => "the HTTPS proxy refused the tunnel\0",
+            KVS_ERR_PROXY_CLOSED => "the HTTPS proxy closed the tunnel\0",
         }
     }
 
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 42] = [
+        const ALL: [kvs_result; 46] = [
             KVS_OK,
             KVS_ERR_NULL_PARAMETER,
             KVS_ERR_INVALID_UTF8,
@@ -204,6 +219,10 @@ impl kvs_result {
             KVS_ERR_SIGNER_INVALID_URL,
             KVS_ERR_SIGNER_NOT_WSS,
             KVS_ERR_PRESIGNED_URL_EXPIRED,
+            KVS_ERR_PROXY_UNREACHABLE,
+            KVS_ERR_PROXY_AUTH_REQUIRED,
+            KVS_ERR_PROXY_REFUSED,
+            KVS_ERR_PROXY_CLOSED,
         ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
@@ -247,6 +266,17 @@ pub fn client_code(e: &ClientError) -> kvs_result {
         ClientError::Signer(e) => signer_code(e),
         ClientError::PresignedUrlExpired(_) => KVS_ERR_PRESIGNED_URL_EXPIRED,
         ClientError::ControlPlane(e) => aws_code(e),
+        ClientError::Proxy(e) => proxy_code(e),
+    }
+}
+
+/// The code for a failure through the HTTPS proxy.
+pub fn proxy_code(e: &ProxyError) -> kvs_result {
+    match e {
+        ProxyError::Unreachable(_) => KVS_ERR_PROXY_UNREACHABLE,
+        ProxyError::AuthRequired(_) => KVS_ERR_PROXY_AUTH_REQUIRED,
+        ProxyError::Refused { .. } | ProxyError::BadReply(_) => KVS_ERR_PROXY_REFUSED,
+        ProxyError::Closed(_) => KVS_ERR_PROXY_CLOSED,
     }
 }
 
@@ -266,6 +296,7 @@ pub fn aws_code(e: &AwsError) -> kvs_result {
         AwsError::Credentials(_) => KVS_ERR_CREDENTIALS,
         AwsError::Config(_) => KVS_ERR_INVALID_CONFIG,
         AwsError::Signer(e) => signer_code(e),
+        AwsError::Proxy(e) => proxy_code(e),
     }
 }
 

@@ -81,6 +81,15 @@ static const char *const RESULT_NAMES[] = {
     "KVS_ERR_CREDENTIALS",
     "KVS_ERR_CLOSED",
     "KVS_ERR_CANCELLED",
+    "KVS_ERR_SIGNER_FAILED",
+    "KVS_ERR_SIGNER_TOO_LONG",
+    "KVS_ERR_SIGNER_INVALID_URL",
+    "KVS_ERR_SIGNER_NOT_WSS",
+    "KVS_ERR_PRESIGNED_URL_EXPIRED",
+    "KVS_ERR_PROXY_UNREACHABLE",
+    "KVS_ERR_PROXY_AUTH_REQUIRED",
+    "KVS_ERR_PROXY_REFUSED",
+    "KVS_ERR_PROXY_CLOSED",
 };
 #define RESULT_COUNT (sizeof RESULT_NAMES / sizeof RESULT_NAMES[0])
 
@@ -1147,11 +1156,13 @@ static void test_connect_failures(void) {
 /* The control-plane entry points without a service.                        */
 
 static void test_new_result_codes(void) {
-    section("result codes added later: control plane, client lifecycle");
+    section("result codes added later: control plane, client lifecycle, proxy");
     const uint32_t codes[] = {KVS_ERR_TLS,          KVS_ERR_SERVICE_INVALID_ARGUMENT,
                               KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
                               KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS,
-                              KVS_ERR_CLOSED,       KVS_ERR_CANCELLED};
+                              KVS_ERR_CLOSED,       KVS_ERR_CANCELLED,
+                              KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED,
+                              KVS_ERR_PROXY_REFUSED, KVS_ERR_PROXY_CLOSED};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         const char *text = kvs_result_str(codes[i]);
         EXPECT_TRUE(text != NULL && text[0] != '\0' && strcmp(text, "unknown result code") != 0,
@@ -1162,6 +1173,10 @@ static void test_new_result_codes(void) {
                 "stable values: KVS_ERR_SERVICE_INVALID_ARGUMENT 30 .. KVS_ERR_CREDENTIALS 34");
     EXPECT_TRUE(KVS_ERR_CLOSED == 35 && KVS_ERR_CANCELLED == 36,
                 "stable values: KVS_ERR_CLOSED 35, KVS_ERR_CANCELLED 36");
+    EXPECT_TRUE(KVS_ERR_SIGNER_FAILED == 37 && KVS_ERR_PRESIGNED_URL_EXPIRED == 41,
+                "stable values: KVS_ERR_SIGNER_FAILED 37 .. KVS_ERR_PRESIGNED_URL_EXPIRED 41");
+    EXPECT_TRUE(KVS_ERR_PROXY_UNREACHABLE == 42 && KVS_ERR_PROXY_CLOSED == 45,
+                "stable values: KVS_ERR_PROXY_UNREACHABLE 42 .. KVS_ERR_PROXY_CLOSED 45");
 }
 
 static void test_stun_url(void) {
