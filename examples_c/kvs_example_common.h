@@ -92,6 +92,9 @@ static const char *result_name(uint32_t rc) {
         "KVS_ERR_CREDENTIALS",
         "KVS_ERR_CLOSED",
         "KVS_ERR_CANCELLED",
+        "KVS_ERR_IOT_CERTIFICATE_REFUSED",
+        "KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND",
+        "KVS_ERR_IOT_FORBIDDEN",
     };
     return rc < sizeof names / sizeof names[0] ? names[rc] : "KVS_ERR_(unknown)";
 }

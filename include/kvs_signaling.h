@@ -53,6 +53,19 @@
  */
 #define MAX_ERROR_TYPE_LEN 256
 
+#if defined(KVS_FEATURE_EMULATOR)
+/**
+ * Most issued keys remembered at once.
+ */
+#define MAX_ISSUED 10000
+#endif
+
+/**
+ * Longest reply read from the credentials provider (16 KiB): a reply holds
+ * a session token of a few KB.
+ */
+#define MAX_RESPONSE_LEN (16 * 1024)
+
 /**
  * The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
  * the largest message of the spec (a 10,000-character payload in its
@@ -273,6 +286,20 @@ enum kvs_result
    * stopped the client meanwhile.
    */
   KVS_ERR_CANCELLED = 36,
+  /**
+   * The AWS IoT credentials provider refused the device certificate (a TLS
+   * alert in the handshake, or HTTP 401).
+   */
+  KVS_ERR_IOT_CERTIFICATE_REFUSED = 37,
+  /**
+   * The AWS IoT credentials provider knows no such role alias (HTTP 404).
+   */
+  KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND = 38,
+  /**
+   * The AWS IoT credentials provider forbade the request (HTTP 403: the
+   * certificate may not assume the role alias, or the thing is not attached to it).
+   */
+  KVS_ERR_IOT_FORBIDDEN = 39,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -68,6 +68,8 @@ pub enum AwsError {
     Credentials(String),
     /// A local argument or setting is invalid (region, URL, CA bundle, channel name...).
     Config(String),
+    /// The AWS IoT credentials provider refused or failed (its kind names why).
+    IotCredentials(super::iot::IotError),
 }
 
 impl AwsError {
@@ -98,6 +100,7 @@ impl AwsError {
             | AwsError::BadResponse(m)
             | AwsError::Credentials(m)
             | AwsError::Config(m) => m,
+            AwsError::IotCredentials(e) => &e.message,
             other => other.service_error().map_or("", |e| e.message.as_str()),
         }
     }
@@ -117,6 +120,7 @@ impl AwsError {
             AwsError::BadResponse(_) => "bad_response",
             AwsError::Credentials(_) => "credentials",
             AwsError::Config(_) => "config",
+            AwsError::IotCredentials(e) => e.kind.name(),
         }
     }
 
@@ -125,6 +129,9 @@ impl AwsError {
         match self {
             AwsError::Network(_) | AwsError::Timeout(_) | AwsError::Throttled(_) => true,
             AwsError::Service(e) => e.status >= 500,
+            AwsError::IotCredentials(e) => {
+                matches!(e.kind, super::iot::IotErrorKind::Throttled | super::iot::IotErrorKind::ServerError)
+            }
             _ => false,
         }
     }
@@ -145,6 +152,7 @@ impl fmt::Display for AwsError {
             AwsError::BadResponse(m) => write!(f, "unexpected response: {m}"),
             AwsError::Credentials(m) => write!(f, "credentials unavailable: {m}"),
             AwsError::Config(m) => write!(f, "invalid configuration: {m}"),
+            AwsError::IotCredentials(e) => e.fmt(f),
         }
     }
 }

@@ -216,5 +216,8 @@ fn stats_json(stats: &EmulatorStats) -> Value {
         "idle_timeouts": stats.idle_timeouts,
         "max_age_closes": stats.max_age_closes,
         "restarts": stats.restarts,
+        "iot_credentials_issued": stats.iot_credentials_issued,
+        "iot_handshakes_refused": stats.iot_handshakes_refused,
+        "expired_tokens_refused": stats.expired_tokens_refused,
     })
 }

@@ -1,6 +1,6 @@
 //! Result codes and the thread-local last-error text.
 
-use crate::aws::AwsError;
+use crate::aws::{AwsError, IotErrorKind};
 use crate::client::ClientError;
 use crate::protocol::{Field, ValidationError};
 use crate::runtime::RuntimeError;
@@ -90,6 +90,14 @@ pub enum kvs_result {
     /// `kvs_client_connect` was abandoned because `kvs_client_disconnect`
     /// stopped the client meanwhile.
     KVS_ERR_CANCELLED = 36,
+    /// The AWS IoT credentials provider refused the device certificate (a TLS
+    /// alert in the handshake, or HTTP 401).
+    KVS_ERR_IOT_CERTIFICATE_REFUSED = 37,
+    /// The AWS IoT credentials provider knows no such role alias (HTTP 404).
+    KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND = 38,
+    /// The AWS IoT credentials provider forbade the request (HTTP 403: the
+    /// certificate may not assume the role alias, or the thing is not attached to it).
+    KVS_ERR_IOT_FORBIDDEN = 39,
 }
 
 use kvs_result::*;
@@ -135,12 +143,15 @@ impl kvs_result {
             KVS_ERR_CREDENTIALS => "no usable credentials\0",
             KVS_ERR_CLOSED => "the client is being freed\0",
             KVS_ERR_CANCELLED => "the connect was cancelled by a disconnect\0",
+            KVS_ERR_IOT_CERTIFICATE_REFUSED => "the AWS IoT credentials provider refused the device certificate\0",
+            KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND => "the AWS IoT credentials provider knows no such role alias\0",
+            KVS_ERR_IOT_FORBIDDEN => "the AWS IoT credentials provider forbade the request\0",
         }
     }
 
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 37] = [
+        const ALL: [kvs_result; 40] = [
             KVS_OK,
             KVS_ERR_NULL_PARAMETER,
             KVS_ERR_INVALID_UTF8,
@@ -178,6 +189,9 @@ impl kvs_result {
             KVS_ERR_CREDENTIALS,
             KVS_ERR_CLOSED,
             KVS_ERR_CANCELLED,
+            KVS_ERR_IOT_CERTIFICATE_REFUSED,
+            KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND,
+            KVS_ERR_IOT_FORBIDDEN,
         ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
@@ -237,6 +251,14 @@ pub fn aws_code(e: &AwsError) -> kvs_result {
         AwsError::BadResponse(_) => KVS_ERR_BAD_RESPONSE,
         AwsError::Credentials(_) => KVS_ERR_CREDENTIALS,
         AwsError::Config(_) => KVS_ERR_INVALID_CONFIG,
+        AwsError::IotCredentials(e) => match e.kind {
+            IotErrorKind::CertificateRefused => KVS_ERR_IOT_CERTIFICATE_REFUSED,
+            IotErrorKind::UnknownRoleAlias => KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND,
+            IotErrorKind::Forbidden => KVS_ERR_IOT_FORBIDDEN,
+            IotErrorKind::Throttled => KVS_ERR_LIMIT_EXCEEDED,
+            IotErrorKind::BadResponse => KVS_ERR_BAD_RESPONSE,
+            IotErrorKind::InvalidRequest | IotErrorKind::ServerError => KVS_ERR_SERVICE,
+        },
     }
 }
 
