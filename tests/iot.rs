@@ -8,7 +8,8 @@
 mod reconnect_support;
 
 use kvs_signaling::aws::{
-    AwsError, ControlPlane, ControlPlaneConfig, IotCredentials, IotCredentialsConfig, IotErrorKind, StaticCredentials,
+    AwsError, ControlPlane, ControlPlaneConfig, HttpClient, IotCredentials, IotCredentialsConfig, IotErrorKind,
+    StaticCredentials, TlsClient,
 };
 use kvs_signaling::client::{AwsConfig, ClientConfig, ClientError};
 use kvs_signaling::emulator::{DEFAULT_ROLE_ALIAS, Emulator, EmulatorConfig, IotConfig, Target};
@@ -226,6 +227,33 @@ async fn refusals_of_the_credentials_provider_are_named() {
     }
     emulator.shutdown().await;
     other.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_issues_devices_and_revokes_keys() {
+    let emulator = emulator(Duration::from_secs(60)).await;
+    let dir = scratch("admin");
+    let http = HttpClient::new(TlsClient::new(None).unwrap());
+    let admin = |path: &str| format!("{}/admin/iot/{path}", emulator.control_plane_url());
+    let timeout = Duration::from_secs(5);
+    let issued = http.post_json(&admin("issue-device"), &[], br#"{"thing_name":"cam-9"}"#.to_vec(), timeout).await;
+    let issued: serde_json::Value = serde_json::from_slice(&issued.unwrap().body).unwrap();
+    assert_eq!(issued["thing_name"], "cam-9");
+    let (cert, key) = (dir.join("cam-9.cert.pem"), dir.join("cam-9.key.pem"));
+    std::fs::write(&cert, issued["certificate_pem"].as_str().unwrap()).unwrap();
+    std::fs::write(&key, issued["private_key_pem"].as_str().unwrap()).unwrap();
+    let mut config = IotCredentialsConfig::new(&emulator.iot_endpoint().unwrap(), DEFAULT_ROLE_ALIAS, None, cert, key);
+    config.ca_bundle = emulator.iot_ca_path().map(Path::to_owned);
+    let provider = IotCredentials::new(&config).unwrap();
+    provider.fetch_async().await.unwrap();
+    provider.fetch_async().await.unwrap();
+
+    let revoked = http.post_json(&admin("revoke"), &[], Vec::new(), timeout).await.unwrap();
+    assert_eq!(revoked.body_text(), r#"{"credentials":2}"#);
+    let bad = http.post_json(&admin("issue-device"), &[], br#"{"thing_name":"a/b"}"#.to_vec(), timeout).await;
+    assert_eq!(bad.unwrap().status, 400);
+    emulator.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 

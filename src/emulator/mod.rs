@@ -59,6 +59,22 @@
 //! must use the empty-payload hash (not `UNSIGNED-PAYLOAD`). The admin endpoints
 //! are never authenticated.
 //!
+//! # AWS IoT credentials provider
+//!
+//! With [`EmulatorConfig::iot`], a second listener (always TLS, mutual) serves
+//! `GET /role-aliases/ROLE_ALIAS/credentials` as the AWS IoT credentials
+//! provider does (the exchange is recorded in [`crate::aws::iot`]): it
+//! requires a client certificate issued by its device CA (generated at start,
+//! or [`IotCa::Files`]), answers unknown role aliases with 404, a thing name
+//! not attached to an issued certificate with 403, and otherwise issues
+//! temporary keys (`ASIA…` with a session token) valid for
+//! [`IotConfig::credential_lifetime`] on the emulator's clock. SigV4 checks are
+//! then on: issued keys are accepted (with their session token) until they
+//! expire, then refused with 403 `ExpiredTokenException` `The security token
+//! included in the request is expired`; revoked ones as invalid tokens. The
+//! endpoint's server certificate is signed by the device CA, so clients trust
+//! [`Emulator::iot_ca_path`] for it. At most [`MAX_ISSUED`] keys are remembered.
+//!
 //! # Admin endpoint (fault injection and limits)
 //!
 //! JSON in, JSON out, on the same port; the same operations exist as [`Emulator`]
@@ -80,6 +96,8 @@
 //! | `POST /admin/limits` | any of `"idle_timeout_ms"`, `"max_connection_age_ms"`, `"go_away_grace_ms"`, `"quotas"` | change [`Limits`]; open connections follow the new values | the limits |
 //! | `POST /admin/clock` | `"offset_ms"` (signed) | shift the emulator's clock for SigV4 checks and `Date` headers | `{}` |
 //! | `POST /admin/clear` | — | end every fault (refusal, control-plane errors, frame delay, clock offset) | `{}` |
+//! | `POST /admin/iot/issue-device` | `"thing_name"` (required) | a device certificate and key signed by the IoT device CA ([`Emulator::issue_iot_device`]) | `{"thing_name", "certificate_pem", "private_key_pem"}` |
+//! | `POST /admin/iot/revoke` | — | revoke every key the IoT endpoint issued so far ([`Emulator::revoke_iot_credentials`]) | `{"credentials": N}` |
 //!
 //! A bad admin request gets 400 (`InvalidArgumentException`, or
 //! `SerializationException` for a member of the wrong JSON type); an unknown
