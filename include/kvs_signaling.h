@@ -788,6 +788,38 @@ typedef struct kvs_client_config {
    * decides (a duplicate offer can upset a peer).
    */
   bool report_unconfirmed_sdp;
+  /**
+   * The account's AWS IoT credentials endpoint,
+   * `PREFIX.credentials.iot.REGION.amazonaws.com` (`aws iot describe-endpoint
+   * --endpoint-type iot:CredentialProvider`), optionally `:PORT` (the
+   * emulator's `127.0.0.1:PORT`). Set: the client signs with temporary keys
+   * fetched over mutual TLS with the device certificate, refreshed in the
+   * background before they expire; takes precedence over static and
+   * environment credentials (a `credentials_callback` still comes first).
+   */
+  const char *iot_credentials_endpoint;
+  /**
+   * The role alias (1-128 of `A-Z a-z 0-9 _ = , @ -`). Required with the endpoint.
+   */
+  const char *iot_role_alias;
+  /**
+   * Sent as `x-amzn-iot-thingname` (1-128 of `A-Z a-z 0-9 : _ -`); NULL sends none.
+   */
+  const char *iot_thing_name;
+  /**
+   * The device certificate, PEM (certificate first). Required with the endpoint.
+   */
+  const char *iot_certificate_path;
+  /**
+   * The device's private key, PEM (PKCS#8; with the rustls build also
+   * PKCS#1 RSA and SEC1 EC keys). Required with the endpoint.
+   */
+  const char *iot_private_key_path;
+  /**
+   * PEM file of the CAs trusted for the IoT endpoint (Amazon Root CA 1 for
+   * the real service); NULL uses the built-in roots (not `ca_bundle_path`).
+   */
+  const char *iot_ca_path;
 } kvs_client_config;
 
 /**
@@ -1015,9 +1047,10 @@ kvs_result kvs_client_config_init(struct kvs_client_config *config, size_t size)
  *
  * Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
  * KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
- * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
- * (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
- * KVS_ERR_RUNTIME.
+ * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a bad `iot_credentials_endpoint`,
+ * `iot_role_alias` or `iot_thing_name`, an IoT certificate, key or CA file that is missing or
+ * unusable), KVS_ERR_CREDENTIALS (`use_control_plane` without usable credentials),
+ * KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_new(const struct kvs_client_config *config,
                           struct kvs_client **out_client);
@@ -1036,8 +1069,11 @@ kvs_result kvs_client_new(const struct kvs_client_config *config,
  * KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
  * KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
  * KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
- * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
- * `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
+ * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS, and from the AWS IoT credentials provider
+ * KVS_ERR_IOT_CERTIFICATE_REFUSED, KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND, KVS_ERR_IOT_FORBIDDEN (its
+ * throttling is KVS_ERR_LIMIT_EXCEEDED, an untrusted endpoint KVS_ERR_TLS);
+ * KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when `kvs_shutdown` interrupts it),
+ * KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_connect(const struct kvs_client *client);
 

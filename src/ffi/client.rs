@@ -287,6 +287,27 @@ pub struct kvs_client_config {
     /// (origin LOCAL, `error_type` "Unconfirmed") instead, so the application
     /// decides (a duplicate offer can upset a peer).
     pub report_unconfirmed_sdp: bool,
+    // -- AWS IoT credentials provider (one block; `use_control_plane` only) --
+    /// The account's AWS IoT credentials endpoint,
+    /// `PREFIX.credentials.iot.REGION.amazonaws.com` (`aws iot describe-endpoint
+    /// --endpoint-type iot:CredentialProvider`), optionally `:PORT` (the
+    /// emulator's `127.0.0.1:PORT`). Set: the client signs with temporary keys
+    /// fetched over mutual TLS with the device certificate, refreshed in the
+    /// background before they expire; takes precedence over static and
+    /// environment credentials (a `credentials_callback` still comes first).
+    pub iot_credentials_endpoint: *const c_char,
+    /// The role alias (1-128 of `A-Z a-z 0-9 _ = , @ -`). Required with the endpoint.
+    pub iot_role_alias: *const c_char,
+    /// Sent as `x-amzn-iot-thingname` (1-128 of `A-Z a-z 0-9 : _ -`); NULL sends none.
+    pub iot_thing_name: *const c_char,
+    /// The device certificate, PEM (certificate first). Required with the endpoint.
+    pub iot_certificate_path: *const c_char,
+    /// The device's private key, PEM (PKCS#8; with the rustls build also
+    /// PKCS#1 RSA and SEC1 EC keys). Required with the endpoint.
+    pub iot_private_key_path: *const c_char,
+    /// PEM file of the CAs trusted for the IoT endpoint (Amazon Root CA 1 for
+    /// the real service); NULL uses the built-in roots (not `ca_bundle_path`).
+    pub iot_ca_path: *const c_char,
 }
 
 /// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
@@ -354,6 +375,12 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         max_inbound_frame_len: 0,
         tcp_user_timeout_ms: 0,
         report_unconfirmed_sdp: false,
+        iot_credentials_endpoint: ptr::null(),
+        iot_role_alias: ptr::null(),
+        iot_thing_name: ptr::null(),
+        iot_certificate_path: ptr::null(),
+        iot_private_key_path: ptr::null(),
+        iot_ca_path: ptr::null(),
     }
 }
 
@@ -753,9 +780,10 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 ///
 /// Errors: KVS_ERR_NULL_PARAMETER (also for a viewer without `client_id`), KVS_ERR_INVALID_UTF8,
 /// KVS_ERR_INVALID_CONFIG (including a bad `endpoint`, `control_plane_url` or `region`, an
-/// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120), KVS_ERR_CREDENTIALS
-/// (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
-/// KVS_ERR_RUNTIME.
+/// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a bad `iot_credentials_endpoint`,
+/// `iot_role_alias` or `iot_thing_name`, an IoT certificate, key or CA file that is missing or
+/// unusable), KVS_ERR_CREDENTIALS (`use_control_plane` without usable credentials),
+/// KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *mut *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -818,8 +846,11 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 /// KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED, KVS_ERR_CONNECT_REFUSED, KVS_ERR_HANDSHAKE,
 /// KVS_ERR_CANCELLED (`kvs_client_disconnect` stopped it), and through the control plane
 /// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
-/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
-/// `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
+/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS, and from the AWS IoT credentials provider
+/// KVS_ERR_IOT_CERTIFICATE_REFUSED, KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND, KVS_ERR_IOT_FORBIDDEN (its
+/// throttling is KVS_ERR_LIMIT_EXCEEDED, an untrusted endpoint KVS_ERR_TLS);
+/// KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when `kvs_shutdown` interrupts it),
+/// KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
     boundary(|| {
