@@ -327,7 +327,7 @@ impl CredentialsProvider for IotCredentials {
 /// the alert arrives after the client's side of the handshake, so it may
 /// surface as a failure of the HTTP exchange.
 fn refused_certificate(error: AwsError) -> AwsError {
-    const ALERTS: [&str; 14] = [
+    const ALERTS: [&str; 16] = [
         "unknownca",
         "unknown ca",
         "badcertificate",
@@ -340,6 +340,8 @@ fn refused_certificate(error: AwsError) -> AwsError {
         "certificate expired",
         "unsupportedcertificate",
         "unsupported certificate",
+        "certificateunknown",
+        "certificate unknown",
         // The server could not verify the certificate's signature (a CA of
         // the same name) or our proof of the key.
         "decrypterror",
@@ -485,6 +487,8 @@ mod tests {
         assert_eq!(kind(AwsError::Network("HTTP exchange: received fatal alert: UnknownCA".into())), refused);
         assert_eq!(kind(AwsError::Tls("h: ssl3_read_bytes:tlsv13 alert certificate required".into())), refused);
         assert_eq!(kind(AwsError::Network("connection error: received fatal alert: DecryptError".into())), refused);
+        // What the emulator (rustls) answers a self-signed device certificate.
+        assert_eq!(kind(AwsError::Network("received fatal alert: CertificateUnknown".into())), refused);
         assert_eq!(kind(AwsError::Tls("h: invalid peer certificate: UnknownIssuer".into())), None);
         assert_eq!(kind(AwsError::Network("connection refused".into())), None);
         assert_eq!(service_message(br#"{"message":"Role alias does not exist"}"#), "Role alias does not exist");
