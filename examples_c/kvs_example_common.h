@@ -101,6 +101,9 @@ static const char *result_name(uint32_t rc) {
         "KVS_ERR_PROXY_AUTH_REQUIRED",
         "KVS_ERR_PROXY_REFUSED",
         "KVS_ERR_PROXY_CLOSED",
+        "KVS_ERR_IOT_CERTIFICATE_REFUSED",
+        "KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND",
+        "KVS_ERR_IOT_FORBIDDEN",
     };
     return rc < sizeof names / sizeof names[0] ? names[rc] : "KVS_ERR_(unknown)";
 }
@@ -145,6 +148,12 @@ struct aws_options {
     bool fips;                     /* --fips */
     bool dual_stack;               /* --dual-stack */
     bool skip_ice_servers;         /* --skip-ice-servers */
+    const char *iot_endpoint;      /* --iot-endpoint: AWS IoT credentials provider */
+    const char *iot_role_alias;    /* --iot-role-alias */
+    const char *iot_thing_name;    /* --iot-thing-name */
+    const char *iot_cert;          /* --iot-cert */
+    const char *iot_key;           /* --iot-key */
+    const char *iot_ca;            /* --iot-ca */
 };
 
 #define AWS_OPTIONS_USAGE                                                                      \
@@ -163,6 +172,10 @@ struct aws_options {
     "  --endpoint-cache PATH  keep resolved endpoints in this file across runs\n"             \
     "  --fips, --dual-stack   FIPS / dual-stack endpoints (real AWS only)\n"                  \
     "  --skip-ice-servers   do not fetch the TURN servers\n"                                  \
+    "  --iot-endpoint HOST[:PORT]  credentials from the AWS IoT credentials provider\n"       \
+    "                       (mutual TLS with the device certificate) instead of keys;\n"     \
+    "                       with --iot-role-alias, --iot-cert PEM, --iot-key PEM and\n"      \
+    "                       optionally --iot-thing-name NAME, --iot-ca PEM\n"                \
     "  Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.\n"
 
 static void aws_options_init(struct aws_options *o) {
@@ -200,6 +213,18 @@ static int aws_parse_option(struct aws_options *o, const char *arg, const char *
         o->region_source = "--region";
     } else if (strcmp(arg, "--endpoint-cache") == 0) {
         o->endpoint_cache = value;
+    } else if (strcmp(arg, "--iot-endpoint") == 0) {
+        o->iot_endpoint = value;
+    } else if (strcmp(arg, "--iot-role-alias") == 0) {
+        o->iot_role_alias = value;
+    } else if (strcmp(arg, "--iot-thing-name") == 0) {
+        o->iot_thing_name = value;
+    } else if (strcmp(arg, "--iot-cert") == 0) {
+        o->iot_cert = value;
+    } else if (strcmp(arg, "--iot-key") == 0) {
+        o->iot_key = value;
+    } else if (strcmp(arg, "--iot-ca") == 0) {
+        o->iot_ca = value;
     } else if (strcmp(arg, "--message-ttl") == 0) {
         char *end = NULL;
         errno = 0;
@@ -324,6 +349,16 @@ static int aws_describe(const struct aws_options *o, const char *channel_arn) {
     }
     say(stdout, "TLS trust: %s%s", o->ca_bundle != NULL ? "CA bundle " : "built-in Mozilla roots",
         o->ca_bundle != NULL ? o->ca_bundle : "");
+    if (o->iot_endpoint != NULL) {
+        say(stdout, "credentials: AWS IoT credentials provider %s, role alias %s, thing %s, "
+                    "certificate %s, key %s, trusting %s",
+            o->iot_endpoint, o->iot_role_alias != NULL ? o->iot_role_alias : "(not set)",
+            o->iot_thing_name != NULL ? o->iot_thing_name : "(none)",
+            o->iot_cert != NULL ? o->iot_cert : "(not set)",
+            o->iot_key != NULL ? o->iot_key : "(not set)",
+            o->iot_ca != NULL ? o->iot_ca : "the built-in roots");
+        return 0;
+    }
     say(stdout, "credentials: %s; AWS_ACCESS_KEY_ID %s, AWS_SECRET_ACCESS_KEY %s, "
                 "AWS_SESSION_TOKEN %s",
         o->credentials_callback ? "credentials_callback -> kvs_credentials_sink_set"
@@ -364,9 +399,15 @@ static void aws_apply(const struct aws_options *o, kvs_client_config *config,
     config->message_ttl_s = (uint32_t)o->message_ttl_s;
     config->endpoint_cache_path = o->endpoint_cache;
     config->skip_ice_servers = o->skip_ice_servers;
+    config->iot_credentials_endpoint = o->iot_endpoint;
+    config->iot_role_alias = o->iot_role_alias;
+    config->iot_thing_name = o->iot_thing_name;
+    config->iot_certificate_path = o->iot_cert;
+    config->iot_private_key_path = o->iot_key;
+    config->iot_ca_path = o->iot_ca;
     if (o->credentials_callback) {
         config->credentials_callback = credentials_callback;
-    } else {
+    } else if (o->iot_endpoint == NULL) {
         config->credentials_from_env = true;
     }
 }

@@ -60,6 +60,13 @@
 #define UserAgents_MAX 32
 #endif
 
+#if defined(KVS_FEATURE_EMULATOR)
+/**
+ * Most issued keys remembered at once.
+ */
+#define MAX_ISSUED 10000
+#endif
+
 /**
  * The most tags a channel takes (spec §7.2).
  */
@@ -79,6 +86,12 @@
  * The longest user-agent suffix accepted (characters).
  */
 #define MAX_USER_AGENT_SUFFIX_LEN 256
+
+/**
+ * Longest reply read from the credentials provider (16 KiB): a reply holds
+ * a session token of a few KB.
+ */
+#define MAX_RESPONSE_LEN (16 * 1024)
 
 /**
  * The longest reply head (status line and headers) read from a proxy.
@@ -371,6 +384,20 @@ enum kvs_result
    * the tunnel closed during the TLS handshake with the service.
    */
   KVS_ERR_PROXY_CLOSED = 45,
+  /**
+   * The AWS IoT credentials provider refused the device certificate (a TLS
+   * alert in the handshake, or HTTP 401).
+   */
+  KVS_ERR_IOT_CERTIFICATE_REFUSED = 46,
+  /**
+   * The AWS IoT credentials provider knows no such role alias (HTTP 404).
+   */
+  KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND = 47,
+  /**
+   * The AWS IoT credentials provider forbade the request (HTTP 403: the
+   * certificate may not assume the role alias, or the thing is not attached to it).
+   */
+  KVS_ERR_IOT_FORBIDDEN = 48,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1019,6 +1046,38 @@ typedef struct kvs_client_config {
    * by `kvs_client_new`.
    */
   bool proxy_from_env;
+  /**
+   * The account's AWS IoT credentials endpoint,
+   * `PREFIX.credentials.iot.REGION.amazonaws.com` (`aws iot describe-endpoint
+   * --endpoint-type iot:CredentialProvider`), optionally `:PORT` (the
+   * emulator's `127.0.0.1:PORT`). Set: the client signs with temporary keys
+   * fetched over mutual TLS with the device certificate, refreshed in the
+   * background before they expire; takes precedence over static and
+   * environment credentials (a `credentials_callback` still comes first).
+   */
+  const char *iot_credentials_endpoint;
+  /**
+   * The role alias (1-128 of `A-Z a-z 0-9 _ = , @ -`). Required with the endpoint.
+   */
+  const char *iot_role_alias;
+  /**
+   * Sent as `x-amzn-iot-thingname` (1-128 of `A-Z a-z 0-9 : _ -`); NULL sends none.
+   */
+  const char *iot_thing_name;
+  /**
+   * The device certificate, PEM (certificate first). Required with the endpoint.
+   */
+  const char *iot_certificate_path;
+  /**
+   * The device's private key, PEM (PKCS#8; with the rustls build also
+   * PKCS#1 RSA and SEC1 EC keys). Required with the endpoint.
+   */
+  const char *iot_private_key_path;
+  /**
+   * PEM file of the CAs trusted for the IoT endpoint (Amazon Root CA 1 for
+   * the real service); NULL uses the built-in roots (not `ca_bundle_path`).
+   */
+  const char *iot_ca_path;
 } kvs_client_config;
 
 /**
@@ -1250,9 +1309,10 @@ kvs_result kvs_client_config_init(struct kvs_client_config *config, size_t size)
  * unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a `presigned_url` without its
  * expiry or with `use_control_plane`, a `user_agent_suffix` outside 1-256 printable ASCII
  * characters, tags beyond the service's limits or without `create_channel`, a bad `proxy_url`
- * or, with `proxy_from_env`, a bad HTTPS_PROXY; the text never shows the password), KVS_ERR_CREDENTIALS
- * (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
- * KVS_ERR_RUNTIME.
+ * or, with `proxy_from_env`, a bad HTTPS_PROXY (the text never shows the password), a bad
+ * `iot_credentials_endpoint`, `iot_role_alias` or `iot_thing_name`, an IoT certificate, key or CA
+ * file that is missing or unusable), KVS_ERR_CREDENTIALS (`use_control_plane` without usable
+ * credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_new(const struct kvs_client_config *config,
                           struct kvs_client **out_client);
@@ -1273,10 +1333,13 @@ kvs_result kvs_client_new(const struct kvs_client_config *config,
  * KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED, KVS_ERR_PROXY_REFUSED,
  * KVS_ERR_PROXY_CLOSED, and through the control plane
  * KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
- * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; with a `signer_callback` KVS_ERR_SIGNER_FAILED,
- * KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL, KVS_ERR_SIGNER_NOT_WSS; with a
- * `presigned_url` KVS_ERR_PRESIGNED_URL_EXPIRED; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
- * `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
+ * KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS, and from the AWS IoT credentials provider
+ * KVS_ERR_IOT_CERTIFICATE_REFUSED, KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND, KVS_ERR_IOT_FORBIDDEN (its
+ * throttling is KVS_ERR_LIMIT_EXCEEDED, an untrusted endpoint KVS_ERR_TLS); with a
+ * `signer_callback` KVS_ERR_SIGNER_FAILED, KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL,
+ * KVS_ERR_SIGNER_NOT_WSS; with a `presigned_url` KVS_ERR_PRESIGNED_URL_EXPIRED;
+ * KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when `kvs_shutdown` interrupts it),
+ * KVS_ERR_RUNTIME.
  */
 kvs_result kvs_client_connect(const struct kvs_client *client);
 

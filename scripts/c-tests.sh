@@ -20,7 +20,11 @@
 #      failures (wrong secret -> KVS_ERR_ACCESS_DENIED, unknown channel ->
 #      KVS_ERR_NOT_FOUND, no CA bundle -> KVS_ERR_TLS, no keys ->
 #      KVS_ERR_CREDENTIALS), --create-channel making that unknown channel, and
-#      no secret in any output
+#      no secret in any output; the same emulator's AWS IoT credentials
+#      endpoint (--iot, 5-second keys): master + viewer with device
+#      certificates only (no keys in the environment), a certificate of
+#      another CA -> KVS_ERR_IOT_CERTIFICATE_REFUSED, an unknown role alias ->
+#      KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND
 #   6. tests/c/bad_input, shared, static and C++ builds (both emulators), and
 #      static against the installed library
 #   7. tests/c/lifecycle, shared, static and C++ builds, against a third
@@ -403,21 +407,26 @@ fi
 echo "endpoint: $ENDPOINT"
 
 step "starting the TLS emulator on 127.0.0.1 (control plane, SigV4 keys)"
-CP_CHANNELS=(cp-shared cp-callback cp-static cp-valgrind cp-bad-input)
+CP_CHANNELS=(cp-shared cp-callback cp-static cp-valgrind cp-bad-input cp-iot)
+mkdir -p "$LOGS/iot"
 channel_args=()
 for ch in "${CP_CHANNELS[@]}"; do channel_args+=(--channel "$ch"); done
 "$EMULATOR" --listen 127.0.0.1:0 "${channel_args[@]}" --exit-after 900 --verbose \
     --tls --cert-out "$LOGS/emulator-ca.pem" \
     --access-key "$CT_ACCESS_KEY" --secret-key "$CT_SECRET_KEY" \
+    --iot --iot-credential-lifetime 5 --iot-issue-device "$LOGS/iot/camera-1" \
+    --iot-issue-device "$LOGS/iot/viewer-app" \
     >"$LOGS/emulator-tls.out" 2>"$LOGS/emulator-tls.err" &
 TLS_EMULATOR_PID=$!
 CONTROL_PLANE=""
 CA=""
 for _ in $(seq 100); do
     kill -0 "$TLS_EMULATOR_PID" 2>/dev/null || break
-    if grep -q '^control-plane .*[0-9]$' "$LOGS/emulator-tls.out"; then # the last line
+    if grep -q '^iot-device viewer-app ' "$LOGS/emulator-tls.out"; then # the last line
         CONTROL_PLANE="$(awk '$1 == "control-plane" { print $2 }' "$LOGS/emulator-tls.out")"
         CA="$(awk '$1 == "ca" { print $2 }' "$LOGS/emulator-tls.out")"
+        IOT_ENDPOINT="$(awk '$1 == "iot-endpoint" { print $2 }' "$LOGS/emulator-tls.out")"
+        IOT_CA="$(awk '$1 == "iot-ca" { print $2 }' "$LOGS/emulator-tls.out")"
         break
     fi
     sleep 0.1
@@ -762,6 +771,27 @@ cp_fails "control plane: no --ca-bundle -> KVS_ERR_TLS" KVS_ERR_TLS "${CP_ENV[@]
     --channel-name cp-shared --control-plane "$CONTROL_PLANE" --region us-west-2
 cp_fails "control plane: no keys in the environment -> KVS_ERR_CREDENTIALS" KVS_ERR_CREDENTIALS \
     -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -- "${CP_CREATED[@]}"
+
+# AWS IoT credentials: device certificates only, no keys anywhere.
+iot_args() { # iot_args THING [ROLE_ALIAS]
+    printf '%s\n' --iot-endpoint "$IOT_ENDPOINT" --iot-ca "$IOT_CA" \
+        --iot-role-alias "${2:-kvs-signaling-role-alias}" --iot-thing-name "$1" \
+        --iot-cert "$LOGS/iot/$1.cert.pem" --iot-key "$LOGS/iot/$1.key.pem"
+}
+saved_cp_env=("${CP_ENV[@]}")
+CP_ENV=(-u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN)
+cp_pair "control plane: master+viewer with AWS IoT certificates only" cp-iot \
+    "$BUILD/master" "$BUILD/viewer" "$(iot_args camera-1 | tr '\n' ' ')" "$(iot_args viewer-app | tr '\n' ' ')"
+# A device certificate of another CA (self-signed here).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=stranger \
+    -keyout "$LOGS/iot/stranger.key.pem" -out "$LOGS/iot/stranger.cert.pem" >"$LOGS/iot/openssl.log" 2>&1
+mapfile -t IOT_STRANGER < <(iot_args stranger)
+cp_fails "IoT: a certificate of another CA -> KVS_ERR_IOT_CERTIFICATE_REFUSED" \
+    KVS_ERR_IOT_CERTIFICATE_REFUSED "${CP_ENV[@]}" -- "${CP_CREATED[@]}" "${IOT_STRANGER[@]}"
+mapfile -t IOT_NO_ALIAS < <(iot_args viewer-app no-such-alias)
+cp_fails "IoT: an unknown role alias -> KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND" \
+    KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND "${CP_ENV[@]}" -- "${CP_CREATED[@]}" "${IOT_NO_ALIAS[@]}"
+CP_ENV=("${saved_cp_env[@]}")
 # The channel the NOT_FOUND run did not find: the master creates it.
 cp_pair "control plane: --create-channel (master creates cp-created-$$)" "cp-created-$$" \
     "$BUILD/master" "$BUILD/viewer" "--create-channel --message-ttl 30" ""

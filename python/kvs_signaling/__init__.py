@@ -123,6 +123,9 @@ class Result(enum.IntEnum):
     ERR_PROXY_AUTH_REQUIRED = 43
     ERR_PROXY_REFUSED = 44
     ERR_PROXY_CLOSED = 45
+    ERR_IOT_CERTIFICATE_REFUSED = 46
+    ERR_IOT_ROLE_ALIAS_NOT_FOUND = 47
+    ERR_IOT_FORBIDDEN = 48
 
 
 class Role(enum.IntEnum):
@@ -297,6 +300,12 @@ class kvs_client_config(Structure):
         ("proxy_url", c_char_p),
         ("no_proxy", c_char_p),
         ("proxy_from_env", ctypes.c_bool),
+        ("iot_credentials_endpoint", c_char_p),
+        ("iot_role_alias", c_char_p),
+        ("iot_thing_name", c_char_p),
+        ("iot_certificate_path", c_char_p),
+        ("iot_private_key_path", c_char_p),
+        ("iot_ca_path", c_char_p),
     ]
 
 

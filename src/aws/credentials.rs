@@ -1,7 +1,9 @@
 //! AWS credentials and where they come from: fixed keys, the environment, or an
 //! application callback (the C layer implements [`CredentialsProvider`] with
-//! one), wrapped in [`CachingCredentials`] so a provider runs only when the
-//! credentials it gave last are close to expiry.
+//! one), or the AWS IoT credentials provider ([`super::iot`]), wrapped in
+//! [`CachingCredentials`] so a provider runs only when the credentials it gave
+//! last are close to expiry; [`CachingCredentials::refresh_in_background`]
+//! fetches them before that moment, so that no connect waits for it.
 
 use super::AwsError;
 use super::redact::{REDACTED, Redactor};
@@ -155,14 +157,29 @@ where
 }
 
 /// Keeps the last credentials of a provider and asks it again only when they
-/// expire within `margin` (or after [`CachingCredentials::invalidate`]).
+/// expire within `margin`, or within half their lifetime when that is
+/// shorter (short-lived credentials, e.g. 15 minutes from AWS IoT), or after
+/// [`CachingCredentials::invalidate`].
 pub struct CachingCredentials {
     inner: Arc<dyn CredentialsProvider>,
     margin: Duration,
-    cached: Mutex<Option<Credentials>>,
+    cached: Mutex<Option<Cached>>,
     /// Held while the provider runs, so concurrent callers wait for one fetch.
     refreshing: Mutex<()>,
+    /// Woken when credentials are stored or dropped (for the background refresh).
+    changed: tokio::sync::Notify,
 }
+
+/// Credentials and when to fetch the next ones.
+struct Cached {
+    credentials: Credentials,
+    /// `None` for credentials without expiry.
+    refresh_at: Option<SystemTime>,
+}
+
+/// Retry bounds of a failed background refresh.
+const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
+const REFRESH_RETRY_MAX: Duration = Duration::from_secs(60);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -179,18 +196,40 @@ impl CachingCredentials {
 
     /// Caches `inner`, fetching again `margin` before expiry.
     pub fn with_margin(inner: Arc<dyn CredentialsProvider>, margin: Duration) -> CachingCredentials {
-        CachingCredentials { inner, margin, cached: Mutex::new(None), refreshing: Mutex::new(()) }
+        CachingCredentials {
+            inner,
+            margin,
+            cached: Mutex::new(None),
+            refreshing: Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
+        }
     }
 
-    /// The cached credentials if they are still fresh at `now`; never blocks on the provider.
+    /// The cached credentials if they are still fresh at `now` (before their
+    /// refresh time); never blocks on the provider.
     pub fn cached(&self, now: SystemTime) -> Option<Credentials> {
-        lock(&self.cached).as_ref().filter(|c| c.fresh_at(now, self.margin)).cloned()
+        lock(&self.cached).as_ref().filter(|c| c.refresh_at.is_none_or(|at| now < at)).map(|c| c.credentials.clone())
+    }
+
+    /// When the cached credentials are due for a refresh; `None` when nothing
+    /// is cached or the credentials do not expire.
+    pub fn refresh_at(&self) -> Option<SystemTime> {
+        lock(&self.cached).as_ref().and_then(|c| c.refresh_at)
     }
 
     /// Drops the cached credentials (e.g. after the service refused them), so the
     /// next call asks the provider.
     pub fn invalidate(&self) {
         *lock(&self.cached) = None;
+        self.changed.notify_waiters();
+    }
+
+    /// The refresh time of credentials fetched at `now`: `margin` before they
+    /// expire, or half-way through their lifetime when that comes later.
+    fn refresh_time(&self, credentials: &Credentials, now: SystemTime) -> Option<SystemTime> {
+        let expiry = credentials.expiry?;
+        let lifetime = expiry.duration_since(now).unwrap_or_default();
+        Some(expiry - self.margin.min(lifetime / 2))
     }
 
     /// The cached credentials, or fresh ones from the provider. Blocks while
@@ -212,17 +251,23 @@ impl CachingCredentials {
                 }
                 if !credentials.fresh_at(now, self.margin) {
                     log!(
-                        Level::Warn,
+                        Level::Debug,
                         TARGET,
-                        "the credentials provider returned credentials that expire within the refresh margin"
+                        "short-lived credentials (within the refresh margin): refreshed half-way through their lifetime"
                     );
                 }
                 log!(Level::Debug, TARGET, "fetched credentials for access key {}", credentials.access_key_id);
-                *lock(&self.cached) = Some(credentials.clone());
+                let refresh_at = self.refresh_time(&credentials, now);
+                *lock(&self.cached) = Some(Cached { credentials: credentials.clone(), refresh_at });
+                self.changed.notify_waiters();
                 Ok(credentials)
             }
             Err(error) => {
-                let still_valid = lock(&self.cached).as_ref().filter(|c| c.fresh_at(now, Duration::ZERO)).cloned();
+                let still_valid = lock(&self.cached)
+                    .as_ref()
+                    .map(|c| &c.credentials)
+                    .filter(|c| c.fresh_at(now, Duration::ZERO))
+                    .cloned();
                 match still_valid {
                     Some(credentials) => {
                         log!(
@@ -252,6 +297,39 @@ impl CachingCredentials {
             Err(_) => Err(AwsError::Credentials("the credentials fetch was cancelled".into())),
         }
     }
+
+    /// Keeps the cache fresh until the returned task is aborted: at each
+    /// refresh time (see [`CachingCredentials`]) it fetches the next
+    /// credentials on the blocking pool, so that connects and signed calls find
+    /// them cached. A failed refresh is retried after 1 s, doubling up to 60 s,
+    /// while the current credentials last. Idle while nothing expiring is
+    /// cached. Must be called within a tokio runtime.
+    pub fn refresh_in_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut retry = REFRESH_RETRY_MIN;
+            loop {
+                let changed = this.changed.notified();
+                let Some(due) = this.refresh_at() else {
+                    changed.await;
+                    continue;
+                };
+                let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+                tokio::select! {
+                    () = changed => continue,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                match this.get().await {
+                    Ok(_) if this.refresh_at().is_some_and(|at| at > SystemTime::now()) => retry = REFRESH_RETRY_MIN,
+                    Ok(_) | Err(_) => {
+                        log!(Level::Warn, TARGET, "background credentials refresh failed; retrying in {retry:?}");
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(REFRESH_RETRY_MAX);
+                    }
+                }
+            }
+        })
+    }
 }
 
 impl CredentialsProvider for CachingCredentials {
@@ -264,7 +342,7 @@ impl fmt::Debug for CachingCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachingCredentials")
             .field("margin", &self.margin)
-            .field("cached", &*lock(&self.cached))
+            .field("cached", &lock(&self.cached).as_ref().map(|c| &c.credentials))
             .finish()
     }
 }
@@ -332,6 +410,41 @@ mod tests {
         cache.invalidate();
         assert_eq!(cache.fetch_at(now).unwrap().access_key_id, "AKID2");
         assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn short_lived_credentials_are_refreshed_half_way() {
+        let provider =
+            Arc::new(Counting { calls: AtomicUsize::new(0), lifetime: Duration::from_secs(10), fail_after: 99 });
+        // A 5-minute margin would leave ten-second credentials never fresh.
+        let cache = CachingCredentials::new(provider.clone());
+        let now = SystemTime::now();
+        cache.fetch_at(now).unwrap();
+        let due = cache.refresh_at().unwrap().duration_since(now).unwrap();
+        assert!((Duration::from_secs(4)..=Duration::from_secs(6)).contains(&due), "{due:?}");
+        assert!(cache.cached(now + Duration::from_secs(4)).is_some());
+        assert!(cache.cached(now + Duration::from_secs(6)).is_none());
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+        let long = CachingCredentials::new(Arc::new(StaticCredentials::new(Credentials::new("AKID", "s", None))));
+        long.fetch_at(now).unwrap();
+        assert_eq!(long.refresh_at(), None, "credentials without expiry are never due");
+    }
+
+    #[tokio::test]
+    async fn the_background_refresh_fetches_before_expiry() {
+        let provider =
+            Arc::new(Counting { calls: AtomicUsize::new(0), lifetime: Duration::from_secs(1), fail_after: 99 });
+        let cache = Arc::new(CachingCredentials::new(provider.clone()));
+        let task = cache.refresh_in_background();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 0, "idle while nothing is cached");
+        cache.get().await.unwrap();
+        // Refreshed every half second (half the lifetime) with nobody asking.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        let calls = provider.calls.load(Ordering::SeqCst);
+        assert!(calls >= 3, "{calls} fetches in 1.8 s of one-second credentials");
+        assert!(cache.cached(SystemTime::now()).is_some(), "fresh credentials are cached");
+        task.abort();
     }
 
     #[test]

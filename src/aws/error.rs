@@ -74,6 +74,8 @@ pub enum AwsError {
     /// The connection through the HTTPS proxy failed: the proxy is down,
     /// asks for credentials, refuses the tunnel or closed it.
     Proxy(super::ProxyError),
+    /// The AWS IoT credentials provider refused or failed (its kind names why).
+    IotCredentials(super::iot::IotError),
 }
 
 impl AwsError {
@@ -109,6 +111,7 @@ impl AwsError {
             ) => m,
             AwsError::Signer(_) => "the signer returned too much",
             AwsError::Proxy(e) => e.message(),
+            AwsError::IotCredentials(e) => &e.message,
             other => other.service_error().map_or("", |e| e.message.as_str()),
         }
     }
@@ -130,6 +133,7 @@ impl AwsError {
             AwsError::Config(_) => "config",
             AwsError::Signer(_) => "signer",
             AwsError::Proxy(_) => "proxy",
+            AwsError::IotCredentials(e) => e.kind.name(),
         }
     }
 
@@ -139,6 +143,9 @@ impl AwsError {
             AwsError::Network(_) | AwsError::Timeout(_) | AwsError::Throttled(_) => true,
             AwsError::Service(e) => e.status >= 500,
             AwsError::Proxy(e) => e.is_transient(),
+            AwsError::IotCredentials(e) => {
+                matches!(e.kind, super::iot::IotErrorKind::Throttled | super::iot::IotErrorKind::ServerError)
+            }
             _ => false,
         }
     }
@@ -161,6 +168,7 @@ impl fmt::Display for AwsError {
             AwsError::Config(m) => write!(f, "invalid configuration: {m}"),
             AwsError::Signer(e) => e.fmt(f),
             AwsError::Proxy(e) => write!(f, "{e}"),
+            AwsError::IotCredentials(e) => e.fmt(f),
         }
     }
 }

@@ -111,13 +111,19 @@ pub struct HttpClient {
     tls: TlsClient,
     dialer: Dialer,
     user_agent: std::sync::Arc<str>,
+    max_body: usize,
 }
 
 impl HttpClient {
     /// A client that connects directly, whose sockets fail when the server
     /// stops acknowledging for [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s).
     pub fn new(tls: TlsClient) -> HttpClient {
-        HttpClient { tls, dialer: Dialer::new(crate::tcp::DEFAULT_TCP_USER_TIMEOUT), user_agent: USER_AGENT.into() }
+        HttpClient {
+            tls,
+            dialer: Dialer::new(crate::tcp::DEFAULT_TCP_USER_TIMEOUT),
+            user_agent: USER_AGENT.into(),
+            max_body: MAX_BODY,
+        }
     }
 
     /// The same client sending `user_agent` (see [`user_agent`]) on requests
@@ -130,6 +136,13 @@ impl HttpClient {
     /// The `User-Agent` this client sends.
     pub fn user_agent(&self) -> &str {
         &self.user_agent
+    }
+
+    /// The same client with another bound on the reply body (default 1 MiB);
+    /// a longer reply is [`AwsError::BadResponse`].
+    pub fn with_max_body_len(mut self, max_body: usize) -> HttpClient {
+        self.max_body = max_body;
+        self
     }
 
     /// The same client with another dead-link deadline (TCP user timeout and
@@ -168,27 +181,36 @@ impl HttpClient {
         timeout: Duration,
     ) -> Result<HttpResponse, AwsError> {
         let target = Target::parse(url)?;
-        let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-        let mut request = Request::builder().method("POST").uri(target.path_and_query.as_str());
-        if !has("host") {
-            request = request.header(header::HOST, target.authority.as_str());
-        }
-        if !has("content-type") {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        if !has("user-agent") {
-            request = request.header(header::USER_AGENT, &*self.user_agent);
-        }
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| AwsError::Config(format!("request to {}: {e}", strip_query(url))))?;
-        match tokio::time::timeout(timeout, self.send(&target, request)).await {
+        let request = build_request("POST", url, &target, headers, Some(body), &self.user_agent)?;
+        self.execute(&target, request, timeout).await
+    }
+
+    /// GETs `url` with `headers` (a `host` and `user-agent` are added when
+    /// absent) and reads the whole reply, all within `timeout`, over the same
+    /// connect path as [`HttpClient::post_json`]. Any status is a reply.
+    pub async fn get(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<HttpResponse, AwsError> {
+        let target = Target::parse(url)?;
+        let request = build_request("GET", url, &target, headers, None, &self.user_agent)?;
+        self.execute(&target, request, timeout).await
+    }
+
+    /// Sends `request` to `target` and reads the reply within `timeout`.
+    async fn execute(
+        &self,
+        target: &Target,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<HttpResponse, AwsError> {
+        let method = request.method().clone();
+        match tokio::time::timeout(timeout, self.send(target, request)).await {
             Ok(result) => result,
             Err(_) => Err(AwsError::Timeout(format!(
-                "POST {}{} got no reply within {} ms",
+                "{method} {}{} got no reply within {} ms",
                 target.authority,
                 strip_query(&target.path_and_query),
                 timeout.as_millis()
@@ -201,33 +223,74 @@ impl HttpClient {
         // deadline are set by the dialer.
         let (tcp, route) = self.dialer.dial(&target.host, target.port).await?;
         if !target.https {
-            return exchange(TokioIo::new(tcp), request, &target.authority).await;
+            return exchange(TokioIo::new(tcp), request, &target.authority, self.max_body).await;
         }
         let tls = self.tls.connect(&target.host, tcp).await.map_err(|e| route.tls_failure(&target.host, e))?;
-        exchange(TokioIo::new(tls), request, &target.authority).await
+        exchange(TokioIo::new(tls), request, &target.authority, self.max_body).await
     }
+}
+
+/// A request to `target` with `headers`, plus `host` and `user-agent` (and
+/// `content-type: application/json` when there is a `body`) unless given.
+fn build_request(
+    method: &str,
+    url: &str,
+    target: &Target,
+    headers: &[(String, String)],
+    body: Option<Vec<u8>>,
+    user_agent: &str,
+) -> Result<Request<Full<Bytes>>, AwsError> {
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let mut request = Request::builder().method(method).uri(target.path_and_query.as_str());
+    if !has("host") {
+        request = request.header(header::HOST, target.authority.as_str());
+    }
+    if body.is_some() && !has("content-type") {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    if !has("user-agent") {
+        request = request.header(header::USER_AGENT, user_agent);
+    }
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    request
+        .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
+        .map_err(|e| AwsError::Config(format!("request to {}: {e}", strip_query(url))))
 }
 
 /// One request/reply over a fresh connection; the connection is driven
 /// alongside and ends once the reply has been read.
-async fn exchange<T>(io: T, request: Request<Full<Bytes>>, authority: &str) -> Result<HttpResponse, AwsError>
+async fn exchange<T>(
+    io: T,
+    request: Request<Full<Bytes>>,
+    authority: &str,
+    max_body: usize,
+) -> Result<HttpResponse, AwsError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let network = |e: hyper::Error| {
         if crate::tcp::is_dead_link_source(&e) {
-            AwsError::Network(format!("HTTP exchange with {authority}: {}", crate::tcp::DEAD_LINK_TEXT))
-        } else {
-            AwsError::Network(format!("HTTP exchange with {authority}: {e}"))
+            return AwsError::Network(format!("HTTP exchange with {authority}: {}", crate::tcp::DEAD_LINK_TEXT));
         }
+        // The causes say what hyper's own text does not, e.g. a TLS alert the
+        // server sent after the handshake (a refused client certificate).
+        let mut text = format!("HTTP exchange with {authority}: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        AwsError::Network(text)
     };
     let (mut sender, connection) = http1::handshake::<_, Full<Bytes>>(io).await.map_err(network)?;
     let reply = async move {
         let response = sender.send_request(request).await.map_err(network)?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
+        let body = Limited::new(body, max_body).collect().await.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                AwsError::BadResponse(format!("the reply of {authority} is longer than {MAX_BODY} bytes"))
+                AwsError::BadResponse(format!("the reply of {authority} is longer than {max_body} bytes"))
             } else {
                 AwsError::Network(format!("reading the reply of {authority}: {e}"))
             }

@@ -1,6 +1,6 @@
 //! The AWS side of the client: SigV4 signing (the presigned WebSocket URL and
 //! header-signed HTTPS calls, through the aws-sigv4 crate), credential
-//! providers, the control-plane and GetIceServerConfig calls, endpoint names,
+//! providers (the AWS IoT credentials provider among them), the control-plane and GetIceServerConfig calls, endpoint names,
 //! the endpoint cache, TLS settings and clock-skew correction.
 //!
 //! Bring-up (spec §9.1): [`ControlPlane::resolve_channel`] (cache, or
@@ -25,6 +25,7 @@ mod error;
 pub(crate) mod fuzzing;
 pub mod http;
 pub mod ice;
+pub mod iot;
 pub mod proxy;
 mod redact;
 pub mod signer;
@@ -43,9 +44,10 @@ pub(crate) use error::truncate;
 pub use error::{AwsError, ServiceError, is_clock_skew_message};
 pub use http::{HttpClient, HttpResponse};
 pub use ice::IceServer;
+pub use iot::{DeviceKey, IotCredentials, IotCredentialsConfig, IotError, IotErrorKind};
 pub use proxy::{Dialer, Proxy, ProxyConfig, ProxyError};
 pub(crate) use redact::Redactor;
 pub use signer::{HttpSignRequest, RequestSigner, SigV4Signer, SignerError, WssSignRequest};
 #[cfg(feature = "rustls")]
 pub use tls::tls_config;
-pub use tls::{TlsClient, TlsStream};
+pub use tls::{ClientIdentity, TlsClient, TlsStream};

@@ -13,13 +13,19 @@
 //! Either way ALPN offers `http/1.1` (spec §1.3), a CA bundle replaces the
 //! default roots (only its certificates are trusted), and certificates and
 //! host names are always verified: there is no setting to turn that off.
+//!
+//! A [`ClientIdentity`] (a certificate chain and its private key, PEM files)
+//! makes a client present a certificate when the server asks for one: the
+//! mutual TLS of the AWS IoT credentials provider ([`super::iot`]). rustls
+//! takes PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys; native-tls (OpenSSL) takes
+//! PKCS#8 only (`openssl pkcs8 -topk8 -nocrypt` converts the others).
 
 #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
 compile_error!("kvs-signaling needs a TLS feature: `rustls` (the default) or `native-tls`");
 
 use super::AwsError;
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
 use std::path::Path;
 #[cfg(not(feature = "native-tls"))]
@@ -83,6 +89,72 @@ fn load_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, AwsError> {
     Ok(certificates)
 }
 
+/// A client certificate chain and its private key, read from PEM files, that
+/// a [`TlsClient`] presents when the server asks for one (mutual TLS). Cheap
+/// to clone; `Debug` names the files, never the key.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The certificate file as read (PEM), device certificate first.
+    chain_pem: std::sync::Arc<[u8]>,
+    /// The key file as read (PEM).
+    key_pem: std::sync::Arc<[u8]>,
+    certificate_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificate", &self.certificate_path)
+            .field("private_key", &self.key_path)
+            .finish()
+    }
+}
+
+impl ClientIdentity {
+    /// Reads the PEM certificate chain `certificate` (the device certificate
+    /// first) and the PEM private key `key`. An unreadable file, a file
+    /// without a certificate or without a key is an [`AwsError::Config`]
+    /// naming the file (never its contents).
+    pub fn from_pem_files(certificate: &Path, key: &Path) -> Result<ClientIdentity, AwsError> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|e| AwsError::Config(format!("{what} {}: {e}", path.display())))
+        };
+        let chain_pem = read(certificate, "device certificate")?;
+        let key_pem = read(key, "private key")?;
+        let identity = ClientIdentity {
+            chain_pem: chain_pem.into(),
+            key_pem: key_pem.into(),
+            certificate_path: certificate.to_owned(),
+            key_path: key.to_owned(),
+        };
+        identity.chain()?;
+        identity.key()?;
+        Ok(identity)
+    }
+
+    /// The certificates of the chain, in file order.
+    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, AwsError> {
+        let error = |e: &dyn fmt::Display| {
+            AwsError::Config(format!("device certificate {}: {e}", self.certificate_path.display()))
+        };
+        let chain =
+            CertificateDer::pem_slice_iter(&self.chain_pem).collect::<Result<Vec<_>, _>>().map_err(|e| error(&e))?;
+        if chain.is_empty() {
+            return Err(error(&"no PEM certificate in the file"));
+        }
+        Ok(chain)
+    }
+
+    /// The private key (the first key block of the file).
+    fn key(&self) -> Result<PrivateKeyDer<'static>, AwsError> {
+        PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| {
+            // The parser's text names the PEM section, never the key bytes.
+            AwsError::Config(format!("private key {}: no usable PEM private key ({e})", self.key_path.display()))
+        })
+    }
+}
+
 /// The rustls client settings: ring provider, TLS 1.2 and 1.3, ALPN
 /// `http/1.1` (spec §1.3), certificates always verified. Trust anchors are the
 /// Mozilla roots (webpki-roots), or only the certificates of the PEM file
@@ -90,6 +162,16 @@ fn load_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, AwsError> {
 /// `native-tls` feature too, still available (e.g. for tests).
 #[cfg(feature = "rustls")]
 pub fn tls_config(ca_bundle: Option<&Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, AwsError> {
+    rustls_config(ca_bundle, None)
+}
+
+/// [`tls_config`] that also presents `identity` when the server asks for a
+/// client certificate.
+#[cfg(feature = "rustls")]
+fn rustls_config(
+    ca_bundle: Option<&Path>,
+    identity: Option<&ClientIdentity>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, AwsError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_bundle {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -100,11 +182,20 @@ pub fn tls_config(ca_bundle: Option<&Path>) -> Result<std::sync::Arc<rustls::Cli
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| AwsError::Tls(format!("TLS settings: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder.with_client_auth_cert(identity.chain()?, identity.key()?).map_err(|e| {
+            AwsError::Config(format!(
+                "device certificate {} with key {}: {e}",
+                identity.certificate_path.display(),
+                identity.key_path.display()
+            ))
+        })?,
+    };
     config.alpn_protocols = vec![ALPN.as_bytes().to_vec()];
     Ok(std::sync::Arc::new(config))
 }
@@ -113,7 +204,14 @@ pub fn tls_config(ca_bundle: Option<&Path>) -> Result<std::sync::Arc<rustls::Cli
 impl TlsClient {
     /// The settings for `ca_bundle` (a PEM file), or the Mozilla roots.
     pub fn new(ca_bundle: Option<&Path>) -> Result<TlsClient, AwsError> {
-        Ok(TlsClient { connector: tls_config(ca_bundle)? })
+        TlsClient::with_identity(ca_bundle, None)
+    }
+
+    /// [`TlsClient::new`] that also presents `identity` when a server asks
+    /// for a client certificate. A key that does not match the certificate,
+    /// or of a kind rustls cannot use, is an [`AwsError::Config`].
+    pub fn with_identity(ca_bundle: Option<&Path>, identity: Option<&ClientIdentity>) -> Result<TlsClient, AwsError> {
+        Ok(TlsClient { connector: rustls_config(ca_bundle, identity)? })
     }
 
     /// The rustls settings in use.
@@ -161,7 +259,32 @@ impl TlsClient {
     /// The settings for `ca_bundle` (a PEM file; only its certificates are
     /// trusted), or the system trust store.
     pub fn new(ca_bundle: Option<&Path>) -> Result<TlsClient, AwsError> {
+        TlsClient::with_identity(ca_bundle, None)
+    }
+
+    /// [`TlsClient::new`] that also presents `identity` when a server asks
+    /// for a client certificate. A key that is not PKCS#8, or that OpenSSL
+    /// refuses, is an [`AwsError::Config`].
+    pub fn with_identity(ca_bundle: Option<&Path>, identity: Option<&ClientIdentity>) -> Result<TlsClient, AwsError> {
         let mut builder = native_tls::TlsConnector::builder();
+        if let Some(identity) = identity {
+            if !matches!(identity.key()?, PrivateKeyDer::Pkcs8(_)) {
+                return Err(AwsError::Config(format!(
+                    "private key {}: native-tls needs a PKCS#8 key (BEGIN PRIVATE KEY); convert it with \
+                     `openssl pkcs8 -topk8 -nocrypt`",
+                    identity.key_path.display()
+                )));
+            }
+            identity.chain()?;
+            let native = native_tls::Identity::from_pkcs8(&identity.chain_pem, &identity.key_pem).map_err(|e| {
+                AwsError::Config(format!(
+                    "device certificate {} with key {}: {e}",
+                    identity.certificate_path.display(),
+                    identity.key_path.display()
+                ))
+            })?;
+            builder.identity(native);
+        }
         builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12)).request_alpns(&[ALPN]);
         if let Some(path) = ca_bundle {
             builder.disable_built_in_roots(true);

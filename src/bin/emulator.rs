@@ -3,11 +3,13 @@
 //! Stdout, one line each, flushed before serving: the WebSocket endpoint base
 //! (`ws://HOST:PORT`, or `wss://HOST:PORT` with `--tls`), then
 //! `channel NAME ARN` for each pre-created channel, then `ca PATH` (with TLS:
-//! the PEM file clients trust), then `control-plane URL` (`http(s)://HOST:PORT`).
+//! the PEM file clients trust), then `control-plane URL` (`http(s)://HOST:PORT`),
+//! then with an IoT endpoint `iot-endpoint HOST:PORT`, `iot-ca PATH` and
+//! `iot-device THING CERT KEY` for each `--iot-issue-device`.
 //! Runs until killed or until `--exit-after` elapses. Quotas are on unless
 //! `--no-quotas`; authentication is off unless `--access-key` / `--secret-key`.
 
-use kvs_signaling::emulator::{Emulator, EmulatorConfig, TlsSetting};
+use kvs_signaling::emulator::{Emulator, EmulatorConfig, IotCa, IotConfig, TlsSetting};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +23,9 @@ WebSocket data plane, control-plane API, SigV4 checks, quotas, fault injection
 (POST /admin/...), all on one port.
 
 Prints, one per line: `ws://HOST:PORT` (or `wss://` with TLS); `channel NAME ARN`
-per channel; `ca PATH` with TLS; `control-plane URL`.
+per channel; `ca PATH` with TLS; `control-plane URL`; with an IoT endpoint
+`iot-endpoint HOST:PORT`, `iot-ca PATH` and `iot-device THING CERT KEY` per
+issued device.
 
 Options:
   --listen ADDR            address to bind (default 127.0.0.1:0, a free port)
@@ -47,6 +51,20 @@ Options:
   --admin-token TOKEN      also serve the admin endpoint (/admin/...) to peers off
                            loopback that send `Authorization: Bearer TOKEN`; without
                            it only loopback peers may use it (printed: `admin ...`)
+  --iot                    serve an AWS IoT credentials provider (mutual TLS) on a
+                           listener of its own; SigV4 then accepts the keys it issues
+  --iot-listen ADDR        its address (default 127.0.0.1:0); implies --iot
+  --iot-ca CERT --iot-ca-key KEY
+                           its device CA (PEM); default: generated at start
+  --iot-ca-out PATH        where to write the generated device CA (default: a file
+                           in the temporary directory)
+  --iot-role-alias ALIAS   a role alias that exists (repeatable; default
+                           kvs-signaling-role-alias)
+  --iot-credential-lifetime SECS
+                           lifetime of the issued keys (default 3600)
+  --iot-issue-device DIR/NAME
+                           issue a device certificate for thing NAME, written to
+                           DIR/NAME.cert.pem and DIR/NAME.key.pem (repeatable)
   --exit-after SECS        stop after this many seconds (default: run until killed)
   --verbose                log connections and routing to stderr
   --help                   print this help
@@ -56,6 +74,8 @@ Options:
 struct Options {
     config: EmulatorConfig,
     exit_after: Option<Duration>,
+    /// `DIR/NAME` prefixes of device certificates to issue at start.
+    iot_devices: Vec<PathBuf>,
 }
 
 /// TLS and credential flags, combined once all arguments are read.
@@ -68,6 +88,13 @@ struct Pending {
     access_keys: Vec<String>,
     secret_keys: Vec<String>,
     no_auth: bool,
+    iot: bool,
+    iot_listen: Option<std::net::SocketAddr>,
+    iot_ca: Option<PathBuf>,
+    iot_ca_key: Option<PathBuf>,
+    iot_ca_out: Option<PathBuf>,
+    iot_role_aliases: Vec<String>,
+    iot_lifetime: Option<Duration>,
 }
 
 impl Pending {
@@ -89,6 +116,31 @@ impl Pending {
         if !self.no_auth && !self.access_keys.is_empty() {
             config.auth = Some(self.access_keys.into_iter().zip(self.secret_keys).collect());
         }
+        let ca = match (self.iot_ca, self.iot_ca_key) {
+            (Some(cert), Some(key)) if self.iot_ca_out.is_none() => Some(IotCa::Files { cert, key }),
+            (Some(_), Some(_)) => return Err("--iot-ca-out is for a generated CA; not with --iot-ca".into()),
+            (None, None) => None,
+            _ => return Err("--iot-ca and --iot-ca-key go together".into()),
+        };
+        let wanted = self.iot
+            || self.iot_listen.is_some()
+            || ca.is_some()
+            || self.iot_ca_out.is_some()
+            || !self.iot_role_aliases.is_empty()
+            || self.iot_lifetime.is_some();
+        if wanted {
+            let defaults = IotConfig::default();
+            config.iot = Some(IotConfig {
+                listen: self.iot_listen.unwrap_or(defaults.listen),
+                ca: ca.unwrap_or(IotCa::Generate { ca_out: self.iot_ca_out }),
+                role_aliases: if self.iot_role_aliases.is_empty() {
+                    defaults.role_aliases
+                } else {
+                    self.iot_role_aliases
+                },
+                credential_lifetime: self.iot_lifetime.unwrap_or(defaults.credential_lifetime),
+            });
+        }
         Ok(())
     }
 }
@@ -108,8 +160,11 @@ fn parse_number(flag: &str, text: &str) -> Result<usize, String> {
 /// Accepts `--flag value` and `--flag=value`.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
     // The binary is the faithful service: quotas on unless --no-quotas.
-    let mut options =
-        Options { config: EmulatorConfig { quotas: true, ..EmulatorConfig::default() }, exit_after: None };
+    let mut options = Options {
+        config: EmulatorConfig { quotas: true, ..EmulatorConfig::default() },
+        exit_after: None,
+        iot_devices: Vec::new(),
+    };
     let mut pending = Pending::default();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -133,6 +188,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             }
             "--no-quotas" => {
                 options.config.quotas = false;
+                continue;
+            }
+            "--iot" => {
+                pending.iot = true;
                 continue;
             }
             _ if !flag.starts_with("--") => return Err(format!("unexpected argument {flag:?}")),
@@ -164,6 +223,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--ice-server-ttl" => config.ice_server_ttl = parse_seconds(&flag, &value)?,
             "--admin-token" if value.is_empty() => return Err("--admin-token must not be empty".into()),
             "--admin-token" => config.admin_token = Some(value),
+            "--iot-listen" => {
+                let addr = value.parse().map_err(|_| format!("--iot-listen expects HOST:PORT, got {value:?}"))?;
+                pending.iot_listen = Some(addr);
+            }
+            "--iot-ca" => pending.iot_ca = Some(PathBuf::from(value)),
+            "--iot-ca-key" => pending.iot_ca_key = Some(PathBuf::from(value)),
+            "--iot-ca-out" => pending.iot_ca_out = Some(PathBuf::from(value)),
+            "--iot-role-alias" => pending.iot_role_aliases.push(value),
+            "--iot-credential-lifetime" => pending.iot_lifetime = Some(parse_seconds(&flag, &value)?),
+            "--iot-issue-device" => {
+                pending.iot = true;
+                options.iot_devices.push(PathBuf::from(value));
+            }
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
@@ -184,6 +256,15 @@ async fn serve(options: Options) -> std::io::Result<()> {
     }
     writeln!(stdout, "control-plane {}", emulator.control_plane_url())?;
     writeln!(stdout, "admin {}", emulator.admin_access())?;
+    if let (Some(endpoint), Some(ca)) = (emulator.iot_endpoint(), emulator.iot_ca_path()) {
+        writeln!(stdout, "iot-endpoint {endpoint}")?;
+        writeln!(stdout, "iot-ca {}", ca.display())?;
+    }
+    for prefix in &options.iot_devices {
+        let thing = prefix.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+        let (cert, key) = emulator.issue_iot_device(thing)?.write(prefix)?;
+        writeln!(stdout, "iot-device {thing} {} {}", cert.display(), key.display())?;
+    }
     stdout.flush()?;
     drop(stdout);
     match options.exit_after {

@@ -95,6 +95,16 @@ struct AwsTarget {
     /// The WSS endpoint of the last attempt, for logs.
     endpoint: Mutex<String>,
     ice: Option<IceRefresh>,
+    /// Refreshes the credentials before they expire; started by the first attempt.
+    credentials_refresh: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for AwsTarget {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.credentials_refresh).take() {
+            task.abort();
+        }
+    }
 }
 
 /// The background refresh of the ICE server list.
@@ -175,6 +185,7 @@ impl Target {
                 cache: EndpointCache::new(aws.endpoint_cache_ttl, aws.endpoint_cache_path.clone()),
                 endpoint: Mutex::new(String::new()),
                 ice,
+                credentials_refresh: Mutex::new(None),
             }))),
             socket,
         })
@@ -290,6 +301,8 @@ fn expired_for(presigned: &PresignedUrl) -> Duration {
 impl AwsTarget {
     async fn open(&self, options: &SocketOptions) -> Result<(Socket, Phases, Duration), ClientError> {
         let started = Instant::now();
+        lock(&self.credentials_refresh)
+            .get_or_insert_with(|| self.control_plane.credentials_cache().refresh_in_background());
         let resolved = self
             .control_plane
             .resolve_channel(&self.channel, self.role, self.create.as_ref(), Some(&self.cache))

@@ -208,6 +208,25 @@ fn run(
             shared.clear_faults();
             Ok(done())
         }
+        "/admin/iot/issue-device" => {
+            let iot =
+                shared.iot.as_ref().ok_or_else(|| HttpError::invalid_argument("the emulator has no IoT endpoint"))?;
+            let thing =
+                opt_str(input, "thing_name")?.ok_or_else(|| HttpError::invalid_argument("thing_name is required"))?;
+            let device = iot.issue_device(thing).map_err(|error| HttpError::invalid_argument(error.to_string()))?;
+            Ok((
+                StatusCode::OK,
+                json!({
+                    "thing_name": device.thing_name,
+                    "certificate_pem": device.certificate_pem,
+                    "private_key_pem": device.private_key_pem,
+                }),
+            ))
+        }
+        "/admin/iot/revoke" => {
+            let revoked = shared.iot.as_ref().map_or(0, super::iot::IotState::revoke_all);
+            Ok((StatusCode::OK, json!({ "credentials": revoked })))
+        }
         _ => Err(HttpError::new(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
@@ -246,5 +265,8 @@ fn stats_json(stats: &EmulatorStats) -> Value {
         "idle_timeouts": stats.idle_timeouts,
         "max_age_closes": stats.max_age_closes,
         "restarts": stats.restarts,
+        "iot_credentials_issued": stats.iot_credentials_issued,
+        "iot_handshakes_refused": stats.iot_handshakes_refused,
+        "expired_tokens_refused": stats.expired_tokens_refused,
     })
 }

@@ -1,5 +1,5 @@
-//! Calendar arithmetic for SigV4 dates (`20240101T000000Z`) and HTTP `Date`
-//! headers (RFC 9110 IMF-fixdate), in whole seconds since the Unix epoch (UTC).
+//! Calendar arithmetic for SigV4 dates (`20240101T000000Z`), HTTP `Date`
+//! headers (RFC 9110 IMF-fixdate) and ISO-8601 times (`2024-01-01T00:00:00Z`), in whole seconds since the Unix epoch (UTC).
 //! Pure functions; the emulator's notion of "now" (with its test offset) lives in
 //! [`super::Shared::now_epoch`].
 
@@ -39,6 +39,13 @@ fn split(epoch: i64) -> (i64, u32, u32, i64, i64, i64) {
 pub(super) fn amz_date(epoch: i64) -> String {
     let (year, month, day, hour, minute, second) = split(epoch);
     format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}{second:02}Z")
+}
+
+/// `yyyy-mm-ddTHH:MM:SSZ`, the ISO-8601 (RFC 3339) form of the AWS IoT
+/// credentials provider's `expiration`.
+pub(super) fn iso8601(epoch: i64) -> String {
+    let (year, month, day, hour, minute, second) = split(epoch);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
 }
 
 /// Parses the `yyyymmddTHHMMSSZ` form; `None` for anything else.

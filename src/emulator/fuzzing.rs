@@ -32,7 +32,7 @@ fn shared() -> Shared {
         ..EmulatorConfig::default()
     };
     let listen = config.listen;
-    let shared = Shared::new(config, listen, None, mpsc::unbounded_channel().0, "fuzz".to_owned());
+    let shared = Shared::new(config, listen, None, None, mpsc::unbounded_channel().0, "fuzz".to_owned());
     let _ = shared.create_channel("fuzz", shared.config.message_ttl, Vec::new());
     shared
 }
@@ -86,8 +86,12 @@ pub fn emulator_request(data: &[u8]) {
     if let Some(decoded) = query.and_then(percent_decode) {
         assert_eq!(percent_decode(&uri_encode(&decoded)).as_ref(), Some(&decoded), "percent-encoding round trip");
     }
-    let verifier =
-        Verifier { keys: shared.config.auth.as_deref().unwrap_or_default(), region: REGION, now: 1_750_000_000 };
+    let verifier = Verifier {
+        keys: shared.config.auth.as_deref().unwrap_or_default(),
+        issued: None,
+        region: REGION,
+        now: 1_750_000_000,
+    };
     for method in ["GET", "POST"] {
         let request = SignedRequest { method, path, query, headers: &headers };
         assert!(verifier.verify(&request, body.as_bytes()).is_err(), "a forged signature was accepted");
@@ -111,7 +115,7 @@ pub fn emulator_signature(data: &[u8]) {
     let signed_at = UNIX_EPOCH + Duration::from_secs(now.unsigned_abs());
     let credentials = Credentials::new(ACCESS_KEY, SECRET, None);
     let keys = [(ACCESS_KEY.to_owned(), SECRET.to_owned())];
-    let verifier = Verifier { keys: &keys, region: REGION, now };
+    let verifier = Verifier { keys: &keys, issued: None, region: REGION, now };
     let mut host = HeaderMap::new();
     host.insert("host", HeaderValue::from_static("host.example"));
 

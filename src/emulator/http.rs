@@ -404,8 +404,10 @@ pub(super) fn request_host(shared: &Shared, headers: &HeaderMap) -> RequestHost 
     RequestHost { authority: authority.to_owned(), hostname, port }
 }
 
-/// Checks the request's SigV4 signature when authentication is on; counts and
-/// explains a failure as a 403 `AccessDeniedException`.
+/// Checks the request's SigV4 signature when authentication is on (access
+/// keys configured, or an IoT endpoint issuing them); counts and explains a
+/// failure as a 403 `AccessDeniedException`, or `ExpiredTokenException` for
+/// an issued key past its expiration.
 pub(super) fn authenticate(
     shared: &Shared,
     method: &Method,
@@ -413,15 +415,22 @@ pub(super) fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), HttpError> {
-    let Some(keys) = &shared.config.auth else {
+    if shared.config.auth.is_none() && shared.iot.is_none() {
         return Ok(());
-    };
-    let verifier = Verifier { keys, region: &shared.config.region, now: shared.now_epoch() };
+    }
+    let keys = shared.config.auth.as_deref().unwrap_or_default();
+    let verifier =
+        Verifier { keys, issued: shared.iot.as_ref(), region: &shared.config.region, now: shared.now_epoch() };
     let request = SignedRequest { method: method.as_str(), path: uri.path(), query: uri.query(), headers };
     verifier.verify(&request, body).map_err(|error| {
         bump(&shared.counters.auth_failures, 1);
         shared.log(format_args!("refused a signature: {}", error.0.lines().next().unwrap_or("")));
-        HttpError::access_denied(error.0)
+        if error.is_expired_token() {
+            bump(&shared.counters.expired_tokens_refused, 1);
+            HttpError::new(StatusCode::FORBIDDEN, "ExpiredTokenException", error.0)
+        } else {
+            HttpError::access_denied(error.0)
+        }
     })
 }
 

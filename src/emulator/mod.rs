@@ -61,6 +61,22 @@
 //! must use the empty-payload hash (not `UNSIGNED-PAYLOAD`). The admin endpoints
 //! are never authenticated.
 //!
+//! # AWS IoT credentials provider
+//!
+//! With [`EmulatorConfig::iot`], a second listener (always TLS, mutual) serves
+//! `GET /role-aliases/ROLE_ALIAS/credentials` as the AWS IoT credentials
+//! provider does (the exchange is recorded in [`crate::aws::iot`]): it
+//! requires a client certificate issued by its device CA (generated at start,
+//! or [`IotCa::Files`]), answers unknown role aliases with 404, a thing name
+//! not attached to an issued certificate with 403, and otherwise issues
+//! temporary keys (`ASIA…` with a session token) valid for
+//! [`IotConfig::credential_lifetime`] on the emulator's clock. SigV4 checks are
+//! then on: issued keys are accepted (with their session token) until they
+//! expire, then refused with 403 `ExpiredTokenException` `The security token
+//! included in the request is expired`; revoked ones as invalid tokens. The
+//! endpoint's server certificate is signed by the device CA, so clients trust
+//! [`Emulator::iot_ca_path`] for it. At most [`MAX_ISSUED`] keys are remembered.
+//!
 //! # Admin endpoint (fault injection and limits)
 //!
 //! JSON in, JSON out, on the same port; the same operations exist as [`Emulator`]
@@ -82,6 +98,8 @@
 //! | `POST /admin/limits` | any of `"idle_timeout_ms"`, `"max_connection_age_ms"`, `"go_away_grace_ms"`, `"quotas"` | change [`Limits`]; open connections follow the new values | the limits |
 //! | `POST /admin/clock` | `"offset_ms"` (signed) | shift the emulator's clock for SigV4 checks and `Date` headers | `{}` |
 //! | `POST /admin/clear` | — | end every fault (refusal, control-plane errors, frame delay, clock offset) | `{}` |
+//! | `POST /admin/iot/issue-device` | `"thing_name"` (required) | a device certificate and key signed by the IoT device CA ([`Emulator::issue_iot_device`]) | `{"thing_name", "certificate_pem", "private_key_pem"}` |
+//! | `POST /admin/iot/revoke` | — | revoke every key the IoT endpoint issued so far ([`Emulator::revoke_iot_credentials`]) | `{"credentials": N}` |
 //!
 //! A bad admin request gets 400 (`InvalidArgumentException`, or
 //! `SerializationException` for a member of the wrong JSON type); an unknown
@@ -164,11 +182,13 @@ mod control;
 mod faults;
 pub(crate) mod fuzzing;
 mod http;
+mod iot;
 mod sigv4;
 mod throttle;
 mod tls;
 
 pub use faults::{ConnectRefusal, ControlPlaneFault, Limits, Operation, Target};
+pub use iot::{DEFAULT_ROLE_ALIAS, DeviceCertificate, IotCa, IotConfig, MAX_ISSUED};
 pub use tls::TlsSetting;
 
 use channels::{Outgoing, PeerHandle, Registry};
@@ -217,8 +237,14 @@ pub struct EmulatorConfig {
     /// Log connections, routing decisions and rejections to stderr.
     pub verbose: bool,
     /// Accepted (access key id, secret access key) pairs; `None` accepts every
-    /// request, signed or not (default).
+    /// request, signed or not (default), unless `iot` is set. With `iot`, the
+    /// list may be empty (only issued keys are accepted).
     pub auth: Option<Vec<(String, String)>>,
+    /// Serve an AWS IoT credentials provider on a TLS listener of its own
+    /// (see "AWS IoT credentials provider" in the module doc); its keys are
+    /// then required and accepted by the SigV4 checks. `None` (default): no
+    /// IoT endpoint.
+    pub iot: Option<IotConfig>,
     /// Serve TLS (`wss://`, `https://`); `None` for plain TCP (default).
     pub tls: Option<TlsSetting>,
     /// Enforce the message and connect rate quotas (spec §7.1); default off.
@@ -274,6 +300,7 @@ impl Default for EmulatorConfig {
             max_frame_len: 64 * 1024,
             verbose: false,
             auth: None,
+            iot: None,
             tls: None,
             quotas: false,
             idle_timeout: Duration::from_secs(600),
@@ -381,6 +408,13 @@ pub struct EmulatorStats {
     pub max_age_closes: u64,
     /// Restarts completed.
     pub restarts: u64,
+    /// Temporary keys issued by the IoT credentials endpoint.
+    pub iot_credentials_issued: u64,
+    /// TLS handshakes the IoT credentials endpoint refused (no client
+    /// certificate, or one not issued by its device CA).
+    pub iot_handshakes_refused: u64,
+    /// Requests refused because their issued key had expired (403 `ExpiredTokenException`).
+    pub expired_tokens_refused: u64,
 }
 
 /// The distinct `User-Agent` headers the emulator has seen.
@@ -431,6 +465,9 @@ struct Counters {
     idle_timeouts: AtomicU64,
     max_age_closes: AtomicU64,
     restarts: AtomicU64,
+    iot_credentials_issued: AtomicU64,
+    iot_handshakes_refused: AtomicU64,
+    expired_tokens_refused: AtomicU64,
 }
 
 impl Counters {
@@ -468,6 +505,9 @@ impl Counters {
             idle_timeouts: read(&self.idle_timeouts),
             max_age_closes: read(&self.max_age_closes),
             restarts: read(&self.restarts),
+            iot_credentials_issued: read(&self.iot_credentials_issued),
+            iot_handshakes_refused: read(&self.iot_handshakes_refused),
+            expired_tokens_refused: read(&self.expired_tokens_refused),
         }
     }
 }
@@ -485,6 +525,8 @@ struct Shared {
     /// The bound address (real port).
     local_addr: SocketAddr,
     tls: Option<tls::Tls>,
+    /// The IoT credentials endpoint, when configured.
+    iot: Option<iot::IotState>,
     registry: Mutex<Registry>,
     counters: Counters,
     next_connection_id: AtomicU64,
@@ -713,7 +755,7 @@ fn check_config(config: &EmulatorConfig) -> io::Result<()> {
         }
     }
     if let Some(keys) = &config.auth {
-        if keys.is_empty() {
+        if keys.is_empty() && config.iot.is_none() {
             return invalid("auth needs at least one access key (None turns authentication off)".to_owned());
         }
         if keys.iter().any(|(id, secret)| id.is_empty() || id.contains('/') || secret.is_empty()) {
@@ -740,6 +782,7 @@ impl Shared {
         config: EmulatorConfig,
         local_addr: SocketAddr,
         tls: Option<tls::Tls>,
+        iot: Option<iot::IotState>,
         restarts: mpsc::UnboundedSender<RestartRequest>,
         turn_secret: String,
     ) -> Shared {
@@ -752,6 +795,7 @@ impl Shared {
         Shared {
             local_addr,
             tls,
+            iot,
             registry: Mutex::new(Registry::default()),
             counters: Counters::default(),
             next_connection_id: AtomicU64::new(1),
@@ -785,11 +829,22 @@ impl Emulator {
         let tls = config.tls.as_ref().map(|setting| tls::load(setting, local_addr.port())).transpose()?;
         let (restarts, restart_requests) = mpsc::unbounded_channel();
         let turn_secret = format!("{}-{}-{}", std::process::id(), local_addr, epoch_millis());
-        let shared = Arc::new(Shared::new(config, local_addr, tls, restarts, turn_secret));
+        let (iot, iot_listener) = match config.iot.clone() {
+            Some(iot) => {
+                let (state, listener) = iot::IotState::bind(iot, format!("iot-{turn_secret}")).await?;
+                (Some(state), Some(listener))
+            }
+            None => (None, None),
+        };
+        let shared = Arc::new(Shared::new(config, local_addr, tls, iot, restarts, turn_secret));
         for name in &shared.config.channels {
             let _ = shared.create_channel(name, shared.config.message_ttl, Vec::new());
         }
         shared.log(format_args!("listening on {local_addr}{}", if shared.is_tls() { " (TLS)" } else { "" }));
+        if let Some(listener) = iot_listener {
+            shared.log(format_args!("IoT credentials endpoint on {}", listener.local_addr()?));
+            shared.spawn_tracked(iot::accept_loop(shared.clone(), listener));
+        }
         let accept_task = tokio::spawn(http::accept_loop(shared.clone(), listener, restart_requests));
         Ok(Emulator { shared, accept_task })
     }
@@ -834,6 +889,39 @@ impl Emulator {
     /// Where [`Emulator::ca_pem`] is on disk.
     pub fn ca_path(&self) -> Option<&Path> {
         self.shared.tls.as_ref().map(|tls| tls.ca_path.as_path())
+    }
+
+    /// The IoT credentials endpoint as clients configure it, `127.0.0.1:PORT`
+    /// (always TLS); `None` without [`EmulatorConfig::iot`].
+    pub fn iot_endpoint(&self) -> Option<String> {
+        self.shared.iot.as_ref().map(|iot| reachable(iot.local_addr).to_string())
+    }
+
+    /// The PEM file of the device CA, which also signs the IoT endpoint's
+    /// certificate: what IoT clients trust for the endpoint.
+    pub fn iot_ca_path(&self) -> Option<&Path> {
+        self.shared.iot.as_ref().map(|iot| iot.ca_path.as_path())
+    }
+
+    /// The device CA certificate, PEM.
+    pub fn iot_ca_pem(&self) -> Option<&str> {
+        self.shared.iot.as_ref().map(|iot| iot.ca_pem.as_str())
+    }
+
+    /// Issues a device certificate and key for `thing_name` (1-128 of
+    /// `[a-zA-Z0-9:_-]`), signed by the device CA. `InvalidInput` for a bad
+    /// name or without an IoT endpoint.
+    pub fn issue_iot_device(&self, thing_name: &str) -> io::Result<DeviceCertificate> {
+        match &self.shared.iot {
+            Some(iot) => iot.issue_device(thing_name),
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, "the emulator has no IoT endpoint")),
+        }
+    }
+
+    /// Revokes every key the IoT endpoint issued so far (they are refused as
+    /// invalid tokens from now on); returns how many.
+    pub fn revoke_iot_credentials(&self) -> usize {
+        self.shared.iot.as_ref().map_or(0, iot::IotState::revoke_all)
     }
 
     /// Creates a channel (with [`EmulatorConfig::message_ttl`]) and returns its

@@ -28,15 +28,22 @@ pub(super) const MAX_SKEW_SECS: i64 = 300;
 
 const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. \
 Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
-const UNKNOWN_KEY: &str = "The security token included in the request is invalid.";
+pub(super) const UNKNOWN_KEY: &str = "The security token included in the request is invalid.";
 
-/// Why a request's signature was refused; the text goes into the 403 body.
+/// Why a request's signature was refused; the text goes into the 403 body,
+/// the flag says whether it is an expired session token
+/// (`ExpiredTokenException` rather than `AccessDeniedException`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct AuthError(pub(super) String);
+pub(super) struct AuthError(pub(super) String, pub(super) bool);
 
 impl AuthError {
     fn new(message: impl Into<String>) -> AuthError {
-        AuthError(message.into())
+        AuthError(message.into(), false)
+    }
+
+    /// Whether the request's session token has expired.
+    pub(super) fn is_expired_token(&self) -> bool {
+        self.1
     }
 }
 
@@ -44,6 +51,8 @@ impl AuthError {
 pub(super) struct Verifier<'a> {
     /// Accepted (access key id, secret access key) pairs.
     pub(super) keys: &'a [(String, String)],
+    /// Temporary keys issued by the emulated IoT credentials provider.
+    pub(super) issued: Option<&'a super::iot::IotState>,
     /// The emulator's region; credential scopes must name it.
     pub(super) region: &'a str,
     /// The emulator's clock, epoch seconds.
@@ -339,8 +348,15 @@ impl Verifier<'_> {
                 "Credential should be scoped to a valid region, not '{scope_region}'. "
             )));
         }
-        let Some((_, secret)) = self.keys.iter().find(|(id, _)| id == access_key) else {
-            return Err(AuthError::new(UNKNOWN_KEY));
+        let issued = || match self.issued?.lookup(access_key, session_token(request).as_deref(), self.now)? {
+            super::iot::IssuedKey::Valid(secret) => Some(Ok(secret)),
+            super::iot::IssuedKey::Refused(text) => {
+                Some(Err(AuthError(text.to_owned(), text == super::iot::EXPIRED_TOKEN)))
+            }
+        };
+        let secret = match self.keys.iter().find(|(id, _)| id == access_key) {
+            Some((_, secret)) => secret.clone(),
+            None => issued().unwrap_or_else(|| Err(AuthError::new(UNKNOWN_KEY)))?,
         };
         let Some(date) = parse_amz_date(presented.amz_date) else {
             return Err(AuthError::new(format!(
@@ -363,7 +379,7 @@ impl Verifier<'_> {
         }
         let headers = canonical_headers(&signed, request.headers)?;
         let scope = format!("{scope_date}/{scope_region}/{SERVICE}/{TERMINATOR}");
-        let key = signing_key(secret, scope_date, scope_region, SERVICE);
+        let key = signing_key(&secret, scope_date, scope_region, SERVICE);
         let provided = decode_hex(presented.signature);
         let candidates: Vec<Canonical> = canonical_uris(request.path)
             .iter()
@@ -421,6 +437,18 @@ impl Verifier<'_> {
     }
 }
 
+/// The session token of a request: the `x-amz-security-token` header, or
+/// the `X-Amz-Security-Token` query parameter of a presigned URL.
+fn session_token<'a>(request: &'a SignedRequest<'_>) -> Option<std::borrow::Cow<'a, str>> {
+    if let Some(token) = request.headers.get("x-amz-security-token").and_then(|value| value.to_str().ok()) {
+        return Some(token.into());
+    }
+    raw_pairs(request.query)
+        .find(|(name, _)| *name == "X-Amz-Security-Token")
+        .and_then(|(_, value)| percent_decode(value))
+        .map(Into::into)
+}
+
 /// 64 hex digits → 32 bytes; `None` otherwise.
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
@@ -453,7 +481,7 @@ mod tests {
 
     fn verify_at(now: i64, path: &str, query: &str, keys: &[(String, String)], region: &str) -> Result<(), AuthError> {
         let headers = host_headers("kvs.awsamazon.com");
-        let verifier = Verifier { keys, region, now };
+        let verifier = Verifier { keys, issued: None, region, now };
         verifier.verify(&SignedRequest { method: "GET", path, query: Some(query), headers: &headers }, b"")
     }
 
@@ -573,7 +601,7 @@ mod tests {
         let body = br#"{"ChannelName":"demo"}"#;
         let now = JS_DATE;
         let verify = |headers: &HeaderMap, body: &[u8], now: i64| {
-            let verifier = Verifier { keys: &keys, region: "us-west-2", now };
+            let verifier = Verifier { keys: &keys, issued: None, region: "us-west-2", now };
             let request = SignedRequest { method: "POST", path: "/describeSignalingChannel", query: None, headers };
             verifier.verify(&request, body).map_err(|error| error.0)
         };

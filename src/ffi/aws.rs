@@ -4,11 +4,11 @@
 
 use super::client::{kvs_client, kvs_client_config, open_handle};
 use super::dispatch::Lane;
-use super::result::fail;
+use super::result::{aws_code, fail};
 use super::{arg_str, boundary, copy_prefix, require_non_null, write_out_str};
 use crate::aws::{
     AwsError, ControlPlaneConfig, CreateChannel, Credentials, CredentialsProvider, EndpointVariant, EnvCredentials,
-    MAX_TAGS, StaticCredentials, check_tags, stun_url,
+    IotCredentials, IotCredentialsConfig, MAX_TAGS, StaticCredentials, check_tags, stun_url,
 };
 use crate::client::AwsConfig;
 use crate::ffi::kvs_result::{self, *};
@@ -182,11 +182,14 @@ pub(super) fn aws_config(
     let key = read(config.access_key_id, "access_key_id")?;
     let secret = read(config.secret_access_key, "secret_access_key")?;
     let token = read(config.session_token, "session_token")?;
+    let iot_endpoint = read(config.iot_credentials_endpoint, "iot_credentials_endpoint")?;
     let provider: Arc<dyn CredentialsProvider> = if config.signer_callback.is_some() {
         // Signing by a backend: the signer signs everything, credentials are never asked.
         Arc::new(NoCredentials)
     } else if config.credentials_callback.is_some() {
         Arc::new(CallbackCredentials { lane: Arc::downgrade(lane) })
+    } else if let Some(endpoint) = iot_endpoint {
+        Arc::new(iot_credentials(config, &endpoint)?)
     } else if let (Some(key), Some(secret)) = (&key, &secret) {
         let credentials = Credentials::new(key, secret, token.as_deref());
         credentials.check().map_err(|e| fail(KVS_ERR_CREDENTIALS, e.to_string()))?;
@@ -196,7 +199,8 @@ pub(super) fn aws_config(
     } else {
         return Err(fail(
             KVS_ERR_CREDENTIALS,
-            "use_control_plane needs credentials: access_key_id + secret_access_key, credentials_from_env, credentials_callback, or a signer_callback",
+            "use_control_plane needs credentials: access_key_id + secret_access_key, credentials_from_env, \
+             iot_credentials_endpoint (+ role alias, certificate, key), credentials_callback, or a signer_callback",
         ));
     };
     let mut control_plane = ControlPlaneConfig::new(region, provider);
@@ -218,6 +222,25 @@ pub(super) fn aws_config(
     }
     aws.ice_servers = !config.skip_ice_servers;
     Ok(aws)
+}
+
+/// The AWS IoT credentials provider of a C config (`iot_credentials_endpoint` set).
+fn iot_credentials(config: &kvs_client_config, endpoint: &str) -> Result<IotCredentials, kvs_result> {
+    let read = |ptr, name: &'static str| {
+        // SAFETY: the header requires NUL-terminated strings or NULL.
+        unsafe { arg_str(ptr, name, 4096, KVS_ERR_INVALID_CONFIG) }.map(|s| s.map(str::to_owned))
+    };
+    let required = |ptr, name: &'static str| {
+        read(ptr, name)?.ok_or_else(|| fail(KVS_ERR_INVALID_CONFIG, format!("iot_credentials_endpoint needs {name}")))
+    };
+    let role_alias = required(config.iot_role_alias, "iot_role_alias")?;
+    let certificate = required(config.iot_certificate_path, "iot_certificate_path")?;
+    let key = required(config.iot_private_key_path, "iot_private_key_path")?;
+    let thing = read(config.iot_thing_name, "iot_thing_name")?;
+    let mut iot = IotCredentialsConfig::new(endpoint, &role_alias, thing.as_deref(), certificate, key);
+    iot.ca_bundle = read(config.iot_ca_path, "iot_ca_path")?.map(PathBuf::from);
+    iot.proxy = super::client::proxy_config(config)?;
+    IotCredentials::new(&iot).map_err(|e| fail(aws_code(&e), e.to_string()))
 }
 
 /// One ICE server as `kvs_client_get_ice_servers` writes it: pointers into the

@@ -336,6 +336,27 @@ pub struct kvs_client_config {
     /// `HTTPS_PROXY` and `no_proxy` / `NO_PROXY` (lower case first), read once
     /// by `kvs_client_new`.
     pub proxy_from_env: bool,
+    // -- AWS IoT credentials provider (one block; `use_control_plane` only) --
+    /// The account's AWS IoT credentials endpoint,
+    /// `PREFIX.credentials.iot.REGION.amazonaws.com` (`aws iot describe-endpoint
+    /// --endpoint-type iot:CredentialProvider`), optionally `:PORT` (the
+    /// emulator's `127.0.0.1:PORT`). Set: the client signs with temporary keys
+    /// fetched over mutual TLS with the device certificate, refreshed in the
+    /// background before they expire; takes precedence over static and
+    /// environment credentials (a `credentials_callback` still comes first).
+    pub iot_credentials_endpoint: *const c_char,
+    /// The role alias (1-128 of `A-Z a-z 0-9 _ = , @ -`). Required with the endpoint.
+    pub iot_role_alias: *const c_char,
+    /// Sent as `x-amzn-iot-thingname` (1-128 of `A-Z a-z 0-9 : _ -`); NULL sends none.
+    pub iot_thing_name: *const c_char,
+    /// The device certificate, PEM (certificate first). Required with the endpoint.
+    pub iot_certificate_path: *const c_char,
+    /// The device's private key, PEM (PKCS#8; with the rustls build also
+    /// PKCS#1 RSA and SEC1 EC keys). Required with the endpoint.
+    pub iot_private_key_path: *const c_char,
+    /// PEM file of the CAs trusted for the IoT endpoint (Amazon Root CA 1 for
+    /// the real service); NULL uses the built-in roots (not `ca_bundle_path`).
+    pub iot_ca_path: *const c_char,
 }
 
 /// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
@@ -418,6 +439,12 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         proxy_url: ptr::null(),
         no_proxy: ptr::null(),
         proxy_from_env: false,
+        iot_credentials_endpoint: ptr::null(),
+        iot_role_alias: ptr::null(),
+        iot_thing_name: ptr::null(),
+        iot_certificate_path: ptr::null(),
+        iot_private_key_path: ptr::null(),
+        iot_ca_path: ptr::null(),
     }
 }
 
@@ -715,6 +742,16 @@ unsafe fn read_config(config: *const kvs_client_config) -> Result<kvs_client_con
 }
 
 /// Reads a required or optional config string, or returns the failing code.
+/// The proxy setting of a C config (`proxy_url`, `no_proxy`, `proxy_from_env`),
+/// for every connection of the client, the IoT credentials fetch included.
+pub(super) fn proxy_config(config: &kvs_client_config) -> Result<ProxyConfig, kvs_result> {
+    Ok(ProxyConfig {
+        url: config_str(config.proxy_url, "proxy_url", 2048)?,
+        no_proxy: config_str(config.no_proxy, "no_proxy", 8192)?,
+        from_env: config.proxy_from_env,
+    })
+}
+
 fn config_str(ptr: *const c_char, name: &str, max: usize) -> Result<Option<String>, kvs_result> {
     // SAFETY: the header requires config strings to be NUL-terminated.
     unsafe { arg_str(ptr, name, max, KVS_ERR_INVALID_CONFIG) }.map(|s| s.map(str::to_owned))
@@ -810,11 +847,7 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
     out.user_agent_suffix =
         config_str(config.user_agent_suffix, "user_agent_suffix", crate::aws::http::MAX_USER_AGENT_SUFFIX_LEN)?;
     out.fill_from_presigned_url();
-    out.proxy = ProxyConfig {
-        url: config_str(config.proxy_url, "proxy_url", 2048)?,
-        no_proxy: config_str(config.no_proxy, "no_proxy", 8192)?,
-        from_env: config.proxy_from_env,
-    };
+    out.proxy = proxy_config(config)?;
     if config.use_control_plane {
         out.channel_name = channel_name;
         if config.connect_timeout_ms == 0 {
@@ -845,9 +878,10 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
 /// unreadable `ca_bundle_path`, `message_ttl_s` outside 5-120, a `presigned_url` without its
 /// expiry or with `use_control_plane`, a `user_agent_suffix` outside 1-256 printable ASCII
 /// characters, tags beyond the service's limits or without `create_channel`, a bad `proxy_url`
-/// or, with `proxy_from_env`, a bad HTTPS_PROXY; the text never shows the password), KVS_ERR_CREDENTIALS
-/// (`use_control_plane` without usable credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED,
-/// KVS_ERR_RUNTIME.
+/// or, with `proxy_from_env`, a bad HTTPS_PROXY (the text never shows the password), a bad
+/// `iot_credentials_endpoint`, `iot_role_alias` or `iot_thing_name`, an IoT certificate, key or CA
+/// file that is missing or unusable), KVS_ERR_CREDENTIALS (`use_control_plane` without usable
+/// credentials), KVS_ERR_SHUTDOWN, KVS_ERR_FORKED, KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *mut *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -912,10 +946,13 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
 /// KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED, KVS_ERR_PROXY_REFUSED,
 /// KVS_ERR_PROXY_CLOSED, and through the control plane
 /// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE,
-/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS; with a `signer_callback` KVS_ERR_SIGNER_FAILED,
-/// KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL, KVS_ERR_SIGNER_NOT_WSS; with a
-/// `presigned_url` KVS_ERR_PRESIGNED_URL_EXPIRED; KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when
-/// `kvs_shutdown` interrupts it), KVS_ERR_RUNTIME.
+/// KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS, and from the AWS IoT credentials provider
+/// KVS_ERR_IOT_CERTIFICATE_REFUSED, KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND, KVS_ERR_IOT_FORBIDDEN (its
+/// throttling is KVS_ERR_LIMIT_EXCEEDED, an untrusted endpoint KVS_ERR_TLS); with a
+/// `signer_callback` KVS_ERR_SIGNER_FAILED, KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL,
+/// KVS_ERR_SIGNER_NOT_WSS; with a `presigned_url` KVS_ERR_PRESIGNED_URL_EXPIRED;
+/// KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN (also when `kvs_shutdown` interrupts it),
+/// KVS_ERR_RUNTIME.
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_connect(client: *const kvs_client) -> kvs_result {
     boundary(|| {

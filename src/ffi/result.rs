@@ -1,6 +1,6 @@
 //! Result codes and the thread-local last-error text.
 
-use crate::aws::{AwsError, ProxyError, SignerError};
+use crate::aws::{AwsError, IotErrorKind, ProxyError, SignerError};
 use crate::client::ClientError;
 use crate::protocol::{Field, ValidationError};
 use crate::runtime::RuntimeError;
@@ -117,6 +117,14 @@ pub enum kvs_result {
     /// The HTTPS proxy closed the connection before answering CONNECT, or
     /// the tunnel closed during the TLS handshake with the service.
     KVS_ERR_PROXY_CLOSED = 45,
+    /// The AWS IoT credentials provider refused the device certificate (a TLS
+    /// alert in the handshake, or HTTP 401).
+    KVS_ERR_IOT_CERTIFICATE_REFUSED = 46,
+    /// The AWS IoT credentials provider knows no such role alias (HTTP 404).
+    KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND = 47,
+    /// The AWS IoT credentials provider forbade the request (HTTP 403: the
+    /// certificate may not assume the role alias, or the thing is not attached to it).
+    KVS_ERR_IOT_FORBIDDEN = 48,
 }
 
 use kvs_result::*;
@@ -171,12 +179,15 @@ impl kvs_result {
             KVS_ERR_PROXY_AUTH_REQUIRED => "the HTTPS proxy requires authentication\0",
             KVS_ERR_PROXY_REFUSED => "the HTTPS proxy refused the tunnel\0",
             KVS_ERR_PROXY_CLOSED => "the HTTPS proxy closed the tunnel\0",
+            KVS_ERR_IOT_CERTIFICATE_REFUSED => "the AWS IoT credentials provider refused the device certificate\0",
+            KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND => "the AWS IoT credentials provider knows no such role alias\0",
+            KVS_ERR_IOT_FORBIDDEN => "the AWS IoT credentials provider forbade the request\0",
         }
     }
 
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 46] = [
+        const ALL: [kvs_result; 49] = [
             KVS_OK,
             KVS_ERR_NULL_PARAMETER,
             KVS_ERR_INVALID_UTF8,
@@ -223,6 +234,9 @@ impl kvs_result {
             KVS_ERR_PROXY_AUTH_REQUIRED,
             KVS_ERR_PROXY_REFUSED,
             KVS_ERR_PROXY_CLOSED,
+            KVS_ERR_IOT_CERTIFICATE_REFUSED,
+            KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND,
+            KVS_ERR_IOT_FORBIDDEN,
         ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
@@ -297,6 +311,14 @@ pub fn aws_code(e: &AwsError) -> kvs_result {
         AwsError::Config(_) => KVS_ERR_INVALID_CONFIG,
         AwsError::Signer(e) => signer_code(e),
         AwsError::Proxy(e) => proxy_code(e),
+        AwsError::IotCredentials(e) => match e.kind {
+            IotErrorKind::CertificateRefused => KVS_ERR_IOT_CERTIFICATE_REFUSED,
+            IotErrorKind::UnknownRoleAlias => KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND,
+            IotErrorKind::Forbidden => KVS_ERR_IOT_FORBIDDEN,
+            IotErrorKind::Throttled => KVS_ERR_LIMIT_EXCEEDED,
+            IotErrorKind::BadResponse => KVS_ERR_BAD_RESPONSE,
+            IotErrorKind::InvalidRequest | IotErrorKind::ServerError => KVS_ERR_SERVICE,
+        },
     }
 }
 

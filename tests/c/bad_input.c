@@ -90,6 +90,9 @@ static const char *const RESULT_NAMES[] = {
     "KVS_ERR_PROXY_AUTH_REQUIRED",
     "KVS_ERR_PROXY_REFUSED",
     "KVS_ERR_PROXY_CLOSED",
+    "KVS_ERR_IOT_CERTIFICATE_REFUSED",
+    "KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND",
+    "KVS_ERR_IOT_FORBIDDEN",
 };
 #define RESULT_COUNT (sizeof RESULT_NAMES / sizeof RESULT_NAMES[0])
 
@@ -1177,6 +1180,8 @@ static void test_new_result_codes(void) {
                 "stable values: KVS_ERR_SIGNER_FAILED 37 .. KVS_ERR_PRESIGNED_URL_EXPIRED 41");
     EXPECT_TRUE(KVS_ERR_PROXY_UNREACHABLE == 42 && KVS_ERR_PROXY_CLOSED == 45,
                 "stable values: KVS_ERR_PROXY_UNREACHABLE 42 .. KVS_ERR_PROXY_CLOSED 45");
+    EXPECT_TRUE(KVS_ERR_IOT_CERTIFICATE_REFUSED == 46 && KVS_ERR_IOT_FORBIDDEN == 48,
+                "stable values: KVS_ERR_IOT_CERTIFICATE_REFUSED 46 .. KVS_ERR_IOT_FORBIDDEN 48");
 }
 
 static void test_stun_url(void) {
