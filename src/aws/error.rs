@@ -329,9 +329,11 @@ mod tests {
         let e = map(403, None, xml);
         assert!(matches!(&e, AwsError::AccessDenied(s) if s.code.as_deref() == Some("AccessDeniedException")));
         assert_eq!(e.message(), "Unable to determine service/operation name to be authorized");
-        // Long bodies are cut.
+        // Long bodies are kept whole here: the caller scrubs them of secrets,
+        // then cuts them (control_plane::error_from_response).
         let long = "x".repeat(2000);
-        assert_eq!(map(500, None, &long).message().len(), MAX_MESSAGE_CHARS + 3);
+        assert_eq!(map(500, None, &long).message().len(), 2000);
+        assert_eq!(truncate(map(500, None, &long).message()).len(), MAX_MESSAGE_CHARS + 3);
     }
 
     #[test]
