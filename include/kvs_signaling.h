@@ -347,6 +347,16 @@ enum kvs_message_type
   KVS_MESSAGE_TYPE_ICE_CANDIDATE = 3,
   KVS_MESSAGE_TYPE_GO_AWAY = 4,
   KVS_MESSAGE_TYPE_RECONNECT_ICE_SERVER = 5,
+  /**
+   * WebRTC ingestion notice: the client joined the channel's storage
+   * session (`media_storage`) and awaits its offer.
+   */
+  KVS_MESSAGE_TYPE_STORAGE_SESSION_JOINED = 6,
+  /**
+   * WebRTC ingestion notice: the storage session's offer arrived (it was
+   * delivered just before as an SDP_OFFER from the session's client id).
+   */
+  KVS_MESSAGE_TYPE_STORAGE_OFFER_RECEIVED = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -444,9 +454,9 @@ typedef struct kvs_ice_server {
 typedef uint32_t (*kvs_credentials_callback)(void *userdata, struct kvs_credentials_sink *sink);
 
 /**
- * A received SDP offer, SDP answer or ICE candidate, or a service notice
- * (GO_AWAY, RECONNECT_ICE_SERVER: `payload` is an empty string and the other
- * pointers are NULL).
+ * A received SDP offer, SDP answer or ICE candidate, or a notice (GO_AWAY,
+ * RECONNECT_ICE_SERVER, STORAGE_SESSION_JOINED, STORAGE_OFFER_RECEIVED:
+ * `payload` is an empty string and the other pointers are NULL).
  *
  * Every pointer is borrowed for the duration of the callback only; strings are
  * NUL-terminated UTF-8 and NULL when absent.

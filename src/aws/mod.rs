@@ -32,7 +32,8 @@ pub mod tls;
 pub use cache::{CachedEndpoints, EndpointCache};
 pub use clock::{ClockSkew, TimeSource, parse_http_date, system_time};
 pub use control_plane::{
-    ChannelEndpoints, ChannelInfo, ChannelRef, ControlPlane, ControlPlaneConfig, CreateChannel, ResolvedChannel,
+    ChannelEndpoints, ChannelInfo, ChannelRef, ControlPlane, ControlPlaneConfig, CreateChannel,
+    MediaStorageConfiguration, ResolvedChannel,
 };
 pub use credentials::{CachingCredentials, Credentials, CredentialsProvider, EnvCredentials, StaticCredentials};
 pub use endpoints::{EndpointVariant, control_plane_url, resolve_control_plane, stun_url};

@@ -5,7 +5,7 @@ use super::result::{fail, fail_client, fail_runtime};
 use super::{StrError, arg_str, boundary, c_str, copy_prefix, require_non_null, write_out_str};
 use crate::client::{
     Backlog, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason,
-    StatusOrigin, StatusReport, event_size,
+    StatusOrigin, StatusReport, StorageEvent, event_size,
 };
 use crate::ffi::kvs_result::{self, *};
 use crate::protocol::{Action, IceCandidate, MAX_ID_LEN, MAX_PAYLOAD_LEN, MessageType, Role};
@@ -58,6 +58,12 @@ pub enum kvs_message_type {
     IceCandidate = 3,
     GoAway = 4,
     ReconnectIceServer = 5,
+    /// WebRTC ingestion notice: the client joined the channel's storage
+    /// session (`media_storage`) and awaits its offer.
+    StorageSessionJoined = 6,
+    /// WebRTC ingestion notice: the storage session's offer arrived (it was
+    /// delivered just before as an SDP_OFFER from the session's client id).
+    StorageOfferReceived = 7,
 }
 
 /// Where a status report comes from (`kvs_status.origin`).
@@ -69,9 +75,9 @@ pub enum kvs_status_origin {
     Local = 1,
 }
 
-/// A received SDP offer, SDP answer or ICE candidate, or a service notice
-/// (GO_AWAY, RECONNECT_ICE_SERVER: `payload` is an empty string and the other
-/// pointers are NULL).
+/// A received SDP offer, SDP answer or ICE candidate, or a notice (GO_AWAY,
+/// RECONNECT_ICE_SERVER, STORAGE_SESSION_JOINED, STORAGE_OFFER_RECEIVED:
+/// `payload` is an empty string and the other pointers are NULL).
 ///
 /// Every pointer is borrowed for the duration of the callback only; strings are
 /// NUL-terminated UTF-8 and NULL when absent.
@@ -508,13 +514,13 @@ impl Callbacks {
     fn deliver(&self, event: ClientEvent) {
         match event {
             ClientEvent::Message(message) => self.deliver_message(message),
-            ClientEvent::ServiceNotice(kind) => self.deliver_message(ReceivedMessage {
-                message_type: kind,
-                sender_client_id: None,
-                payload: Vec::new(),
-                sdp: None,
-                ice: None,
-            }),
+            ClientEvent::ServiceNotice(kind) => self.deliver_notice(message_type_code(&kind)),
+            ClientEvent::Storage(StorageEvent::Joined) => {
+                self.deliver_notice(kvs_message_type::StorageSessionJoined as u32)
+            }
+            ClientEvent::Storage(StorageEvent::OfferReceived) => {
+                self.deliver_notice(kvs_message_type::StorageOfferReceived as u32)
+            }
             ClientEvent::Status(status) => self.deliver_status(status),
             ClientEvent::IceServersChanged { count } => {
                 if let Some(cb) = self.on_ice_servers {
@@ -530,6 +536,27 @@ impl Callbacks {
                 }
             }
         }
+    }
+
+    /// A notice: `message_type` with an empty payload and NULL pointers.
+    fn deliver_notice(&self, message_type: u32) {
+        let Some(cb) = self.on_message else { return };
+        let view = kvs_message {
+            message_type,
+            sender_client_id: ptr::null(),
+            payload: c"".as_ptr(),
+            payload_len: 0,
+            sdp_type: ptr::null(),
+            sdp: ptr::null(),
+            sdp_len: 0,
+            candidate: ptr::null(),
+            candidate_len: 0,
+            sdp_mid: ptr::null(),
+            sdp_mline_index: -1,
+            username_fragment: ptr::null(),
+        };
+        // SAFETY: the application's callback; `view` lives for the call.
+        unsafe { cb(self.userdata, &view) };
     }
 
     fn deliver_message(&self, message: ReceivedMessage) {
