@@ -415,6 +415,26 @@ typedef uint32_t kvs_log_level;
 #endif // __cplusplus
 
 /**
+ * `kvs_client_config.media_storage`.
+ */
+enum kvs_media_storage
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  KVS_MEDIA_STORAGE_OFF = 0,
+  KVS_MEDIA_STORAGE_AUTO = 1,
+  KVS_MEDIA_STORAGE_ON = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kvs_media_storage kvs_media_storage;
+#else
+typedef uint32_t kvs_media_storage;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An opaque signaling client, made by `kvs_client_new`, released by `kvs_client_free`.
  */
 typedef struct kvs_client kvs_client;
@@ -771,6 +791,20 @@ typedef struct kvs_client_config {
    * decides (a duplicate offer can upset a peer).
    */
   bool report_unconfirmed_sdp;
+  /**
+   * WebRTC ingestion (`use_control_plane` only): a `kvs_media_storage`
+   * value. OFF (default) never joins; AUTO asks the channel
+   * (DescribeMediaStorageConfiguration) before each connect and joins its
+   * storage session when enabled; ON always joins. The session's offer
+   * arrives through `on_message` (SDP_OFFER from its client id), with the
+   * notices STORAGE_SESSION_JOINED and STORAGE_OFFER_RECEIVED.
+   */
+  uint32_t media_storage;
+  /**
+   * How long the storage session's offer is awaited after a join before
+   * joining again, in ms; 0 means 30000; at least 1000.
+   */
+  uint32_t storage_offer_timeout_ms;
 } kvs_client_config;
 
 /**
@@ -862,6 +896,19 @@ typedef struct kvs_client_metrics {
    * Frames on the current socket not acknowledged by the service's TCP yet.
    */
   uint64_t messages_unconfirmed;
+  /**
+   * Successful JoinStorageSession / JoinStorageSessionAsViewer calls.
+   */
+  uint64_t storage_joins;
+  /**
+   * Duration of the last successful join call, in microseconds.
+   */
+  uint64_t last_join_latency_us;
+  /**
+   * From the start of the last join to the storage session's offer, in
+   * microseconds; 0 until an offer came.
+   */
+  uint64_t time_to_storage_offer_us;
 } kvs_client_metrics;
 
 /**

@@ -293,6 +293,24 @@ pub struct kvs_client_config {
     /// (origin LOCAL, `error_type` "Unconfirmed") instead, so the application
     /// decides (a duplicate offer can upset a peer).
     pub report_unconfirmed_sdp: bool,
+    /// WebRTC ingestion (`use_control_plane` only): a `kvs_media_storage`
+    /// value. OFF (default) never joins; AUTO asks the channel
+    /// (DescribeMediaStorageConfiguration) before each connect and joins its
+    /// storage session when enabled; ON always joins. The session's offer
+    /// arrives through `on_message` (SDP_OFFER from its client id), with the
+    /// notices STORAGE_SESSION_JOINED and STORAGE_OFFER_RECEIVED.
+    pub media_storage: u32,
+    /// How long the storage session's offer is awaited after a join before
+    /// joining again, in ms; 0 means 30000; at least 1000.
+    pub storage_offer_timeout_ms: u32,
+}
+
+/// `kvs_client_config.media_storage`.
+#[repr(u32)]
+pub enum kvs_media_storage {
+    Off = 0,
+    Auto = 1,
+    On = 2,
 }
 
 /// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
@@ -365,6 +383,8 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         max_inbound_frame_len: 0,
         tcp_user_timeout_ms: 0,
         report_unconfirmed_sdp: false,
+        media_storage: kvs_media_storage::Off as u32,
+        storage_offer_timeout_ms: 0,
     }
 }
 
@@ -953,6 +973,13 @@ pub struct kvs_client_metrics {
     pub messages_resent: u64,
     /// Frames on the current socket not acknowledged by the service's TCP yet.
     pub messages_unconfirmed: u64,
+    /// Successful JoinStorageSession / JoinStorageSessionAsViewer calls.
+    pub storage_joins: u64,
+    /// Duration of the last successful join call, in microseconds.
+    pub last_join_latency_us: u64,
+    /// From the start of the last join to the storage session's offer, in
+    /// microseconds; 0 until an offer came.
+    pub time_to_storage_offer_us: u64,
 }
 
 /// The smallest `out_size` of `kvs_client_get_metrics_sized`: the fields up to
@@ -1013,6 +1040,9 @@ pub extern "C" fn kvs_client_get_metrics_sized(
             dead_link_detections: m.dead_link_detections,
             messages_resent: m.messages_resent,
             messages_unconfirmed: m.messages_unconfirmed,
+            storage_joins: m.storage_joins,
+            last_join_latency_us: m.last_join_latency_us,
+            time_to_storage_offer_us: m.time_to_storage_offer_us,
         };
         // SAFETY: checked non-NULL; the caller passes `out_size` writable bytes.
         unsafe { copy_prefix(&metrics, out_metrics, out_size) };
