@@ -472,6 +472,16 @@ enum kvs_message_type
   KVS_MESSAGE_TYPE_ICE_CANDIDATE = 3,
   KVS_MESSAGE_TYPE_GO_AWAY = 4,
   KVS_MESSAGE_TYPE_RECONNECT_ICE_SERVER = 5,
+  /**
+   * WebRTC ingestion notice: the client joined the channel's storage
+   * session (`media_storage`) and awaits its offer.
+   */
+  KVS_MESSAGE_TYPE_STORAGE_SESSION_JOINED = 6,
+  /**
+   * WebRTC ingestion notice: the storage session's offer arrived (it was
+   * delivered just before as an SDP_OFFER from the session's client id).
+   */
+  KVS_MESSAGE_TYPE_STORAGE_OFFER_RECEIVED = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -530,6 +540,26 @@ typedef uint32_t kvs_log_level;
 #endif // __cplusplus
 
 /**
+ * `kvs_client_config.media_storage`.
+ */
+enum kvs_media_storage
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  KVS_MEDIA_STORAGE_OFF = 0,
+  KVS_MEDIA_STORAGE_AUTO = 1,
+  KVS_MEDIA_STORAGE_ON = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kvs_media_storage kvs_media_storage;
+#else
+typedef uint32_t kvs_media_storage;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An opaque signaling client, made by `kvs_client_new`, released by `kvs_client_free`.
  */
 typedef struct kvs_client kvs_client;
@@ -575,9 +605,9 @@ typedef struct kvs_ice_server {
 typedef uint32_t (*kvs_credentials_callback)(void *userdata, struct kvs_credentials_sink *sink);
 
 /**
- * A received SDP offer, SDP answer or ICE candidate, or a service notice
- * (GO_AWAY, RECONNECT_ICE_SERVER: `payload` is an empty string and the other
- * pointers are NULL).
+ * A received SDP offer, SDP answer or ICE candidate, or a notice (GO_AWAY,
+ * RECONNECT_ICE_SERVER, STORAGE_SESSION_JOINED, STORAGE_OFFER_RECEIVED:
+ * `payload` is an empty string and the other pointers are NULL).
  *
  * Every pointer is borrowed for the duration of the callback only; strings are
  * NUL-terminated UTF-8 and NULL when absent.
@@ -1078,6 +1108,20 @@ typedef struct kvs_client_config {
    * the real service); NULL uses the built-in roots (not `ca_bundle_path`).
    */
   const char *iot_ca_path;
+  /**
+   * WebRTC ingestion (`use_control_plane` only): a `kvs_media_storage`
+   * value. OFF (default) never joins; AUTO asks the channel
+   * (DescribeMediaStorageConfiguration) before each connect and joins its
+   * storage session when enabled; ON always joins. The session's offer
+   * arrives through `on_message` (SDP_OFFER from its client id), with the
+   * notices STORAGE_SESSION_JOINED and STORAGE_OFFER_RECEIVED.
+   */
+  uint32_t media_storage;
+  /**
+   * How long the storage session's offer is awaited after a join before
+   * joining again, in ms; 0 means 30000; at least 1000.
+   */
+  uint32_t storage_offer_timeout_ms;
 } kvs_client_config;
 
 /**
@@ -1169,6 +1213,19 @@ typedef struct kvs_client_metrics {
    * Frames on the current socket not acknowledged by the service's TCP yet.
    */
   uint64_t messages_unconfirmed;
+  /**
+   * Successful JoinStorageSession / JoinStorageSessionAsViewer calls.
+   */
+  uint64_t storage_joins;
+  /**
+   * Duration of the last successful join call, in microseconds.
+   */
+  uint64_t last_join_latency_us;
+  /**
+   * From the start of the last join to the storage session's offer, in
+   * microseconds; 0 until an offer came.
+   */
+  uint64_t time_to_storage_offer_us;
 } kvs_client_metrics;
 
 /**

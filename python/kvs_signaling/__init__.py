@@ -153,6 +153,8 @@ class MessageType(enum.IntEnum):
     ICE_CANDIDATE = 3
     GO_AWAY = 4
     RECONNECT_ICE_SERVER = 5
+    STORAGE_SESSION_JOINED = 6
+    STORAGE_OFFER_RECEIVED = 7
 
 
 class StatusOrigin(enum.IntEnum):
@@ -306,6 +308,8 @@ class kvs_client_config(Structure):
         ("iot_certificate_path", c_char_p),
         ("iot_private_key_path", c_char_p),
         ("iot_ca_path", c_char_p),
+        ("media_storage", c_uint32),
+        ("storage_offer_timeout_ms", c_uint32),
     ]
 
 
@@ -334,6 +338,9 @@ class kvs_client_metrics(Structure):
         ("dead_link_detections", c_uint64),
         ("messages_resent", c_uint64),
         ("messages_unconfirmed", c_uint64),
+        ("storage_joins", c_uint64),
+        ("last_join_latency_us", c_uint64),
+        ("time_to_storage_offer_us", c_uint64),
     ]
 
 

@@ -37,6 +37,9 @@ struct FileEntry {
     arn: String,
     wss: String,
     https: String,
+    /// The WEBRTC endpoint, when it was asked for (media storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    webrtc: Option<String>,
     /// Milliseconds since the Unix epoch.
     fetched_at: u64,
 }
@@ -156,6 +159,7 @@ impl EndpointCache {
                 arn: e.arn.clone(),
                 wss: e.endpoints.wss.clone(),
                 https: e.endpoints.https.clone(),
+                webrtc: e.endpoints.webrtc.clone(),
                 fetched_at: millis(e.fetched_at),
             })
             .collect();
@@ -224,13 +228,14 @@ pub(super) fn parse_file(bytes: &[u8], path: &Path) -> HashMap<(String, Role), C
         let plausible = !entry.channel.is_empty()
             && crate::protocol::validate_channel_arn(&entry.arn).is_ok()
             && (entry.wss.starts_with("wss://") || entry.wss.starts_with("ws://"))
-            && (entry.https.starts_with("https://") || entry.https.starts_with("http://"));
+            && (entry.https.starts_with("https://") || entry.https.starts_with("http://"))
+            && entry.webrtc.as_ref().is_none_or(|w| w.starts_with("https://") || w.starts_with("http://"));
         if !plausible {
             log!(Level::Info, TARGET, "endpoint cache: skipped an implausible entry in {}", path.display());
             continue;
         }
         let fetched_at = UNIX_EPOCH + Duration::from_millis(entry.fetched_at);
-        let endpoints = ChannelEndpoints { wss: entry.wss, https: entry.https };
+        let endpoints = ChannelEndpoints { wss: entry.wss, https: entry.https, webrtc: entry.webrtc };
         entries.insert((entry.channel, role), CachedEndpoints { arn: entry.arn, endpoints, fetched_at });
     }
     entries
@@ -246,6 +251,7 @@ mod tests {
         ChannelEndpoints {
             wss: format!("wss://m-{n}.kinesisvideo.us-west-2.amazonaws.com"),
             https: format!("https://r-{n}.kinesisvideo.us-west-2.amazonaws.com"),
+            webrtc: None,
         }
     }
 

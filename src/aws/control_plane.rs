@@ -1,6 +1,8 @@
 //! The HTTPS calls around the socket (spec §8, §9.1): DescribeSignalingChannel,
-//! CreateSignalingChannel, GetSignalingChannelEndpoint on the regional control
-//! plane, GetIceServerConfig on the channel's HTTPS endpoint; each signed with
+//! CreateSignalingChannel, GetSignalingChannelEndpoint, Describe- and
+//! UpdateMediaStorageConfiguration on the regional control plane,
+//! GetIceServerConfig on the channel's HTTPS endpoint, JoinStorageSession[AsViewer]
+//! on its WEBRTC endpoint (spec §1.4); each signed with
 //! SigV4 at the clock-skew-corrected time, retried once after the service
 //! refused the signature's time.
 
@@ -50,6 +52,20 @@ pub struct ChannelEndpoints {
     pub wss: String,
     /// `https://r-….kinesisvideo.{region}.amazonaws.com`, for GetIceServerConfig.
     pub https: String,
+    /// The WEBRTC endpoint, for JoinStorageSession; only when it was asked
+    /// for (a channel with media storage).
+    pub webrtc: Option<String>,
+}
+
+/// A channel's media storage configuration (spec §8.7): with `enabled`, the
+/// master and viewers join the channel's storage session, which ingests the
+/// media into the stream `stream_arn`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaStorageConfiguration {
+    /// `Status` is `ENABLED`.
+    pub enabled: bool,
+    /// `StreamARN`: the Kinesis video stream (required to enable).
+    pub stream_arn: Option<String>,
 }
 
 /// DescribeSignalingChannel's `ChannelInfo` (spec §8.3).
@@ -299,7 +315,45 @@ pub(super) fn parse_endpoints(body: &Value) -> Result<ChannelEndpoints, AwsError
     };
     let wss = find("WSS").ok_or_else(|| bad("no WSS endpoint in the reply"))?;
     let https = find("HTTPS").ok_or_else(|| bad("no HTTPS endpoint in the reply"))?;
-    Ok(ChannelEndpoints { wss, https })
+    Ok(ChannelEndpoints { wss, https, webrtc: find("WEBRTC") })
+}
+
+/// Reads DescribeMediaStorageConfiguration's reply (spec §8.7).
+pub(super) fn parse_media_storage(reply: &Value) -> Result<MediaStorageConfiguration, AwsError> {
+    let bad = |what: &str| AwsError::BadResponse(format!("DescribeMediaStorageConfiguration: {what}"));
+    let configuration = reply
+        .as_object()
+        .and_then(|o| get_ci(o, "MediaStorageConfiguration"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no MediaStorageConfiguration object"))?;
+    let enabled = match get_ci(configuration, "Status").and_then(Value::as_str) {
+        Some(status) if status.eq_ignore_ascii_case("ENABLED") => true,
+        Some(status) if status.eq_ignore_ascii_case("DISABLED") => false,
+        _ => return Err(bad("Status is neither ENABLED nor DISABLED")),
+    };
+    Ok(MediaStorageConfiguration { enabled, stream_arn: string_field(configuration, "StreamARN") })
+}
+
+/// The body of UpdateMediaStorageConfiguration; the stream ARN must follow
+/// the ARN pattern and is required to enable.
+fn media_storage_request(arn: &str, configuration: &MediaStorageConfiguration) -> Result<Value, AwsError> {
+    check_arn(arn)?;
+    let mut inner = json!({ "Status": if configuration.enabled { "ENABLED" } else { "DISABLED" } });
+    match &configuration.stream_arn {
+        Some(stream) => {
+            validate_channel_arn(stream).map_err(|_| {
+                AwsError::Config(format!(
+                    "stream ARN {stream:?} does not match arn:PARTITION:kinesisvideo:REGION:ACCOUNT:stream/NAME/DIGITS"
+                ))
+            })?;
+            inner["StreamARN"] = json!(stream);
+        }
+        None if configuration.enabled => {
+            return Err(AwsError::Config("enabling media storage needs a stream ARN".into()));
+        }
+        None => {}
+    }
+    Ok(json!({ "ChannelARN": arn, "MediaStorageConfiguration": inner }))
 }
 
 /// Reads ListTagsForResource's reply: `{"Tags": {key: value}}` (absent: no tags).
@@ -522,13 +576,76 @@ impl ControlPlane {
     /// the service returned them ([`ControlPlane::resolve_channel`] checks
     /// their schemes).
     pub async fn get_endpoints(&self, arn: &str, role: Role) -> Result<ChannelEndpoints, AwsError> {
+        self.get_endpoints_with(arn, role, false).await
+    }
+
+    /// [`ControlPlane::get_endpoints`], asking for WEBRTC too when `webrtc`
+    /// (which the service refuses for a channel without media storage).
+    pub async fn get_endpoints_with(&self, arn: &str, role: Role, webrtc: bool) -> Result<ChannelEndpoints, AwsError> {
         check_arn(arn)?;
+        let protocols: &[&str] = if webrtc { &["WSS", "HTTPS", "WEBRTC"] } else { &["WSS", "HTTPS"] };
         let body = json!({
             "ChannelARN": arn,
-            "SingleMasterChannelEndpointConfiguration": { "Protocols": ["WSS", "HTTPS"], "Role": role_name(role) },
+            "SingleMasterChannelEndpointConfiguration": { "Protocols": protocols, "Role": role_name(role) },
         });
         let url = format!("{}/getSignalingChannelEndpoint", self.url);
-        parse_endpoints(&self.call("GetSignalingChannelEndpoint", &url, &body).await?)
+        let endpoints = parse_endpoints(&self.call("GetSignalingChannelEndpoint", &url, &body).await?)?;
+        if webrtc && endpoints.webrtc.is_none() {
+            return Err(AwsError::BadResponse("GetSignalingChannelEndpoint: no WEBRTC endpoint in the reply".into()));
+        }
+        Ok(endpoints)
+    }
+
+    /// DescribeMediaStorageConfiguration of a channel, by name or ARN.
+    pub async fn describe_media_storage(&self, channel: &ChannelRef) -> Result<MediaStorageConfiguration, AwsError> {
+        let body = match channel {
+            ChannelRef::Arn(arn) => {
+                check_arn(arn)?;
+                json!({ "ChannelARN": arn })
+            }
+            ChannelRef::Name(name) => {
+                check_channel_name(name)?;
+                json!({ "ChannelName": name })
+            }
+        };
+        let url = format!("{}/describeMediaStorageConfiguration", self.url);
+        parse_media_storage(&self.call("DescribeMediaStorageConfiguration", &url, &body).await?)
+    }
+
+    /// UpdateMediaStorageConfiguration: enables (with a stream ARN) or
+    /// disables media storage on the channel `arn`.
+    pub async fn update_media_storage(
+        &self,
+        arn: &str,
+        configuration: &MediaStorageConfiguration,
+    ) -> Result<(), AwsError> {
+        let body = media_storage_request(arn, configuration)?;
+        let url = format!("{}/updateMediaStorageConfiguration", self.url);
+        self.call("UpdateMediaStorageConfiguration", &url, &body).await.map(drop)
+    }
+
+    /// JoinStorageSession (master, `client_id` `None`) or
+    /// JoinStorageSessionAsViewer on the channel's WEBRTC endpoint (spec
+    /// §1.4): the storage session then sends its offer through signaling.
+    /// Not idempotent: each call makes the session send an offer.
+    pub async fn join_storage_session(
+        &self,
+        webrtc_endpoint: &str,
+        arn: &str,
+        client_id: Option<&str>,
+    ) -> Result<(), AwsError> {
+        check_arn(arn)?;
+        self.check_scheme("WEBRTC", webrtc_endpoint, "https://", "http://")?;
+        let base = webrtc_endpoint.trim_end_matches('/');
+        let (operation, url, body) = match client_id {
+            None => ("JoinStorageSession", format!("{base}/joinStorageSession"), json!({ "channelArn": arn })),
+            Some(id) => {
+                validate_client_id(id).map_err(|e| AwsError::Config(e.to_string()))?;
+                let body = json!({ "channelArn": arn, "clientId": id });
+                ("JoinStorageSessionAsViewer", format!("{base}/joinStorageSessionAsViewer"), body)
+            }
+        };
+        self.call(operation, &url, &body).await.map(drop)
     }
 
     /// GetIceServerConfig on the channel's HTTPS endpoint (`Service: TURN`).
@@ -615,7 +732,11 @@ impl ControlPlane {
 
     fn check_endpoints(&self, endpoints: &ChannelEndpoints) -> Result<(), AwsError> {
         self.check_scheme("WSS", &endpoints.wss, "wss://", "ws://")?;
-        self.check_scheme("HTTPS", &endpoints.https, "https://", "http://")
+        self.check_scheme("HTTPS", &endpoints.https, "https://", "http://")?;
+        match &endpoints.webrtc {
+            Some(webrtc) => self.check_scheme("WEBRTC", webrtc, "https://", "http://"),
+            None => Ok(()),
+        }
     }
 
     /// The ARN and endpoints of `channel` for `role`: from `cache` when it has
@@ -631,8 +752,22 @@ impl ControlPlane {
         create: Option<&CreateChannel>,
         cache: Option<&EndpointCache>,
     ) -> Result<ResolvedChannel, AwsError> {
+        self.resolve_channel_with(channel, role, create, cache, false).await
+    }
+
+    /// [`ControlPlane::resolve_channel`], with the WEBRTC endpoint too when
+    /// `webrtc` (a cached entry without one is then not used).
+    pub async fn resolve_channel_with(
+        &self,
+        channel: &ChannelRef,
+        role: Role,
+        create: Option<&CreateChannel>,
+        cache: Option<&EndpointCache>,
+        webrtc: bool,
+    ) -> Result<ResolvedChannel, AwsError> {
         if let Some(cache) = cache
             && let Some(hit) = cache.get(channel.as_str(), role)
+            && (!webrtc || hit.endpoints.webrtc.is_some())
         {
             // The cache file may have been edited: its endpoints obey the same rule.
             match self.check_endpoints(&hit.endpoints) {
@@ -656,7 +791,7 @@ impl ControlPlane {
             ChannelRef::Arn(arn) => arn.clone(),
             ChannelRef::Name(name) => self.describe_or_create(name, create).await?,
         };
-        let endpoints = self.get_endpoints(&arn, role).await?;
+        let endpoints = self.get_endpoints_with(&arn, role, webrtc).await?;
         self.check_endpoints(&endpoints)?;
         if let Some(cache) = cache {
             cache.put(channel.as_str(), role, &arn, &endpoints);

@@ -36,7 +36,7 @@ pub use cache::{CachedEndpoints, EndpointCache};
 pub use clock::{ClockSkew, TimeSource, parse_http_date, system_time};
 pub use control_plane::{
     ChannelEndpoints, ChannelInfo, ChannelRef, ControlPlane, ControlPlaneConfig, CreateChannel, MAX_TAG_KEY,
-    MAX_TAG_VALUE, MAX_TAGS, ResolvedChannel, check_tags,
+    MAX_TAG_VALUE, MAX_TAGS, MediaStorageConfiguration, ResolvedChannel, check_tags,
 };
 pub use credentials::{CachingCredentials, Credentials, CredentialsProvider, EnvCredentials, StaticCredentials};
 pub use endpoints::{EndpointVariant, control_plane_url, resolve_control_plane, stun_url};

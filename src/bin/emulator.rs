@@ -48,6 +48,8 @@ Options:
   --max-connection-age SECS  close connections this old (default 3600)
   --go-away-grace SECS     time between GO_AWAY and the close (default 60)
   --ice-server-ttl SECS    Ttl of GetIceServerConfig credentials (default 300)
+  --storage-session-duration SECS  a storage session's maximum duration (default 3600)
+  --storage-session-idle SECS      a storage session's idle timeout (default 180)
   --admin-token TOKEN      also serve the admin endpoint (/admin/...) to peers off
                            loopback that send `Authorization: Bearer TOKEN`; without
                            it only loopback peers may use it (printed: `admin ...`)
@@ -221,6 +223,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--max-connection-age" => config.max_connection_age = parse_seconds(&flag, &value)?,
             "--go-away-grace" => config.go_away_grace = parse_seconds(&flag, &value)?,
             "--ice-server-ttl" => config.ice_server_ttl = parse_seconds(&flag, &value)?,
+            "--storage-session-duration" => config.storage_session_max_duration = parse_seconds(&flag, &value)?,
+            "--storage-session-idle" => config.storage_session_idle_timeout = parse_seconds(&flag, &value)?,
             "--admin-token" if value.is_empty() => return Err("--admin-token must not be empty".into()),
             "--admin-token" => config.admin_token = Some(value),
             "--iot-listen" => {

@@ -152,7 +152,10 @@ pub fn event_size(event: &ClientEvent) -> usize {
                 + s.error_type.as_ref().map_or(0, String::len)
                 + s.description.as_ref().map_or(0, String::len)
         }
-        ClientEvent::State(_) | ClientEvent::ServiceNotice(_) | ClientEvent::IceServersChanged { .. } => 0,
+        ClientEvent::State(_)
+        | ClientEvent::ServiceNotice(_)
+        | ClientEvent::IceServersChanged { .. }
+        | ClientEvent::Storage(_) => 0,
     };
     EVENT_OVERHEAD + strings
 }

@@ -217,7 +217,31 @@ pub struct AwsConfig {
     pub endpoint_cache_path: Option<PathBuf>,
     /// Fetch the ICE server configuration (TURN) and keep it fresh.
     pub ice_servers: bool,
+    /// WebRTC ingestion (spec §6.9): whether the client joins the channel's
+    /// storage session after each connect. Default [`MediaStorageMode::Off`].
+    pub media_storage: MediaStorageMode,
+    /// How long after a join the storage session's SDP offer is awaited
+    /// before the client joins again (default 30 s, as the official C SDK).
+    pub storage_offer_timeout: Duration,
 }
+
+/// Whether a client uses the channel's storage session (WebRTC ingestion).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaStorageMode {
+    /// Never: no DescribeMediaStorageConfiguration, no join (the default, as
+    /// the official C SDK's `useMediaStorage`).
+    #[default]
+    Off,
+    /// As the channel says: DescribeMediaStorageConfiguration before each
+    /// connect (the status may change); join when it is `ENABLED`.
+    Auto,
+    /// Always join, without asking the channel.
+    On,
+}
+
+/// Shortest storage offer timeout (the join rate limit is 2 a second per channel).
+pub const MIN_STORAGE_OFFER_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl AwsConfig {
     /// Checks what can be checked before any call: the control-plane URL, the
@@ -233,13 +257,21 @@ impl AwsConfig {
         {
             return Err(ClientError::InvalidConfig(format!("message TTL {ttl} s is outside 5-120 s")));
         }
+        if self.storage_offer_timeout < MIN_STORAGE_OFFER_TIMEOUT {
+            return Err(ClientError::InvalidConfig(format!(
+                "storage offer timeout {} ms is below {} ms",
+                self.storage_offer_timeout.as_millis(),
+                MIN_STORAGE_OFFER_TIMEOUT.as_millis()
+            )));
+        }
         if let Some(create) = &self.create_channel {
             crate::aws::check_tags(&create.tags).map_err(|e| ClientError::InvalidConfig(e.message().to_owned()))?;
         }
         Ok(())
     }
 
-    /// Defaults: no channel creation, a one-hour in-memory cache, ICE servers fetched.
+    /// Defaults: no channel creation, a one-hour in-memory cache, ICE servers
+    /// fetched, media storage off (30 s offer timeout when on).
     pub fn new(control_plane: ControlPlaneConfig) -> AwsConfig {
         AwsConfig {
             control_plane,
@@ -247,6 +279,8 @@ impl AwsConfig {
             endpoint_cache_ttl: Duration::from_secs(3600),
             endpoint_cache_path: None,
             ice_servers: true,
+            media_storage: MediaStorageMode::Off,
+            storage_offer_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -103,4 +103,19 @@ pub enum ClientEvent {
         /// Entries in the new list.
         count: usize,
     },
+    /// WebRTC ingestion: the client joined the channel's storage session, or
+    /// the session's offer arrived (see `AwsConfig::media_storage`).
+    Storage(StorageEvent),
+}
+
+/// The steps of joining a channel's storage session (WebRTC ingestion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageEvent {
+    /// JoinStorageSession (JoinStorageSessionAsViewer for a viewer) succeeded;
+    /// the session's SDP offer is awaited.
+    Joined,
+    /// The storage session's SDP offer arrived (it was delivered as a
+    /// [`ClientEvent::Message`], with the session's sender id, just before).
+    OfferReceived,
 }

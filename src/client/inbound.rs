@@ -20,6 +20,8 @@ const MAX_PEERS_SEEN: usize = 256;
 pub(super) enum Notice {
     GoAway,
     ReconnectIceServer,
+    /// An SDP offer was delivered (a storage session's offer, when one is awaited).
+    OfferReceived,
 }
 
 /// Per-client inbound state; owned by the supervisor task.
@@ -91,11 +93,11 @@ impl Inbound {
         };
         match message.message_type {
             MessageType::SdpOffer | MessageType::SdpAnswer | MessageType::IceCandidate => {
-                if let Some(received) = decode(message) {
-                    bump(&self.counters.messages_received);
-                    self.deliver(received);
-                }
-                None
+                let offer = message.message_type == MessageType::SdpOffer;
+                let received = decode(message)?;
+                bump(&self.counters.messages_received);
+                self.deliver(received);
+                offer.then_some(Notice::OfferReceived)
             }
             MessageType::StatusResponse => {
                 match message.status_response {

@@ -65,6 +65,13 @@ pub struct Metrics {
     /// (`ClientConfig::tcp_user_timeout`: TCP user timeout or keepalive), each
     /// followed by a reconnect.
     pub dead_link_detections: u64,
+    /// Successful JoinStorageSession / JoinStorageSessionAsViewer calls.
+    pub storage_joins: u64,
+    /// Duration of the last successful join call, in microseconds.
+    pub last_join_latency_us: u64,
+    /// From the start of the last join to the storage session's offer, in
+    /// microseconds; 0 until an offer came.
+    pub time_to_storage_offer_us: u64,
 }
 
 /// Atomic backing store of [`Metrics`]; written by the supervisor task.
@@ -91,6 +98,9 @@ pub(super) struct Counters {
     pub early_candidates_held_bytes: AtomicU64,
     pub early_candidates_overflowed: AtomicU64,
     pub dead_link_detections: AtomicU64,
+    pub storage_joins: AtomicU64,
+    pub last_join_latency_us: AtomicU64,
+    pub time_to_storage_offer_us: AtomicU64,
 }
 
 pub(super) fn state_to_u8(state: ConnectionState) -> u8 {
@@ -168,6 +178,9 @@ impl Counters {
             early_candidates_held_bytes: read(&self.early_candidates_held_bytes),
             early_candidates_overflowed: read(&self.early_candidates_overflowed),
             dead_link_detections: read(&self.dead_link_detections),
+            storage_joins: read(&self.storage_joins),
+            last_join_latency_us: read(&self.last_join_latency_us),
+            time_to_storage_offer_us: read(&self.time_to_storage_offer_us),
         }
     }
 }

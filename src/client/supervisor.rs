@@ -783,6 +783,7 @@ impl Supervisor {
                 }
             }
             Some(Notice::ReconnectIceServer) => self.target.refresh_ice_servers(),
+            Some(Notice::OfferReceived) => self.target.on_offer(),
             None => {}
         }
     }

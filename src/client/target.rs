@@ -3,10 +3,11 @@
 //! the control plane (cached endpoints, SigV4-presigned URL), which also keeps
 //! the ICE server configuration fresh in the background.
 
+use super::config::MediaStorageMode;
 use super::config::PresignedUrl;
 use super::connect::{Phases, Socket, SocketOptions, direct_tls, open_socket, redact_query, with_path};
-use super::metrics::Counters;
-use super::{ClientConfig, ClientError, ClientEvent, EventSink};
+use super::metrics::{Counters, bump};
+use super::{ClientConfig, ClientError, ClientEvent, EventSink, StorageEvent};
 use crate::aws::ice::refresh_after;
 use crate::aws::signer::{check_signed_url, signed_url_redactor, within};
 use crate::aws::sigv4::uri_encode;
@@ -17,6 +18,7 @@ use crate::aws::{
 use crate::log::{Level, log};
 use crate::protocol::Role;
 use futures_util::FutureExt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -32,6 +34,11 @@ const ICE_RETRY_MAX: Duration = Duration::from_secs(60);
 /// interval. Requests never delay a refresh due earlier (before a TTL runs
 /// out, or a retry).
 pub const ICE_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// Shortest time between the starts of two joins of a storage session (the
+/// service allows 2 a second per channel).
+const JOIN_MIN_SPACING: Duration = Duration::from_secs(1);
+/// Longest wait before retrying a failed join.
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The data-plane URL for `config`'s channel and role (spec §1.3).
 pub(crate) fn connect_url(config: &ClientConfig) -> String {
@@ -97,6 +104,7 @@ struct AwsTarget {
     ice: Option<IceRefresh>,
     /// Refreshes the credentials before they expire; started by the first attempt.
     credentials_refresh: Mutex<Option<JoinHandle<()>>>,
+    storage: StorageJoin,
 }
 
 impl Drop for AwsTarget {
@@ -104,6 +112,35 @@ impl Drop for AwsTarget {
         if let Some(task) = lock(&self.credentials_refresh).take() {
             task.abort();
         }
+    }
+}
+
+/// Joining the channel's storage session after each connect (WebRTC
+/// ingestion); one join loop at a time, replaced on every new socket.
+struct StorageJoin {
+    mode: MediaStorageMode,
+    offer_timeout: Duration,
+    /// The channel's storage status as last described (mode `Auto`): a change
+    /// invalidates the cached endpoints.
+    last_enabled: Mutex<Option<bool>>,
+    /// Woken by every SDP offer the client receives.
+    offer: Arc<Notify>,
+    sink: EventSink,
+    counters: Arc<Counters>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl StorageJoin {
+    fn stop(&self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for StorageJoin {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -136,7 +173,7 @@ impl Target {
         counters: Arc<Counters>,
     ) -> Result<Target, ClientError> {
         let user_agent = crate::aws::http::user_agent(config.user_agent_suffix.as_deref()).into();
-        let socket = SocketOptions { counters, user_agent };
+        let socket = SocketOptions { counters: counters.clone(), user_agent };
         let proxy_setting = config.proxy_setting().resolve_env();
         let proxy = proxy_setting.proxy().map_err(invalid_proxy)?;
         let Some(aws) = &config.aws else {
@@ -168,6 +205,15 @@ impl Target {
             Some(name) if config.channel_arn.is_empty() => ChannelRef::Name(name.clone()),
             _ => ChannelRef::Arn(config.channel_arn.clone()),
         };
+        let storage = StorageJoin {
+            mode: aws.media_storage,
+            offer_timeout: aws.storage_offer_timeout,
+            last_enabled: Mutex::new(None),
+            offer: Arc::new(Notify::new()),
+            sink: sink.clone(),
+            counters,
+            task: Mutex::new(None),
+        };
         let ice = aws.ice_servers.then(|| IceRefresh {
             state: ice,
             sink,
@@ -186,6 +232,7 @@ impl Target {
                 endpoint: Mutex::new(String::new()),
                 ice,
                 credentials_refresh: Mutex::new(None),
+                storage,
             }))),
             socket,
         })
@@ -225,6 +272,13 @@ impl Target {
             && let Some(ice) = &aws.ice
         {
             ice.wake.notify_one();
+        }
+    }
+
+    /// An SDP offer arrived: the storage session's, when a join awaits one.
+    pub fn on_offer(&self) {
+        if let Inner::Aws(aws) = &*self.inner {
+            aws.storage.offer.notify_one();
         }
     }
 
@@ -303,9 +357,10 @@ impl AwsTarget {
         let started = Instant::now();
         lock(&self.credentials_refresh)
             .get_or_insert_with(|| self.control_plane.credentials_cache().refresh_in_background());
+        let storage = self.storage_enabled().await?;
         let resolved = self
             .control_plane
-            .resolve_channel(&self.channel, self.role, self.create.as_ref(), Some(&self.cache))
+            .resolve_channel_with(&self.channel, self.role, self.create.as_ref(), Some(&self.cache), storage)
             .await?;
         if let Some(ice) = &self.ice {
             // In parallel with the socket: never on the offer -> answer path.
@@ -315,14 +370,44 @@ impl AwsTarget {
             self.control_plane.presign(&resolved.endpoints.wss, &resolved.arn, self.client_id.as_deref()).await?;
         *lock(&self.endpoint) = resolved.endpoints.wss.clone();
         let control_plane_time = started.elapsed();
-        let (tls, dialer) = (self.control_plane.tls(), self.control_plane.dialer());
-        match open_socket(&url, tls, dialer, &redactor, options).await {
-            Ok((socket, phases)) => Ok((socket, phases, control_plane_time)),
+        match open_socket(&url, self.control_plane.tls(), self.control_plane.dialer(), &redactor, options).await {
+            Ok((socket, phases)) => {
+                self.storage.stop();
+                if let Some(webrtc) = resolved.endpoints.webrtc.filter(|_| storage) {
+                    let client_id = self.client_id.clone().filter(|_| self.role == Role::Viewer);
+                    let join = join_loop(self.control_plane.clone(), webrtc, resolved.arn, client_id, &self.storage);
+                    *lock(&self.storage.task) = Some(tokio::spawn(join));
+                }
+                Ok((socket, phases, control_plane_time))
+            }
             Err(err) => {
                 self.after_failure(&err);
                 Err(err)
             }
         }
+    }
+
+    /// Whether this connect joins the storage session: per the mode, or (mode
+    /// `Auto`) as DescribeMediaStorageConfiguration says now; a status that
+    /// changed since the last connect invalidates the cached endpoints.
+    async fn storage_enabled(&self) -> Result<bool, ClientError> {
+        let enabled = match self.storage.mode {
+            MediaStorageMode::Off => return Ok(false),
+            MediaStorageMode::On => true,
+            _ => self.control_plane.describe_media_storage(&self.channel).await?.enabled,
+        };
+        let previous = lock(&self.storage.last_enabled).replace(enabled);
+        if previous.is_some_and(|previous| previous != enabled) {
+            log!(
+                Level::Info,
+                TARGET,
+                "media storage of {} is now {}",
+                self.channel.as_str(),
+                if enabled { "enabled" } else { "disabled" }
+            );
+            self.cache.invalidate(self.channel.as_str(), self.role);
+        }
+        Ok(enabled)
     }
 
     /// Adjusts what the next attempt does after a refused or failed upgrade
@@ -429,6 +514,60 @@ fn invalid_proxy(error: AwsError) -> ClientError {
         AwsError::Config(m) => ClientError::InvalidConfig(m),
         other => ClientError::from(other),
     }
+}
+
+/// Joins the storage session (`client_id` set for a viewer) until its offer
+/// arrives within the offer timeout; joins again when it does not. Join
+/// starts are at least [`JOIN_MIN_SPACING`] apart, and a failed join is
+/// retried after a backoff doubling up to [`JOIN_RETRY_MAX`]. Ends when the
+/// offer came, or is aborted when the socket is replaced.
+fn join_loop(
+    control_plane: Arc<ControlPlane>,
+    webrtc: String,
+    arn: String,
+    client_id: Option<String>,
+    storage: &StorageJoin,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (offer, sink, counters, timeout) =
+        (storage.offer.clone(), storage.sink.clone(), storage.counters.clone(), storage.offer_timeout);
+    async move {
+        let mut retry = JOIN_MIN_SPACING;
+        let mut next_at = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep_until(next_at).await;
+            // An offer from before this join is not the answer to it.
+            let _ = offer.notified().now_or_never();
+            let started = Instant::now();
+            next_at = tokio::time::Instant::now() + JOIN_MIN_SPACING;
+            if let Err(e) = control_plane.join_storage_session(&webrtc, &arn, client_id.as_deref()).await {
+                log!(
+                    Level::Warn,
+                    TARGET,
+                    "joining the storage session failed: {}; retrying in {} s",
+                    describe_aws(&e),
+                    retry.as_secs()
+                );
+                next_at = tokio::time::Instant::now() + retry;
+                retry = (retry * 2).min(JOIN_RETRY_MAX);
+                continue;
+            }
+            retry = JOIN_MIN_SPACING;
+            bump(&counters.storage_joins);
+            counters.last_join_latency_us.store(micros(started.elapsed()), Ordering::Relaxed);
+            log!(Level::Info, TARGET, "joined the storage session of {arn}; awaiting its offer");
+            sink(ClientEvent::Storage(StorageEvent::Joined));
+            if tokio::time::timeout(timeout, offer.notified()).await.is_ok() {
+                counters.time_to_storage_offer_us.store(micros(started.elapsed()), Ordering::Relaxed);
+                sink(ClientEvent::Storage(StorageEvent::OfferReceived));
+                return;
+            }
+            log!(Level::Warn, TARGET, "no storage session offer within {} ms; joining again", timeout.as_millis());
+        }
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn describe_aws(e: &AwsError) -> String {

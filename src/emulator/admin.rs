@@ -6,9 +6,10 @@
 use super::faults::{ConnectRefusal, ControlPlaneFault, Operation, Target};
 use super::http::{
     HttpError, HttpResponse, JsonObject, json_response, opt_array, opt_i64, opt_str, opt_u64, parse_object, read_body,
+    required_str,
 };
-use super::{EmulatorStats, Shared};
-use crate::protocol::Role;
+use super::{EmulatorStats, Shared, lock, storage};
+use crate::protocol::{Role, validate_client_id};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
@@ -105,6 +106,10 @@ fn run(
 ) -> Result<(StatusCode, Value), HttpError> {
     if method == Method::GET && path == "/admin/stats" {
         return Ok((StatusCode::OK, stats_json(&shared.counters.snapshot())));
+    }
+    if method == Method::GET && path == "/admin/storage-sessions" {
+        let reports: Vec<Value> = storage::reports(shared).iter().map(storage::report_json).collect();
+        return Ok((StatusCode::OK, json!({ "sessions": reports })));
     }
     if method != Method::POST {
         return Err(HttpError::new(
@@ -204,6 +209,25 @@ fn run(
             shared.clock_offset_ms.store(offset, std::sync::atomic::Ordering::Relaxed);
             Ok(done())
         }
+        "/admin/storage-peer" => {
+            let channel = required_str(input, "channel")?;
+            let arn = {
+                let registry = lock(&shared.registry);
+                registry.channel_arn(channel).or_else(|| registry.by_arn(channel).map(|info| info.arn))
+            };
+            let arn = arn.ok_or_else(|| HttpError::not_found(format!("no channel {channel}")))?;
+            let client_id = opt_str(input, "client_id")?;
+            if let Some(id) = client_id {
+                validate_client_id(id).map_err(HttpError::invalid_argument)?;
+            }
+            storage::attach_peer(shared, &arn, client_id.map(str::to_owned));
+            Ok(done())
+        }
+        "/admin/storage-drop-offers" => {
+            let count = opt_u64(input, "count")?.ok_or_else(|| HttpError::invalid_argument("count is required"))?;
+            storage::drop_offers(shared, count);
+            Ok(done())
+        }
         "/admin/clear" => {
             shared.clear_faults();
             Ok(done())
@@ -247,6 +271,7 @@ fn stats_json(stats: &EmulatorStats) -> Value {
         "status_responses_sent": stats.status_responses_sent,
         "frames_rejected": stats.frames_rejected,
         "messages_throttled": stats.messages_throttled,
+        "messages_blocked_by_storage": stats.messages_blocked_by_storage,
         "control_plane": {
             "create_signaling_channel": calls.create_signaling_channel,
             "describe_signaling_channel": calls.describe_signaling_channel,
@@ -255,6 +280,9 @@ fn stats_json(stats: &EmulatorStats) -> Value {
             "list_signaling_channels": calls.list_signaling_channels,
             "describe_media_storage_configuration": calls.describe_media_storage_configuration,
             "get_ice_server_config": calls.get_ice_server_config,
+            "update_media_storage_configuration": calls.update_media_storage_configuration,
+            "join_storage_session": calls.join_storage_session,
+            "join_storage_session_as_viewer": calls.join_storage_session_as_viewer,
             "total": calls.total(),
         },
         "control_plane_faults": stats.control_plane_faults,

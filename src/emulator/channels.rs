@@ -5,7 +5,7 @@
 
 use super::faults::{CONNECTS_PER_SECOND, Target, TokenBucket};
 use crate::protocol::{Action, Role};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -93,8 +93,34 @@ pub(super) struct ChannelInfo {
     /// `[a-zA-Z0-9]+`, 20 characters.
     pub(super) version: String,
     pub(super) tags: Vec<(String, String)>,
-    /// Hex label of the channel's `m-`, `v-` and `r-` endpoints (spec §1.2).
+    /// Hex label of the channel's `m-`, `v-`, `r-` and `w-` endpoints (spec §1.2).
     pub(super) endpoint_label: String,
+    /// UpdateMediaStorageConfiguration's last word (spec §8.7).
+    pub(super) media_storage: MediaStorage,
+}
+
+/// A channel's media storage configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct MediaStorage {
+    /// `Status` `ENABLED`: master and viewers talk to the storage session only.
+    pub(super) enabled: bool,
+    /// `StreamARN`, as last given.
+    pub(super) stream_arn: Option<String>,
+}
+
+/// The party of a channel standing for its storage session, for routing
+/// while media storage is enabled (spec §6.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StoragePeer {
+    /// The client id the session's messages carry and the master answers to.
+    pub(super) client_id: String,
+    /// True for the emulator's built-in peer (registered as a virtual viewer,
+    /// not counted against the viewer limit and not a connection for faults);
+    /// false for an external peer, a real viewer connection with that id.
+    pub(super) built_in: bool,
+    /// Viewers that called JoinStorageSessionAsViewer: their messages go to
+    /// the built-in peer instead of the master.
+    pub(super) viewers: HashSet<String>,
 }
 
 struct Channel {
@@ -104,11 +130,43 @@ struct Channel {
     stored: Vec<StoredMessage>,
     /// Connect rate quota per role (spec §7.1), made on first use.
     connects: HashMap<Role, TokenBucket>,
+    /// The storage session's party, while one is live.
+    storage_peer: Option<StoragePeer>,
 }
 
 impl Channel {
     fn viewer_count(&self) -> usize {
-        self.peers.keys().filter(|endpoint| matches!(endpoint, Endpoint::Viewer(_))).count()
+        self.peers
+            .keys()
+            .filter(|endpoint| matches!(endpoint, Endpoint::Viewer(_)) && !self.is_virtual(endpoint))
+            .count()
+    }
+
+    /// Whether `endpoint` is the built-in storage peer (no socket behind it).
+    fn is_virtual(&self, endpoint: &Endpoint) -> bool {
+        match (&self.storage_peer, endpoint) {
+            (Some(peer), Endpoint::Viewer(id)) => peer.built_in && peer.client_id == *id,
+            _ => false,
+        }
+    }
+
+    /// Where a message from `from` to `to` goes while media storage is
+    /// enabled (spec §6.9): between the master and the storage peer as
+    /// usual; from a viewer that joined the built-in session to that
+    /// session; from the storage peer to anyone; otherwise nowhere (`None`).
+    fn storage_recipient(&self, from: &Endpoint, to: &Endpoint) -> Option<Endpoint> {
+        if !self.info.media_storage.enabled {
+            return Some(to.clone());
+        }
+        let peer = self.storage_peer.as_ref()?;
+        let is_peer = |endpoint: &Endpoint| matches!(endpoint, Endpoint::Viewer(id) if *id == peer.client_id);
+        match (from, to) {
+            _ if is_peer(from) || is_peer(to) => Some(to.clone()),
+            (Endpoint::Viewer(id), Endpoint::Master) if peer.built_in && peer.viewers.contains(id) => {
+                Some(Endpoint::Viewer(peer.client_id.clone()))
+            }
+            _ => None,
+        }
     }
 
     fn matches(&self, target: &Target) -> bool {
@@ -172,6 +230,9 @@ pub(super) enum Routing {
     },
     /// The sender was replaced (or its channel is gone): the message is dropped.
     SenderNotCurrent,
+    /// Media storage is enabled and the message is not to or from the storage
+    /// session (spec §6.9): dropped.
+    BlockedByStorage,
 }
 
 impl Registry {
@@ -202,9 +263,11 @@ impl Registry {
             version: format!("{:016x}{:04x}", digest("version"), digest("version2") & 0xffff),
             tags,
             endpoint_label: format!("{:08x}", digest("endpoint") & 0xffff_ffff),
+            media_storage: MediaStorage::default(),
         };
         self.arn_by_name.insert(name.to_owned(), arn.clone());
-        let channel = Channel { info, peers: HashMap::new(), stored: Vec::new(), connects: HashMap::new() };
+        let channel =
+            Channel { info, peers: HashMap::new(), stored: Vec::new(), connects: HashMap::new(), storage_peer: None };
         self.channels.insert(arn.clone(), channel);
         Ok(arn)
     }
@@ -250,7 +313,7 @@ impl Registry {
     pub(super) fn select(&self, target: &Target) -> Vec<PeerHandle> {
         let mut selected = Vec::new();
         for channel in self.channels.values().filter(|channel| channel.matches(target)) {
-            for (endpoint, peer) in &channel.peers {
+            for (endpoint, peer) in channel.peers.iter().filter(|(endpoint, _)| !channel.is_virtual(endpoint)) {
                 let role_matches = target.role.is_none_or(|role| role == endpoint.role());
                 let id_matches = target.client_id.as_ref().is_none_or(|id| *endpoint == Endpoint::Viewer(id.clone()));
                 if role_matches && id_matches {
@@ -334,6 +397,10 @@ impl Registry {
             return Routing::SenderNotCurrent;
         }
         let from = &sender.endpoint;
+        let Some(to) = channel.storage_recipient(from, to) else {
+            return Routing::BlockedByStorage;
+        };
+        let to = &to;
         if let Some(peer) = channel.peers.get(to) {
             // Fails only while the recipient's socket is closing; store it then.
             if peer.handle.outbox.send(Outgoing::Frame(Message::Text(frame.clone()), now)).is_ok() {
@@ -349,5 +416,43 @@ impl Registry {
         let expires_at = now + channel.info.message_ttl;
         channel.stored.push(StoredMessage { from: from.clone(), to: to.clone(), action, frame, expires_at });
         Routing::Stored { replaced, expired }
+    }
+
+    /// Sets (or with `None` removes) the channel's storage peer, unregistering
+    /// an earlier built-in one; false when there is no such channel.
+    pub(super) fn set_storage_peer(&mut self, arn: &str, peer: Option<StoragePeer>) -> bool {
+        let Some(channel) = self.channels.get_mut(arn) else {
+            return false;
+        };
+        if let Some(old) = channel.storage_peer.take()
+            && old.built_in
+        {
+            channel.peers.remove(&Endpoint::Viewer(old.client_id));
+        }
+        channel.storage_peer = peer;
+        true
+    }
+
+    /// The channel's storage peer, if any.
+    pub(super) fn storage_peer(&self, arn: &str) -> Option<StoragePeer> {
+        self.channels.get(arn)?.storage_peer.clone()
+    }
+
+    /// Records that viewer `client_id` joined the storage session.
+    pub(super) fn add_storage_viewer(&mut self, arn: &str, client_id: &str) {
+        if let Some(peer) = self.channels.get_mut(arn).and_then(|channel| channel.storage_peer.as_mut()) {
+            peer.viewers.insert(client_id.to_owned());
+        }
+    }
+
+    /// Registers the built-in storage peer of `key` (a viewer endpoint, the
+    /// channel's [`StoragePeer`] with `built_in`) with `handle`, outside the
+    /// viewer limit and the connect quota; false when there is no such channel.
+    pub(super) fn register_virtual(&mut self, key: &ConnectionKey, handle: PeerHandle) -> bool {
+        let Some(channel) = self.channels.get_mut(&key.channel_arn) else {
+            return false;
+        };
+        channel.peers.insert(key.endpoint.clone(), Peer { connection_id: key.connection_id, handle });
+        true
     }
 }

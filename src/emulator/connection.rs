@@ -193,6 +193,10 @@ impl Session {
             Routing::SenderNotCurrent => {
                 self.log(format_args!("{action} dropped: this connection was replaced"));
             }
+            Routing::BlockedByStorage => {
+                bump(&counters.messages_blocked_by_storage, 1);
+                self.log(format_args!("{action} to {recipient} dropped: media storage is enabled"));
+            }
         }
     }
 

@@ -5,10 +5,10 @@
 use super::channels::ChannelInfo;
 use super::faults::Operation;
 use super::http::{
-    HttpError, HttpResponse, JsonObject, RequestHost, authenticate, json_response, opt_array, opt_i64, opt_object,
-    opt_str, parse_object, read_body, request_host, required_str,
+    HttpError, HttpResponse, JsonObject, RequestHost, authenticate, empty_response, json_response, opt_array, opt_i64,
+    opt_object, opt_str, parse_object, read_body, request_host, required_str,
 };
-use super::{Shared, bump, lock, sigv4};
+use super::{Shared, bump, lock, sigv4, storage};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hyper::body::Incoming;
@@ -38,11 +38,22 @@ pub(super) async fn handle(shared: &Arc<Shared>, operation: Operation, request: 
         shared.log(format_args!("{} answered with an injected {status}", operation.name()));
         return HttpError::injected(status, error_type, "injected fault").into_response();
     }
-    let answer = authenticate(shared, &parts.method, &parts.uri, &parts.headers, &body)
-        .and_then(|()| throttle(shared, operation, &body))
-        .and_then(|()| answer(shared, operation, &parts.headers, &body));
+    let checked = authenticate(shared, &parts.method, &parts.uri, &parts.headers, &body)
+        .and_then(|()| throttle(shared, operation, &body));
+    let answer = match operation {
+        // 200 with an empty body; the offer follows through the data plane.
+        Operation::JoinStorageSession | Operation::JoinStorageSessionAsViewer => checked
+            .and_then(|()| parse_object(&body))
+            .and_then(|input| storage::check_join(shared, &input, operation == Operation::JoinStorageSessionAsViewer))
+            .map(|join| {
+                storage::join(shared, join);
+                None
+            }),
+        _ => checked.and_then(|()| answer(shared, operation, &parts.headers, &body)).map(Some),
+    };
     match answer {
-        Ok(output) => json_response(StatusCode::OK, &output),
+        Ok(Some(output)) => json_response(StatusCode::OK, &output),
+        Ok(None) => empty_response(),
         Err(error) => {
             shared.log(format_args!("{} refused: {} {}", operation.name(), error.error_type, error.message));
             error.into_response()
@@ -57,7 +68,7 @@ fn throttle(shared: &Shared, operation: Operation, body: &[u8]) -> Result<(), Ht
         return Ok(());
     }
     let channel = parse_object(body).ok().and_then(|input| {
-        let named = ["ChannelARN", "ResourceARN"].iter().find_map(|key| input.get(*key)?.as_str());
+        let named = ["ChannelARN", "ResourceARN", "channelArn"].iter().find_map(|key| input.get(*key)?.as_str());
         let registry = lock(&shared.registry);
         match named {
             Some(arn) => registry.by_arn(arn).map(|info| info.arn),
@@ -89,8 +100,19 @@ pub(super) fn answer(
         Operation::GetSignalingChannelEndpoint => endpoints(shared, &input, &host),
         Operation::DeleteSignalingChannel => delete(shared, &input),
         Operation::ListSignalingChannels => list(shared, &input),
-        Operation::DescribeMediaStorageConfiguration => {
-            find(shared, &input).map(|_| json!({"MediaStorageConfiguration": {"Status": "DISABLED"}}))
+        Operation::DescribeMediaStorageConfiguration => find(shared, &input).map(|info| {
+            let storage = &info.media_storage;
+            let status = if storage.enabled { "ENABLED" } else { "DISABLED" };
+            let mut configuration = json!({ "Status": status });
+            if let Some(stream) = &storage.stream_arn {
+                configuration["StreamARN"] = json!(stream);
+            }
+            json!({ "MediaStorageConfiguration": configuration })
+        }),
+        Operation::UpdateMediaStorageConfiguration => update_media_storage(shared, &input),
+        Operation::JoinStorageSession | Operation::JoinStorageSessionAsViewer => {
+            // Checked only: the join itself needs the emulator's tasks (see `handle`).
+            storage::check_join(shared, &input, operation == Operation::JoinStorageSessionAsViewer).map(|_| json!({}))
         }
         Operation::GetIceServerConfig => ice_servers(shared, &input, &host),
         Operation::UpdateSignalingChannel => update(shared, &input),
@@ -300,8 +322,9 @@ fn endpoints(shared: &Shared, input: &JsonObject, host: &RequestHost) -> Result<
                 let protocol =
                     item.as_str().ok_or_else(|| HttpError::serialization("each of Protocols must be a string"))?;
                 match protocol {
-                    "WSS" | "HTTPS" if !protocols.contains(&protocol) => protocols.push(protocol),
-                    "WSS" | "HTTPS" => {}
+                    "WSS" | "HTTPS" | "WEBRTC" if protocols.contains(&protocol) => {}
+                    "WSS" | "HTTPS" => protocols.push(protocol),
+                    "WEBRTC" if info.media_storage.enabled => protocols.push(protocol),
                     "WEBRTC" => {
                         return Err(HttpError::invalid_argument(
                             "The WEBRTC protocol needs a channel with media storage enabled; this channel has none.",
@@ -336,12 +359,79 @@ fn endpoints(shared: &Shared, input: &JsonObject, host: &RequestHost) -> Result<
         .map(|protocol| {
             let endpoint = match *protocol {
                 "WSS" => format!("{ws}://{}/{prefix}-{}", host.authority, info.endpoint_label),
+                "WEBRTC" => format!("{http}://{}/w-{}", host.authority, info.endpoint_label),
                 _ => format!("{http}://{}/r-{}", host.authority, info.endpoint_label),
             };
             json!({ "Protocol": protocol, "ResourceEndpoint": endpoint })
         })
         .collect();
     Ok(json!({ "ResourceEndpointList": list }))
+}
+
+/// Channels with media storage enabled per account (spec §7.2).
+const MAX_STORAGE_CHANNELS: usize = 100;
+
+/// UpdateMediaStorageConfiguration (spec §8.7): `Status` ENABLED (with a
+/// `StreamARN`, not enabled on another channel; at most 100 channels) or
+/// DISABLED (which ends the channel's storage session).
+fn update_media_storage(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {
+    let info = by_arn(shared, input)?;
+    let configuration = opt_object(input, "MediaStorageConfiguration")?
+        .ok_or_else(|| HttpError::invalid_argument("MediaStorageConfiguration is required"))?;
+    let enabled = match required_str(configuration, "Status")? {
+        "ENABLED" => true,
+        "DISABLED" => false,
+        other => {
+            return Err(constraint(
+                other,
+                "mediaStorageConfiguration.status",
+                "Member must satisfy enum value set: [ENABLED, DISABLED]",
+            ));
+        }
+    };
+    let stream_arn = opt_str(configuration, "StreamARN")?;
+    if let Some(stream) = stream_arn {
+        crate::protocol::validate_channel_arn(stream).map_err(|_| {
+            let rule = "Member must match arn:[a-z\\d-]+:kinesisvideo:[a-z0-9-]+:[0-9]+:[a-z]+/[a-zA-Z0-9_.-]+/[0-9]+ \
+                        and have length between 1 and 1024";
+            constraint(stream, "mediaStorageConfiguration.streamARN", rule)
+        })?;
+    }
+    if enabled && stream_arn.is_none() {
+        return Err(HttpError::invalid_argument("StreamARN is required when Status is ENABLED."));
+    }
+    let mut registry = lock(&shared.registry);
+    if enabled {
+        let others: Vec<ChannelInfo> =
+            registry.list().into_iter().filter(|other| other.arn != info.arn && other.media_storage.enabled).collect();
+        if others.iter().any(|other| other.media_storage.stream_arn.as_deref() == stream_arn) {
+            return Err(HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "ResourceInUseException",
+                "The StreamARN is already mapped to another signaling channel.",
+            ));
+        }
+        if others.len() >= MAX_STORAGE_CHANNELS {
+            return Err(HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "ClientLimitExceededException",
+                format!("At most {MAX_STORAGE_CHANNELS} signaling channels may have media storage enabled."),
+            ));
+        }
+    }
+    registry
+        .modify(&info.arn, |info| {
+            info.media_storage.enabled = enabled;
+            if let Some(stream) = stream_arn {
+                info.media_storage.stream_arn = Some(stream.to_owned());
+            }
+        })
+        .ok_or_else(|| HttpError::not_found(NOT_FOUND))?;
+    drop(registry);
+    if !enabled {
+        storage::end_channel(shared, &info.arn);
+    }
+    Ok(json!({}))
 }
 
 fn delete(shared: &Shared, input: &JsonObject) -> Result<Value, HttpError> {

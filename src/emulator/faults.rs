@@ -32,12 +32,18 @@ pub enum Operation {
     UntagResource,
     /// `POST /ListTagsForResource`.
     ListTagsForResource,
+    /// `POST /updateMediaStorageConfiguration`.
+    UpdateMediaStorageConfiguration,
+    /// `POST {WEBRTC endpoint}/joinStorageSession`.
+    JoinStorageSession,
+    /// `POST {WEBRTC endpoint}/joinStorageSessionAsViewer`.
+    JoinStorageSessionAsViewer,
 }
 
 /// Every operation, in a fixed order. (A free constant rather than an
 /// associated one: cbindgen would put an associated constant, and with it an
 /// opaque `Operation`, into the C header.)
-pub(super) const OPERATIONS: [Operation; 11] = [
+pub(super) const OPERATIONS: [Operation; 14] = [
     Operation::CreateSignalingChannel,
     Operation::DescribeSignalingChannel,
     Operation::GetSignalingChannelEndpoint,
@@ -49,11 +55,14 @@ pub(super) const OPERATIONS: [Operation; 11] = [
     Operation::TagResource,
     Operation::UntagResource,
     Operation::ListTagsForResource,
+    Operation::UpdateMediaStorageConfiguration,
+    Operation::JoinStorageSession,
+    Operation::JoinStorageSessionAsViewer,
 ];
 
 impl Operation {
     /// Every operation, in a fixed order.
-    pub fn all() -> [Operation; 11] {
+    pub fn all() -> [Operation; 14] {
         OPERATIONS
     }
 
@@ -71,6 +80,9 @@ impl Operation {
             Operation::TagResource => "TagResource",
             Operation::UntagResource => "UntagResource",
             Operation::ListTagsForResource => "ListTagsForResource",
+            Operation::UpdateMediaStorageConfiguration => "UpdateMediaStorageConfiguration",
+            Operation::JoinStorageSession => "JoinStorageSession",
+            Operation::JoinStorageSessionAsViewer => "JoinStorageSessionAsViewer",
         }
     }
 
@@ -80,7 +92,8 @@ impl Operation {
     }
 
     /// The request path of a regional control-plane operation (spec §1.1);
-    /// `None` for GetIceServerConfig, which lives under an HTTPS channel endpoint.
+    /// `None` for GetIceServerConfig, which lives under an HTTPS channel
+    /// endpoint, and the joins, under the WEBRTC endpoint.
     pub(super) fn control_plane_path(self) -> Option<&'static str> {
         match self {
             Operation::CreateSignalingChannel => Some("/createSignalingChannel"),
@@ -94,6 +107,8 @@ impl Operation {
             Operation::TagResource => Some("/TagResource"),
             Operation::UntagResource => Some("/UntagResource"),
             Operation::ListTagsForResource => Some("/ListTagsForResource"),
+            Operation::UpdateMediaStorageConfiguration => Some("/updateMediaStorageConfiguration"),
+            Operation::JoinStorageSession | Operation::JoinStorageSessionAsViewer => None,
         }
     }
 

@@ -235,7 +235,12 @@ pub(super) fn operation_at(method: &Method, path: &str) -> Option<Operation> {
         return Some(operation);
     }
     let (label, rest) = path.strip_prefix('/')?.split_once('/')?;
-    (is_label(label, "r-") && rest == "v1/get-ice-server-config").then_some(Operation::GetIceServerConfig)
+    match rest {
+        "v1/get-ice-server-config" if is_label(label, "r-") => Some(Operation::GetIceServerConfig),
+        "joinStorageSession" if is_label(label, "w-") => Some(Operation::JoinStorageSession),
+        "joinStorageSessionAsViewer" if is_label(label, "w-") => Some(Operation::JoinStorageSessionAsViewer),
+        _ => None,
+    }
 }
 
 /// An AWS-style error reply: status, `x-amzn-ErrorType` header and JSON body
@@ -289,6 +294,11 @@ pub(super) fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// A 200 reply with an empty body (the joins).
+pub(super) fn empty_response() -> HttpResponse {
+    Response::new(Full::new(Bytes::new()))
 }
 
 /// Reads a request body of at most [`MAX_BODY_LEN`] bytes.
@@ -652,6 +662,13 @@ mod tests {
         );
         assert_eq!(operation_at(&Method::POST, "/v1/get-ice-server-config"), None);
         assert_eq!(operation_at(&Method::POST, "/m-0a1b/v1/get-ice-server-config"), None);
+        assert_eq!(operation_at(&Method::POST, "/w-0a1b/joinStorageSession"), Some(Operation::JoinStorageSession));
+        assert_eq!(
+            operation_at(&Method::POST, "/w-0a1b/joinStorageSessionAsViewer"),
+            Some(Operation::JoinStorageSessionAsViewer)
+        );
+        assert_eq!(operation_at(&Method::POST, "/r-0a1b/joinStorageSession"), None);
+        assert_eq!(operation_at(&Method::POST, "/joinStorageSession"), None);
         assert!(is_label("m-0f", "m-") && !is_label("m-", "m-") && !is_label("m-xy", "m-"));
     }
 }

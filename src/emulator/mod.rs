@@ -19,8 +19,10 @@
 //! | `POST /listSignalingChannels` | ListSignalingChannels |
 //! | `POST /updateSignalingChannel` | UpdateSignalingChannel (message TTL; `CurrentVersion` checked) |
 //! | `POST /TagResource`, `/UntagResource`, `/ListTagsForResource` | the channel's tags (at most 50) |
-//! | `POST /describeMediaStorageConfiguration` | DescribeMediaStorageConfiguration (always `DISABLED`) |
+//! | `POST /describeMediaStorageConfiguration` | DescribeMediaStorageConfiguration (`Status`, `StreamARN` once one was given) |
+//! | `POST /updateMediaStorageConfiguration` | UpdateMediaStorageConfiguration (below) |
 //! | `POST /r-<hex>/v1/get-ice-server-config` | GetIceServerConfig on the HTTPS channel endpoint |
+//! | `POST /w-<hex>/joinStorageSession`, `/w-<hex>/joinStorageSessionAsViewer` | the joins on the WEBRTC endpoint (below) |
 //! | `GET /admin/stats`, `POST /admin/...` | test controls, below (loopback peers, others only with the admin token: [`AdminAccess`]) |
 //!
 //! GetSignalingChannelEndpoint returns endpoints that point back at the emulator,
@@ -100,6 +102,9 @@
 //! | `POST /admin/clear` | — | end every fault (refusal, control-plane errors, frame delay, clock offset) | `{}` |
 //! | `POST /admin/iot/issue-device` | `"thing_name"` (required) | a device certificate and key signed by the IoT device CA ([`Emulator::issue_iot_device`]) | `{"thing_name", "certificate_pem", "private_key_pem"}` |
 //! | `POST /admin/iot/revoke` | — | revoke every key the IoT endpoint issued so far ([`Emulator::revoke_iot_credentials`]) | `{"credentials": N}` |
+//! | `GET /admin/storage-sessions` | — | every channel's latest storage session ([`StorageSessionReport`], snake_case) | `{"sessions": [...]}` |
+//! | `POST /admin/storage-peer` | `"channel"` (name or ARN, required), `"client_id"` (an id, or `null` for the built-in peer) | attach an external storage peer; the current session ends | `{}` |
+//! | `POST /admin/storage-drop-offers` | `"count"` (required) | the built-in peers send no offer for the next `count` joins | `{}` |
 //!
 //! A bad admin request gets 400 (`InvalidArgumentException`, or
 //! `SerializationException` for a member of the wrong JSON type); an unknown
@@ -124,6 +129,53 @@
 //! is refused with 400 `ClientLimitExceededException`. [`EmulatorConfig::default`]
 //! has quotas **off** (tests of other layers connect and send in bursts); the
 //! binary has them on unless `--no-quotas`.
+//!
+//! # WebRTC ingestion (media storage)
+//!
+//! UpdateMediaStorageConfiguration takes `{ChannelARN, MediaStorageConfiguration:
+//! {StreamARN, Status}}`: `Status` `ENABLED` or `DISABLED`; `StreamARN` follows
+//! `arn:[a-z\d-]+:kinesisvideo:[a-z0-9-]+:[0-9]+:[a-z]+/[a-zA-Z0-9_.-]+/[0-9]+`
+//! and is required with `ENABLED`; a stream enabled on another channel is 400
+//! `ResourceInUseException`, a 101st channel with storage 400
+//! `ClientLimitExceededException`. With storage enabled, GetSignalingChannelEndpoint
+//! answers `WEBRTC` in `Protocols` with `http://HOST/w-<hex>` (`https://` with TLS).
+//!
+//! `POST {WEBRTC}/joinStorageSession` `{"channelArn"}` and
+//! `.../joinStorageSessionAsViewer` `{"channelArn", "clientId"}` answer 200 with
+//! an empty body; an unknown channel is 404 `ResourceNotFoundException`, a
+//! channel without storage or a bad member 400 `InvalidArgumentException`, more
+//! than 2 joins a second per channel (50 per account) 400
+//! `ClientLimitExceededException` while quotas are on (spec §7.4). A join starts
+//! the channel's storage session if none is live. Its peer is, by default, the
+//! built-in signaling-only peer: a virtual viewer with client id `storage-<n>` (n
+//! counts sessions) that on every join sends the joining party (the master, or
+//! the viewer) an SDP_OFFER (H.264 video and Opus audio, `recvonly`, trickle
+//! ICE) with `senderClientId` = its id, then three ICE candidates; a master that
+//! is not connected gets them when it connects within the message TTL. It
+//! records the answers and candidates sent to it ([`Emulator::storage_sessions`],
+//! `GET /admin/storage-sessions`). It takes no viewer slot and no fault targets it.
+//!
+//! An external peer (for instance a WebRTC stack that really receives the
+//! media) replaces it with [`Emulator::attach_storage_peer`] or `POST
+//! /admin/storage-peer`: it connects to the data plane as a viewer with the
+//! attached client id, gets for each join an emulator-only frame
+//! `{"messageType":"STORAGE_JOIN","channelArn":ARN,"role":"MASTER"}` (or
+//! `"role":"VIEWER","clientId":ID` for a viewer's join), sends the master its
+//! offer and candidates as a viewer would, and gets the master's answer and
+//! candidates (addressed to its client id) like any viewer. It cannot reach
+//! the viewers that joined (a viewer only talks to the master).
+//!
+//! While storage is enabled (spec §6.9), master and viewers do not talk peer
+//! to peer: only messages between the master and the storage peer are routed,
+//! a joined viewer's messages go to the built-in peer, and everything else is
+//! dropped without a STATUS_RESPONSE ([`EmulatorStats::messages_blocked_by_storage`]).
+//!
+//! A session ends [`EmulatorConfig::storage_session_max_duration`] (1 h) after
+//! it started or [`EmulatorConfig::storage_session_idle_timeout`] (3 min) after
+//! its last join or message to the built-in peer (flags
+//! `--storage-session-duration`, `--storage-session-idle`), when storage is
+//! disabled, or when the peer changes; the next join starts a new one, with
+//! a new id. Joins are not idempotent: each one sends a new offer.
 //!
 //! # Threading
 //!
@@ -161,7 +213,7 @@
 //!   in whole seconds, rounded up.
 //! * GetSignalingChannelEndpoint without `SingleMasterChannelEndpointConfiguration`
 //!   answers for role MASTER and protocols WSS and HTTPS; asking for `WEBRTC`
-//!   is 400 InvalidArgumentException (no channel has media storage).
+//!   on a channel without media storage is 400 InvalidArgumentException.
 //! * ListSignalingChannels lists by name; its `NextToken` is opaque (base64 of
 //!   the last name listed).
 //! * GetIceServerConfig returns two entries, each with the URIs
@@ -184,11 +236,13 @@ pub(crate) mod fuzzing;
 mod http;
 mod iot;
 mod sigv4;
+mod storage;
 mod throttle;
 mod tls;
 
 pub use faults::{ConnectRefusal, ControlPlaneFault, Limits, Operation, Target};
 pub use iot::{DEFAULT_ROLE_ALIAS, DeviceCertificate, IotCa, IotConfig, MAX_ISSUED};
+pub use storage::{STORAGE_JOIN, StorageSessionReport};
 pub use tls::TlsSetting;
 
 use channels::{Outgoing, PeerHandle, Registry};
@@ -265,6 +319,12 @@ pub struct EmulatorConfig {
     /// default) serves it to loopback peers only; `Some(token)` also to other
     /// peers that send `Authorization: Bearer TOKEN`. See [`AdminAccess`].
     pub admin_token: Option<String>,
+    /// A storage session ends this long after it started (default 3600 s,
+    /// spec §7.4); the next join starts a new one.
+    pub storage_session_max_duration: Duration,
+    /// A storage session ends after this long without a join or a message to
+    /// its built-in peer (default 180 s, spec §7.4).
+    pub storage_session_idle_timeout: Duration,
 }
 
 /// Who the admin endpoint answers. It has no other protection (it can drop
@@ -309,6 +369,8 @@ impl Default for EmulatorConfig {
             ice_server_ttl: Duration::from_secs(300),
             received_log: 0,
             admin_token: None,
+            storage_session_max_duration: Duration::from_secs(3600),
+            storage_session_idle_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -340,6 +402,12 @@ pub struct ControlPlaneCalls {
     pub untag_resource: u64,
     /// `ListTagsForResource` calls.
     pub list_tags_for_resource: u64,
+    /// `UpdateMediaStorageConfiguration` calls.
+    pub update_media_storage_configuration: u64,
+    /// `JoinStorageSession` calls.
+    pub join_storage_session: u64,
+    /// `JoinStorageSessionAsViewer` calls.
+    pub join_storage_session_as_viewer: u64,
 }
 
 impl ControlPlaneCalls {
@@ -357,6 +425,9 @@ impl ControlPlaneCalls {
             Operation::TagResource => self.tag_resource,
             Operation::UntagResource => self.untag_resource,
             Operation::ListTagsForResource => self.list_tags_for_resource,
+            Operation::UpdateMediaStorageConfiguration => self.update_media_storage_configuration,
+            Operation::JoinStorageSession => self.join_storage_session,
+            Operation::JoinStorageSessionAsViewer => self.join_storage_session_as_viewer,
         }
     }
 
@@ -390,6 +461,9 @@ pub struct EmulatorStats {
     pub frames_rejected: u64,
     /// Messages dropped by the per-connection rate quotas.
     pub messages_throttled: u64,
+    /// Messages dropped because media storage is enabled on their channel and
+    /// they were neither to nor from its storage session (spec §6.9).
+    pub messages_blocked_by_storage: u64,
     /// Control-plane calls per operation.
     pub control_plane: ControlPlaneCalls,
     /// Control-plane calls answered with an injected error.
@@ -456,6 +530,7 @@ struct Counters {
     status_responses_sent: AtomicU64,
     frames_rejected: AtomicU64,
     messages_throttled: AtomicU64,
+    messages_blocked_by_storage: AtomicU64,
     control_plane: [AtomicU64; faults::OPERATIONS.len()],
     control_plane_faults: AtomicU64,
     auth_failures: AtomicU64,
@@ -484,6 +559,7 @@ impl Counters {
             status_responses_sent: read(&self.status_responses_sent),
             frames_rejected: read(&self.frames_rejected),
             messages_throttled: read(&self.messages_throttled),
+            messages_blocked_by_storage: read(&self.messages_blocked_by_storage),
             control_plane: ControlPlaneCalls {
                 create_signaling_channel: calls(Operation::CreateSignalingChannel),
                 describe_signaling_channel: calls(Operation::DescribeSignalingChannel),
@@ -496,6 +572,9 @@ impl Counters {
                 tag_resource: calls(Operation::TagResource),
                 untag_resource: calls(Operation::UntagResource),
                 list_tags_for_resource: calls(Operation::ListTagsForResource),
+                update_media_storage_configuration: calls(Operation::UpdateMediaStorageConfiguration),
+                join_storage_session: calls(Operation::JoinStorageSession),
+                join_storage_session_as_viewer: calls(Operation::JoinStorageSessionAsViewer),
             },
             control_plane_faults: read(&self.control_plane_faults),
             auth_failures: read(&self.auth_failures),
@@ -537,6 +616,8 @@ struct Shared {
     epoch: watch::Sender<u64>,
     limits: watch::Sender<Limits>,
     faults: Mutex<faults::FaultState>,
+    /// Storage sessions (spec §7.4); locked before `registry` when both are.
+    storage: Mutex<storage::Sessions>,
     /// Control-plane rate limits (spec §7.2), applied while quotas are on.
     control_rates: Mutex<throttle::ControlPlaneRates>,
     /// Whether a frame delay may be in force (spares writers the fault lock).
@@ -636,6 +717,7 @@ impl Shared {
 
     /// Deletes a channel by ARN; its connections get a 1001 close.
     fn delete_channel(&self, arn: &str) -> bool {
+        storage::end_channel(self, arn);
         let Some(peers) = lock(&self.registry).delete(arn) else {
             return false;
         };
@@ -805,6 +887,7 @@ impl Shared {
             limits: watch::channel(limits).0,
             faults: Mutex::new(faults::FaultState::default()),
             control_rates: Mutex::default(),
+            storage: Mutex::default(),
             frame_delay_active: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(0),
             restarts,
@@ -955,6 +1038,49 @@ impl Emulator {
     /// most [`UserAgents::MAX`] of each kind, each cut to 512 bytes).
     pub fn user_agents(&self) -> UserAgents {
         lock(&self.shared.user_agents).clone()
+    }
+
+    /// Sets a channel's media storage configuration, as
+    /// UpdateMediaStorageConfiguration does but without its checks: `Some`
+    /// stream ARN enables it, `None` disables it (ending its session). False
+    /// when there is no such channel (name or ARN).
+    pub fn set_media_storage(&self, channel: &str, stream_arn: Option<&str>) -> bool {
+        let arn = self.channel_arn(channel).unwrap_or_else(|| channel.to_owned());
+        let changed = lock(&self.shared.registry).modify(&arn, |info| {
+            info.media_storage.enabled = stream_arn.is_some();
+            if let Some(stream) = stream_arn {
+                info.media_storage.stream_arn = Some(stream.to_owned());
+            }
+        });
+        if stream_arn.is_none() {
+            storage::end_channel(&self.shared, &arn);
+        }
+        changed.is_some()
+    }
+
+    /// The latest storage session of every channel that had one, by channel name.
+    pub fn storage_sessions(&self) -> Vec<StorageSessionReport> {
+        storage::reports(&self.shared)
+    }
+
+    /// Lets an external peer play the channel's storage session: it connects
+    /// as a viewer with `client_id`, gets a [`STORAGE_JOIN`] frame on each
+    /// join and sends the offer itself. `None` goes back to the built-in peer.
+    /// The current session ends either way. False when there is no such channel.
+    pub fn attach_storage_peer(&self, channel: &str, client_id: Option<&str>) -> bool {
+        let Some(arn) =
+            self.channel_arn(channel).or_else(|| lock(&self.shared.registry).by_arn(channel).map(|info| info.arn))
+        else {
+            return false;
+        };
+        storage::attach_peer(&self.shared, &arn, client_id.map(str::to_owned));
+        true
+    }
+
+    /// The built-in storage peers send no offer for the next `count` joins
+    /// (the joins still succeed): a client's retry can be tested. 0 ends it.
+    pub fn drop_storage_offers(&self, count: u64) {
+        storage::drop_offers(&self.shared, count);
     }
 
     /// A snapshot of the counters.

@@ -28,6 +28,9 @@ pub(super) fn rates(operation: Operation) -> (u32, Option<u32>) {
         | Operation::ListTagsForResource
         | Operation::DescribeMediaStorageConfiguration => (50, Some(5)),
         Operation::GetIceServerConfig => (100, Some(5)),
+        Operation::UpdateMediaStorageConfiguration => (10, Some(5)),
+        // Spec §7.4.
+        Operation::JoinStorageSession | Operation::JoinStorageSessionAsViewer => (50, Some(2)),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::aws::{
     AwsError, ControlPlaneConfig, CreateChannel, Credentials, CredentialsProvider, EndpointVariant, EnvCredentials,
     IotCredentials, IotCredentialsConfig, MAX_TAGS, StaticCredentials, check_tags, stun_url,
 };
-use crate::client::AwsConfig;
+use crate::client::{AwsConfig, MediaStorageMode};
 use crate::ffi::kvs_result::{self, *};
 use std::ffi::c_char;
 use std::path::PathBuf;
@@ -221,6 +221,20 @@ pub(super) fn aws_config(
         aws.endpoint_cache_ttl = Duration::from_secs(u64::from(config.endpoint_cache_ttl_s));
     }
     aws.ice_servers = !config.skip_ice_servers;
+    aws.media_storage = match config.media_storage {
+        0 => MediaStorageMode::Off,
+        1 => MediaStorageMode::Auto,
+        2 => MediaStorageMode::On,
+        other => {
+            return Err(fail(
+                KVS_ERR_INVALID_CONFIG,
+                format!("media_storage {other} is not KVS_MEDIA_STORAGE_OFF, _AUTO or _ON"),
+            ));
+        }
+    };
+    if config.storage_offer_timeout_ms > 0 {
+        aws.storage_offer_timeout = Duration::from_millis(u64::from(config.storage_offer_timeout_ms));
+    }
     Ok(aws)
 }
 

@@ -6,7 +6,7 @@ use super::{StrError, arg_str, boundary, c_str, copy_prefix, require_non_null, w
 use crate::aws::ProxyConfig;
 use crate::client::{
     Backlog, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason,
-    StatusOrigin, StatusReport, event_size,
+    StatusOrigin, StatusReport, StorageEvent, event_size,
 };
 use crate::ffi::kvs_result::{self, *};
 use crate::protocol::{Action, IceCandidate, MAX_ID_LEN, MAX_PAYLOAD_LEN, MessageType, Role};
@@ -59,6 +59,12 @@ pub enum kvs_message_type {
     IceCandidate = 3,
     GoAway = 4,
     ReconnectIceServer = 5,
+    /// WebRTC ingestion notice: the client joined the channel's storage
+    /// session (`media_storage`) and awaits its offer.
+    StorageSessionJoined = 6,
+    /// WebRTC ingestion notice: the storage session's offer arrived (it was
+    /// delivered just before as an SDP_OFFER from the session's client id).
+    StorageOfferReceived = 7,
 }
 
 /// Where a status report comes from (`kvs_status.origin`).
@@ -70,9 +76,9 @@ pub enum kvs_status_origin {
     Local = 1,
 }
 
-/// A received SDP offer, SDP answer or ICE candidate, or a service notice
-/// (GO_AWAY, RECONNECT_ICE_SERVER: `payload` is an empty string and the other
-/// pointers are NULL).
+/// A received SDP offer, SDP answer or ICE candidate, or a notice (GO_AWAY,
+/// RECONNECT_ICE_SERVER, STORAGE_SESSION_JOINED, STORAGE_OFFER_RECEIVED:
+/// `payload` is an empty string and the other pointers are NULL).
 ///
 /// Every pointer is borrowed for the duration of the callback only; strings are
 /// NUL-terminated UTF-8 and NULL when absent.
@@ -357,6 +363,24 @@ pub struct kvs_client_config {
     /// PEM file of the CAs trusted for the IoT endpoint (Amazon Root CA 1 for
     /// the real service); NULL uses the built-in roots (not `ca_bundle_path`).
     pub iot_ca_path: *const c_char,
+    /// WebRTC ingestion (`use_control_plane` only): a `kvs_media_storage`
+    /// value. OFF (default) never joins; AUTO asks the channel
+    /// (DescribeMediaStorageConfiguration) before each connect and joins its
+    /// storage session when enabled; ON always joins. The session's offer
+    /// arrives through `on_message` (SDP_OFFER from its client id), with the
+    /// notices STORAGE_SESSION_JOINED and STORAGE_OFFER_RECEIVED.
+    pub media_storage: u32,
+    /// How long the storage session's offer is awaited after a join before
+    /// joining again, in ms; 0 means 30000; at least 1000.
+    pub storage_offer_timeout_ms: u32,
+}
+
+/// `kvs_client_config.media_storage`.
+#[repr(u32)]
+pub enum kvs_media_storage {
+    Off = 0,
+    Auto = 1,
+    On = 2,
 }
 
 /// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
@@ -445,6 +469,8 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         iot_certificate_path: ptr::null(),
         iot_private_key_path: ptr::null(),
         iot_ca_path: ptr::null(),
+        media_storage: kvs_media_storage::Off as u32,
+        storage_offer_timeout_ms: 0,
     }
 }
 
@@ -596,13 +622,13 @@ impl Callbacks {
     fn deliver(&self, event: ClientEvent) {
         match event {
             ClientEvent::Message(message) => self.deliver_message(message),
-            ClientEvent::ServiceNotice(kind) => self.deliver_message(ReceivedMessage {
-                message_type: kind,
-                sender_client_id: None,
-                payload: Vec::new(),
-                sdp: None,
-                ice: None,
-            }),
+            ClientEvent::ServiceNotice(kind) => self.deliver_notice(message_type_code(&kind)),
+            ClientEvent::Storage(StorageEvent::Joined) => {
+                self.deliver_notice(kvs_message_type::StorageSessionJoined as u32)
+            }
+            ClientEvent::Storage(StorageEvent::OfferReceived) => {
+                self.deliver_notice(kvs_message_type::StorageOfferReceived as u32)
+            }
             ClientEvent::Status(status) => self.deliver_status(status),
             ClientEvent::IceServersChanged { count } => {
                 if let Some(cb) = self.on_ice_servers {
@@ -618,6 +644,27 @@ impl Callbacks {
                 }
             }
         }
+    }
+
+    /// A notice: `message_type` with an empty payload and NULL pointers.
+    fn deliver_notice(&self, message_type: u32) {
+        let Some(cb) = self.on_message else { return };
+        let view = kvs_message {
+            message_type,
+            sender_client_id: ptr::null(),
+            payload: c"".as_ptr(),
+            payload_len: 0,
+            sdp_type: ptr::null(),
+            sdp: ptr::null(),
+            sdp_len: 0,
+            candidate: ptr::null(),
+            candidate_len: 0,
+            sdp_mid: ptr::null(),
+            sdp_mline_index: -1,
+            username_fragment: ptr::null(),
+        };
+        // SAFETY: the application's callback; `view` lives for the call.
+        unsafe { cb(self.userdata, &view) };
     }
 
     fn deliver_message(&self, message: ReceivedMessage) {
@@ -1054,6 +1101,13 @@ pub struct kvs_client_metrics {
     pub messages_resent: u64,
     /// Frames on the current socket not acknowledged by the service's TCP yet.
     pub messages_unconfirmed: u64,
+    /// Successful JoinStorageSession / JoinStorageSessionAsViewer calls.
+    pub storage_joins: u64,
+    /// Duration of the last successful join call, in microseconds.
+    pub last_join_latency_us: u64,
+    /// From the start of the last join to the storage session's offer, in
+    /// microseconds; 0 until an offer came.
+    pub time_to_storage_offer_us: u64,
 }
 
 /// The smallest `out_size` of `kvs_client_get_metrics_sized`: the fields up to
@@ -1114,6 +1168,9 @@ pub extern "C" fn kvs_client_get_metrics_sized(
             dead_link_detections: m.dead_link_detections,
             messages_resent: m.messages_resent,
             messages_unconfirmed: m.messages_unconfirmed,
+            storage_joins: m.storage_joins,
+            last_join_latency_us: m.last_join_latency_us,
+            time_to_storage_offer_us: m.time_to_storage_offer_us,
         };
         // SAFETY: checked non-NULL; the caller passes `out_size` writable bytes.
         unsafe { copy_prefix(&metrics, out_metrics, out_size) };
