@@ -5,11 +5,12 @@
 //! refused as expired by the service's clock (the 403 path: refresh, re-sign,
 //! reconnect); and every refusal of the credentials provider has its name.
 
+mod proxy_support;
 mod reconnect_support;
 
 use kvs_signaling::aws::{
     AwsError, ControlPlane, ControlPlaneConfig, HttpClient, IotCredentials, IotCredentialsConfig, IotErrorKind,
-    StaticCredentials, TlsClient,
+    ProxyConfig, StaticCredentials, TlsClient,
 };
 use kvs_signaling::client::{AwsConfig, ClientConfig, ClientError};
 use kvs_signaling::emulator::{DEFAULT_ROLE_ALIAS, Emulator, EmulatorConfig, IotConfig, Target};
@@ -259,4 +260,33 @@ async fn the_admin_endpoint_issues_devices_and_revokes_keys() {
 
 async fn emulator_with_another_ca() -> Emulator {
     Emulator::start(EmulatorConfig { iot: Some(IotConfig::default()), ..EmulatorConfig::default() }).await.unwrap()
+}
+
+/// The credentials request goes through the HTTPS proxy like every other
+/// connection: a CONNECT tunnel to the IoT endpoint, the mutual TLS inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credentials_request_tunnels_through_the_proxy() {
+    if !proxy_support::available("the_credentials_request_tunnels_through_the_proxy") {
+        return;
+    }
+    let proxy = proxy_support::Tinyproxy::start(&format!(
+        "BasicAuth {} {}",
+        proxy_support::PROXY_USER,
+        proxy_support::PROXY_PASSWORD
+    ));
+    let emulator = emulator(Duration::from_secs(60)).await;
+    let dir = scratch("proxy");
+    let mut device = device(&emulator, &emulator, "camera-1", &dir);
+    device.proxy = ProxyConfig::with_url(&proxy.url_with(proxy_support::PROXY_USER, proxy_support::PROXY_PASSWORD));
+    let credentials = IotCredentials::new(&device).unwrap().fetch_async().await.unwrap();
+    assert!(credentials.access_key_id.starts_with("ASIA"), "{credentials:?}");
+    let iot_port: u16 = emulator.iot_endpoint().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(proxy.connects_to(iot_port), 1, "the proxy log:\n{}", proxy.log());
+    // A wrong proxy password: the request never reaches the endpoint.
+    device.proxy = ProxyConfig::with_url(&proxy.url_with(proxy_support::PROXY_USER, "wrong"));
+    let issued = emulator.stats().iot_credentials_issued;
+    let refused = IotCredentials::new(&device).unwrap().fetch_async().await.expect_err("the proxy refuses");
+    assert!(matches!(refused, AwsError::Proxy(_)), "{refused:?}");
+    assert_eq!(emulator.stats().iot_credentials_issued, issued);
+    let _ = std::fs::remove_dir_all(&dir);
 }
