@@ -1578,6 +1578,58 @@ kvs_result kvs_send_message(const struct kvs_client *client,
                             size_t *out_len);
 
 /**
+ * The media storage configuration of the client's channel (WebRTC ingestion:
+ * DescribeMediaStorageConfiguration), asked through the client's control
+ * plane (`use_control_plane`: its credentials, signer, proxy and CA bundle),
+ * independent of its connection. `*out_enabled` is set to whether storage is
+ * enabled; the stream ARN (empty when there is none) is written
+ * NUL-terminated into `stream_arn` (`capacity` bytes) and its length into
+ * `out_len` (if not NULL); a NULL `stream_arn` asks for the length only.
+ *
+ * Ownership: every pointer is borrowed for the call.
+ * Threading: blocks; call it from an application thread. From a callback or a
+ * library thread it returns KVS_ERR_WOULD_DEADLOCK.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_CONFIG (the
+ * client has no control plane), KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_TIMEOUT, KVS_ERR_NETWORK,
+ * KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED,
+ * KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS,
+ * KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED, KVS_ERR_PROXY_REFUSED,
+ * KVS_ERR_PROXY_CLOSED, KVS_ERR_SIGNER_FAILED, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN,
+ * KVS_ERR_RUNTIME.
+ */
+kvs_result kvs_client_get_media_storage(const struct kvs_client *client,
+                                        bool *out_enabled,
+                                        char *stream_arn,
+                                        size_t capacity,
+                                        size_t *out_len);
+
+/**
+ * Enables media storage of the client's channel for the Kinesis video stream
+ * `stream_arn` (`arn:aws:kinesisvideo:REGION:ACCOUNT:stream/NAME/DIGITS`), or
+ * disables it (`enabled` false; `stream_arn` may then be NULL):
+ * UpdateMediaStorageConfiguration through the client's control plane, as
+ * `kvs_client_get_media_storage`. A client with `media_storage` AUTO follows
+ * the change on its next connect.
+ *
+ * Ownership: `stream_arn` is borrowed for the call.
+ * Threading: blocks; call it from an application thread. From a callback or a
+ * library thread it returns KVS_ERR_WOULD_DEADLOCK.
+ *
+ * Errors: KVS_ERR_NULL_PARAMETER (`stream_arn` NULL with `enabled`), KVS_ERR_INVALID_UTF8,
+ * KVS_ERR_INVALID_ARGUMENT (`stream_arn` not a stream ARN), KVS_ERR_FORKED, KVS_ERR_CLOSED,
+ * KVS_ERR_INVALID_CONFIG (the client has no control plane), KVS_ERR_TIMEOUT, KVS_ERR_NETWORK,
+ * KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED,
+ * KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE,
+ * KVS_ERR_CREDENTIALS, KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED,
+ * KVS_ERR_PROXY_REFUSED, KVS_ERR_PROXY_CLOSED, KVS_ERR_SIGNER_FAILED, KVS_ERR_WOULD_DEADLOCK,
+ * KVS_ERR_SHUTDOWN, KVS_ERR_RUNTIME.
+ */
+kvs_result kvs_client_set_media_storage(const struct kvs_client *client,
+                                        bool enabled,
+                                        const char *stream_arn);
+
+/**
  * The library version, e.g. "kvs-signaling 0.1.0 (...)"; matches the
  * KVS_VERSION_* macros.
  *

@@ -160,3 +160,24 @@ def test_start_retries_a_refused_connect():
         wait_until(lambda: client.metrics()["connect_failures"] >= 2, 10, "retries")
         assert client.state in (kvs.State.RECONNECTING, kvs.State.CONNECTING)
         client.disconnect()
+
+
+def test_media_storage_through_the_client():
+    stream = "arn:aws:kinesisvideo:us-west-2:123456789012:stream/py-cam/1700000000000"
+    with running_emulator("--channel", "py-storage", "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY) as printed:
+        options = dict(
+            use_control_plane=True,
+            channel_name="py-storage",
+            control_plane_url=printed["control-plane"],
+            region="us-west-2",
+            credentials=Events().credentials,
+        )
+        with kvs.Client(kvs.Role.MASTER, None, None, **options) as client:
+            assert client.media_storage() == (False, "")
+            client.set_media_storage(True, stream)
+            assert client.media_storage() == (True, stream)
+            with pytest.raises(kvs.KvsError) as refused:
+                client.set_media_storage(True, "not-an-arn")
+            assert refused.value.code == kvs.Result.ERR_INVALID_ARGUMENT
+            client.set_media_storage(False)
+            assert client.media_storage()[0] is False

@@ -57,7 +57,7 @@ from ctypes import (
     c_void_p,
 )
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 # --------------------------------------------------------------------------
 # Constants and enums (header: #define and enum blocks)
@@ -422,6 +422,18 @@ _kvs_credentials_sink_set = _declare(
 )
 _kvs_stun_url = _declare(
     "kvs_stun_url", c_uint32, c_char_p, ctypes.c_bool, ctypes.c_bool, c_char_p, c_size_t, POINTER(c_size_t)
+)
+_kvs_client_get_media_storage = _declare(
+    "kvs_client_get_media_storage",
+    c_uint32,
+    kvs_client_p,
+    POINTER(ctypes.c_bool),
+    c_char_p,
+    c_size_t,
+    POINTER(c_size_t),
+)
+_kvs_client_set_media_storage = _declare(
+    "kvs_client_set_media_storage", c_uint32, kvs_client_p, ctypes.c_bool, c_char_p
 )
 _kvs_client_disconnect = _declare("kvs_client_disconnect", c_uint32, kvs_client_p)
 _kvs_client_state = _declare("kvs_client_state", c_uint32, kvs_client_p)
@@ -899,6 +911,23 @@ class Client:
         out: Dict[str, Any] = {key: getattr(m, key) for key, _ in kvs_client_metrics._fields_}
         out["state"] = _enum_or_int(State, m.state)
         return out
+
+    def media_storage(self) -> Tuple[bool, str]:
+        """kvs_client_get_media_storage: (enabled, stream ARN) of the channel (blocks)."""
+        name = "kvs_client_get_media_storage"
+        enabled, needed = ctypes.c_bool(False), c_size_t(0)
+        _check(self._call(_kvs_client_get_media_storage, ctypes.byref(enabled), None, 0, ctypes.byref(needed)), name)
+        buf = ctypes.create_string_buffer(needed.value + 1)
+        _check(
+            self._call(_kvs_client_get_media_storage, ctypes.byref(enabled), buf, len(buf), ctypes.byref(needed)),
+            name,
+        )
+        return enabled.value, buf.value.decode()
+
+    def set_media_storage(self, enabled: bool, stream_arn: Optional[str] = None) -> None:
+        """kvs_client_set_media_storage: enable (with a stream ARN) or disable (blocks)."""
+        arn = stream_arn.encode() if stream_arn is not None else None
+        _check(self._call(_kvs_client_set_media_storage, enabled, arn), "kvs_client_set_media_storage")
 
     def ice_servers(self) -> List[IceServer]:
         """The current ICE server list (empty until GetIceServerConfig answered)."""

@@ -33,6 +33,7 @@ pub use events::{
 pub use metrics::Metrics;
 pub use target::ICE_REFRESH_MIN_INTERVAL;
 
+use crate::aws::{ChannelRef, MediaStorageConfiguration};
 use crate::protocol::{Action, IceCandidate, OutboundMessage, Role, SdpType, SessionDescription, encode_payload};
 use metrics::Counters;
 use queue::Outgoing;
@@ -147,6 +148,28 @@ impl Client {
     /// control plane. [`ClientEvent::IceServersChanged`] tells when it changes.
     pub fn ice_servers(&self) -> Vec<crate::aws::IceServer> {
         self.ice.servers()
+    }
+
+    /// The media storage configuration of the client's channel
+    /// (DescribeMediaStorageConfiguration), through the client's control plane
+    /// (its credentials, signer, proxy, CA bundle); independent of the
+    /// connection. Needs [`AwsConfig`].
+    pub async fn media_storage(&self) -> Result<MediaStorageConfiguration, ClientError> {
+        let (control_plane, channel) = target::one_off_control_plane(&self.config)?;
+        Ok(control_plane.describe_media_storage(&channel).await?)
+    }
+
+    /// Changes the media storage configuration of the client's channel
+    /// (UpdateMediaStorageConfiguration): enabled with a stream ARN (checked
+    /// before any call), or disabled. A client in `Auto` mode notices the
+    /// change on its next connect. Needs [`AwsConfig`].
+    pub async fn set_media_storage(&self, configuration: &MediaStorageConfiguration) -> Result<(), ClientError> {
+        let (control_plane, channel) = target::one_off_control_plane(&self.config)?;
+        let arn = match channel {
+            ChannelRef::Arn(arn) => arn,
+            ChannelRef::Name(name) => control_plane.describe_channel(Some(&name), None).await?.arn,
+        };
+        Ok(control_plane.update_media_storage(&arn, configuration).await?)
     }
 
     /// Starts the supervisor unless one is running.

@@ -201,10 +201,7 @@ impl Target {
         // The setting as read above: the environment is not read again.
         let control_plane = ControlPlaneConfig { proxy: proxy_setting, ..config.control_plane_config(aws) };
         let control_plane = Arc::new(ControlPlane::new(&control_plane)?);
-        let channel = match &config.channel_name {
-            Some(name) if config.channel_arn.is_empty() => ChannelRef::Name(name.clone()),
-            _ => ChannelRef::Arn(config.channel_arn.clone()),
-        };
+        let channel = channel_ref(config);
         let storage = StorageJoin {
             mode: aws.media_storage,
             offer_timeout: aws.storage_offer_timeout,
@@ -506,6 +503,26 @@ async fn ice_loop(
             _ = wake.notified() => tokio::time::sleep_until(due.min(started + ICE_REFRESH_MIN_INTERVAL)).await,
         }
     }
+}
+
+/// The channel of a control-plane client: by name until its ARN is known.
+fn channel_ref(config: &ClientConfig) -> ChannelRef {
+    match &config.channel_name {
+        Some(name) if config.channel_arn.is_empty() => ChannelRef::Name(name.clone()),
+        _ => ChannelRef::Arn(config.channel_arn.clone()),
+    }
+}
+
+/// A control plane made from `config` for one call outside the connection
+/// (its credentials, signer, proxy and CA bundle), and the client's channel.
+pub(super) fn one_off_control_plane(config: &ClientConfig) -> Result<(ControlPlane, ChannelRef), ClientError> {
+    let Some(aws) = &config.aws else {
+        return Err(ClientError::InvalidConfig("this call needs the control plane (AwsConfig)".into()));
+    };
+    let proxy = config.proxy_setting().resolve_env();
+    proxy.proxy().map_err(invalid_proxy)?;
+    let control_plane = ControlPlane::new(&ControlPlaneConfig { proxy, ..config.control_plane_config(aws) })?;
+    Ok((control_plane, channel_ref(config)))
 }
 
 /// A proxy URL (given or from the environment) that does not parse.

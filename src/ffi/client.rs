@@ -3,13 +3,13 @@
 use super::dispatch::{self, Kind, Lane};
 use super::result::{fail, fail_client, fail_runtime};
 use super::{StrError, arg_str, boundary, c_str, copy_prefix, require_non_null, write_out_str};
-use crate::aws::ProxyConfig;
+use crate::aws::{MediaStorageConfiguration, ProxyConfig};
 use crate::client::{
     Backlog, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, EventSink, ReceivedMessage, StateReason,
     StatusOrigin, StatusReport, StorageEvent, event_size,
 };
 use crate::ffi::kvs_result::{self, *};
-use crate::protocol::{Action, IceCandidate, MAX_ID_LEN, MAX_PAYLOAD_LEN, MessageType, Role};
+use crate::protocol::{Action, IceCandidate, MAX_ARN_LEN, MAX_ID_LEN, MAX_PAYLOAD_LEN, MessageType, Role};
 use crate::runtime;
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
@@ -1577,6 +1577,105 @@ pub extern "C" fn kvs_send_message(
             out_capacity,
             out_len,
         )
+    })
+}
+
+/// The media storage configuration of the client's channel (WebRTC ingestion:
+/// DescribeMediaStorageConfiguration), asked through the client's control
+/// plane (`use_control_plane`: its credentials, signer, proxy and CA bundle),
+/// independent of its connection. `*out_enabled` is set to whether storage is
+/// enabled; the stream ARN (empty when there is none) is written
+/// NUL-terminated into `stream_arn` (`capacity` bytes) and its length into
+/// `out_len` (if not NULL); a NULL `stream_arn` asks for the length only.
+///
+/// Ownership: every pointer is borrowed for the call.
+/// Threading: blocks; call it from an application thread. From a callback or a
+/// library thread it returns KVS_ERR_WOULD_DEADLOCK.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_FORKED, KVS_ERR_CLOSED, KVS_ERR_INVALID_CONFIG (the
+/// client has no control plane), KVS_ERR_BUFFER_TOO_SMALL, KVS_ERR_TIMEOUT, KVS_ERR_NETWORK,
+/// KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED,
+/// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE, KVS_ERR_CREDENTIALS,
+/// KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED, KVS_ERR_PROXY_REFUSED,
+/// KVS_ERR_PROXY_CLOSED, KVS_ERR_SIGNER_FAILED, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_SHUTDOWN,
+/// KVS_ERR_RUNTIME.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_get_media_storage(
+    client: *const kvs_client,
+    out_enabled: *mut bool,
+    stream_arn: *mut c_char,
+    capacity: usize,
+    out_len: *mut usize,
+) -> kvs_result {
+    boundary(|| {
+        require_non_null!(out_enabled, "out_enabled");
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
+        match runtime::block_on(handle.client.media_storage()) {
+            Ok(Ok(configuration)) => {
+                // SAFETY: checked non-NULL; the caller guarantees it is writable.
+                unsafe { *out_enabled = configuration.enabled };
+                let arn = configuration.stream_arn.unwrap_or_default();
+                // SAFETY: `stream_arn` is NULL or has `capacity` bytes; `out_len` NULL or writable.
+                unsafe { write_out_str(&arn, stream_arn, capacity, out_len) }
+            }
+            Ok(Err(e)) => fail_client(&e),
+            Err(e) => fail_runtime(e),
+        }
+    })
+}
+
+/// Enables media storage of the client's channel for the Kinesis video stream
+/// `stream_arn` (`arn:aws:kinesisvideo:REGION:ACCOUNT:stream/NAME/DIGITS`), or
+/// disables it (`enabled` false; `stream_arn` may then be NULL):
+/// UpdateMediaStorageConfiguration through the client's control plane, as
+/// `kvs_client_get_media_storage`. A client with `media_storage` AUTO follows
+/// the change on its next connect.
+///
+/// Ownership: `stream_arn` is borrowed for the call.
+/// Threading: blocks; call it from an application thread. From a callback or a
+/// library thread it returns KVS_ERR_WOULD_DEADLOCK.
+///
+/// Errors: KVS_ERR_NULL_PARAMETER (`stream_arn` NULL with `enabled`), KVS_ERR_INVALID_UTF8,
+/// KVS_ERR_INVALID_ARGUMENT (`stream_arn` not a stream ARN), KVS_ERR_FORKED, KVS_ERR_CLOSED,
+/// KVS_ERR_INVALID_CONFIG (the client has no control plane), KVS_ERR_TIMEOUT, KVS_ERR_NETWORK,
+/// KVS_ERR_TLS, KVS_ERR_NOT_FOUND, KVS_ERR_ACCESS_DENIED, KVS_ERR_LIMIT_EXCEEDED,
+/// KVS_ERR_SERVICE_INVALID_ARGUMENT, KVS_ERR_RESOURCE_IN_USE, KVS_ERR_SERVICE, KVS_ERR_BAD_RESPONSE,
+/// KVS_ERR_CREDENTIALS, KVS_ERR_PROXY_UNREACHABLE, KVS_ERR_PROXY_AUTH_REQUIRED,
+/// KVS_ERR_PROXY_REFUSED, KVS_ERR_PROXY_CLOSED, KVS_ERR_SIGNER_FAILED, KVS_ERR_WOULD_DEADLOCK,
+/// KVS_ERR_SHUTDOWN, KVS_ERR_RUNTIME.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_client_set_media_storage(
+    client: *const kvs_client,
+    enabled: bool,
+    stream_arn: *const c_char,
+) -> kvs_result {
+    boundary(|| {
+        // SAFETY: NUL-terminated or NULL, as the header requires.
+        let stream = match unsafe { arg_str(stream_arn, "stream_arn", MAX_ARN_LEN, KVS_ERR_INVALID_ARGUMENT) } {
+            Ok(stream) => stream.map(str::to_owned),
+            Err(code) => return code,
+        };
+        if enabled && stream.is_none() {
+            return fail(KVS_ERR_NULL_PARAMETER, "stream_arn must not be NULL to enable media storage");
+        }
+        if let Some(stream) = &stream
+            && let Err(e) = crate::protocol::validate_channel_arn(stream)
+        {
+            return fail(KVS_ERR_INVALID_ARGUMENT, format!("stream_arn: {e}"));
+        }
+        let handle = match open_handle(client) {
+            Ok(handle) => handle,
+            Err(code) => return code,
+        };
+        let configuration = MediaStorageConfiguration { enabled, stream_arn: stream };
+        match runtime::block_on(handle.client.set_media_storage(&configuration)) {
+            Ok(Ok(())) => KVS_OK,
+            Ok(Err(e)) => fail_client(&e),
+            Err(e) => fail_runtime(e),
+        }
     })
 }
 
