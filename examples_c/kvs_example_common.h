@@ -53,60 +53,7 @@ static void say(FILE *out, const char *fmt, ...) {
 }
 
 /* The header's names of the result codes, for messages a script can grep. */
-static const char *result_name(uint32_t rc) {
-    static const char *const names[] = {
-        "KVS_OK",
-        "KVS_ERR_NULL_PARAMETER",
-        "KVS_ERR_INVALID_UTF8",
-        "KVS_ERR_INVALID_ARGUMENT",
-        "KVS_ERR_INVALID_CONFIG",
-        "KVS_ERR_ID_EMPTY",
-        "KVS_ERR_ID_TOO_LONG",
-        "KVS_ERR_ID_PATTERN",
-        "KVS_ERR_PAYLOAD_EMPTY",
-        "KVS_ERR_PAYLOAD_TOO_LARGE",
-        "KVS_ERR_RECIPIENT_REQUIRED",
-        "KVS_ERR_RECIPIENT_NOT_ALLOWED",
-        "KVS_ERR_NOT_CONNECTED",
-        "KVS_ERR_ALREADY_CONNECTED",
-        "KVS_ERR_QUEUE_FULL",
-        "KVS_ERR_TIMEOUT",
-        "KVS_ERR_NETWORK",
-        "KVS_ERR_CONNECT_REFUSED",
-        "KVS_ERR_NOT_FOUND",
-        "KVS_ERR_ACCESS_DENIED",
-        "KVS_ERR_LIMIT_EXCEEDED",
-        "KVS_ERR_HANDSHAKE",
-        "KVS_ERR_BUFFER_TOO_SMALL",
-        "KVS_ERR_WOULD_DEADLOCK",
-        "KVS_ERR_IN_CALLBACK",
-        "KVS_ERR_SHUTDOWN",
-        "KVS_ERR_FORKED",
-        "KVS_ERR_PANIC",
-        "KVS_ERR_RUNTIME",
-        "KVS_ERR_TLS",
-        "KVS_ERR_SERVICE_INVALID_ARGUMENT",
-        "KVS_ERR_RESOURCE_IN_USE",
-        "KVS_ERR_SERVICE",
-        "KVS_ERR_BAD_RESPONSE",
-        "KVS_ERR_CREDENTIALS",
-        "KVS_ERR_CLOSED",
-        "KVS_ERR_CANCELLED",
-        "KVS_ERR_SIGNER_FAILED",
-        "KVS_ERR_SIGNER_TOO_LONG",
-        "KVS_ERR_SIGNER_INVALID_URL",
-        "KVS_ERR_SIGNER_NOT_WSS",
-        "KVS_ERR_PRESIGNED_URL_EXPIRED",
-        "KVS_ERR_PROXY_UNREACHABLE",
-        "KVS_ERR_PROXY_AUTH_REQUIRED",
-        "KVS_ERR_PROXY_REFUSED",
-        "KVS_ERR_PROXY_CLOSED",
-        "KVS_ERR_IOT_CERTIFICATE_REFUSED",
-        "KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND",
-        "KVS_ERR_IOT_FORBIDDEN",
-    };
-    return rc < sizeof names / sizeof names[0] ? names[rc] : "KVS_ERR_(unknown)";
-}
+static const char *result_name(uint32_t rc) { return kvs_result_name(rc); }
 
 /* "<what> failed: KVS_ERR_X (n): <kvs_result_str>: <last error detail>".
  * Call it right after the failing call, on the same thread. */

@@ -1655,6 +1655,14 @@ uint32_t kvs_version_number(void);
 const char *kvs_result_str(uint32_t result);
 
 /**
+ * The C name of a result code (`"KVS_ERR_PROXY_CLOSED"`), for logs;
+ * `"KVS_ERR_UNKNOWN"` for values this version does not know.
+ *
+ * Ownership: static; never free it. Threading: any thread.
+ */
+const char *kvs_result_name(uint32_t result);
+
+/**
  * Copies the text of the last failure on the calling thread into `buf` (NUL-
  * terminated) and its length into `*out_len`. The text describes the most
  * recent call on this thread that returned an error.

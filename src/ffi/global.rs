@@ -73,6 +73,18 @@ pub extern "C" fn kvs_result_str(result: u32) -> *const c_char {
     })
 }
 
+/// The C name of a result code (`"KVS_ERR_PROXY_CLOSED"`), for logs;
+/// `"KVS_ERR_UNKNOWN"` for values this version does not know.
+///
+/// Ownership: static; never free it. Threading: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvs_result_name(result: u32) -> *const c_char {
+    boundary(|| {
+        let name = kvs_result::from_u32(result).map_or(c"KVS_ERR_UNKNOWN", kvs_result::name);
+        name.as_ptr()
+    })
+}
+
 /// Copies the text of the last failure on the calling thread into `buf` (NUL-
 /// terminated) and its length into `*out_len`. The text describes the most
 /// recent call on this thread that returned an error.

@@ -5,7 +5,8 @@ use crate::client::ClientError;
 use crate::protocol::{Field, ValidationError};
 use crate::runtime::RuntimeError;
 use std::cell::RefCell;
-use std::ffi::{CString, c_char};
+use std::ffi::{CStr, CString, c_char};
+use std::sync::OnceLock;
 
 /// Result of every fallible function. `KVS_OK` is 0; error values are stable and
 /// never reused. Passed to C as `uint32_t`.
@@ -185,62 +186,72 @@ impl kvs_result {
         }
     }
 
+    /// The code's C name (`KVS_ERR_PROXY_CLOSED`), for logs.
+    pub fn name(self) -> &'static CStr {
+        static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+        let names = NAMES
+            .get_or_init(|| ALL.iter().map(|code| CString::new(format!("{code:?}")).unwrap_or_default()).collect());
+        ALL.iter().position(|code| *code == self).and_then(|at| names.get(at)).map_or(c"KVS_ERR_UNKNOWN", |n| n)
+    }
+
     /// Maps a raw code back to the enum; `None` for unknown values.
     pub fn from_u32(code: u32) -> Option<kvs_result> {
-        const ALL: [kvs_result; 49] = [
-            KVS_OK,
-            KVS_ERR_NULL_PARAMETER,
-            KVS_ERR_INVALID_UTF8,
-            KVS_ERR_INVALID_ARGUMENT,
-            KVS_ERR_INVALID_CONFIG,
-            KVS_ERR_ID_EMPTY,
-            KVS_ERR_ID_TOO_LONG,
-            KVS_ERR_ID_PATTERN,
-            KVS_ERR_PAYLOAD_EMPTY,
-            KVS_ERR_PAYLOAD_TOO_LARGE,
-            KVS_ERR_RECIPIENT_REQUIRED,
-            KVS_ERR_RECIPIENT_NOT_ALLOWED,
-            KVS_ERR_NOT_CONNECTED,
-            KVS_ERR_ALREADY_CONNECTED,
-            KVS_ERR_QUEUE_FULL,
-            KVS_ERR_TIMEOUT,
-            KVS_ERR_NETWORK,
-            KVS_ERR_CONNECT_REFUSED,
-            KVS_ERR_NOT_FOUND,
-            KVS_ERR_ACCESS_DENIED,
-            KVS_ERR_LIMIT_EXCEEDED,
-            KVS_ERR_HANDSHAKE,
-            KVS_ERR_BUFFER_TOO_SMALL,
-            KVS_ERR_WOULD_DEADLOCK,
-            KVS_ERR_IN_CALLBACK,
-            KVS_ERR_SHUTDOWN,
-            KVS_ERR_FORKED,
-            KVS_ERR_PANIC,
-            KVS_ERR_RUNTIME,
-            KVS_ERR_TLS,
-            KVS_ERR_SERVICE_INVALID_ARGUMENT,
-            KVS_ERR_RESOURCE_IN_USE,
-            KVS_ERR_SERVICE,
-            KVS_ERR_BAD_RESPONSE,
-            KVS_ERR_CREDENTIALS,
-            KVS_ERR_CLOSED,
-            KVS_ERR_CANCELLED,
-            KVS_ERR_SIGNER_FAILED,
-            KVS_ERR_SIGNER_TOO_LONG,
-            KVS_ERR_SIGNER_INVALID_URL,
-            KVS_ERR_SIGNER_NOT_WSS,
-            KVS_ERR_PRESIGNED_URL_EXPIRED,
-            KVS_ERR_PROXY_UNREACHABLE,
-            KVS_ERR_PROXY_AUTH_REQUIRED,
-            KVS_ERR_PROXY_REFUSED,
-            KVS_ERR_PROXY_CLOSED,
-            KVS_ERR_IOT_CERTIFICATE_REFUSED,
-            KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND,
-            KVS_ERR_IOT_FORBIDDEN,
-        ];
         ALL.iter().copied().find(|r| *r as u32 == code)
     }
 }
+
+/// Every code, in value order.
+const ALL: [kvs_result; 49] = [
+    KVS_OK,
+    KVS_ERR_NULL_PARAMETER,
+    KVS_ERR_INVALID_UTF8,
+    KVS_ERR_INVALID_ARGUMENT,
+    KVS_ERR_INVALID_CONFIG,
+    KVS_ERR_ID_EMPTY,
+    KVS_ERR_ID_TOO_LONG,
+    KVS_ERR_ID_PATTERN,
+    KVS_ERR_PAYLOAD_EMPTY,
+    KVS_ERR_PAYLOAD_TOO_LARGE,
+    KVS_ERR_RECIPIENT_REQUIRED,
+    KVS_ERR_RECIPIENT_NOT_ALLOWED,
+    KVS_ERR_NOT_CONNECTED,
+    KVS_ERR_ALREADY_CONNECTED,
+    KVS_ERR_QUEUE_FULL,
+    KVS_ERR_TIMEOUT,
+    KVS_ERR_NETWORK,
+    KVS_ERR_CONNECT_REFUSED,
+    KVS_ERR_NOT_FOUND,
+    KVS_ERR_ACCESS_DENIED,
+    KVS_ERR_LIMIT_EXCEEDED,
+    KVS_ERR_HANDSHAKE,
+    KVS_ERR_BUFFER_TOO_SMALL,
+    KVS_ERR_WOULD_DEADLOCK,
+    KVS_ERR_IN_CALLBACK,
+    KVS_ERR_SHUTDOWN,
+    KVS_ERR_FORKED,
+    KVS_ERR_PANIC,
+    KVS_ERR_RUNTIME,
+    KVS_ERR_TLS,
+    KVS_ERR_SERVICE_INVALID_ARGUMENT,
+    KVS_ERR_RESOURCE_IN_USE,
+    KVS_ERR_SERVICE,
+    KVS_ERR_BAD_RESPONSE,
+    KVS_ERR_CREDENTIALS,
+    KVS_ERR_CLOSED,
+    KVS_ERR_CANCELLED,
+    KVS_ERR_SIGNER_FAILED,
+    KVS_ERR_SIGNER_TOO_LONG,
+    KVS_ERR_SIGNER_INVALID_URL,
+    KVS_ERR_SIGNER_NOT_WSS,
+    KVS_ERR_PRESIGNED_URL_EXPIRED,
+    KVS_ERR_PROXY_UNREACHABLE,
+    KVS_ERR_PROXY_AUTH_REQUIRED,
+    KVS_ERR_PROXY_REFUSED,
+    KVS_ERR_PROXY_CLOSED,
+    KVS_ERR_IOT_CERTIFICATE_REFUSED,
+    KVS_ERR_IOT_ROLE_ALIAS_NOT_FOUND,
+    KVS_ERR_IOT_FORBIDDEN,
+];
 
 /// The code for a validation failure.
 pub fn validation_code(e: &ValidationError) -> kvs_result {
