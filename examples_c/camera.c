@@ -785,6 +785,31 @@ static int start_capture(const char *device) {
     return 0;
 }
 
+/* Makes the process's DTLS certificate now rather than on the first viewer's
+ * offer: GStreamer's dtlsdec generates one (RSA, hundreds of ms here) the
+ * first time an element without a "pem" asks for it and shares it with every
+ * later one. Also loads the plugins a session needs. */
+static void warm_up(void) {
+    gint64 t0 = g_get_monotonic_time();
+    GstElement *dtls = gst_element_factory_make("dtlsdec", NULL);
+    if (dtls == NULL) {
+        return;
+    }
+    gchar *pem = NULL;
+    g_object_get(dtls, "pem", &pem, NULL);
+    g_free(pem);
+    gst_object_unref(dtls);
+    static const char *const elements[] = {"webrtcbin", "vp8enc", "rtpvp8pay", "videotestsrc"};
+    for (size_t i = 0; i < sizeof elements / sizeof elements[0]; i++) {
+        GstElement *e = gst_element_factory_make(elements[i], NULL);
+        if (e != NULL) {
+            gst_object_unref(e);
+        }
+    }
+    say(stdout, "DTLS certificate and plugins ready in %.1f ms",
+        (double)(g_get_monotonic_time() - t0) / 1e3);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Arguments.                                                               */
 
@@ -973,6 +998,7 @@ int main(int argc, char **argv) {
         o->device != NULL ? o->device : o->pattern, o->width, o->height, o->fps, o->max_viewers,
         g_camera.stun_url[0] != '\0' ? g_camera.stun_url : "none",
         o->no_turn ? "off" : "from kvs_client_get_ice_servers");
+    warm_up();
     if (o->device != NULL && start_capture(o->device) != 0) {
         return 1;
     }

@@ -122,6 +122,7 @@
       fail('ICE failed');
     }
   };
+  pc.onconnectionstatechange = () => log('connection (DTLS) ' + pc.connectionState);
   pc.ontrack = (event) => {
     log('track ' + event.track.kind);
     video.srcObject = event.streams[0] || new MediaStream([event.track]);
@@ -133,8 +134,9 @@
     mark('firstFrame');
     setStatus('live: ' + video.videoWidth + 'x' + video.videoHeight, 'live');
   }
+  // A frame presented, or (in a tab that is not painted) a frame decoded.
   if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(onFirstFrame);
-  else video.addEventListener('loadeddata', onFirstFrame);
+  video.addEventListener('loadeddata', onFirstFrame);
 
   async function addRemoteCandidate(candidate) {
     try {

@@ -75,13 +75,16 @@ async function main() {
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--disable-dev-shm-usage', '--autoplay-policy=no-user-gesture-required',
+      // Several viewers are several tabs: keep the ones behind the first rendering.
+      '--disable-renderer-backgrounding', '--disable-background-timer-throttling',
+      '--disable-backgrounding-occluded-windows',
       // Loopback ICE: real host candidates (no mDNS names), loopback allowed.
       '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',
     ],
   });
   let failure = null;
+  const pages = [];
   try {
-    const pages = [];
     for (let i = 0; i < args.viewers; i++) {
       const page = await browser.newPage();
       page.on('console', (message) => console.error(`[viewer ${i}] console: ${message.text()}`));
@@ -129,6 +132,8 @@ async function main() {
         candidates: { local: state.localCandidates, remote: state.remoteCandidates },
       }));
     }
+    // Leave the way a closed tab does: signaling closed, peer connection closed.
+    for (const page of pages) await page.evaluate(() => window.kvsStop()).catch(() => {});
   } catch (error) {
     failure = error;
   } finally {
