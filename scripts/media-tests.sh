@@ -44,6 +44,7 @@ CAMERA="$ROOT/examples_c/camera"
 C_VIEWER="$ROOT/examples_c/viewer"
 DEMO_ACCESS_KEY=AKIAIOSFODNN7EXAMPLE
 DEMO_SECRET_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+AIORTC_VERSION=1.16.0
 # Small frames keep four encoders within two shared cores.
 CAMERA_VIDEO=(--width 320 --height 240 --fps 15)
 
@@ -77,6 +78,9 @@ if [ "${KVS_MEDIA_IN_NETNS:-}" != 1 ]; then
     if [ ! -d tests/media/node_modules/puppeteer-core ]; then
         (cd tests/media && npm ci --no-audit --no-fund --loglevel=error) || { echo "0 passed, 1 failed"; exit 1; }
     fi
+    # The second WebRTC stack (tests 4 and 5), set up as the Python tests are.
+    python3 -c 'import aiortc' 2>/dev/null || python3 -m pip install --quiet "aiortc==$AIORTC_VERSION" ||
+        { echo "media tests: cannot install aiortc $AIORTC_VERSION (pip)"; echo "0 passed, 1 failed"; exit 1; }
     mkdir -p "$ARTIFACTS"
     if ! unshare --net true 2>/dev/null; then
         echo "media tests: cannot make a network namespace (unshare --net; needs root or user namespaces)"
@@ -142,7 +146,7 @@ ENDPOINT=""
 # start_emulator DIR: SigV4 on, no TLS (the browser would not trust its CA).
 start_emulator() {
     local dir="$1"
-    "$EMULATOR" --listen 127.0.0.1:0 --channel cam --exit-after 300 \
+    "$EMULATOR" --listen 127.0.0.1:0 --channel cam --channel py --exit-after 300 \
         --access-key "$DEMO_ACCESS_KEY" --secret-key "$DEMO_SECRET_KEY" \
         >"$dir/emulator.out" 2>"$dir/emulator.err" &
     EMU_PID=$!
@@ -272,9 +276,40 @@ faults_during_video() {
 }
 
 [ -z "${ONLY:-}" ] || { run_test "$ONLY" "${ONLY//-/_}"; echo "media: $passed passed, $failed failed"; exit $failed; }
+aiortc() {
+    AWS_ACCESS_KEY_ID="$DEMO_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$DEMO_SECRET_KEY" \
+        python3 tests/media/aiortc_peer.py "$1" --control-plane "$CONTROL_PLANE" "${@:2}"
+}
+
+# 4. aiortc viewer (the library's VIEWER path through the Python binding) <- C camera.
+aiortc_viewer() {
+    local dir="$1"
+    start_emulator "$dir" && start_camera "$dir" || return 1
+    aiortc viewer --channel cam --timeout 20 | tee "$dir/aiortc.log" || return 1
+    grep -qx 'aiortc-viewer: ok' "$dir/aiortc.log"
+}
+
+# 5. aiortc master (the library's MASTER path) serves an aiortc viewer (VIEWER
+#    path) and a Chromium viewer.
+aiortc_master() {
+    local dir="$1"
+    start_emulator "$dir" || return 1
+    aiortc master --channel py --seconds 60 >"$dir/master.log" 2>&1 &
+    CAM_PID=$!
+    PIDS+=("$CAM_PID")
+    wait_for "$dir/master.log" '^aiortc-master: connected$' 15 || { echo "the aiortc master did not connect"; return 1; }
+    aiortc viewer --channel py --timeout 20 | tee "$dir/aiortc.log" || return 1
+    grep -qx 'aiortc-viewer: ok' "$dir/aiortc.log" || return 1
+    node tests/media/view.js --url "$CONTROL_PLANE/viewer?channel=py" --timeout-ms 20000 |
+        tee "$dir/view.log" | grep -v '^\[' || return 1
+    grep -qx 'view: ok' "$dir/view.log"
+}
+
 run_test chromium-viewer chromium_viewer
 run_test chromium-three-viewers chromium_three_viewers
 run_test faults-during-video faults_during_video
+run_test aiortc-viewer aiortc_viewer
+run_test aiortc-master aiortc_master
 
 echo
 if ((failed > 0)); then
