@@ -31,6 +31,14 @@
 #
 # Environment: CARGO_TARGET_DIR (default target), CHROMIUM (default
 # /usr/bin/chromium), KVS_REQUIRE_MEDIA. Ends with "N passed, M failed".
+#
+#   scripts/media-tests.sh --bench RUNS
+#
+# Benchmark instead (scripts/bench.sh runs it): RUNS fresh Chromium viewers of
+# one camera, one after the other, and RUNS aiortc viewers; prints a Markdown
+# table of the median time to first frame split into phases, and the share of
+# it spent in signaling, on stdout (progress on stderr). Exit status 3 when a
+# prerequisite is missing (the reason on stderr).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -50,6 +58,16 @@ CAMERA_VIDEO=(--width 320 --height 240 --fps 15)
 
 # ---------------------------------------------------------------------------
 # Outside the namespace: prerequisites, build, then re-run inside one.
+BENCH_RUNS=""
+case "${1:-}" in
+    "") ;;
+    --bench) BENCH_RUNS="${2:?--bench needs a number of runs}" ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    *) echo "media-tests.sh: unknown argument $1" >&2; exit 2 ;;
+esac
+if [ "${KVS_MEDIA_IN_NETNS:-}" != 1 ] && [ -n "$BENCH_RUNS" ]; then
+    exec 3>&1 1>&2 # only the table goes to stdout
+fi
 if [ "${KVS_MEDIA_IN_NETNS:-}" != 1 ]; then
     missing=()
     [ -x "$CHROMIUM" ] || missing+=("chromium ($CHROMIUM; Debian: chromium)")
@@ -63,6 +81,7 @@ if [ "${KVS_MEDIA_IN_NETNS:-}" != 1 ]; then
     command -v unshare >/dev/null && command -v ip >/dev/null || missing+=("unshare and ip (util-linux, iproute2)")
     if ((${#missing[@]} > 0)); then
         printf 'media tests: missing: %s\n' "${missing[@]}"
+        [ -z "$BENCH_RUNS" ] || exit 3
         if [ "${KVS_REQUIRE_MEDIA:-}" = 1 ]; then
             echo "media tests: KVS_REQUIRE_MEDIA=1, so this is a failure"
             echo "0 passed, 1 failed"
@@ -87,6 +106,9 @@ if [ "${KVS_MEDIA_IN_NETNS:-}" != 1 ]; then
         if [ "${KVS_REQUIRE_MEDIA:-}" = 1 ]; then echo "0 passed, 1 failed"; exit 1; fi
         echo "media tests: skipped"
         exit 0
+    fi
+    if [ -n "$BENCH_RUNS" ]; then
+        KVS_MEDIA_IN_NETNS=1 exec unshare --net "$0" "$@" 1>&3 3>&-
     fi
     KVS_MEDIA_IN_NETNS=1 exec unshare --net "$0" "$@"
 fi
@@ -205,6 +227,11 @@ view() {
     node tests/media/view.js --url "$CONTROL_PLANE/viewer?channel=cam" --timeout-ms 20000 "$@"
 }
 
+aiortc() {
+    AWS_ACCESS_KEY_ID="$DEMO_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$DEMO_SECRET_KEY" \
+        python3 tests/media/aiortc_peer.py "$1" --control-plane "$CONTROL_PLANE" "${@:2}"
+}
+
 # 1. One Chromium viewer, with a screenshot.
 chromium_viewer() {
     local dir="$1"
@@ -275,12 +302,6 @@ faults_during_video() {
     grep -qx 'view: ok' "$dir/view-after.log"
 }
 
-[ -z "${ONLY:-}" ] || { run_test "$ONLY" "${ONLY//-/_}"; echo "media: $passed passed, $failed failed"; exit $failed; }
-aiortc() {
-    AWS_ACCESS_KEY_ID="$DEMO_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$DEMO_SECRET_KEY" \
-        python3 tests/media/aiortc_peer.py "$1" --control-plane "$CONTROL_PLANE" "${@:2}"
-}
-
 # 4. aiortc viewer (the library's VIEWER path through the Python binding) <- C camera.
 aiortc_viewer() {
     local dir="$1"
@@ -305,6 +326,83 @@ aiortc_master() {
     grep -qx 'view: ok' "$dir/view.log"
 }
 
+# The benchmark: time to first frame, medians over BENCH_RUNS viewers.
+bench() {
+    local dir="$WORK/bench" i
+    mkdir -p "$dir"
+    start_emulator "$dir" && start_camera "$dir" || { show_logs "$dir" >&2; return 1; }
+    for i in $(seq "$BENCH_RUNS"); do
+        node tests/media/view.js --url "$CONTROL_PLANE/viewer?channel=cam" --timeout-ms 20000 \
+            --watch-ms 300 2>/dev/null | grep '^{' >>"$dir/chromium.jsonl" || { echo "run $i failed" >&2; return 1; }
+        aiortc viewer --channel cam --frames 1 --client-id "aiortc-bench-$i" --timeout 20 |
+            grep '^{' >>"$dir/aiortc.jsonl" || { echo "aiortc run $i failed" >&2; return 1; }
+        echo "run $i of $BENCH_RUNS done" >&2
+    done
+    python3 - "$dir" "$BENCH_RUNS" <<'PY'
+import json, re, statistics, sys
+folder, runs = sys.argv[1], sys.argv[2]
+# The camera's own time from the offer to its answer (pipeline + webrtcbin):
+# offer -> answer minus that is the signaling's round trip.
+answer_ms = {m.group(1): float(m.group(2)) for m in re.finditer(
+    r"viewer (\S+): answer sent \(\d+ bytes\) ([\d.]+) ms", open(f"{folder}/camera.out").read())}
+def rows(name):
+    return [json.loads(line) for line in open(f"{folder}/{name}.jsonl")]
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+def cell(value):
+    return "n/a" if value is None else f"{value:.1f}"
+print(f"## Video: time to first frame ({runs} runs each, medians, ms)")
+print()
+print("| viewer | signaling connect | offer -> answer (camera's share) | offer -> first remote candidate "
+      "| answer -> ICE connected | ICE connected -> first frame | total | signaling share |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+chromium = rows("chromium")
+def signaling_share(timings, camera_ms):
+    total = timings.get("total") or timings.get("firstFrame")
+    connect = timings.get("signalingConnect", timings.get("signalingConnected"))
+    offer_to_answer = timings.get("offerToAnswer")
+    if offer_to_answer is None:
+        offer_to_answer = timings["answerReceived"] - timings["offerSent"]
+    if total is None or connect is None or camera_ms is None:
+        return None
+    return 100.0 * (connect + max(0.0, offer_to_answer - camera_ms)) / total
+def camera_ms_of(viewer_id):
+    return answer_ms.get(viewer_id)
+c_rows = []
+for r in chromium:
+    c_rows.append((r["timings"], camera_ms_of(r["clientId"])))
+a_rows = []
+for r in rows("aiortc"):
+    t = dict(r["timings"])
+    t["total"] = t.get("firstFrame")
+    t["offerToAnswer"] = t["answerReceived"] - t["offerSent"]
+    t["signalingConnect"] = t.get("signalingConnected")
+    t["offerToFirstRemoteCandidate"] = (t["firstRemoteCandidate"] - t["offerSent"]) if "firstRemoteCandidate" in t else None
+    t["answerToIceConnected"] = (t["iceConnected"] - t["answerReceived"]) if "iceConnected" in t else None
+    t["iceConnectedToFirstFrame"] = (t["firstFrame"] - t["iceConnected"]) if "iceConnected" in t else None
+    a_rows.append((t, camera_ms_of(r["clientId"])))
+for label, rs in (("Chromium (page)", c_rows), ("aiortc (Python binding)", a_rows)):
+    get = lambda key: median([t.get(key) for t, _ in rs])
+    cam = median([c for _, c in rs])
+    share = median([signaling_share(t, c) for t, c in rs])
+    print(f"| {label} | {cell(get('signalingConnect'))} | {cell(get('offerToAnswer'))} ({cell(cam)}) "
+          f"| {cell(get('offerToFirstRemoteCandidate'))} | {cell(get('answerToIceConnected'))} "
+          f"| {cell(get('iceConnectedToFirstFrame'))} | {cell(get('total'))} | "
+          f"{'n/a' if share is None else f'{share:.1f} %'} |")
+print()
+print("Signaling share: (signaling connect + offer -> answer less the camera's own time to "
+      "answer) / total. The camera is examples_c/camera (GStreamer webrtcbin, VP8 320x240 at 15 fps); "
+      "Chromium's signaling connect includes fetching the presigned URL from the emulator; "
+      "the aiortc viewer's includes the library's control-plane calls.")
+PY
+}
+if [ -n "$BENCH_RUNS" ]; then
+    bench
+    exit $?
+fi
+
+[ -z "${ONLY:-}" ] || { run_test "$ONLY" "${ONLY//-/_}"; echo "media: $passed passed, $failed failed"; exit $failed; }
 run_test chromium-viewer chromium_viewer
 run_test chromium-three-viewers chromium_three_viewers
 run_test faults-during-video faults_during_video

@@ -177,7 +177,7 @@ async def run_viewer(args):
             return 1
         finally:
             pump_task.cancel()
-        print(json.dumps({"stack": "aiortc", "timings": marks, **result}), flush=True)
+        print(json.dumps({"stack": "aiortc", "clientId": args.client_id, "timings": marks, **result}), flush=True)
         if result["nonBlackFraction"] <= 0.2:
             log("viewer", f"FAILED: the picture is black ({result})")
             return 1

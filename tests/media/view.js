@@ -126,7 +126,7 @@ async function main() {
       const state = await page.evaluate(() => window.kvsState);
       const last = held ? held.after : played.after;
       console.log(JSON.stringify({
-        viewer: i, timings, frames: [played.before.totalVideoFrames, last.totalVideoFrames],
+        viewer: i, clientId: `media-viewer-${process.pid}-${i}`, timings, frames: [played.before.totalVideoFrames, last.totalVideoFrames],
         size: `${last.width}x${last.height}`, nonBlackFraction: Number(last.nonBlackFraction.toFixed(3)),
         signalingReconnects: state.signalingReconnects,
         candidates: { local: state.localCandidates, remote: state.remoteCandidates },
