@@ -62,7 +62,7 @@
   function mark(name) {
     if (marks[name] !== undefined) return;
     marks[name] = since();
-    log(name + ' at ' + marks[name] + ' ms');
+    log(name + ' at ' + marks[name] + ' ms (epoch ' + (performance.timeOrigin + performance.now()).toFixed(1) + ')');
     const table = document.getElementById('timings');
     for (const [key, label, from, to] of PHASES) {
       if (marks[key] !== undefined || marks[to] === undefined) continue;

@@ -12,6 +12,7 @@
 //                   grew (for faults injected meanwhile; default 0)
 //   --hold-file F   with --hold-ms: write F once the first check passed, so a
 //                   script knows when to inject its fault
+// Environment: KVS_VIEW_LOG=1 copies each page's log to stderr.
 // Prints one JSON line per viewer: {"viewer": i, "timings": {...},
 // "frames": [before, after], "nonBlackFraction": x}, then "view: ok" or
 // "view: FAILED: why". Exit status 0 only if every viewer passed.
@@ -125,6 +126,7 @@ async function main() {
       const timings = await page.evaluate(() => window.kvsTimings);
       const state = await page.evaluate(() => window.kvsState);
       const last = held ? held.after : played.after;
+      if (process.env.KVS_VIEW_LOG) console.error(await page.$eval('#log', (element) => element.textContent));
       console.log(JSON.stringify({
         viewer: i, clientId: `media-viewer-${process.pid}-${i}`, timings, frames: [played.before.totalVideoFrames, last.totalVideoFrames],
         size: `${last.width}x${last.height}`, nonBlackFraction: Number(last.nonBlackFraction.toFixed(3)),
