@@ -30,7 +30,8 @@
 # failure.
 #
 # Environment: CARGO_TARGET_DIR (default target), CHROMIUM (default
-# /usr/bin/chromium), KVS_REQUIRE_MEDIA. Ends with "N passed, M failed".
+# /usr/bin/chromium), KVS_REQUIRE_MEDIA, ONLY=NAME (run one test, e.g.
+# ONLY=faults-during-video). Ends with "N passed, M failed".
 #
 #   scripts/media-tests.sh --bench RUNS
 #
@@ -62,7 +63,7 @@ BENCH_RUNS=""
 case "${1:-}" in
     "") ;;
     --bench) BENCH_RUNS="${2:?--bench needs a number of runs}" ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
     *) echo "media-tests.sh: unknown argument $1" >&2; exit 2 ;;
 esac
 if [ "${KVS_MEDIA_IN_NETNS:-}" != 1 ] && [ -n "$BENCH_RUNS" ]; then
@@ -262,8 +263,14 @@ chromium_three_viewers() {
     grep 'closed (' "$dir/camera.out"
 }
 
+# admin PATH JSON: POST to the emulator's admin endpoint, prints the answer.
 admin() {
-    curl -sf -X POST -H 'content-type: application/json' -d "$2" "$CONTROL_PLANE/admin/$1"
+    python3 - "$CONTROL_PLANE/admin/$1" "$2" <<'PY'
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+print(urllib.request.urlopen(request, timeout=10).read().decode())
+PY
 }
 
 # 3. Faults during a live session.
@@ -330,12 +337,29 @@ aiortc_master() {
 bench() {
     local dir="$WORK/bench" i
     mkdir -p "$dir"
-    start_emulator "$dir" && start_camera "$dir" || { show_logs "$dir" >&2; return 1; }
+    start_emulator "$dir" || { show_logs "$dir" >&2; return 1; }
+    # A fresh camera per run: viewers that left keep their sessions (and
+    # encoders) until their RTCP times out, which would load later runs.
     for i in $(seq "$BENCH_RUNS"); do
-        node tests/media/view.js --url "$CONTROL_PLANE/viewer?channel=cam" --timeout-ms 20000 \
-            --watch-ms 300 2>/dev/null | grep '^{' >>"$dir/chromium.jsonl" || { echo "run $i failed" >&2; return 1; }
-        aiortc viewer --channel cam --frames 1 --client-id "aiortc-bench-$i" --timeout 20 |
-            grep '^{' >>"$dir/aiortc.jsonl" || { echo "aiortc run $i failed" >&2; return 1; }
+        start_camera "$dir" || { show_logs "$dir" >&2; return 1; }
+        cat "$dir/camera.out" >>"$dir/camera-all.out"
+        if ! node tests/media/view.js --url "$CONTROL_PLANE/viewer?channel=cam" --timeout-ms 20000 \
+            --watch-ms 300 >"$dir/view-$i.log" 2>&1; then
+            echo "Chromium run $i failed:" >&2
+            grep -v '^\[' "$dir/view-$i.log" >&2
+            show_logs "$dir" >&2
+            return 1
+        fi
+        grep '^{' "$dir/view-$i.log" >>"$dir/chromium.jsonl"
+        if ! aiortc viewer --channel cam --frames 1 --client-id "aiortc-bench-$i" --timeout 20 \
+            >"$dir/aiortc-$i.log" 2>&1; then
+            echo "aiortc run $i failed:" >&2
+            cat "$dir/aiortc-$i.log" >&2
+            return 1
+        fi
+        grep '^{' "$dir/aiortc-$i.log" >>"$dir/aiortc.jsonl"
+        stop_pid "$CAM_PID"
+        cat "$dir/camera.out" >>"$dir/camera-all.out"
         echo "run $i of $BENCH_RUNS done" >&2
     done
     python3 - "$dir" "$BENCH_RUNS" <<'PY'
@@ -344,7 +368,7 @@ folder, runs = sys.argv[1], sys.argv[2]
 # The camera's own time from the offer to its answer (pipeline + webrtcbin):
 # offer -> answer minus that is the signaling's round trip.
 answer_ms = {m.group(1): float(m.group(2)) for m in re.finditer(
-    r"viewer (\S+): answer sent \(\d+ bytes\) ([\d.]+) ms", open(f"{folder}/camera.out").read())}
+    r"viewer (\S+): answer sent \(\d+ bytes\) ([\d.]+) ms", open(f"{folder}/camera-all.out").read())}
 def rows(name):
     return [json.loads(line) for line in open(f"{folder}/{name}.jsonl")]
 def median(values):
@@ -352,7 +376,7 @@ def median(values):
     return statistics.median(values) if values else None
 def cell(value):
     return "n/a" if value is None else f"{value:.1f}"
-print(f"## Video: time to first frame ({runs} runs each, medians, ms)")
+print(f"## Video: time to first frame ({runs} runs each, a fresh camera per run, medians, ms)")
 print()
 print("| viewer | signaling connect | offer -> answer (camera's share) | offer -> first remote candidate "
       "| answer -> ICE connected | ICE connected -> first frame | total | signaling share |")

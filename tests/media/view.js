@@ -88,6 +88,7 @@ async function main() {
   try {
     for (let i = 0; i < args.viewers; i++) {
       const page = await browser.newPage();
+      await page.setViewport({ width: 760, height: 1000 }); // the video and the timings
       page.on('console', (message) => console.error(`[viewer ${i}] console: ${message.text()}`));
       page.on('pageerror', (error) => console.error(`[viewer ${i}] page error: ${error}`));
       const url = args.url + (args.url.includes('?') ? '&' : '?') + `clientId=media-viewer-${process.pid}-${i}`;
