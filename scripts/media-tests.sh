@@ -15,8 +15,11 @@
 #      flowing keeps flowing, and a viewer that joins afterwards gets video;
 #   4. a second WebRTC stack: a Python aiortc viewer decodes the camera's
 #      frames (when aiortc is installed; see below);
-#   5. an aiortc master serves the C viewer (examples_c/viewer's ICE/SDP path
-#      through the library, a real DTLS/ICE answer from aiortc).
+#   5. an aiortc master (the library's MASTER path) serves an aiortc viewer
+#      (its VIEWER path) and a Chromium viewer;
+#   6. the camera's bounds: --max-viewers refuses a viewer too many, a viewer
+#      that vanishes after its offer is closed when ICE fails or times out,
+#      and the freed slot serves the next viewer.
 #
 # Everything runs in a private network namespace (loopback plus a veth pair
 # with 198.18.0.1, so that the browser and libnice have a non-loopback host
@@ -333,6 +336,27 @@ aiortc_master() {
     grep -qx 'view: ok' "$dir/view.log"
 }
 
+# 6. The camera's bounds: one session at most (--max-viewers 1); a viewer
+#    that vanishes after its offer holds it until its ICE fails or times out
+#    (--connect-timeout-s 3); a viewer arriving meanwhile is refused; once the
+#    slot is free, the next viewer gets video.
+camera_bounds() {
+    local dir="$1"
+    start_emulator "$dir" && start_camera "$dir" --max-viewers 1 --connect-timeout-s 3 || return 1
+    aiortc viewer --channel cam --client-id vanishing --offer-only || return 1
+    wait_for "$dir/camera.out" 'viewer vanishing: answer sent' 10 || { echo "no answer to the first viewer"; return 1; }
+    if aiortc viewer --channel cam --client-id refused --timeout 2 >"$dir/refused.log" 2>&1; then
+        echo "a second viewer got video beyond --max-viewers 1"
+        return 1
+    fi
+    grep 'viewer refused: refused' "$dir/camera.out" || { echo "the camera did not refuse the second viewer"; return 1; }
+    wait_for "$dir/camera.out" 'viewer vanishing: closed \((ICE failed|ICE did not connect in time)\)' 15 ||
+        { echo "the vanished viewer's session was not closed"; return 1; }
+    grep 'viewer vanishing: closed' "$dir/camera.out"
+    aiortc viewer --channel cam --client-id next --timeout 20 | tee "$dir/next.log" || return 1
+    grep -qx 'aiortc-viewer: ok' "$dir/next.log"
+}
+
 # The benchmark: time to first frame, medians over BENCH_RUNS viewers.
 bench() {
     local dir="$WORK/bench" i
@@ -432,6 +456,7 @@ run_test chromium-three-viewers chromium_three_viewers
 run_test faults-during-video faults_during_video
 run_test aiortc-viewer aiortc_viewer
 run_test aiortc-master aiortc_master
+run_test camera-bounds camera_bounds
 
 echo
 if ((failed > 0)); then

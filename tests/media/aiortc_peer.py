@@ -2,10 +2,11 @@
 C library, through the Python binding (python/kvs_signaling).
 
   aiortc_peer.py viewer --control-plane URL --channel NAME --client-id ID
-                        [--frames N] [--timeout S]
+                        [--frames N] [--timeout S] [--offer-only]
       joins as a VIEWER (the library's viewer path), offers to receive video,
       trickles ICE both ways, and passes once N frames (default 30) were
-      decoded and the picture is not black. Prints the timings as JSON.
+      decoded and the picture is not black. Prints the timings as JSON. With
+      --offer-only it leaves right after sending its offer.
 
   aiortc_peer.py master --control-plane URL --channel NAME [--seconds S]
       serves as MASTER: answers every viewer's offer with a live test pattern
@@ -150,6 +151,10 @@ async def run_viewer(args):
         await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers here
         signaling.client.send_sdp_offer(pc.localDescription.sdp)
         mark("offerSent")
+        if args.offer_only:
+            # A viewer that vanishes right after its offer (its ICE never answers).
+            log("viewer", "offer sent; leaving")
+            return 0
         pending = []
 
         async def pump():
@@ -272,6 +277,7 @@ def main():
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--offer-only", action="store_true", help="viewer: leave right after the offer")
     args = parser.parse_args()
     runner = run_viewer if args.role == "viewer" else run_master
     sys.exit(asyncio.run(runner(args)))
