@@ -21,8 +21,7 @@
 # VIDEO_SECONDS seconds when set.
 #
 # Environment: CANDIDATES (default 5), CARGO (default cargo), MAKE (default make),
-# CARGO_TARGET_DIR (default target), LISTEN (--video: the emulator's address,
-# default 127.0.0.1:0, a free port), VIDEO_SECONDS (--video).
+# CARGO_TARGET_DIR (default target), VIDEO_SECONDS (--video).
 #
 # The keys below are placeholders the emulator is told to accept; they are
 # not AWS credentials. To run the same examples against a real AWS account,
@@ -106,7 +105,7 @@ video_demo() {
     "$MAKE" -C examples_c camera
 
     step "starting the emulator (SigV4 auth with the demo keys; plain HTTP for the browser)"
-    "$EMULATOR" --listen "${LISTEN:-127.0.0.1:0}" --channel "$CHANNEL" \
+    "$EMULATOR" --listen 127.0.0.1:0 --channel "$CHANNEL" \
         --access-key "$DEMO_ACCESS_KEY" --secret-key "$DEMO_SECRET_KEY" \
         >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
     EMULATOR_PID=$!
@@ -138,8 +137,7 @@ video_demo() {
         cat "$WORK/camera.out" >&2
         exit 1
     fi
-    # An emulator bound to every address is reached here through loopback.
-    local url="${control_plane/\/\/0.0.0.0:/\/\/127.0.0.1:}/viewer?channel=$CHANNEL"
+    local url="$control_plane/viewer?channel=$CHANNEL"
     echo
     echo "Open this page in a browser (Chromium, Firefox, Safari):"
     echo

@@ -2,15 +2,23 @@
 //! are served, `/viewer/connect` hands out a WebSocket URL the emulator accepts
 //! (presigned with its own key when SigV4 is on; a tampered one is refused), the
 //! connection it opens is a viewer with the page's client id, and bad requests
-//! get AWS-style errors. The page itself runs in Chromium in
-//! scripts/media-tests.sh.
+//! get AWS-style errors; with SigV4 on, a peer off loopback gets no presigned
+//! URL (checked in a private network namespace, see tests/blackhole_support).
+//! The page itself runs in Chromium in scripts/media-tests.sh.
 
+mod blackhole_support;
 mod emulator_support;
 
+use blackhole_support::private_netns;
 use emulator_support::*;
 use kvs_signaling::emulator::{Emulator, EmulatorConfig};
+use std::net::SocketAddr;
+use std::process::Command;
 use tokio::net::TcpStream;
 use tokio_tungstenite::connect_async;
+
+/// A documentation address (RFC 5737), private to the test's namespace.
+const OFF_LOOPBACK: &str = "192.0.2.9";
 
 async fn get(emulator: &Emulator, path_and_query: &str) -> RawResponse {
     let stream = TcpStream::connect(emulator.local_addr()).await.expect("TCP connect");
@@ -102,4 +110,39 @@ async fn bad_requests_get_aws_errors() {
     );
     let posted = post(emulator.local_addr(), "/viewer", &serde_json::json!({}), &[]).await;
     assert_aws_error(&posted, 405, "UnknownOperationException");
+}
+
+#[test]
+fn presigned_urls_only_for_loopback_peers() {
+    let Some(_netns) = private_netns("presigned_urls_only_for_loopback_peers") else {
+        return;
+    };
+    let status = Command::new("ip").args(["addr", "add", &format!("{OFF_LOOPBACK}/32"), "dev", "lo"]).status();
+    assert!(status.is_ok_and(|s| s.success()), "ip addr add {OFF_LOOPBACK} dev lo");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let listen: SocketAddr = format!("{OFF_LOOPBACK}:0").parse().unwrap();
+        for auth in [true, false] {
+            let keys = auth.then(|| vec![(ACCESS_KEY.to_owned(), SECRET_KEY.to_owned())]);
+            let emulator = Emulator::start(EmulatorConfig {
+                listen,
+                channels: vec!["demo".to_owned()],
+                auth: keys,
+                ..EmulatorConfig::default()
+            })
+            .await
+            .expect("emulator starts");
+            // The peer is OFF_LOOPBACK itself: not a loopback address.
+            let connect = get(&emulator, "/viewer/connect?channel=demo&clientId=far-1").await;
+            if auth {
+                assert_aws_error(&connect, 403, "AccessDeniedException");
+                assert!(connect.message().contains("loopback"), "{}", connect.message());
+            } else {
+                assert_eq!(connect.status, 200, "without auth the URL is not a key: {}", connect.body);
+            }
+            let page = get(&emulator, "/viewer?channel=demo").await;
+            assert_eq!(page.status, 200, "the static page is served to anyone");
+            emulator.shutdown().await;
+        }
+    });
 }
