@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks: relay latency, throughput, connect time, footprint and emulator
-# scale, each speed next to a baseline measured in the same run on this machine.
+# scale, each speed next to a baseline measured in the same run on this machine;
+# then, when chromium and GStreamer are installed, the time to first video
+# frame from the GStreamer camera (scripts/media-tests.sh --bench; its own
+# table, not in the JSON report).
 # Builds what it needs, runs everything on 127.0.0.1 (every process stops by
 # itself), prints a Markdown table on stdout and writes a JSON file.
 #
@@ -324,3 +327,22 @@ PY
 mkdir -p "$(dirname "$OUT")"
 python3 bench/report.py --lines "$LINES" --meta "$META" --out "$OUT"
 say "JSON report: $OUT"
+
+# ---------------------------------------------------------------------------
+# Video: time to first frame in Chromium and aiortc from the GStreamer camera
+# (scripts/media-tests.sh --bench), when chromium and GStreamer are installed.
+VIDEO_RUNS=5
+[ "$MODE" = quick ] || VIDEO_RUNS=15
+say "video: time to first frame, $VIDEO_RUNS runs per viewer (scripts/media-tests.sh --bench)"
+set +e
+VIDEO_TABLE="$(scripts/media-tests.sh --bench "$VIDEO_RUNS" 2>"$WORK/video.log")"
+VIDEO_STATUS=$?
+set -e
+if [ "$VIDEO_STATUS" -eq 0 ]; then
+    echo
+    echo "$VIDEO_TABLE"
+elif [ "$VIDEO_STATUS" -eq 3 ]; then
+    say "video: skipped ($(grep 'missing' "$WORK/video.log" | head -n 3 | tr '\n' ' '))"
+else
+    say "video: failed: $(tail -n 5 "$WORK/video.log" | tr '\n' ' ')"
+fi

@@ -10,14 +10,31 @@
 # itself; exits with the viewer's status.
 #
 #   scripts/demo.sh
+#   scripts/demo.sh --video
+#
+# With --video: real video instead. Builds the GStreamer camera too
+# (examples_c/camera; needs GStreamer's WebRTC packages, see the README),
+# starts the emulator with SigV4 auth but without TLS (a browser would not
+# trust the generated CA), runs the camera as the channel's master through the
+# control plane, and prints the viewer page's URL to open in a browser
+# (http://127.0.0.1:PORT/viewer?channel=demo-channel). Runs until Ctrl-C, or
+# VIDEO_SECONDS seconds when set.
 #
 # Environment: CANDIDATES (default 5), CARGO (default cargo), MAKE (default make),
-# CARGO_TARGET_DIR (default target).
+# CARGO_TARGET_DIR (default target), VIDEO_SECONDS (--video).
 #
 # The keys below are placeholders the emulator is told to accept; they are
 # not AWS credentials. To run the same examples against a real AWS account,
 # see the hint printed at the end.
 set -euo pipefail
+
+VIDEO=0
+case "${1:-}" in
+    "") ;;
+    --video) VIDEO=1 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -41,6 +58,7 @@ DEMO_SECRET_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kvs-demo.XXXXXX")"
 EMULATOR_PID=""
 MASTER_PID=""
+CAMERA_PID=""
 
 # Stops one process we started: SIGTERM, up to 5 s, then SIGKILL.
 stop_pid() {
@@ -62,6 +80,7 @@ cleanup() {
     local status=$?
     trap - EXIT
     stop_pid "$MASTER_PID"
+    stop_pid "$CAMERA_PID"
     stop_pid "$EMULATOR_PID"
     rm -rf "$WORK"
     exit "$status"
@@ -71,6 +90,78 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# The --video demo: emulator + GStreamer camera + the emulator's viewer page.
+video_demo() {
+    if ! pkg-config --exists gstreamer-webrtc-1.0 gstreamer-sdp-1.0 2>/dev/null; then
+        echo "error: --video needs GStreamer's WebRTC packages; on Debian:" >&2
+        echo "  apt-get install libgstreamer-plugins-bad1.0-dev gstreamer1.0-plugins-bad \\" >&2
+        echo "    gstreamer1.0-plugins-good gstreamer1.0-plugins-base gstreamer1.0-nice" >&2
+        exit 1
+    fi
+    step "building the library, the emulator and the camera"
+    "$CARGO" build --release --lib
+    "$CARGO" build --release --bin kvs-signaling-emulator
+    "$MAKE" -C examples_c camera
+
+    step "starting the emulator (SigV4 auth with the demo keys; plain HTTP for the browser)"
+    "$EMULATOR" --listen 127.0.0.1:0 --channel "$CHANNEL" \
+        --access-key "$DEMO_ACCESS_KEY" --secret-key "$DEMO_SECRET_KEY" \
+        >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
+    EMULATOR_PID=$!
+    for _ in $(seq 100); do
+        grep -q '^control-plane ' "$WORK/emulator.out" && break
+        kill -0 "$EMULATOR_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    local control_plane
+    control_plane="$(awk '$1 == "control-plane" { print $2 }' "$WORK/emulator.out")"
+    if [ -z "$control_plane" ]; then
+        echo "error: the emulator did not start:" >&2
+        cat "$WORK/emulator.err" >&2
+        exit 1
+    fi
+
+    step "starting the camera (control plane, channel \"$CHANNEL\", videotestsrc -> VP8)"
+    AWS_ACCESS_KEY_ID="$DEMO_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$DEMO_SECRET_KEY" \
+        examples_c/camera --channel-name "$CHANNEL" --control-plane "$control_plane" \
+        --region us-west-2 >"$WORK/camera.out" 2>&1 &
+    CAMERA_PID=$!
+    for _ in $(seq 150); do
+        grep -qx 'camera: connected' "$WORK/camera.out" && break
+        kill -0 "$CAMERA_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -qx 'camera: connected' "$WORK/camera.out"; then
+        echo "error: the camera did not connect:" >&2
+        cat "$WORK/camera.out" >&2
+        exit 1
+    fi
+    local url="$control_plane/viewer?channel=$CHANNEL"
+    echo
+    echo "Open this page in a browser (Chromium, Firefox, Safari):"
+    echo
+    echo "    $url"
+    echo
+    echo "It shows the camera's test pattern and the time each step took (signaling"
+    echo "connect, offer -> answer, first candidate, ICE connected, first frame)."
+    echo "Camera log: $WORK/camera.out. Ctrl-C stops everything."
+    local deadline=$((SECONDS + ${VIDEO_SECONDS:-0}))
+    tail -n +1 -f "$WORK/camera.out" | grep --line-buffered 'viewer ' &
+    local tail_pid=$!
+    while kill -0 "$CAMERA_PID" 2>/dev/null; do
+        if [ -n "${VIDEO_SECONDS:-}" ] && [ "$SECONDS" -ge "$deadline" ]; then
+            break
+        fi
+        sleep 0.5
+    done
+    kill "$tail_pid" 2>/dev/null || true
+    echo "demo: stopped"
+    exit 0
+}
+if [ "$VIDEO" = 1 ]; then
+    video_demo
+fi
 
 step "building the library (cargo build --release --lib)"
 "$CARGO" build --release --lib

@@ -3,7 +3,8 @@
 # builds), Rust unit and integration tests (including the header drift check),
 # the native-tls client against the emulator, the C examples and C tests against
 # the emulator (shared and static library, one under valgrind), the Python
-# binding test and the official JS SDK viewer test. Ends with "N passed, M failed".
+# binding test, the official JS SDK viewer test and the media tests (real
+# video from the GStreamer C camera to Chromium and aiortc). Ends with "N passed, M failed".
 #
 # Environment: CARGO_TARGET_DIR (default target).
 set -uo pipefail
@@ -74,6 +75,8 @@ step "cross build (aarch64, armv7): ELF machine, SONAME, exports" cross_builds
 step "C examples and C tests (shared, static, ASan+UBSan, valgrind)" scripts/c-tests.sh
 step "Python binding (Python master, C viewer)" python_tests
 step "JS SDK viewer (C master)" js_tests
+# Skips with a message without chromium/GStreamer unless KVS_REQUIRE_MEDIA=1.
+step "media: Chromium and aiortc view the GStreamer C camera" scripts/media-tests.sh
 
 echo
 if ((failed > 0)); then

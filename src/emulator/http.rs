@@ -8,7 +8,7 @@
 use super::channels::{ConnectionKey, Endpoint, PeerHandle, Refusal};
 use super::faults::{ConnectRefusal, Operation, default_error_type};
 use super::sigv4::{SignedRequest, Verifier};
-use super::{REBIND_PATIENCE, RestartRequest, Shared, admin, bump, clock, connection, control, lock};
+use super::{REBIND_PATIENCE, RestartRequest, Shared, admin, bump, clock, connection, control, lock, viewer};
 use crate::protocol::{validate_channel_arn, validate_client_id};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -157,7 +157,8 @@ where
     }
 }
 
-/// Routes one HTTP request: WebSocket upgrades, the admin endpoint, control-plane
+/// Routes one HTTP request: WebSocket upgrades, the admin endpoint, the viewer
+/// page, control-plane
 /// operations; anything else is 404 `UnknownOperationException`. Every answer
 /// gets `x-amzn-RequestId` and `Date`. An `Err` makes hyper close the
 /// connection without answering (the "reset" refusal fault).
@@ -199,6 +200,8 @@ async fn route(
                 refusal.into_response()
             }
         }
+    } else if path == "/viewer" || path.starts_with("/viewer/") {
+        viewer::handle(&shared, peer, &request)
     } else if let Some(operation) = operation_at(request.method(), &path) {
         control::handle(&shared, operation, request).await
     } else {
