@@ -51,10 +51,11 @@ python_tests() {
 
 # The firmware build (system OpenSSL, no rustls, no emulator) compiles, and the
 # native-tls client (preferred over rustls when both are enabled; rustls then
-# only serves the emulator) passes the TLS bring-up tests with the emulator's CA.
+# only serves the emulator) passes the TLS bring-up tests with the emulator's CA,
+# the IoT device-certificate (mutual TLS) tests and the proxy tunnel tests.
 native_tls_tests() {
   cargo build --lib --no-default-features --features native-tls &&
-    cargo test --features native-tls --lib --test bootstrap --test aws_control_plane
+    cargo test --features native-tls --lib --test bootstrap --test aws_control_plane --test iot --test proxy
 }
 
 cross_builds() {
