@@ -321,6 +321,8 @@ def test_log_callback_and_version():
         f"kvs-signaling {kvs.KVS_VERSION_MAJOR}.{kvs.KVS_VERSION_MINOR}.{kvs.KVS_VERSION_PATCH}"
     )
     assert kvs.kvs_result_str(9999) == "unknown result code"
+    assert kvs.kvs_result_name(9999) == "KVS_ERR_UNKNOWN"
+    assert all(kvs.kvs_result_name(code) == "KVS_" + code.name for code in kvs.Result)
     lines = []
     before = kvs.log_free_userdata_calls
     kvs.set_log_callback(

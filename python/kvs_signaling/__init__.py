@@ -476,6 +476,7 @@ _kvs_send_message = _declare(
 _kvs_version = _declare("kvs_version", c_char_p)
 _kvs_version_number = _declare("kvs_version_number", c_uint32)
 _kvs_result_str = _declare("kvs_result_str", c_char_p, c_uint32)
+_kvs_result_name = _declare("kvs_result_name", c_char_p, c_uint32)
 _kvs_last_error = _declare("kvs_last_error", c_uint32, c_char_p, c_size_t, POINTER(c_size_t))
 _kvs_last_error_message = _declare("kvs_last_error_message", c_char_p)
 _kvs_set_log_callback = _declare(
@@ -494,6 +495,11 @@ def _text(raw: Optional[bytes]) -> Optional[str]:
 
 def kvs_result_str(code: int) -> str:
     return _text(_kvs_result_str(int(code))) or ""
+
+
+def kvs_result_name(code: int) -> str:
+    """The C name of a result code ("KVS_ERR_PROXY_CLOSED"); "KVS_ERR_UNKNOWN" if unknown."""
+    return _text(_kvs_result_name(int(code))) or ""
 
 
 def kvs_last_error_message() -> str:
