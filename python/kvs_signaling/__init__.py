@@ -919,14 +919,13 @@ class Client:
         return out
 
     def media_storage(self) -> Tuple[bool, str]:
-        """kvs_client_get_media_storage: (enabled, stream ARN) of the channel (blocks)."""
-        name = "kvs_client_get_media_storage"
+        """kvs_client_get_media_storage: (enabled, stream ARN) of the channel (blocks;
+        one DescribeMediaStorageConfiguration call: the buffer fits any ARN)."""
         enabled, needed = ctypes.c_bool(False), c_size_t(0)
-        _check(self._call(_kvs_client_get_media_storage, ctypes.byref(enabled), None, 0, ctypes.byref(needed)), name)
-        buf = ctypes.create_string_buffer(needed.value + 1)
+        buf = ctypes.create_string_buffer(1025)
         _check(
             self._call(_kvs_client_get_media_storage, ctypes.byref(enabled), buf, len(buf), ctypes.byref(needed)),
-            name,
+            "kvs_client_get_media_storage",
         )
         return enabled.value, buf.value.decode()
 

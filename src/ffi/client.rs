@@ -1587,6 +1587,9 @@ pub extern "C" fn kvs_send_message(
 /// enabled; the stream ARN (empty when there is none) is written
 /// NUL-terminated into `stream_arn` (`capacity` bytes) and its length into
 /// `out_len` (if not NULL); a NULL `stream_arn` asks for the length only.
+/// Each call is one DescribeMediaStorageConfiguration request (the service
+/// allows 5 a second per channel): a buffer of 1025 bytes holds any ARN, so no
+/// size query is needed.
 ///
 /// Ownership: every pointer is borrowed for the call.
 /// Threading: blocks; call it from an application thread. From a callback or a
