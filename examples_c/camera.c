@@ -55,12 +55,19 @@
  * kvs_client_free, so no GStreamer thread calls into a freed client, and
  * `stopping` keeps the dispatcher from adding one in between.
  *
+ * WebRTC ingestion (--media-storage auto|on, control-plane mode only): the
+ * library joins the channel's storage session after each connect
+ * (kvs_client_config.media_storage); the session's offer arrives as an
+ * SDP_OFFER from the session's client id and gets a session like a viewer's
+ * (it counts against --max-viewers). Its offer must include VP8: the real
+ * service's storage session offers H.264, which this camera does not send.
+ *
  * Usage:
  *   camera --endpoint ws://127.0.0.1:PORT --channel-arn ARN [options]
  *   camera --channel-name NAME [--control-plane URL] [--ca-bundle PATH] ...
  * Options: --device PATH, --width N, --height N, --fps N, --pattern NAME,
  * --max-viewers N, --connect-timeout-s S, --no-turn, --stun URL,
- * --timeout-s S. Lines go to stdout ("camera: ..."), one per event; the
+ * --timeout-s S, --media-storage auto|on. Lines go to stdout ("camera: ..."), one per event; the
  * program prints "camera: connected" once signaling is up, and per viewer
  * "viewer V: answer sent", "viewer V: ICE CONNECTED after N ms", "viewer V:
  * closed (reason)". Exit status 1 on a failed connect, 2 on bad arguments.
@@ -104,6 +111,7 @@ struct options {
     double connect_timeout_s;/* --connect-timeout-s */
     double timeout_s;        /* --timeout-s (0: until a signal) */
     bool no_turn;            /* --no-turn */
+    uint32_t media_storage;  /* --media-storage: KVS_MEDIA_STORAGE_* (control plane only) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -627,6 +635,14 @@ static void on_message(void *userdata, const kvs_message *m) {
     case KVS_MESSAGE_TYPE_RECONNECT_ICE_SERVER:
         say(stdout, "RECONNECT_ICE_SERVER (new viewers get the refreshed TURN servers)");
         break;
+    case KVS_MESSAGE_TYPE_STORAGE_SESSION_JOINED:
+        say(stdout, "storage session joined; awaiting its offer");
+        break;
+    case KVS_MESSAGE_TYPE_STORAGE_OFFER_RECEIVED:
+        /* The offer itself came just before, as an SDP_OFFER from the
+         * session's client id, and got a session like a viewer's. */
+        say(stdout, "storage session's offer received");
+        break;
     default:
         break;
     }
@@ -829,7 +845,11 @@ static void usage(FILE *out) {
             "  --connect-timeout-s S  close a session whose ICE has not connected (default 20)\n"
             "  --no-turn           do not use the TURN servers of kvs_client_get_ice_servers\n"
             "  --stun URL          stun://host:port (default: the region's, real service only)\n"
-            "  --timeout-s S       stop after S seconds (default: until SIGINT/SIGTERM)\n",
+            "  --timeout-s S       stop after S seconds (default: until SIGINT/SIGTERM)\n"
+            "WebRTC ingestion (control-plane mode only):\n"
+            "  --media-storage auto|on  join the channel's storage session after each connect:\n"
+            "                      auto when the channel has storage enabled, on always\n"
+            "                      (default: off)\n",
             MAX_VIEWERS_LIMIT, DEFAULT_MAX_VIEWERS);
 }
 
@@ -876,6 +896,15 @@ static int parse_video_option(struct options *o, const char *arg, const char *va
         o->device = value;
     } else if (strcmp(arg, "--pattern") == 0) {
         o->pattern = value;
+    } else if (strcmp(arg, "--media-storage") == 0) {
+        if (strcmp(value, "auto") == 0) {
+            o->media_storage = KVS_MEDIA_STORAGE_AUTO;
+        } else if (strcmp(value, "on") == 0) {
+            o->media_storage = KVS_MEDIA_STORAGE_ON;
+        } else {
+            fprintf(stderr, "camera: --media-storage expects auto or on, got %s\n", value);
+            return -1;
+        }
     } else if (strcmp(arg, "--stun") == 0) {
         if (strncmp(value, "stun://", 7) != 0) {
             fprintf(stderr, "camera: --stun expects stun://host:port, got %s\n", value);
@@ -956,6 +985,11 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (o->media_storage != KVS_MEDIA_STORAGE_OFF && !control_plane) {
+        fprintf(stderr, "camera: --media-storage needs the control-plane mode (--channel-name "
+                        "or --control-plane)\n");
+        return 2;
+    }
 
     gst_init(NULL, NULL);
     static const char *const needed[] = {"webrtcbin", "vp8enc", "rtpvp8pay", "videotestsrc",
@@ -1009,6 +1043,13 @@ int main(int argc, char **argv) {
     config.endpoint = endpoint;
     if (control_plane) {
         aws_apply(&aws, &config, channel_arn, credentials_from_environment);
+        config.media_storage = o->media_storage;
+        if (o->media_storage != KVS_MEDIA_STORAGE_OFF) {
+            say(stdout, "media storage: %s (JoinStorageSession after each connect%s)",
+                o->media_storage == KVS_MEDIA_STORAGE_ON ? "on" : "auto",
+                o->media_storage == KVS_MEDIA_STORAGE_AUTO ? " when the channel has it enabled"
+                                                           : "");
+        }
     }
     /* Candidates that overtake their offer wait in the library. */
     config.buffer_early_candidates = true;

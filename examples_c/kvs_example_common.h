@@ -518,6 +518,13 @@ static void print_metrics(const kvs_client_metrics *m) {
         (unsigned long long)m->messages_resent,
         (unsigned long long)m->pings_sent, (unsigned long long)m->go_aways,
         (unsigned long long)m->current_backoff_ms, (long long)m->clock_skew_ms);
+    if (m->storage_joins > 0) {
+        say(stdout, "metrics: storage: %llu join%s, last join %.3f ms, join -> storage offer "
+                    "%.3f ms%s",
+            (unsigned long long)m->storage_joins, m->storage_joins == 1 ? "" : "s",
+            (double)m->last_join_latency_us / 1e3, (double)m->time_to_storage_offer_us / 1e3,
+            m->time_to_storage_offer_us == 0 ? " (no offer yet)" : "");
+    }
 }
 
 /* ------------------------------------------------------------------------ */

@@ -19,7 +19,11 @@
 #      (its VIEWER path) and a Chromium viewer;
 #   6. the camera's bounds: --max-viewers refuses a viewer too many, a viewer
 #      that vanishes after its offer is closed when ICE fails or times out,
-#      and the freed slot serves the next viewer.
+#      and the freed slot serves the next viewer;
+#   7. WebRTC ingestion: the channel has media storage enabled and an aiortc
+#      process attached as its external storage peer (admin API); the camera
+#      with --media-storage on joins the storage session, answers the peer's
+#      offer, and the peer decodes its frames.
 #
 # Everything runs in a private network namespace (loopback plus a veth pair
 # with 198.18.0.1, so that the browser and libnice have a non-loopback host
@@ -28,7 +32,8 @@
 # Prerequisites (Debian): chromium, gstreamer1.0-plugins-bad, -plugins-good,
 # -plugins-base, gstreamer1.0-nice, libgstreamer-plugins-bad1.0-dev, node/npm
 # (puppeteer-core from tests/media/package-lock.json), iproute2, util-linux
-# (unshare); pip: aiortc (tests 4 and 5). When one is missing the tests are
+# (unshare); pip: aiortc (tests 4, 5, 6, 7), websockets (test 7; both
+# installed here when missing). When one is missing the tests are
 # skipped with a message, unless KVS_REQUIRE_MEDIA=1 (CI), which makes that a
 # failure.
 #
@@ -57,6 +62,7 @@ C_VIEWER="$ROOT/examples_c/viewer"
 DEMO_ACCESS_KEY=AKIAIOSFODNN7EXAMPLE
 DEMO_SECRET_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 AIORTC_VERSION=1.16.0
+WEBSOCKETS_VERSION=17.4
 # Small frames keep four encoders within two shared cores.
 CAMERA_VIDEO=(--width 320 --height 240 --fps 15)
 
@@ -66,7 +72,7 @@ BENCH_RUNS=""
 case "${1:-}" in
     "") ;;
     --bench) BENCH_RUNS="${2:?--bench needs a number of runs}" ;;
-    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
     *) echo "media-tests.sh: unknown argument $1" >&2; exit 2 ;;
 esac
 if [ "${KVS_MEDIA_IN_NETNS:-}" != 1 ] && [ -n "$BENCH_RUNS" ]; then
@@ -104,6 +110,10 @@ if [ "${KVS_MEDIA_IN_NETNS:-}" != 1 ]; then
     # The second WebRTC stack (tests 4 and 5), set up as the Python tests are.
     python3 -c 'import aiortc' 2>/dev/null || python3 -m pip install --quiet "aiortc==$AIORTC_VERSION" ||
         { echo "media tests: cannot install aiortc $AIORTC_VERSION (pip)"; echo "0 passed, 1 failed"; exit 1; }
+    # The storage peer's raw WebSocket (test 7).
+    python3 -c 'import websockets.asyncio.client' 2>/dev/null ||
+        python3 -m pip install --quiet "websockets==$WEBSOCKETS_VERSION" ||
+        { echo "media tests: cannot install websockets $WEBSOCKETS_VERSION (pip)"; echo "0 passed, 1 failed"; exit 1; }
     mkdir -p "$ARTIFACTS"
     if ! unshare --net true 2>/dev/null; then
         echo "media tests: cannot make a network namespace (unshare --net; needs root or user namespaces)"
@@ -357,6 +367,76 @@ camera_bounds() {
     grep -qx 'aiortc-viewer: ok' "$dir/next.log"
 }
 
+# admin_get PATH: GET from the emulator's admin endpoint, prints the answer.
+admin_get() {
+    python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+        "$CONTROL_PLANE/admin/$1"
+}
+
+# enable_storage CHANNEL STREAM_ARN: UpdateMediaStorageConfiguration through
+# the library (Python binding, SigV4 with the demo keys).
+enable_storage() {
+    AWS_ACCESS_KEY_ID="$DEMO_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$DEMO_SECRET_KEY" \
+        python3 - "$CONTROL_PLANE" "$1" "$2" <<'PY'
+import sys
+sys.path.insert(0, "python")
+import kvs_signaling as kvs
+control_plane, channel, stream = sys.argv[1:]
+with kvs.Client(kvs.Role.MASTER, None, None, use_control_plane=True, channel_name=channel,
+                control_plane_url=control_plane, region="us-west-2", credentials_from_env=True) as client:
+    client.set_media_storage(True, stream)
+    print("media storage of %s: %s" % (channel, client.media_storage()))
+PY
+}
+
+# 7. WebRTC ingestion: an aiortc storage peer attached through the admin API
+#    gets the camera's video. The peer connects first (the emulator tells it
+#    of joins while it is connected only), then the camera joins.
+storage_peer() {
+    local dir="$1" stream="arn:aws:kinesisvideo:us-west-2:123456789012:stream/cam-recording/1700000000000"
+    start_emulator "$dir" || return 1
+    enable_storage cam "$stream" || { echo "cannot enable media storage"; return 1; }
+    admin storage-peer '{"channel": "cam", "client_id": "aiortc-storage"}' >/dev/null ||
+        { echo "cannot attach the storage peer"; return 1; }
+    aiortc storage --channel cam --client-id aiortc-storage --frames 30 --timeout 20 >"$dir/storage.log" 2>&1 &
+    local peer_pid=$!
+    PIDS+=("$peer_pid")
+    wait_for "$dir/storage.log" 'waiting for STORAGE_JOIN' 10 || { cat "$dir/storage.log"; return 1; }
+    start_camera "$dir" --media-storage on || { wait "$peer_pid"; return 1; }
+    wait "$peer_pid"
+    local status=$?
+    cat "$dir/storage.log"
+    [ "$status" -eq 0 ] && grep -qx 'aiortc-storage: ok' "$dir/storage.log" || return 1
+    local frames
+    frames=$(python3 -c 'import json, sys; print(next(json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))["frames"])' \
+        "$dir/storage.log") || return 1
+    [ "$frames" -ge 30 ] || { echo "the storage peer decoded $frames frames, not 30"; return 1; }
+    # The camera joined, got the session's offer, and answered it.
+    grep -q 'camera: storage session joined' "$dir/camera.out" || { echo "the camera did not log the join"; return 1; }
+    grep -q "camera: storage session's offer received" "$dir/camera.out" ||
+        { echo "the camera did not log the storage offer"; return 1; }
+    grep -q 'viewer aiortc-storage: answer sent' "$dir/camera.out" ||
+        { echo "the camera did not answer the storage session"; return 1; }
+    # The emulator's report: the session is the external peer's and was joined.
+    admin_get storage-sessions >"$dir/sessions.json" || return 1
+    python3 - "$dir/sessions.json" <<'PY' || return 1
+import json, sys
+text = open(sys.argv[1]).read()
+cam = [s for s in json.loads(text)["sessions"] if s["channel"] == "cam"]
+assert len(cam) == 1, text
+s = cam[0]
+assert s["external"] is True and s["session_id"] == "aiortc-storage", s
+assert s["joins"] >= 1 and s["offers_sent"] >= 1 and s["active"] is True, s
+print("emulator: storage session %s (external), %d join(s), %d STORAGE_JOIN notice(s)"
+      % (s["session_id"], s["joins"], s["offers_sent"]))
+PY
+    # The camera's metrics at exit count the join and the time to the offer.
+    stop_pid "$CAM_PID"
+    grep 'metrics: storage' "$dir/camera.out"
+    grep -Eq 'metrics: storage: [1-9][0-9]* joins?, .* join -> storage offer [0-9.]+ ms$' "$dir/camera.out" ||
+        { echo "the camera's metrics do not show the join and the storage offer"; return 1; }
+}
+
 # The benchmark: time to first frame, medians over BENCH_RUNS viewers.
 bench() {
     local dir="$WORK/bench" i
@@ -457,6 +537,7 @@ run_test faults-during-video faults_during_video
 run_test aiortc-viewer aiortc_viewer
 run_test aiortc-master aiortc_master
 run_test camera-bounds camera_bounds
+run_test storage-peer storage_peer
 
 echo
 if ((failed > 0)); then

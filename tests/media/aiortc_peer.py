@@ -12,20 +12,39 @@ C library, through the Python binding (python/kvs_signaling).
       serves as MASTER: answers every viewer's offer with a live test pattern
       (colour bars with a moving band) until S seconds passed (default 60).
 
+  aiortc_peer.py storage --control-plane URL --channel NAME --client-id ID
+                         [--frames N] [--timeout S]
+      plays the channel's storage session (WebRTC ingestion) as the emulator's
+      external storage peer, attached beforehand with POST /admin/storage-peer
+      {"channel": NAME, "client_id": ID}. Its signaling is NOT the library: a
+      raw WebSocket (the `websockets` package) to the data plane as a viewer
+      with that client id, its URL from the emulator's /viewer/connect. On the
+      emulator-only frame {"messageType": "STORAGE_JOIN", "role": "MASTER"}
+      (the master called JoinStorageSession) it sends the master a recvonly
+      video offer without candidates, then trickles its candidates as
+      ICE_CANDIDATE messages, applies the master's answer and candidates, and
+      passes once N frames were decoded and the picture is not black. A
+      later join starts over with a new offer. The real service's session
+      offers H.264; this one offers VP8 only, the codec examples_c/camera
+      sends.
+
 Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the emulator's demo
 keys). The library's callbacks run on its dispatcher thread; they hand each
 message to the asyncio loop with call_soon_threadsafe, where aiortc runs.
-Prints "aiortc-viewer: ok" / "aiortc-master: ..." lines; exit status 0 only
-on success.
+Prints "aiortc-viewer: ok" / "aiortc-master: ..." / "aiortc-storage: ok"
+lines; exit status 0 only on success.
 """
 
 import argparse
 import asyncio
+import base64
 import fractions
 import json
 import os
 import sys
 import time
+import urllib.parse
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
@@ -34,6 +53,7 @@ import av  # noqa: E402
 from aiortc import (  # noqa: E402
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
     VideoStreamTrack,
 )
@@ -82,17 +102,22 @@ class Signaling:
         await asyncio.to_thread(self.client.close)
 
 
-def add_remote_candidate(pc, message):
-    """An ICE_CANDIDATE message -> pc.addIceCandidate (end-of-candidates skipped)."""
-    line = message.candidate or ""
+def add_candidate_line(pc, line, sdp_mid, sdp_mline_index):
+    """A candidate line -> pc.addIceCandidate (end-of-candidates skipped)."""
+    line = line or ""
     if line.startswith("a="):
         line = line[2:]
     if not line.startswith("candidate:"):
         return None
     candidate = candidate_from_sdp(line[len("candidate:"):])
-    candidate.sdpMid = message.sdp_mid
-    candidate.sdpMLineIndex = message.sdp_mline_index
+    candidate.sdpMid = sdp_mid
+    candidate.sdpMLineIndex = sdp_mline_index
     return pc.addIceCandidate(candidate)
+
+
+def add_remote_candidate(pc, message):
+    """An ICE_CANDIDATE message of the binding -> pc.addIceCandidate."""
+    return add_candidate_line(pc, message.candidate, message.sdp_mid, message.sdp_mline_index)
 
 
 def luma_stats(frame):
@@ -105,22 +130,15 @@ def luma_stats(frame):
     return bright / len(samples), sum(samples) / len(samples)
 
 
-async def run_viewer(args):
-    loop = asyncio.get_running_loop()
-    started = time.monotonic()
-    marks = {}
-
-    def mark(name):
-        marks.setdefault(name, round((time.monotonic() - started) * 1000, 1))
-
-    signaling = Signaling(loop, kvs.Role.VIEWER, args, client_id=args.client_id)
-    pc = RTCPeerConnection(NO_ICE_SERVERS)
+def watch_frames(pc, role, frames, mark):
+    """Decodes pc's incoming video; the event is set once `frames` frames came,
+    with the picture's size and brightness in the returned dict."""
     frames_seen = asyncio.Event()
     result = {}
 
     @pc.on("iceconnectionstatechange")
     def on_ice():
-        log("viewer", f"ICE {pc.iceConnectionState}")
+        log(role, f"ICE {pc.iceConnectionState}")
         if pc.iceConnectionState == "completed":
             mark("iceConnected")
 
@@ -136,13 +154,37 @@ async def run_viewer(args):
                 count += 1
                 if count == 1:
                     mark("firstFrame")
-                if count == args.frames:
+                if count == frames:
                     bright, mean = luma_stats(frame)
                     result.update(frames=count, size=f"{frame.width}x{frame.height}",
                                   nonBlackFraction=round(bright, 3), meanLuma=round(mean, 1))
                     frames_seen.set()
 
         asyncio.ensure_future(consume())
+
+    return frames_seen, result
+
+
+def verdict(role, result):
+    """0 if the decoded picture is not black (more than 20 % bright samples)."""
+    if result["nonBlackFraction"] <= 0.2:
+        log(role, f"FAILED: the picture is black ({result})")
+        return 1
+    log(role, "ok")
+    return 0
+
+
+async def run_viewer(args):
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    marks = {}
+
+    def mark(name):
+        marks.setdefault(name, round((time.monotonic() - started) * 1000, 1))
+
+    signaling = Signaling(loop, kvs.Role.VIEWER, args, client_id=args.client_id)
+    pc = RTCPeerConnection(NO_ICE_SERVERS)
+    frames_seen, result = watch_frames(pc, "viewer", args.frames, mark)
 
     try:
         await signaling.connect()
@@ -183,11 +225,7 @@ async def run_viewer(args):
         finally:
             pump_task.cancel()
         print(json.dumps({"stack": "aiortc", "clientId": args.client_id, "timings": marks, **result}), flush=True)
-        if result["nonBlackFraction"] <= 0.2:
-            log("viewer", f"FAILED: the picture is black ({result})")
-            return 1
-        log("viewer", "ok")
-        return 0
+        return verdict("viewer", result)
     finally:
         await pc.close()
         await signaling.close()
@@ -268,9 +306,144 @@ async def run_master(args):
     return 0
 
 
+def split_candidates(sdp):
+    """aiortc puts its gathered candidates into the SDP; for trickling they are
+    taken out: (the SDP without candidate lines, [(line, sdpMid, mline index)])."""
+    lines, candidates = [], []
+    index = -1
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            index += 1
+        elif line.startswith("a=candidate:"):
+            candidates.append((line[2:], index))
+            continue
+        elif line == "a=end-of-candidates":
+            continue
+        lines.append(line)
+    mids = [line[len("a=mid:"):] for line in lines if line.startswith("a=mid:")]
+    return "\r\n".join(lines) + "\r\n", [(c, mids[i] if i < len(mids) else None, i) for c, i in candidates]
+
+
+def data_plane_frame(action, payload):
+    """A viewer's frame to the master: the payload JSON in base64 (spec §6)."""
+    body = base64.b64encode(json.dumps(payload).encode()).decode()
+    return json.dumps({"action": action, "messagePayload": body})
+
+
+def viewer_url(control_plane, channel, client_id):
+    """The emulator's /viewer/connect: the data plane URL for a viewer with
+    `client_id`, presigned with the emulator's key (loopback callers only)."""
+    query = urllib.parse.urlencode({"channel": channel, "clientId": client_id})
+    with urllib.request.urlopen(f"{control_plane}/viewer/connect?{query}", timeout=10) as response:
+        return json.load(response)["url"]
+
+
+async def run_storage(args):
+    # Only this role needs it (pip: websockets, installed by scripts/media-tests.sh).
+    from websockets.asyncio.client import connect
+
+    started = time.monotonic()
+    marks = {}
+
+    def mark(name):
+        marks.setdefault(name, round((time.monotonic() - started) * 1000, 1))
+
+    url = await asyncio.to_thread(viewer_url, args.control_plane, args.channel, args.client_id)
+    session = {"pc": None, "pending": [], "joins": 0, "seen": None, "result": None}
+    frames_ready = asyncio.Event()
+
+    async def on_join(ws, notice):
+        session["joins"] += 1
+        mark("join")
+        log("storage", f"STORAGE_JOIN #{session['joins']} from the master of {notice.get('channelArn')}")
+        if session["pc"] is not None:  # the master joined again: start over
+            await session["pc"].close()
+        pc = RTCPeerConnection(NO_ICE_SERVERS)
+        session.update(pc=pc, pending=[])
+        seen, result = watch_frames(pc, "storage", args.frames, mark)
+        session.update(seen=seen, result=result)
+        asyncio.ensure_future(relay(seen))
+        transceiver = pc.addTransceiver("video", direction="recvonly")
+        vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
+        transceiver.setCodecPreferences(vp8)
+        await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers here
+        sdp, candidates = split_candidates(pc.localDescription.sdp)
+        await ws.send(data_plane_frame("SDP_OFFER", {"type": "offer", "sdp": sdp}))
+        mark("offerSent")
+        for line, mid, index in candidates:
+            await ws.send(data_plane_frame("ICE_CANDIDATE", {"candidate": line, "sdpMid": mid, "sdpMLineIndex": index}))
+        log("storage", f"offer sent (VP8, recvonly), then {len(candidates)} candidate(s)")
+
+    async def relay(seen):
+        await seen.wait()
+        if session["seen"] is seen:
+            frames_ready.set()
+
+    async def on_frame(ws, frame):
+        message = json.loads(frame)
+        kind = message.get("messageType")
+        if kind == "STORAGE_JOIN":
+            if message.get("role") == "MASTER":
+                await on_join(ws, message)
+            else:  # a viewer's JoinStorageSessionAsViewer: the external peer cannot reach viewers
+                log("storage", f"viewer join ignored: {message.get('clientId')}")
+            return
+        pc = session["pc"]
+        if pc is None:
+            log("storage", f"{kind} before any join; ignored")
+            return
+        if kind == "SDP_ANSWER":
+            answer = json.loads(base64.b64decode(message["messagePayload"]))
+            mark("answerReceived")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            for candidate in session["pending"]:
+                await add_candidate_line(pc, *candidate)
+            session["pending"] = []
+        elif kind == "ICE_CANDIDATE":
+            c = json.loads(base64.b64decode(message["messagePayload"]))
+            mark("firstRemoteCandidate")
+            candidate = (c.get("candidate"), c.get("sdpMid"), c.get("sdpMLineIndex"))
+            if pc.remoteDescription is None:
+                session["pending"].append(candidate)
+            else:
+                pending = add_candidate_line(pc, *candidate)
+                if pending is not None:
+                    await pending
+        else:
+            log("storage", f"{kind}: {json.dumps(message)[:200]}")
+
+    async def pump(ws):
+        async for frame in ws:
+            await on_frame(ws, frame)
+
+    try:
+        async with connect(url, compression=None, proxy=None, open_timeout=10) as ws:
+            mark("signalingConnected")
+            log("storage", f"connected as {args.client_id}; waiting for STORAGE_JOIN")
+            pump_task = asyncio.ensure_future(pump(ws))
+            try:
+                await asyncio.wait_for(asyncio.shield(frames_ready.wait()), args.timeout)
+            except asyncio.TimeoutError:
+                if pump_task.done() and pump_task.exception() is not None:
+                    log("storage", f"signaling failed: {pump_task.exception()!r}")
+                ice = session["pc"].iceConnectionState if session["pc"] else "no join"
+                log("storage", f"FAILED: {args.frames} frames not decoded within {args.timeout} s "
+                               f"({session['joins']} join(s), ICE {ice}; marks {marks})")
+                return 1
+            finally:
+                pump_task.cancel()
+            result = session["result"]
+            print(json.dumps({"stack": "aiortc", "role": "storage", "clientId": args.client_id,
+                              "joins": session["joins"], "timings": marks, **result}), flush=True)
+            return verdict("storage", result)
+    finally:
+        if session["pc"] is not None:
+            await session["pc"].close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("role", choices=["viewer", "master"])
+    parser.add_argument("role", choices=["viewer", "master", "storage"])
     parser.add_argument("--control-plane", required=True)
     parser.add_argument("--channel", required=True)
     parser.add_argument("--client-id", default=f"aiortc-viewer-{os.getpid()}")
@@ -279,7 +452,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--offer-only", action="store_true", help="viewer: leave right after the offer")
     args = parser.parse_args()
-    runner = run_viewer if args.role == "viewer" else run_master
+    runner = {"viewer": run_viewer, "master": run_master, "storage": run_storage}[args.role]
     sys.exit(asyncio.run(runner(args)))
 
 
