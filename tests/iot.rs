@@ -161,10 +161,14 @@ async fn refusals_of_the_credentials_provider_are_named() {
     let emulator = emulator(Duration::from_secs(60)).await;
     let other = emulator_with_another_ca().await;
     let dir = scratch("refusals");
-    let good = device(&emulator, &emulator, "camera-1", &dir);
+    let mut good = device(&emulator, &emulator, "camera-1", &dir);
+    good.user_agent_suffix = Some("acme-cam/2.1".to_owned());
 
     let credentials = IotCredentials::new(&good).unwrap().fetch_async().await.unwrap();
     assert!(credentials.access_key_id.starts_with("ASIA"), "{credentials:?}");
+    // The user-agent suffix goes on this request too.
+    let agents = emulator.user_agents().https;
+    assert!(agents.iter().any(|agent| agent.ends_with(" acme-cam/2.1")), "{agents:?}");
     assert!(credentials.session_token.is_some());
     let lifetime = credentials.expiry.unwrap().duration_since(std::time::SystemTime::now()).unwrap();
     assert!((Duration::from_secs(55)..=Duration::from_secs(61)).contains(&lifetime), "{lifetime:?}");

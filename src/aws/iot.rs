@@ -113,6 +113,9 @@ pub struct IotCredentialsConfig {
     /// The HTTPS proxy of the request (a `CONNECT` tunnel, the mutual TLS
     /// inside it), as for the client's other connections; default direct.
     pub proxy: ProxyConfig,
+    /// Appended to the library's `User-Agent`, as on the client's other
+    /// requests (1-256 printable ASCII characters).
+    pub user_agent_suffix: Option<String>,
 }
 
 impl IotCredentialsConfig {
@@ -134,6 +137,7 @@ impl IotCredentialsConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT,
             proxy: ProxyConfig::default(),
+            user_agent_suffix: None,
         }
     }
 
@@ -274,7 +278,11 @@ impl IotCredentials {
         };
         let tls = TlsClient::with_identity(config.ca_bundle.as_deref(), Some(&identity))?;
         let proxy = config.proxy.resolve_env().proxy()?.map(Arc::new);
+        if let Some(suffix) = &config.user_agent_suffix {
+            super::http::check_user_agent_suffix(suffix).map_err(AwsError::Config)?;
+        }
         let http = HttpClient::new(tls)
+            .with_user_agent(&super::http::user_agent(config.user_agent_suffix.as_deref()))
             .with_tcp_user_timeout(config.tcp_user_timeout)
             .with_proxy(proxy)
             .with_max_body_len(MAX_RESPONSE_LEN);

@@ -443,6 +443,9 @@ fn answer(shared: &Shared, request: &Request<Incoming>, thing: Option<&str>) -> 
     let Some(iot) = &shared.iot else {
         return refusal(StatusCode::NOT_FOUND, "no IoT endpoint");
     };
+    if let Some(user_agent) = request.headers().get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+        shared.saw_user_agent(false, user_agent);
+    }
     let path = request.uri().path();
     let alias = path.strip_prefix("/role-aliases/").and_then(|rest| rest.strip_suffix("/credentials"));
     let Some(alias) = alias.filter(|_| request.method() == Method::GET) else {

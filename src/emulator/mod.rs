@@ -497,7 +497,7 @@ pub struct EmulatorStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UserAgents {
-    /// On control-plane calls and GetIceServerConfig.
+    /// On control-plane calls, GetIceServerConfig and IoT credentials requests.
     pub https: Vec<String>,
     /// On WebSocket upgrades (admitted or refused).
     pub websocket: Vec<String>,

@@ -254,6 +254,7 @@ fn iot_credentials(config: &kvs_client_config, endpoint: &str) -> Result<IotCred
     let mut iot = IotCredentialsConfig::new(endpoint, &role_alias, thing.as_deref(), certificate, key);
     iot.ca_bundle = read(config.iot_ca_path, "iot_ca_path")?.map(PathBuf::from);
     iot.proxy = super::client::proxy_config(config)?;
+    iot.user_agent_suffix = read(config.user_agent_suffix, "user_agent_suffix")?.filter(|suffix| !suffix.is_empty());
     IotCredentials::new(&iot).map_err(|e| fail(aws_code(&e), e.to_string()))
 }
 
