@@ -62,7 +62,8 @@
 //! `X-Amz-Expires`, which may be up to 604800), `Credential should be scoped to a
 //! valid region, not '...'.`, `Missing Authentication Token`. A presigned URL
 //! must use the empty-payload hash (not `UNSIGNED-PAYLOAD`). The admin endpoints
-//! are never authenticated.
+//! are not SigV4-signed: they answer loopback peers, and others only with the
+//! admin token ([`AdminAccess`]).
 //!
 //! # AWS IoT credentials provider
 //!
