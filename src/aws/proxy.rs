@@ -25,7 +25,7 @@
 //! - The password never appears in a log line, an error text or `Debug`.
 //!
 //! The TCP options of the library (nodelay, the dead-link deadline of
-//! [`crate::tcp`]) apply to the socket to the proxy, which is the socket the
+//! `crate::tcp`) apply to the socket to the proxy, which is the socket the
 //! tunnel runs on.
 
 use super::AwsError;

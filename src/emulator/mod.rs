@@ -24,7 +24,7 @@
 //! | `POST /r-<hex>/v1/get-ice-server-config` | GetIceServerConfig on the HTTPS channel endpoint |
 //! | `POST /w-<hex>/joinStorageSession`, `/w-<hex>/joinStorageSessionAsViewer` | the joins on the WEBRTC endpoint (below) |
 //! | `GET /admin/stats`, `POST /admin/...` | test controls, below (loopback peers, others only with the admin token: [`AdminAccess`]) |
-//! | `GET /viewer?channel=NAME` | a browser viewer page that shows the master's video ([`viewer`]; with auth on, the emulator presigns the page's WebSocket URL itself, for loopback peers only) |
+//! | `GET /viewer?channel=NAME` | a browser viewer page that shows the master's video (`viewer` module; with auth on, the emulator presigns the page's WebSocket URL itself, for loopback peers only) |
 //!
 //! GetSignalingChannelEndpoint returns endpoints that point back at the emulator,
 //! using the host the request was sent to (its `Host` header, so a client that
