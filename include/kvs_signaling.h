@@ -49,97 +49,6 @@
 
 
 /**
- * Longest `statusResponse.errorType` and `statusResponse.statusCode` (spec §4.1).
- */
-#define MAX_ERROR_TYPE_LEN 256
-
-#if defined(KVS_FEATURE_EMULATOR)
-/**
- * The most distinct values kept per kind; later new ones are not recorded.
- */
-#define UserAgents_MAX 32
-#endif
-
-#if defined(KVS_FEATURE_EMULATOR)
-/**
- * Most issued keys remembered at once.
- */
-#define MAX_ISSUED 10000
-#endif
-
-/**
- * The most tags a channel takes (spec §7.2).
- */
-#define MAX_TAGS 50
-
-/**
- * The longest tag key (characters).
- */
-#define MAX_TAG_KEY 128
-
-/**
- * The longest tag value (characters).
- */
-#define MAX_TAG_VALUE 256
-
-/**
- * The longest user-agent suffix accepted (characters).
- */
-#define MAX_USER_AGENT_SUFFIX_LEN 256
-
-/**
- * Longest reply read from the credentials provider (16 KiB): a reply holds
- * a session token of a few KB.
- */
-#define MAX_RESPONSE_LEN (16 * 1024)
-
-/**
- * The longest reply head (status line and headers) read from a proxy.
- */
-#define MAX_PROXY_REPLY_HEAD (8 * 1024)
-
-/**
- * The longest URL a signer may return (8 KiB): a presigned URL with a
- * session token is about 1.5 KB.
- */
-#define MAX_SIGNED_URL_LEN 8192
-
-/**
- * The most headers a signer may return for one request.
- */
-#define MAX_SIGNED_HEADERS 16
-
-/**
- * The most bytes of header names and values a signer may return for one request (8 KiB).
- */
-#define MAX_SIGNED_HEADER_BYTES 8192
-
-/**
- * The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
- * the largest message of the spec (a 10,000-character payload in its
- * envelope, spec §7.1), small enough to be buffered whole per socket on firmware.
- */
-#define DEFAULT_MAX_INBOUND_FRAME_LEN (64 * 1024)
-
-/**
- * The least [`ClientConfig::max_inbound_frame_len`] accepted (16 KiB): the
- * largest message of the spec (about 10.6 KB) must fit.
- */
-#define MIN_INBOUND_FRAME_LEN (16 * 1024)
-
-/**
- * The most [`ClientConfig::max_inbound_frame_len`] accepted (1 MiB): a socket
- * buffers a whole message before the client sees it.
- */
-#define MAX_INBOUND_FRAME_LEN (1024 * 1024)
-
-/**
- * The default of [`ClientConfig::early_candidate_budget`] (256 KiB): about 250
- * candidates of a usual size (a 1 KB entry) held at once, over all peers.
- */
-#define DEFAULT_EARLY_CANDIDATE_BUDGET (256 * 1024)
-
-/**
  * Most URIs copied per ICE server by `kvs_client_get_ice_servers`.
  */
 #define KVS_MAX_ICE_URIS 8
@@ -168,6 +77,16 @@
 #define KVS_TCP_USER_TIMEOUT_OFF UINT32_MAX
 
 /**
+ * Default of `kvs_client_config.socket_buffer_bytes` (256 KiB).
+ */
+#define KVS_DEFAULT_SOCKET_BUFFER_BYTES (256 * 1024)
+
+/**
+ * `socket_buffer_bytes` value that leaves the system's buffer autotuning.
+ */
+#define KVS_SOCKET_BUFFER_SYSTEM UINT32_MAX
+
+/**
  * Default of `kvs_client_config.callback_backlog_messages`.
  */
 #define KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES 1024
@@ -180,7 +99,7 @@
 /**
  * The longest URL `kvs_sign_sink_set_url` accepts (bytes, without the NUL).
  */
-#define KVS_MAX_SIGNED_URL_LEN MAX_SIGNED_URL_LEN
+#define KVS_MAX_SIGNED_URL_LEN 8192
 
 /**
  * Result of every fallible function. `KVS_OK` is 0; error values are stable and
@@ -1122,6 +1041,14 @@ typedef struct kvs_client_config {
    * joining again, in ms; 0 means 30000; at least 1000.
    */
   uint32_t storage_offer_timeout_ms;
+  /**
+   * Bound of each socket's kernel receive and send buffers (`SO_RCVBUF`,
+   * `SO_SNDBUF`) in bytes, so that a peer cannot make the kernel hold more
+   * for the client while it pauses reading: 0 means
+   * KVS_DEFAULT_SOCKET_BUFFER_BYTES (256 KiB); 4096 to 16 MiB;
+   * KVS_SOCKET_BUFFER_SYSTEM leaves the system's autotuning.
+   */
+  uint32_t socket_buffer_bytes;
 } kvs_client_config;
 
 /**

@@ -40,6 +40,17 @@ const MAX_KEEPALIVE_SECS: u64 = 32_767;
 /// timeout does not end it first).
 const KEEPALIVE_PROBES: u32 = 2;
 
+/// Default bound of each client socket's kernel receive and send buffers
+/// (`SO_RCVBUF` / `SO_SNDBUF`): what a peer can make the kernel hold for us.
+/// Signaling messages are at most 64 KiB; without a bound Linux autotunes a
+/// receive buffer up to `tcp_rmem`'s maximum (6 MiB by default) while the
+/// client pauses reading for back-pressure.
+pub const DEFAULT_SOCKET_BUFFER: usize = 256 * 1024;
+/// Smallest socket buffer bound accepted.
+pub const MIN_SOCKET_BUFFER: usize = 4096;
+/// Largest socket buffer bound accepted.
+pub const MAX_SOCKET_BUFFER: usize = 16 * 1024 * 1024;
+
 /// Why a socket failed when the kernel gave up on its peer.
 pub const DEAD_LINK_TEXT: &str = "the peer stopped acknowledging (TCP user timeout)";
 
@@ -59,6 +70,17 @@ pub(crate) fn set_dead_link_deadline(tcp: &TcpStream, deadline: Duration) {
     }
     if let Err(e) = apply(&SockRef::from(tcp), deadline) {
         log!(Level::Warn, "client", "cannot set TCP keepalive / user timeout: {e}");
+    }
+}
+
+/// Bounds a connected socket's kernel receive and send buffers to `bytes`
+/// each (the kernel reserves about twice that for its bookkeeping); `None`
+/// leaves the system's autotuning. A refused option is logged and ignored.
+pub(crate) fn set_buffer_bound(tcp: &TcpStream, bytes: Option<usize>) {
+    let Some(bytes) = bytes else { return };
+    let socket = SockRef::from(tcp);
+    if let Err(e) = socket.set_recv_buffer_size(bytes).and_then(|()| socket.set_send_buffer_size(bytes)) {
+        log!(Level::Warn, "client", "cannot bound the socket buffers to {bytes} bytes: {e}");
     }
 }
 

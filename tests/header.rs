@@ -42,3 +42,38 @@ fn version_agrees_in_all_three_places() {
     assert!(runtime.starts_with(&format!("kvs-signaling {major}.{minor}.{patch} ")), "{runtime}");
     assert!(header.contains("((KVS_VERSION_MAJOR << 16) | (KVS_VERSION_MINOR << 8) | KVS_VERSION_PATCH)"));
 }
+
+/// Every name the header defines (macros, types, functions) is `kvs_`/`KVS_`
+/// prefixed, so none can clash with the firmware's own names.
+#[test]
+fn every_name_in_the_header_is_prefixed() {
+    let header = committed_header();
+    let word_before = |text: &str, end: usize| {
+        let start = text[..end].rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+        text[start..end].to_owned()
+    };
+    let mut names = Vec::new();
+    for line in header.lines() {
+        if let Some(rest) = line.strip_prefix("#define ") {
+            names.push(rest.split_whitespace().next().unwrap_or_default().to_owned());
+        } else if let Some(rest) = line.strip_prefix("} ").map(str::trim_start).filter(|rest| !rest.starts_with("//")) {
+            names.push(rest.trim_end_matches(';').trim().to_owned());
+        } else if line.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            if let Some(open) = line.find("(*") {
+                let close = line[open..].find(')').map_or(line.len(), |i| open + i);
+                names.push(word_before(line, close));
+            } else if let Some(open) = line.find('(') {
+                names.push(word_before(line, open));
+            } else if line.starts_with("typedef ") {
+                names.push(word_before(line, line.trim_end_matches(';').len()));
+            } else if line.starts_with("struct ") || line.starts_with("enum ") {
+                names.push(line.split_whitespace().nth(1).unwrap_or_default().to_owned());
+            }
+        }
+    }
+    assert!(names.len() > 80, "the scan found only {} names", names.len());
+    names.retain(|name| !name.is_empty());
+    let foreign: Vec<&String> =
+        names.iter().filter(|name| !(name.starts_with("kvs_") || name.starts_with("KVS_"))).collect();
+    assert!(foreign.is_empty(), "names without the kvs_/KVS_ prefix in the header: {foreign:?}");
+}

@@ -310,6 +310,7 @@ class kvs_client_config(Structure):
         ("iot_ca_path", c_char_p),
         ("media_storage", c_uint32),
         ("storage_offer_timeout_ms", c_uint32),
+        ("socket_buffer_bytes", c_uint32),
     ]
 
 

@@ -161,6 +161,10 @@ pub struct ControlPlaneConfig {
     /// [`crate::client::DEFAULT_TCP_USER_TIMEOUT`] (5 s); zero leaves the
     /// system defaults. In a client, `ClientConfig::tcp_user_timeout` replaces it.
     pub tcp_user_timeout: Duration,
+    /// Bound of each socket's kernel receive and send buffers (default
+    /// [`crate::client::DEFAULT_SOCKET_BUFFER`], 256 KiB); `None` leaves the
+    /// system's autotuning. In a client, `ClientConfig::socket_buffer` replaces it.
+    pub socket_buffer: Option<usize>,
     /// The HTTPS proxy of every call (`CONNECT` tunnels), or direct
     /// connections (the default); the environment, when it opts in, is read
     /// once by [`ControlPlane::new`]. In a client, `ClientConfig::proxy`
@@ -192,6 +196,7 @@ impl ControlPlaneConfig {
             ca_bundle: None,
             request_timeout: Duration::from_secs(10),
             tcp_user_timeout: crate::tcp::DEFAULT_TCP_USER_TIMEOUT,
+            socket_buffer: Some(crate::tcp::DEFAULT_SOCKET_BUFFER),
             proxy: ProxyConfig::default(),
             credentials,
             credentials_refresh_margin: CachingCredentials::DEFAULT_MARGIN,
@@ -211,6 +216,7 @@ impl fmt::Debug for ControlPlaneConfig {
             .field("ca_bundle", &self.ca_bundle)
             .field("request_timeout", &self.request_timeout)
             .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("socket_buffer", &self.socket_buffer)
             .field("proxy", &self.proxy)
             .field("credentials_refresh_margin", &self.credentials_refresh_margin)
             .field("signer", &self.signer)
@@ -443,6 +449,7 @@ impl ControlPlane {
         }
         let http = HttpClient::new(tls)
             .with_tcp_user_timeout(config.tcp_user_timeout)
+            .with_socket_buffer(config.socket_buffer)
             .with_proxy(proxy)
             .with_user_agent(&super::http::user_agent(config.user_agent_suffix.as_deref()));
         let control_plane = ControlPlane::from_parts(&config.region, &url, http, credentials, config.request_timeout);

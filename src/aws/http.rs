@@ -152,6 +152,13 @@ impl HttpClient {
         self
     }
 
+    /// The same client bounding its sockets' kernel buffers to `bytes` each
+    /// (`None`: the system's autotuning).
+    pub fn with_socket_buffer(mut self, bytes: Option<usize>) -> HttpClient {
+        self.dialer = self.dialer.with_socket_buffer(bytes);
+        self
+    }
+
     /// The same client connecting through `proxy` (`None`: directly).
     pub fn with_proxy(mut self, proxy: Option<Arc<Proxy>>) -> HttpClient {
         self.dialer = self.dialer.with_proxy(proxy);

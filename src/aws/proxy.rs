@@ -477,6 +477,8 @@ fn ip_matches(address: IpAddr, entry: &str) -> bool {
 pub struct Dialer {
     proxy: Option<Arc<Proxy>>,
     tcp_user_timeout: Duration,
+    /// Bound of the kernel socket buffers; `None` leaves the system's.
+    socket_buffer: Option<usize>,
 }
 
 /// How [`Dialer::dial`] reached a host.
@@ -514,7 +516,14 @@ impl Dialer {
     /// Direct connections whose sockets get the dead-link deadline
     /// `tcp_user_timeout` (zero: the system defaults).
     pub fn new(tcp_user_timeout: Duration) -> Dialer {
-        Dialer { proxy: None, tcp_user_timeout }
+        Dialer { proxy: None, tcp_user_timeout, socket_buffer: Some(crate::tcp::DEFAULT_SOCKET_BUFFER) }
+    }
+
+    /// The same dialer bounding each socket's kernel receive and send buffers
+    /// to `bytes` (`None`: the system's autotuning).
+    pub fn with_socket_buffer(mut self, bytes: Option<usize>) -> Dialer {
+        self.socket_buffer = bytes;
+        self
     }
 
     /// The same dialer through `proxy` (`None`: directly).
@@ -541,6 +550,7 @@ impl Dialer {
     pub async fn dial(&self, host: &str, port: u16) -> Result<(TcpStream, Route), AwsError> {
         if let Some(proxy) = self.proxy.as_ref().filter(|p| !p.bypasses(host)) {
             let tcp = proxy.tunnel(host, port, self.tcp_user_timeout).await.map_err(AwsError::Proxy)?;
+            crate::tcp::set_buffer_bound(&tcp, self.socket_buffer);
             return Ok((tcp, Route::Tunnel(proxy.clone())));
         }
         let target = host_port(host, port);
@@ -549,6 +559,7 @@ impl Dialer {
             .map_err(|e| AwsError::Network(format!("cannot connect to {target}: {e}")))?;
         let _ = tcp.set_nodelay(true);
         crate::tcp::set_dead_link_deadline(&tcp, self.tcp_user_timeout);
+        crate::tcp::set_buffer_bound(&tcp, self.socket_buffer);
         Ok((tcp, Route::Direct))
     }
 }
@@ -560,6 +571,28 @@ mod tests {
 
     fn no_proxy(list: &str) -> NoProxy {
         NoProxy::parse(list)
+    }
+
+    /// The kernel buffers of a dialed socket are bounded (Linux reports twice
+    /// the bound, its bookkeeping included); `None` leaves autotuning.
+    #[tokio::test]
+    async fn dialed_sockets_have_bounded_kernel_buffers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let deadline = crate::tcp::DEFAULT_TCP_USER_TIMEOUT;
+        let sizes = |tcp: &TcpStream| {
+            let socket = socket2::SockRef::from(tcp);
+            (socket.recv_buffer_size().unwrap(), socket.send_buffer_size().unwrap())
+        };
+        let (small, _) =
+            Dialer::new(deadline).with_socket_buffer(Some(16 * 1024)).dial("127.0.0.1", port).await.unwrap();
+        let (default, _) = Dialer::new(deadline).dial("127.0.0.1", port).await.unwrap();
+        let (system, _) = Dialer::new(deadline).with_socket_buffer(None).dial("127.0.0.1", port).await.unwrap();
+        let (small, default, system) = (sizes(&small), sizes(&default), sizes(&system));
+        assert!(small.0 <= 2 * 16 * 1024 && small.1 <= 2 * 16 * 1024, "{small:?}");
+        let bound = 2 * crate::tcp::DEFAULT_SOCKET_BUFFER;
+        assert!(default.0 <= bound && default.1 <= bound && default.0 > small.0, "{default:?}");
+        assert!(system.0 > small.0, "autotuned {system:?} vs bounded {small:?}");
     }
 
     #[test]

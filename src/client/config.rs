@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use crate::tcp::DEFAULT_TCP_USER_TIMEOUT;
+pub use crate::tcp::{DEFAULT_SOCKET_BUFFER, DEFAULT_TCP_USER_TIMEOUT, MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER};
 
 /// The default of [`ClientConfig::max_inbound_frame_len`] (64 KiB): six times
 /// the largest message of the spec (a 10,000-character payload in its
@@ -80,6 +80,12 @@ pub struct ClientConfig {
     /// (at least 1 s). Default [`DEFAULT_TCP_USER_TIMEOUT`] (5 s); zero turns
     /// both off (the system defaults apply, the ping remains).
     pub tcp_user_timeout: Duration,
+    /// Bound of each socket's kernel receive and send buffers (`SO_RCVBUF`,
+    /// `SO_SNDBUF`), so that a peer cannot make the kernel hold more for the
+    /// client while it pauses reading: default [`DEFAULT_SOCKET_BUFFER`]
+    /// (256 KiB), [`MIN_SOCKET_BUFFER`] to [`MAX_SOCKET_BUFFER`]; `None`
+    /// leaves the system's autotuning (up to `tcp_rmem`'s maximum).
+    pub socket_buffer: Option<usize>,
     /// Age at which the client opens a new socket and switches to it, before the
     /// service's own maximum connection duration ends the old one.
     pub max_connection_age: Duration,
@@ -322,6 +328,7 @@ impl ClientConfig {
             ping_interval: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(10),
             tcp_user_timeout: DEFAULT_TCP_USER_TIMEOUT,
+            socket_buffer: Some(DEFAULT_SOCKET_BUFFER),
             max_connection_age: Duration::from_secs(55 * 60),
             pacing: Pacing { sdp_per_second: 5, ice_per_second: 20 },
             buffer_early_candidates: false,
@@ -450,6 +457,13 @@ impl ClientConfig {
                 self.max_inbound_frame_len
             ));
         }
+        if let Some(bytes) = self.socket_buffer
+            && !(MIN_SOCKET_BUFFER..=MAX_SOCKET_BUFFER).contains(&bytes)
+        {
+            return invalid(format!(
+                "socket buffer bound {bytes} is outside {MIN_SOCKET_BUFFER}-{MAX_SOCKET_BUFFER} bytes"
+            ));
+        }
         let positive = [
             ("send queue timeout", self.send_queue_timeout),
             ("initial backoff", self.backoff.initial),
@@ -506,6 +520,7 @@ impl ClientConfig {
     pub(super) fn control_plane_config(&self, aws: &AwsConfig) -> ControlPlaneConfig {
         let mut control_plane = aws.control_plane.clone();
         control_plane.tcp_user_timeout = self.tcp_user_timeout;
+        control_plane.socket_buffer = self.socket_buffer;
         if control_plane.ca_bundle.is_none() {
             control_plane.ca_bundle = self.ca_bundle.clone();
         }
@@ -560,6 +575,8 @@ mod tests {
             ClientConfig { connect_timeout: Duration::ZERO, ..ClientConfig::master(ARN, "ws://h") },
             ClientConfig { max_inbound_frame_len: 1000, ..ClientConfig::master(ARN, "ws://h") },
             ClientConfig { max_inbound_frame_len: 2 << 20, ..ClientConfig::master(ARN, "ws://h") },
+            ClientConfig { socket_buffer: Some(1000), ..ClientConfig::master(ARN, "ws://h") },
+            ClientConfig { socket_buffer: Some(64 << 20), ..ClientConfig::master(ARN, "ws://h") },
         ];
         for config in cases {
             assert!(matches!(config.validate(), Err(ClientError::InvalidConfig(_))), "{config:?}");

@@ -23,8 +23,8 @@ mod target;
 pub use backlog::{Backlog, DEFAULT_BACKLOG_BYTES, DEFAULT_BACKLOG_EVENTS, EventReceiver, event_size};
 pub use config::{
     AwsConfig, Backoff, ClientConfig, DEFAULT_EARLY_CANDIDATE_BUDGET, DEFAULT_MAX_INBOUND_FRAME_LEN,
-    DEFAULT_TCP_USER_TIMEOUT, MAX_INBOUND_FRAME_LEN, MIN_INBOUND_FRAME_LEN, MIN_STORAGE_OFFER_TIMEOUT,
-    MediaStorageMode, Pacing, PresignedUrl, region_of_arn,
+    DEFAULT_SOCKET_BUFFER, DEFAULT_TCP_USER_TIMEOUT, MAX_INBOUND_FRAME_LEN, MAX_SOCKET_BUFFER, MIN_INBOUND_FRAME_LEN,
+    MIN_SOCKET_BUFFER, MIN_STORAGE_OFFER_TIMEOUT, MediaStorageMode, Pacing, PresignedUrl, region_of_arn,
 };
 pub use error::ClientError;
 pub use events::{

@@ -192,7 +192,9 @@ impl Target {
             let direct = DirectTarget {
                 url: connect_url(config),
                 tls,
-                dialer: Dialer::new(config.tcp_user_timeout).with_proxy(proxy.map(Arc::new)),
+                dialer: Dialer::new(config.tcp_user_timeout)
+                    .with_proxy(proxy.map(Arc::new))
+                    .with_socket_buffer(config.socket_buffer),
                 presigned: Mutex::new(config.presigned_url.clone()),
                 signer,
             };

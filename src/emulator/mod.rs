@@ -504,10 +504,12 @@ pub struct UserAgents {
     pub websocket: Vec<String>,
 }
 
-impl UserAgents {
-    /// The most distinct values kept per kind; later new ones are not recorded.
-    pub const MAX: usize = 32;
+/// The most distinct user agents [`UserAgents`] keeps per kind; later new
+/// ones are not recorded. (A free constant: cbindgen would put an associated
+/// one into the C header.)
+pub const MAX_USER_AGENTS: usize = 32;
 
+impl UserAgents {
     fn record(&mut self, websocket: bool, user_agent: &str) {
         let list = if websocket { &mut self.websocket } else { &mut self.https };
         let mut cut = user_agent.len().min(512);
@@ -515,7 +517,7 @@ impl UserAgents {
             cut -= 1;
         }
         let user_agent = &user_agent[..cut];
-        if list.len() < UserAgents::MAX && !list.iter().any(|seen| seen == user_agent) {
+        if list.len() < MAX_USER_AGENTS && !list.iter().any(|seen| seen == user_agent) {
             list.push(user_agent.to_owned());
         }
     }
@@ -1038,7 +1040,7 @@ impl Emulator {
     }
 
     /// The distinct `User-Agent` headers of the requests served so far (at
-    /// most [`UserAgents::MAX`] of each kind, each cut to 512 bytes).
+    /// most [`MAX_USER_AGENTS`] of each kind, each cut to 512 bytes).
     pub fn user_agents(&self) -> UserAgents {
         lock(&self.shared.user_agents).clone()
     }

@@ -373,6 +373,12 @@ pub struct kvs_client_config {
     /// How long the storage session's offer is awaited after a join before
     /// joining again, in ms; 0 means 30000; at least 1000.
     pub storage_offer_timeout_ms: u32,
+    /// Bound of each socket's kernel receive and send buffers (`SO_RCVBUF`,
+    /// `SO_SNDBUF`) in bytes, so that a peer cannot make the kernel hold more
+    /// for the client while it pauses reading: 0 means
+    /// KVS_DEFAULT_SOCKET_BUFFER_BYTES (256 KiB); 4096 to 16 MiB;
+    /// KVS_SOCKET_BUFFER_SYSTEM leaves the system's autotuning.
+    pub socket_buffer_bytes: u32,
 }
 
 /// `kvs_client_config.media_storage`.
@@ -385,6 +391,13 @@ pub enum kvs_media_storage {
 
 /// `tcp_user_timeout_ms` value that leaves the system's TCP defaults alone.
 pub const KVS_TCP_USER_TIMEOUT_OFF: u32 = u32::MAX;
+
+/// Default of `kvs_client_config.socket_buffer_bytes` (256 KiB).
+pub const KVS_DEFAULT_SOCKET_BUFFER_BYTES: u32 = 256 * 1024;
+/// `socket_buffer_bytes` value that leaves the system's buffer autotuning.
+pub const KVS_SOCKET_BUFFER_SYSTEM: u32 = u32::MAX;
+// The C default is the Rust API's (cbindgen needs a literal).
+const _: () = assert!(KVS_DEFAULT_SOCKET_BUFFER_BYTES as usize == crate::client::DEFAULT_SOCKET_BUFFER);
 
 /// Default of `kvs_client_config.callback_backlog_messages`.
 pub const KVS_DEFAULT_CALLBACK_BACKLOG_MESSAGES: u32 = 1024;
@@ -471,6 +484,7 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         iot_ca_path: ptr::null(),
         media_storage: kvs_media_storage::Off as u32,
         storage_offer_timeout_ms: 0,
+        socket_buffer_bytes: 0,
     }
 }
 
@@ -878,6 +892,11 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
         0 => out.tcp_user_timeout,
         KVS_TCP_USER_TIMEOUT_OFF => Duration::ZERO,
         ms => Duration::from_millis(u64::from(ms)),
+    };
+    out.socket_buffer = match config.socket_buffer_bytes {
+        0 => out.socket_buffer,
+        KVS_SOCKET_BUFFER_SYSTEM => None,
+        bytes => Some(bytes as usize),
     };
     out.resend_unconfirmed_sdp = !config.report_unconfirmed_sdp;
     if config.max_inbound_frame_len > 0 {

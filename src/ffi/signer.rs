@@ -19,7 +19,9 @@ use std::sync::Weak;
 use std::time::UNIX_EPOCH;
 
 /// The longest URL `kvs_sign_sink_set_url` accepts (bytes, without the NUL).
-pub const KVS_MAX_SIGNED_URL_LEN: usize = MAX_SIGNED_URL_LEN;
+pub const KVS_MAX_SIGNED_URL_LEN: usize = 8192;
+// The C constant is the Rust one (cbindgen needs a literal).
+const _: () = assert!(KVS_MAX_SIGNED_URL_LEN == MAX_SIGNED_URL_LEN);
 /// What a signer request counts for in the client's callback backlog.
 const SIGN_JOB_BYTES: usize = 256;
 
