@@ -108,7 +108,10 @@ async fn iot_credentials_expire_are_revoked_and_refused_as_expired_without_losin
     master.wait_reconnected(1).await;
     viewer.wait_reconnected(1).await;
     let after_revocation = emulator.stats();
-    assert!(after_revocation.auth_failures >= 2, "both refused once: {after_revocation:?}");
+    // A client whose background refresh was in flight at the revocation
+    // reconnects with fresh keys unrefused; the other one is refused (both
+    // are in the expiry phase below, which no refresh can dodge).
+    assert!(after_revocation.auth_failures >= 1, "a client refused with revoked keys: {after_revocation:?}");
     assert!(after_revocation.iot_credentials_issued > issued, "new keys after the refusal");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
