@@ -107,12 +107,12 @@ async fn iot_credentials_expire_are_revoked_and_refused_as_expired_without_losin
     assert_eq!(emulator.drop_connections(&Target::all()), 2);
     master.wait_reconnected(1).await;
     viewer.wait_reconnected(1).await;
+    // A client whose background refresh happens to run between the
+    // revocation and its reconnect comes back with fresh keys unrefused, so
+    // the refusals here depend on timing (CI once saw none); the refusal of
+    // revoked keys is pinned down by `revoked_keys_are_refused_then_replaced`.
     let after_revocation = emulator.stats();
-    // A client whose background refresh was in flight at the revocation
-    // reconnects with fresh keys unrefused; the other one is refused (both
-    // are in the expiry phase below, which no refresh can dodge).
-    assert!(after_revocation.auth_failures >= 1, "a client refused with revoked keys: {after_revocation:?}");
-    assert!(after_revocation.iot_credentials_issued > issued, "new keys after the refusal");
+    assert!(after_revocation.iot_credentials_issued > issued, "new keys after the revocation");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // 3. Expired by the service's clock (a device clock behind the
@@ -144,6 +144,44 @@ async fn iot_credentials_expire_are_revoked_and_refused_as_expired_without_losin
     for peer in [&master, &viewer] {
         assert!(peer.metrics().reconnects >= 6, "{}: {:?}", peer.name, peer.metrics());
     }
+    master.client.disconnect(Duration::from_secs(1)).await;
+    viewer.client.disconnect(Duration::from_secs(1)).await;
+    emulator.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Keys that live far longer than the test are never refreshed in the
+/// background, so after a revocation both clients must present revoked keys,
+/// be refused (403), fetch new ones, sign again and reconnect, with every
+/// accepted number delivered or reported failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_keys_are_refused_then_replaced() {
+    let emulator = emulator(Duration::from_secs(600)).await;
+    let dir = scratch("revoked");
+    let master = Peer::new("master", via_iot(&emulator, &device(&emulator, &emulator, "camera-1", &dir), None));
+    let viewer =
+        Peer::new("viewer", via_iot(&emulator, &device(&emulator, &emulator, "viewer-app", &dir), Some(VIEWER_ID)));
+    master.client.connect().await.unwrap();
+    viewer.client.connect().await.unwrap();
+    let mut to_viewer = Stream::start(&master.client, "m", Some(VIEWER_ID), PERIOD);
+    let mut to_master = Stream::start(&viewer.client, "v", None, PERIOD);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = emulator.stats();
+    assert_eq!((before.iot_credentials_issued, before.auth_failures), (2, 0), "{before:?}");
+
+    assert_eq!(emulator.revoke_iot_credentials(), 2);
+    assert_eq!(emulator.drop_connections(&Target::all()), 2);
+    master.wait_reconnected(1).await;
+    viewer.wait_reconnected(1).await;
+    let after = emulator.stats();
+    assert!(after.auth_failures >= 2, "each client presented its revoked key once: {after:?}");
+    assert_eq!(after.iot_credentials_issued, 4, "one new key per client: {after:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let outcome = finish(&master, &viewer, &mut to_viewer, &mut to_master).await;
+    outcome.assert_nothing_failed();
+    outcome.assert_lost_only_near_drops();
+    assert_all_reached_the_emulator(&emulator, (&master, &viewer), [&to_viewer, &to_master]);
     master.client.disconnect(Duration::from_secs(1)).await;
     viewer.client.disconnect(Duration::from_secs(1)).await;
     emulator.shutdown().await;
