@@ -2,8 +2,9 @@
 //! by channel name, presigned connect, ICE servers, endpoint cache, clock skew,
 //! and every failure with its own error.
 
+mod common;
+
 use kvs_signaling::aws::{AwsError, ControlPlaneConfig, CreateChannel, Credentials, StaticCredentials};
-use kvs_signaling::client::EventReceiver;
 use kvs_signaling::client::{AwsConfig, Client, ClientConfig, ClientError, ClientEvent, ConnectionState};
 use kvs_signaling::emulator::{ControlPlaneFault, Emulator, EmulatorConfig, TlsSetting};
 use kvs_signaling::protocol::MessageType;
@@ -45,18 +46,6 @@ fn config(channel: &str, client_id: Option<&str>, aws: AwsConfig) -> ClientConfi
     ClientConfig { connect_timeout: Duration::from_secs(5), ..ClientConfig::via_control_plane(channel, client_id, aws) }
 }
 
-async fn next_matching<T>(events: &mut EventReceiver, mut pick: impl FnMut(ClientEvent) -> Option<T>) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(found) = pick(events.recv().await.expect("sink alive")) {
-                return found;
-            }
-        }
-    })
-    .await
-    .expect("event in time")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_by_name_over_tls_with_sigv4_and_exchange() {
     let emulator = secure_emulator(Duration::from_secs(300)).await;
@@ -66,7 +55,7 @@ async fn bootstrap_by_name_over_tls_with_sigv4_and_exchange() {
     viewer.connect().await.unwrap();
 
     viewer.send_sdp_offer(None, "v=0 over tls", None).unwrap();
-    let offer = next_matching(&mut master_events, |e| match e {
+    let offer = common::next_matching(&mut master_events, WAIT, |e| match e {
         ClientEvent::Message(m) => Some(m),
         _ => None,
     })
@@ -76,7 +65,7 @@ async fn bootstrap_by_name_over_tls_with_sigv4_and_exchange() {
     // The ICE servers arrive on their own, in parallel with the socket: possibly
     // before the answer, so note them while waiting for it.
     let mut ice_count = None;
-    let answer = next_matching(&mut viewer_events, |e| match e {
+    let answer = common::next_matching(&mut viewer_events, WAIT, |e| match e {
         ClientEvent::Message(m) => Some(m),
         ClientEvent::IceServersChanged { count } => {
             ice_count = Some(count);
@@ -89,7 +78,7 @@ async fn bootstrap_by_name_over_tls_with_sigv4_and_exchange() {
     let count = match ice_count {
         Some(count) => count,
         None => {
-            next_matching(&mut viewer_events, |e| match e {
+            common::next_matching(&mut viewer_events, WAIT, |e| match e {
                 ClientEvent::IceServersChanged { count } => Some(count),
                 _ => None,
             })
@@ -239,20 +228,20 @@ async fn ice_servers_are_refreshed_before_their_ttl_and_on_request() {
     let (client, mut events) = Client::new(config("cam-1", Some("ice-watcher"), aws(&emulator, SECRET))).unwrap();
     client.connect().await.unwrap();
     let ice_event = |e| matches!(e, ClientEvent::IceServersChanged { .. }).then_some(());
-    next_matching(&mut events, ice_event).await;
+    common::next_matching(&mut events, WAIT, ice_event).await;
     let first_password = client.ice_servers()[0].password.clone();
-    next_matching(&mut events, ice_event).await;
+    common::next_matching(&mut events, WAIT, ice_event).await;
     let calls = emulator.stats().control_plane.get_ice_server_config;
     assert!(calls >= 2, "refreshed before the TTL ran out ({calls} calls)");
     assert_ne!(client.ice_servers()[0].password, first_password, "fresh TURN credentials");
 
     // RECONNECT_ICE_SERVER: the application hears of it, and the list is fetched again at once.
     emulator.send_reconnect_ice_server(&kvs_signaling::emulator::Target::all());
-    next_matching(&mut events, |e| {
+    common::next_matching(&mut events, WAIT, |e| {
         matches!(e, ClientEvent::ServiceNotice(MessageType::ReconnectIceServer)).then_some(())
     })
     .await;
-    next_matching(&mut events, ice_event).await;
+    common::next_matching(&mut events, WAIT, ice_event).await;
     emulator.shutdown().await;
 }
 

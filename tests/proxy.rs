@@ -6,10 +6,10 @@
 //! the no-proxy list and the environment opt-in; the password in no error
 //! text and no log line.
 
+mod common;
 mod proxy_support;
 
 use kvs_signaling::aws::{ControlPlaneConfig, Credentials, ProxyConfig, ProxyError, StaticCredentials};
-use kvs_signaling::client::EventReceiver;
 use kvs_signaling::client::{
     AwsConfig, Backoff, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, StateReason,
 };
@@ -97,18 +97,6 @@ fn direct(emulator: &Emulator, proxy: ProxyConfig) -> ClientConfig {
     config
 }
 
-async fn next_matching<T>(events: &mut EventReceiver, mut pick: impl FnMut(ClientEvent) -> Option<T>) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(found) = pick(events.recv().await.expect("sink alive")) {
-                return found;
-            }
-        }
-    })
-    .await
-    .expect("event in time")
-}
-
 /// The error of one connect with `config`.
 async fn connect_error(config: ClientConfig) -> ClientError {
     let (client, _events) = Client::new(config).unwrap();
@@ -132,7 +120,7 @@ async fn every_connection_tunnels_through_an_authenticating_proxy() {
     viewer.connect().await.unwrap();
 
     viewer.send_sdp_offer(None, "v=0 through the proxy", None).unwrap();
-    let offer = next_matching(&mut master_events, |e| match e {
+    let offer = common::next_matching(&mut master_events, WAIT, |e| match e {
         ClientEvent::Message(m) => Some(m),
         _ => None,
     })
@@ -142,7 +130,7 @@ async fn every_connection_tunnels_through_an_authenticating_proxy() {
     // GetIceServerConfig runs in the background, through the proxy as well;
     // its result may come before the answer.
     let mut ice_servers = false;
-    let answer = next_matching(&mut viewer_events, |e| match e {
+    let answer = common::next_matching(&mut viewer_events, WAIT, |e| match e {
         ClientEvent::Message(m) => Some(m),
         ClientEvent::IceServersChanged { .. } => {
             ice_servers = true;
@@ -153,7 +141,10 @@ async fn every_connection_tunnels_through_an_authenticating_proxy() {
     .await;
     assert_eq!(answer.message_type, MessageType::SdpAnswer);
     if !ice_servers {
-        next_matching(&mut viewer_events, |e| matches!(e, ClientEvent::IceServersChanged { .. }).then_some(())).await;
+        common::next_matching(&mut viewer_events, WAIT, |e| {
+            matches!(e, ClientEvent::IceServersChanged { .. }).then_some(())
+        })
+        .await;
     }
 
     // Per client: DescribeSignalingChannel, GetSignalingChannelEndpoint, the
@@ -235,7 +226,7 @@ async fn a_proxy_that_is_down_is_retried_until_it_comes_up() {
     // and the log line of each failed attempt name the proxy.
     let (client, mut events) = Client::new(direct(&emulator, setting)).unwrap();
     client.start().unwrap();
-    let reason = next_matching(&mut events, |e| match e {
+    let reason = common::next_matching(&mut events, WAIT, |e| match e {
         ClientEvent::State(change) => match change.reason {
             StateReason::ConnectFailed(reason) => Some(reason),
             _ => None,
@@ -258,7 +249,7 @@ async fn a_proxy_that_is_down_is_retried_until_it_comes_up() {
     .await
     .expect("three failed attempts logged");
     let proxy = Tinyproxy::start_on(port, &format!("BasicAuth {PROXY_USER} {PROXY_PASSWORD}"));
-    next_matching(&mut events, |e| match e {
+    common::next_matching(&mut events, WAIT, |e| match e {
         ClientEvent::State(change) if change.state == ConnectionState::Connected => Some(()),
         _ => None,
     })

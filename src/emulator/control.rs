@@ -38,18 +38,22 @@ pub(super) async fn handle(shared: &Arc<Shared>, operation: Operation, request: 
         shared.log(format_args!("{} answered with an injected {status}", operation.name()));
         return HttpError::injected(status, error_type, "injected fault").into_response();
     }
+    // Parsed once: the rate limit looks up the channel a call names, the
+    // operation reads its members (a body that is not a JSON object is
+    // refused after the rate limit, as an unnamed call).
+    let input = parse_object(&body);
     let checked = authenticate(shared, &parts.method, &parts.uri, &parts.headers, &body)
-        .and_then(|()| throttle(shared, operation, &body));
+        .and_then(|()| throttle(shared, operation, input.as_ref().ok()))
+        .and(input);
     let answer = match operation {
         // 200 with an empty body; the offer follows through the data plane.
         Operation::JoinStorageSession | Operation::JoinStorageSessionAsViewer => checked
-            .and_then(|()| parse_object(&body))
             .and_then(|input| storage::check_join(shared, &input, operation == Operation::JoinStorageSessionAsViewer))
             .map(|join| {
                 storage::join(shared, join);
                 None
             }),
-        _ => checked.and_then(|()| answer(shared, operation, &parts.headers, &body)).map(Some),
+        _ => checked.and_then(|input| answer(shared, operation, &parts.headers, &input)).map(Some),
     };
     match answer {
         Ok(Some(output)) => json_response(StatusCode::OK, &output),
@@ -63,11 +67,11 @@ pub(super) async fn handle(shared: &Arc<Shared>, operation: Operation, request: 
 
 /// Refuses a call over the control-plane rate limits (spec §7.2) while quotas
 /// are on: per account, and per channel for a call that names an existing one.
-fn throttle(shared: &Shared, operation: Operation, body: &[u8]) -> Result<(), HttpError> {
+fn throttle(shared: &Shared, operation: Operation, input: Option<&JsonObject>) -> Result<(), HttpError> {
     if !shared.limits().quotas {
         return Ok(());
     }
-    let channel = parse_object(body).ok().and_then(|input| {
+    let channel = input.and_then(|input| {
         let named = ["ChannelARN", "ResourceARN", "channelArn"].iter().find_map(|key| input.get(*key)?.as_str());
         let registry = lock(&shared.registry);
         match named {
@@ -85,22 +89,22 @@ fn throttle(shared: &Shared, operation: Operation, body: &[u8]) -> Result<(), Ht
     ))
 }
 
-/// The reply to an authenticated request for `operation`, from its headers and body.
+/// The reply to an authenticated request for `operation`, from its headers and
+/// its body's JSON object.
 pub(super) fn answer(
     shared: &Shared,
     operation: Operation,
     headers: &HeaderMap,
-    body: &[u8],
+    input: &JsonObject,
 ) -> Result<Value, HttpError> {
-    let input = parse_object(body)?;
     let host = request_host(shared, headers);
     match operation {
-        Operation::CreateSignalingChannel => create(shared, &input),
-        Operation::DescribeSignalingChannel => find(shared, &input).map(|info| json!({"ChannelInfo": describe(&info)})),
-        Operation::GetSignalingChannelEndpoint => endpoints(shared, &input, &host),
-        Operation::DeleteSignalingChannel => delete(shared, &input),
-        Operation::ListSignalingChannels => list(shared, &input),
-        Operation::DescribeMediaStorageConfiguration => find(shared, &input).map(|info| {
+        Operation::CreateSignalingChannel => create(shared, input),
+        Operation::DescribeSignalingChannel => find(shared, input).map(|info| json!({"ChannelInfo": describe(&info)})),
+        Operation::GetSignalingChannelEndpoint => endpoints(shared, input, &host),
+        Operation::DeleteSignalingChannel => delete(shared, input),
+        Operation::ListSignalingChannels => list(shared, input),
+        Operation::DescribeMediaStorageConfiguration => find(shared, input).map(|info| {
             let storage = &info.media_storage;
             let status = if storage.enabled { "ENABLED" } else { "DISABLED" };
             let mut configuration = json!({ "Status": status });
@@ -109,16 +113,16 @@ pub(super) fn answer(
             }
             json!({ "MediaStorageConfiguration": configuration })
         }),
-        Operation::UpdateMediaStorageConfiguration => update_media_storage(shared, &input),
+        Operation::UpdateMediaStorageConfiguration => update_media_storage(shared, input),
         Operation::JoinStorageSession | Operation::JoinStorageSessionAsViewer => {
             // Checked only: the join itself needs the emulator's tasks (see `handle`).
-            storage::check_join(shared, &input, operation == Operation::JoinStorageSessionAsViewer).map(|_| json!({}))
+            storage::check_join(shared, input, operation == Operation::JoinStorageSessionAsViewer).map(|_| json!({}))
         }
-        Operation::GetIceServerConfig => ice_servers(shared, &input, &host),
-        Operation::UpdateSignalingChannel => update(shared, &input),
-        Operation::TagResource => tag(shared, &input),
-        Operation::UntagResource => untag(shared, &input),
-        Operation::ListTagsForResource => list_tags(shared, &input),
+        Operation::GetIceServerConfig => ice_servers(shared, input, &host),
+        Operation::UpdateSignalingChannel => update(shared, input),
+        Operation::TagResource => tag(shared, input),
+        Operation::UntagResource => untag(shared, input),
+        Operation::ListTagsForResource => list_tags(shared, input),
     }
 }
 

@@ -77,3 +77,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The first event of `events` that `pick` maps to a value, within `timeout`
+/// (panics when none comes).
+pub async fn next_matching<T>(
+    events: &mut kvs_signaling::client::EventReceiver,
+    timeout: Duration,
+    mut pick: impl FnMut(kvs_signaling::client::ClientEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(timeout, async {
+        loop {
+            if let Some(found) = pick(events.recv().await.expect("event sink alive")) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("event in time")
+}
