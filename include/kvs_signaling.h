@@ -484,14 +484,17 @@ typedef uint32_t kvs_media_storage;
 typedef struct kvs_client kvs_client;
 
 /**
- * Where the credentials callback puts what it fetched; valid during the
- * callback only. Opaque.
+ * Where the credentials callback puts what it fetched; valid while the
+ * callback runs (from any thread). A sink kept after its callback returned
+ * is refused with KVS_ERR_INVALID_ARGUMENT, never read. Opaque.
  */
 typedef struct kvs_credentials_sink kvs_credentials_sink;
 
 /**
- * Where the signer callback puts its answer; valid during the callback
- * only. Opaque.
+ * Where the signer callback puts its answer; valid while the callback runs
+ * (sink calls from other threads meanwhile are serialized). A sink kept
+ * after its callback returned is refused with KVS_ERR_INVALID_ARGUMENT,
+ * never read. Opaque.
  */
 typedef struct kvs_sign_sink kvs_sign_sink;
 
@@ -1198,10 +1201,10 @@ extern "C" {
  * (0: they do not expire). The strings are copied.
  *
  * Ownership: `sink` is the pointer the callback received; the strings are
- * borrowed for the call. Threading: only inside the callback.
+ * borrowed for the call. Threading: while the callback runs, from any thread.
  *
  * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_CREDENTIALS (an empty or oversized
- * key).
+ * key), KVS_ERR_INVALID_ARGUMENT (`sink` is not the sink of a running callback).
  */
 kvs_result kvs_credentials_sink_set(struct kvs_credentials_sink *sink,
                                     const char *access_key_id,
@@ -1667,12 +1670,13 @@ kvs_result kvs_shutdown(uint32_t timeout_ms);
  * the same code, whatever the callback returns.
  *
  * Ownership: `sink` is the pointer the callback received; `url` is borrowed
- * for the call. Threading: only inside the callback.
+ * for the call. Threading: while the callback runs, from any thread.
  *
  * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_ARGUMENT (the request
- * is not for a URL), KVS_ERR_SIGNER_TOO_LONG (over KVS_MAX_SIGNED_URL_LEN bytes).
+ * is not for a URL, or `sink` is not the sink of a running callback), KVS_ERR_SIGNER_TOO_LONG (over KVS_MAX_SIGNED_URL_LEN bytes).
  */
-kvs_result kvs_sign_sink_set_url(struct kvs_sign_sink *sink, const char *url);
+kvs_result kvs_sign_sink_set_url(struct kvs_sign_sink *sink,
+                                 const char *url);
 
 /**
  * Adds one header to the signed request from inside a `kvs_signer_callback`
@@ -1683,10 +1687,10 @@ kvs_result kvs_sign_sink_set_url(struct kvs_sign_sink *sink, const char *url);
  * call being signed with the same code, whatever the callback returns.
  *
  * Ownership: `sink` is the pointer the callback received; the strings are
- * borrowed for the call. Threading: only inside the callback.
+ * borrowed for the call. Threading: while the callback runs, from any thread.
  *
  * Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_ARGUMENT (the request
- * is not for headers), KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL (a header that is
+ * is not for headers, or `sink` is not the sink of a running callback), KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL (a header that is
  * not valid HTTP or may not be set).
  */
 kvs_result kvs_sign_sink_add_header(struct kvs_sign_sink *sink,

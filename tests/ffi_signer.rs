@@ -42,6 +42,9 @@ enum Mode {
     TooLong,
     Refuse,
     Silent,
+    /// Signs, but answers through the sink from a thread of its own (the
+    /// callback waits for it).
+    FromAnotherThread,
 }
 
 /// The "backend", owned by the test (leaked for the process).
@@ -52,6 +55,8 @@ struct Backend {
     threads: Mutex<Vec<String>>,
     /// The code `kvs_sign_sink_set_url` returned last.
     sink_code: Mutex<Option<kvs_result>>,
+    /// The sink of the last URL request, kept (wrongly) past its callback.
+    kept_sink: AtomicUsize,
 }
 
 fn text(ptr: *const c_char) -> Option<String> {
@@ -111,7 +116,13 @@ unsafe extern "C" fn backend_sign(
         _ => signed,
     };
     let url = CString::new(url).unwrap();
-    let code = kvs_sign_sink_set_url(sink, url.as_ptr());
+    backend.kept_sink.store(sink as usize, Ordering::SeqCst);
+    let code = if mode == Mode::FromAnotherThread {
+        let sink = sink as usize;
+        std::thread::spawn(move || kvs_sign_sink_set_url(sink as *mut kvs_sign_sink, url.as_ptr())).join().unwrap()
+    } else {
+        kvs_sign_sink_set_url(sink, url.as_ptr())
+    };
     *backend.sink_code.lock().unwrap() = Some(code);
     KVS_OK as u32
 }
@@ -123,6 +134,7 @@ fn backend() -> &'static Backend {
         requests: AtomicUsize::new(0),
         threads: Mutex::new(Vec::new()),
         sink_code: Mutex::new(None),
+        kept_sink: AtomicUsize::new(0),
     }))
 }
 
@@ -247,6 +259,7 @@ fn a_signer_callback_answer_that_cannot_be_used_is_a_named_code() {
         (Mode::TooLong, KVS_ERR_SIGNER_TOO_LONG),
         (Mode::Refuse, KVS_ERR_SIGNER_FAILED),
         (Mode::Silent, KVS_ERR_SIGNER_FAILED),
+        (Mode::FromAnotherThread, KVS_OK),
     ];
     for (mode, expected) in cases {
         *backend.mode.lock().unwrap() = mode;
@@ -263,6 +276,16 @@ fn a_signer_callback_answer_that_cannot_be_used_is_a_named_code() {
             assert_eq!(*backend.sink_code.lock().unwrap(), Some(KVS_ERR_SIGNER_TOO_LONG));
         }
         kvs_client_free(client);
+    }
+    // A sink kept after its callback returned, or a pointer that never was a
+    // sink, is refused without being read.
+    let url = c"wss://h/?a=b";
+    let kept = backend.kept_sink.load(Ordering::SeqCst) as *mut kvs_sign_sink;
+    assert!(!kept.is_null());
+    for stale in [kept, ptr::dangling_mut::<u64>().cast::<kvs_sign_sink>()] {
+        assert_eq!(kvs_sign_sink_set_url(stale, url.as_ptr()), KVS_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("not the sink of a running callback"), "{}", last_error());
+        assert_eq!(kvs_sign_sink_add_header(stale, c"x-a".as_ptr(), c"b".as_ptr()), KVS_ERR_INVALID_ARGUMENT);
     }
 }
 

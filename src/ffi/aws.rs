@@ -5,6 +5,7 @@
 use super::client::{kvs_client, kvs_client_config, open_handle};
 use super::dispatch::Lane;
 use super::result::{aws_code, fail};
+use super::sink::LiveSinks;
 use super::{arg_str, boundary, copy_prefix, require_non_null, write_out_str};
 use crate::aws::{
     AwsError, ControlPlaneConfig, CreateChannel, Credentials, CredentialsProvider, EndpointVariant, EnvCredentials,
@@ -24,21 +25,25 @@ const CREDENTIALS_CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a credentials request counts for in the client's callback backlog.
 const CREDENTIALS_JOB_BYTES: usize = 128;
 
-/// Where the credentials callback puts what it fetched; valid during the
-/// callback only. Opaque.
+/// Where the credentials callback puts what it fetched; valid while the
+/// callback runs (from any thread). A sink kept after its callback returned
+/// is refused with KVS_ERR_INVALID_ARGUMENT, never read. Opaque.
 pub struct kvs_credentials_sink {
     credentials: Option<Credentials>,
 }
+
+/// The sinks of credentials callbacks running now.
+static LIVE_SINKS: LiveSinks = LiveSinks::new();
 
 /// Hands credentials to the library from inside a `kvs_credentials_callback`.
 /// `session_token` may be NULL; `expiry_unix_s` is when they stop working
 /// (0: they do not expire). The strings are copied.
 ///
 /// Ownership: `sink` is the pointer the callback received; the strings are
-/// borrowed for the call. Threading: only inside the callback.
+/// borrowed for the call. Threading: while the callback runs, from any thread.
 ///
 /// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_CREDENTIALS (an empty or oversized
-/// key).
+/// key), KVS_ERR_INVALID_ARGUMENT (`sink` is not the sink of a running callback).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_credentials_sink_set(
     sink: *mut kvs_credentials_sink,
@@ -71,9 +76,10 @@ pub extern "C" fn kvs_credentials_sink_set(
         if let Err(e) = credentials.check() {
             return fail(KVS_ERR_CREDENTIALS, e.to_string());
         }
-        // SAFETY: checked non-NULL; the library made this sink for the callback.
-        unsafe { (*sink).credentials = Some(credentials) };
-        KVS_OK
+        LIVE_SINKS.with(sink, |sink| {
+            sink.credentials = Some(credentials);
+            KVS_OK
+        })
     })
 }
 
@@ -132,7 +138,9 @@ impl CredentialsProvider for CallbackCredentials {
             let outcome = match callbacks.credentials {
                 // SAFETY: the application's callback; `sink` lives for the call.
                 // Its return value is a plain integer, checked below.
-                Some(cb) => kvs_result::from_u32(unsafe { cb(callbacks.userdata, &mut sink) }),
+                Some(cb) => {
+                    kvs_result::from_u32(LIVE_SINKS.lend(&mut sink, |sink| unsafe { cb(callbacks.userdata, sink) }))
+                }
                 None => Some(KVS_ERR_CREDENTIALS),
             };
             let _ = reply.send((outcome, sink.credentials));

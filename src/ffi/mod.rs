@@ -14,6 +14,7 @@ mod dispatch;
 mod global;
 mod result;
 mod signer;
+mod sink;
 
 pub use aws::*;
 pub use client::*;

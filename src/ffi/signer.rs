@@ -6,6 +6,7 @@
 use super::client::Callbacks;
 use super::dispatch::{Kind, Lane};
 use super::result::fail;
+use super::sink::LiveSinks;
 use super::{arg_str, boundary, require_non_null};
 use crate::aws::signer::{MAX_SIGNED_HEADER_BYTES, MAX_SIGNED_HEADERS, MAX_SIGNED_URL_LEN};
 use crate::aws::{HttpSignRequest, RequestSigner, SignerError, WssSignRequest};
@@ -78,8 +79,10 @@ pub struct kvs_sign_request {
     pub body_len: usize,
 }
 
-/// Where the signer callback puts its answer; valid during the callback
-/// only. Opaque.
+/// Where the signer callback puts its answer; valid while the callback runs
+/// (sink calls from other threads meanwhile are serialized). A sink kept
+/// after its callback returned is refused with KVS_ERR_INVALID_ARGUMENT,
+/// never read. Opaque.
 pub struct kvs_sign_sink {
     kind: u32,
     url: Option<String>,
@@ -106,6 +109,9 @@ pub type kvs_signer_callback = Option<
     ) -> u32,
 >;
 
+/// The sinks of signer callbacks running now.
+static LIVE_SINKS: LiveSinks = LiveSinks::new();
+
 impl kvs_sign_sink {
     fn refuse(&mut self, error: SignerError) -> kvs_result {
         let code = super::result::signer_code(&error);
@@ -122,32 +128,32 @@ impl kvs_sign_sink {
 /// the same code, whatever the callback returns.
 ///
 /// Ownership: `sink` is the pointer the callback received; `url` is borrowed
-/// for the call. Threading: only inside the callback.
+/// for the call. Threading: while the callback runs, from any thread.
 ///
 /// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_ARGUMENT (the request
-/// is not for a URL), KVS_ERR_SIGNER_TOO_LONG (over KVS_MAX_SIGNED_URL_LEN bytes).
+/// is not for a URL, or `sink` is not the sink of a running callback), KVS_ERR_SIGNER_TOO_LONG (over KVS_MAX_SIGNED_URL_LEN bytes).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_sign_sink_set_url(sink: *mut kvs_sign_sink, url: *const c_char) -> kvs_result {
     boundary(|| {
         require_non_null!(sink, "sink");
         require_non_null!(url, "url");
-        // SAFETY: checked non-NULL; the library made this sink for the callback.
-        let sink = unsafe { &mut *sink };
-        if sink.kind != kvs_sign_kind::WssUrl as u32 {
-            return fail(KVS_ERR_INVALID_ARGUMENT, "this request asks for headers (kvs_sign_sink_add_header)");
-        }
-        // SAFETY: NUL-terminated, as the header requires; scanned up to the bound + 1.
-        match unsafe { arg_str(url, "url", MAX_SIGNED_URL_LEN, KVS_ERR_SIGNER_TOO_LONG) } {
-            Ok(Some(url)) => {
-                sink.url = Some(url.to_owned());
-                KVS_OK
+        LIVE_SINKS.with(sink, |sink| {
+            if sink.kind != kvs_sign_kind::WssUrl as u32 {
+                return fail(KVS_ERR_INVALID_ARGUMENT, "this request asks for headers (kvs_sign_sink_add_header)");
             }
-            Ok(None) => fail(KVS_ERR_NULL_PARAMETER, "url must not be NULL"),
-            Err(KVS_ERR_SIGNER_TOO_LONG) => {
-                sink.refuse(SignerError::TooLong { len: MAX_SIGNED_URL_LEN + 1, max: MAX_SIGNED_URL_LEN })
+            // SAFETY: NUL-terminated, as the header requires; scanned up to the bound + 1.
+            match unsafe { arg_str(url, "url", MAX_SIGNED_URL_LEN, KVS_ERR_SIGNER_TOO_LONG) } {
+                Ok(Some(url)) => {
+                    sink.url = Some(url.to_owned());
+                    KVS_OK
+                }
+                Ok(None) => fail(KVS_ERR_NULL_PARAMETER, "url must not be NULL"),
+                Err(KVS_ERR_SIGNER_TOO_LONG) => {
+                    sink.refuse(SignerError::TooLong { len: MAX_SIGNED_URL_LEN + 1, max: MAX_SIGNED_URL_LEN })
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        }
+        })
     })
 }
 
@@ -159,10 +165,10 @@ pub extern "C" fn kvs_sign_sink_set_url(sink: *mut kvs_sign_sink, url: *const c_
 /// call being signed with the same code, whatever the callback returns.
 ///
 /// Ownership: `sink` is the pointer the callback received; the strings are
-/// borrowed for the call. Threading: only inside the callback.
+/// borrowed for the call. Threading: while the callback runs, from any thread.
 ///
 /// Errors: KVS_ERR_NULL_PARAMETER, KVS_ERR_INVALID_UTF8, KVS_ERR_INVALID_ARGUMENT (the request
-/// is not for headers), KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL (a header that is
+/// is not for headers, or `sink` is not the sink of a running callback), KVS_ERR_SIGNER_TOO_LONG, KVS_ERR_SIGNER_INVALID_URL (a header that is
 /// not valid HTTP or may not be set).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_sign_sink_add_header(
@@ -174,33 +180,33 @@ pub extern "C" fn kvs_sign_sink_add_header(
         require_non_null!(sink, "sink");
         require_non_null!(name, "name");
         require_non_null!(value, "value");
-        // SAFETY: checked non-NULL; the library made this sink for the callback.
-        let sink = unsafe { &mut *sink };
-        if sink.kind != kvs_sign_kind::HttpRequest as u32 {
-            return fail(KVS_ERR_INVALID_ARGUMENT, "this request asks for a URL (kvs_sign_sink_set_url)");
-        }
-        let read = |ptr, what| {
-            // SAFETY: NUL-terminated strings, as the header requires.
-            unsafe { arg_str(ptr, what, MAX_SIGNED_HEADER_BYTES, KVS_ERR_SIGNER_TOO_LONG) }
-        };
-        let (name, value) = match (read(name, "name"), read(value, "value")) {
-            (Ok(Some(name)), Ok(Some(value))) => (name.to_owned(), value.to_owned()),
-            (Err(KVS_ERR_SIGNER_TOO_LONG), _) | (_, Err(KVS_ERR_SIGNER_TOO_LONG)) => {
-                let max = MAX_SIGNED_HEADER_BYTES;
-                return sink.refuse(SignerError::TooLong { len: max + 1, max });
+        LIVE_SINKS.with(sink, |sink| {
+            if sink.kind != kvs_sign_kind::HttpRequest as u32 {
+                return fail(KVS_ERR_INVALID_ARGUMENT, "this request asks for a URL (kvs_sign_sink_set_url)");
             }
-            (Err(code), _) | (_, Err(code)) => return code,
-            _ => return fail(KVS_ERR_NULL_PARAMETER, "name and value must not be NULL"),
-        };
-        let mut headers = sink.headers.clone();
-        headers.push((name, value));
-        match crate::aws::signer::check_signed_headers(&headers) {
-            Ok(()) => {
-                sink.headers = headers;
-                KVS_OK
+            let read = |ptr, what| {
+                // SAFETY: NUL-terminated strings, as the header requires.
+                unsafe { arg_str(ptr, what, MAX_SIGNED_HEADER_BYTES, KVS_ERR_SIGNER_TOO_LONG) }
+            };
+            let (name, value) = match (read(name, "name"), read(value, "value")) {
+                (Ok(Some(name)), Ok(Some(value))) => (name.to_owned(), value.to_owned()),
+                (Err(KVS_ERR_SIGNER_TOO_LONG), _) | (_, Err(KVS_ERR_SIGNER_TOO_LONG)) => {
+                    let max = MAX_SIGNED_HEADER_BYTES;
+                    return sink.refuse(SignerError::TooLong { len: max + 1, max });
+                }
+                (Err(code), _) | (_, Err(code)) => return code,
+                _ => return fail(KVS_ERR_NULL_PARAMETER, "name and value must not be NULL"),
+            };
+            let mut headers = sink.headers.clone();
+            headers.push((name, value));
+            match crate::aws::signer::check_signed_headers(&headers) {
+                Ok(()) => {
+                    sink.headers = headers;
+                    KVS_OK
+                }
+                Err(error) => sink.refuse(error),
             }
-            Err(error) => sink.refuse(error),
-        }
+        })
     })
 }
 
@@ -269,7 +275,7 @@ impl OwnedRequest {
         };
         // SAFETY: the application's callback; `view`, its strings and `sink`
         // live for the call. Its return value is a plain integer, checked.
-        let code = unsafe { callback(callbacks.userdata, &view, &mut sink) };
+        let code = LIVE_SINKS.lend(&mut sink, |sink| unsafe { callback(callbacks.userdata, &view, sink) });
         (kvs_result::from_u32(code), sink)
     }
 }

@@ -1262,6 +1262,7 @@ struct cred_probe {
     int calls;
     int on_main_thread;
     struct recorded_rc null_sink, null_key, null_secret, empty_key, empty_secret, bad_utf8, good;
+    kvs_credentials_sink *kept; /* the sink, wrongly kept past the callback */
 };
 static struct cred_probe g_cred;
 
@@ -1302,6 +1303,7 @@ static uint32_t cred_callback(void *userdata, kvs_credentials_sink *sink) {
     c->empty_secret = r.empty_secret;
     c->bad_utf8 = r.bad_utf8;
     c->good = r.good;
+    c->kept = sink;
     pthread_mutex_unlock(&g_lock);
     return KVS_OK;
 }
@@ -1565,6 +1567,9 @@ static void test_control_plane_offline(void) {
                      &seen.bad_utf8, KVS_ERR_INVALID_UTF8);
             judge_rc(__LINE__, "kvs_credentials_sink_set(valid, with token and expiry)",
                      &seen.good, KVS_OK);
+            /* The callback has returned: its sink is refused, never written. */
+            EXPECT_RC(KVS_ERR_INVALID_ARGUMENT,
+                      kvs_credentials_sink_set(seen.kept, "AKIDX", "secret", NULL, 0));
         }
         EXPECT_RC(KVS_OK, kvs_client_free(client));
         EXPECT_FREED_NOW(&p);

@@ -357,11 +357,20 @@ pub async fn finish(master: &Peer, viewer: &Peer, to_viewer: &mut Stream, to_mas
     to_viewer.stop().await;
     to_master.stop().await;
     for peer in [master, viewer] {
-        wait_until(&format!("{}'s queue to empty and its sends confirmed", peer.name), WAIT, || {
+        let deadline = Instant::now() + WAIT;
+        loop {
             let metrics = peer.metrics();
-            metrics.messages_queued == 0 && metrics.messages_unconfirmed == 0
-        })
-        .await;
+            if metrics.messages_queued == 0 && metrics.messages_unconfirmed == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {}'s queue to empty and its sends confirmed: {metrics:?}, states {:?}",
+                peer.name,
+                peer.states()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     // The last number of each direction comes after every fault: it must arrive
     // (or be reported failed), and anything before it was either in order before
