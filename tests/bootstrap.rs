@@ -4,7 +4,9 @@
 
 mod common;
 
-use kvs_signaling::aws::{AwsError, ControlPlaneConfig, CreateChannel, Credentials, StaticCredentials};
+use kvs_signaling::aws::{
+    AwsError, ControlPlaneConfig, CreateChannel, Credentials, MediaStorageConfiguration, StaticCredentials,
+};
 use kvs_signaling::client::{AwsConfig, Client, ClientConfig, ClientError, ClientEvent, ConnectionState};
 use kvs_signaling::emulator::{ControlPlaneFault, Emulator, EmulatorConfig, TlsSetting};
 use kvs_signaling::protocol::MessageType;
@@ -270,5 +272,26 @@ async fn a_refused_upgrade_never_shows_the_token_or_signature() {
         assert!(!shown.contains(secret), "{secret} shown in {shown}");
     }
     let _ = std::fs::remove_file(&cache);
+    emulator.shutdown().await;
+}
+
+/// The calls made outside a connection (media storage) share one control
+/// plane, made on the first of them: its CA bundle is read once, so they go
+/// on after the file is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_storage_calls_share_one_control_plane() {
+    let emulator = secure_emulator(Duration::from_secs(300)).await;
+    let (client, _events) = Client::new(config("cam-1", None, aws(&emulator, SECRET))).unwrap();
+    let disabled = MediaStorageConfiguration { enabled: false, stream_arn: None };
+    assert_eq!(client.media_storage().await.unwrap(), disabled);
+    std::fs::remove_file(emulator.ca_path().unwrap()).unwrap();
+    let stream = "arn:aws:kinesisvideo:us-west-2:123456789012:stream/cam-rec/1700000000000";
+    let enabled = MediaStorageConfiguration { enabled: true, stream_arn: Some(stream.into()) };
+    client.set_media_storage(&enabled).await.expect("the control plane of the first call is reused");
+    assert_eq!(client.media_storage().await.unwrap(), enabled);
+    // A new client reads the (missing) CA file again, and says so.
+    let refused = Client::new(config("cam-1", None, aws(&emulator, SECRET))).err().expect("no CA file");
+    assert!(matches!(&refused, ClientError::InvalidConfig(m) if m.contains("CA bundle")), "{refused}");
+    assert_eq!(emulator.stats().control_plane.describe_media_storage_configuration, 2);
     emulator.shutdown().await;
 }

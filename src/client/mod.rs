@@ -33,7 +33,7 @@ pub use events::{
 pub use metrics::Metrics;
 pub use target::ICE_REFRESH_MIN_INTERVAL;
 
-use crate::aws::{ChannelRef, MediaStorageConfiguration};
+use crate::aws::{ChannelRef, ControlPlane, MediaStorageConfiguration};
 use crate::protocol::{Action, IceCandidate, OutboundMessage, Role, SdpType, SessionDescription, encode_payload};
 use metrics::Counters;
 use queue::Outgoing;
@@ -59,6 +59,10 @@ pub struct Client {
     counters: Arc<Counters>,
     supervisor: Mutex<Option<SupervisorHandle>>,
     ice: Arc<IceState>,
+    /// The control plane of the calls made outside a connection
+    /// ([`Client::media_storage`], [`Client::set_media_storage`]): made on the
+    /// first such call (CA file, TLS, proxy from the environment) and kept.
+    control_plane: Mutex<Option<Arc<ControlPlane>>>,
     correlation_prefix: String,
     next_correlation: AtomicU64,
 }
@@ -92,6 +96,7 @@ impl Client {
             counters: Arc::new(Counters::default()),
             supervisor: Mutex::new(None),
             ice: Arc::default(),
+            control_plane: Mutex::new(None),
             correlation_prefix,
             next_correlation: AtomicU64::new(1),
         })
@@ -155,7 +160,7 @@ impl Client {
     /// (its credentials, signer, proxy, CA bundle); independent of the
     /// connection. Needs [`AwsConfig`].
     pub async fn media_storage(&self) -> Result<MediaStorageConfiguration, ClientError> {
-        let (control_plane, channel) = target::one_off_control_plane(&self.config)?;
+        let (control_plane, channel) = self.control_plane()?;
         Ok(control_plane.describe_media_storage(&channel).await?)
     }
 
@@ -164,12 +169,22 @@ impl Client {
     /// before any call), or disabled. A client in `Auto` mode notices the
     /// change on its next connect. Needs [`AwsConfig`].
     pub async fn set_media_storage(&self, configuration: &MediaStorageConfiguration) -> Result<(), ClientError> {
-        let (control_plane, channel) = target::one_off_control_plane(&self.config)?;
+        let (control_plane, channel) = self.control_plane()?;
         let arn = match channel {
             ChannelRef::Arn(arn) => arn,
             ChannelRef::Name(name) => control_plane.describe_channel(Some(&name), None).await?.arn,
         };
         Ok(control_plane.update_media_storage(&arn, configuration).await?)
+    }
+
+    /// The control plane of the calls made outside a connection, and the channel.
+    fn control_plane(&self) -> Result<(Arc<ControlPlane>, ChannelRef), ClientError> {
+        let mut cached = self.control_plane.lock().unwrap_or_else(|e| e.into_inner());
+        let control_plane = match &*cached {
+            Some(control_plane) => control_plane.clone(),
+            None => cached.insert(Arc::new(target::control_plane_outside_connection(&self.config)?)).clone(),
+        };
+        Ok((control_plane, target::channel_ref(&self.config)))
     }
 
     /// Starts the supervisor unless one is running.

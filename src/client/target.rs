@@ -508,23 +508,22 @@ async fn ice_loop(
 }
 
 /// The channel of a control-plane client: by name until its ARN is known.
-fn channel_ref(config: &ClientConfig) -> ChannelRef {
+pub(super) fn channel_ref(config: &ClientConfig) -> ChannelRef {
     match &config.channel_name {
         Some(name) if config.channel_arn.is_empty() => ChannelRef::Name(name.clone()),
         _ => ChannelRef::Arn(config.channel_arn.clone()),
     }
 }
 
-/// A control plane made from `config` for one call outside the connection
-/// (its credentials, signer, proxy and CA bundle), and the client's channel.
-pub(super) fn one_off_control_plane(config: &ClientConfig) -> Result<(ControlPlane, ChannelRef), ClientError> {
+/// A control plane made from `config` for the calls outside the connection
+/// (its credentials, signer, proxy and CA bundle).
+pub(super) fn control_plane_outside_connection(config: &ClientConfig) -> Result<ControlPlane, ClientError> {
     let Some(aws) = &config.aws else {
         return Err(ClientError::InvalidConfig("this call needs the control plane (AwsConfig)".into()));
     };
     let proxy = config.proxy_setting().resolve_env();
     proxy.proxy().map_err(invalid_proxy)?;
-    let control_plane = ControlPlane::new(&ControlPlaneConfig { proxy, ..config.control_plane_config(aws) })?;
-    Ok((control_plane, channel_ref(config)))
+    Ok(ControlPlane::new(&ControlPlaneConfig { proxy, ..config.control_plane_config(aws) })?)
 }
 
 /// A proxy URL (given or from the environment) that does not parse.
