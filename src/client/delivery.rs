@@ -7,8 +7,11 @@
 //! holds, `SIOCOUTQ`, plus those acknowledged, `tcpi_bytes_acked`), so it is
 //! measured below TLS and WebSocket framing, and counts whatever else was
 //! written before it (pings, pongs): an end offset is never too small, a frame
-//! is never confirmed early. Both counts are read once per flushed batch and
-//! on a timer while frames wait, never once per frame.
+//! is never confirmed early. It may be too large (an acknowledgement between
+//! the two reads); when the kernel holds nothing unacknowledged, every frame
+//! whose flush completed is confirmed whatever its recorded end. Both counts
+//! are read once per flushed batch and on a timer while frames wait, never
+//! once per frame.
 //!
 //! Where the kernel offers no such counts (anything but Linux and Android),
 //! [`TcpProgress::of`] gives `None` and a frame counts as confirmed when it has
@@ -100,6 +103,11 @@ impl TcpProgress {
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub fn unacknowledged(&self) -> Option<u64> {
+        None
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     pub fn acknowledged(&self) -> Option<u64> {
         None
     }
@@ -165,6 +173,18 @@ impl InFlight {
         confirmed
     }
 
+    /// Removes the frames whose flush completed, up to the first that did not;
+    /// returns how many. For when the kernel holds nothing unacknowledged:
+    /// everything handed to it was acknowledged, whatever end offsets were
+    /// recorded (an acknowledgement between the two reads of
+    /// [`TcpProgress::written`] makes one too large, and it would otherwise
+    /// wait for later bytes to be acknowledged past it).
+    pub fn confirm_flushed(&mut self) -> usize {
+        let confirmed = self.frames.iter().take_while(|frame| frame.end != UNKNOWN_END).count();
+        self.frames.drain(..confirmed);
+        confirmed
+    }
+
     /// Removes every frame: the service has read them all (it answered
     /// something written after them). Returns how many.
     pub fn confirm_all(&mut self) -> usize {
@@ -215,6 +235,22 @@ mod tests {
         assert!(in_flight.is_empty());
         in_flight.maybe_written(vec![outgoing(5)]);
         assert_eq!(in_flight.confirm_all(), 1);
+    }
+
+    #[test]
+    fn an_end_offset_read_too_large_is_confirmed_once_nothing_is_unacknowledged() {
+        let mut in_flight = InFlight::default();
+        // The peer acknowledged up to 100 between the two reads: the end was
+        // recorded as 130 instead of 100, and no later byte will pass it.
+        in_flight.written(vec![outgoing(1)], Some(130));
+        assert_eq!(in_flight.confirm(100), 0);
+        assert_eq!(in_flight.confirm_flushed(), 1);
+        // A frame whose flush did not complete is not, nor anything after it.
+        in_flight.written(vec![outgoing(2)], Some(200));
+        in_flight.maybe_written(vec![outgoing(3)]);
+        in_flight.written(vec![outgoing(4)], Some(300));
+        assert_eq!(in_flight.confirm_flushed(), 1);
+        assert_eq!(ids(in_flight.take()), ["3", "4"]);
     }
 
     /// The counts on a real loopback socket whose peer stops reading: bytes

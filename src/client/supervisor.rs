@@ -217,7 +217,12 @@ impl Link {
     /// Removes the frames the peer has acknowledged; returns how many.
     fn confirm_acknowledged(&mut self) -> usize {
         self.confirm_read = Instant::now();
-        match self.progress.and_then(|progress| progress.acknowledged()) {
+        let Some(progress) = self.progress else { return 0 };
+        // Checked first: the frames were all flushed before this read.
+        if progress.unacknowledged() == Some(0) {
+            return self.in_flight.confirm_flushed();
+        }
+        match progress.acknowledged() {
             Some(acknowledged) => self.in_flight.confirm(acknowledged),
             None => 0,
         }
