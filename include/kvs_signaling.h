@@ -519,7 +519,10 @@ typedef struct kvs_ice_server {
 /**
  * Asked for fresh credentials: call `kvs_credentials_sink_set` on `sink` (valid
  * during this call only) and return KVS_OK, or return an error code. Runs on
- * the dispatcher thread, before the current credentials expire.
+ * the dispatcher thread, before the current credentials expire. The library
+ * waits 10 s for an answer; a request it stopped waiting for is dropped
+ * without calling, and at most 4 requests wait for the callback at once
+ * (more fail at once with KVS_ERR_CREDENTIALS).
  *
  * The return value is a `kvs_result` value (a `uint32_t`); a value that is
  * not a known code counts as a failure.
@@ -699,7 +702,9 @@ typedef struct kvs_sign_request {
  * backoff). Runs on the dispatcher thread, like every callback of the
  * client; it may block (e.g. an HTTPS call to the application's backend),
  * but other callbacks wait meanwhile, and the library gives up on it after
- * `signer_timeout_ms`.
+ * `signer_timeout_ms`. A request the library gave up on before the callback
+ * started is dropped without calling it, and at most 4 requests wait for
+ * the callback at once (more fail at once with KVS_ERR_SIGNER_FAILED).
  *
  * The return value is a `kvs_result` value (a `uint32_t`); a value that is
  * not a known code counts as a failure.

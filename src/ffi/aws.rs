@@ -3,7 +3,7 @@
 //! the region's STUN URL.
 
 use super::client::{kvs_client, kvs_client_config, open_handle};
-use super::dispatch::Lane;
+use super::dispatch::{Lane, MAX_PENDING_REQUESTS, PendingRequests};
 use super::result::{aws_code, fail};
 use super::sink::LiveSinks;
 use super::{arg_str, boundary, copy_prefix, require_non_null, write_out_str};
@@ -15,6 +15,7 @@ use crate::client::{AwsConfig, MediaStorageMode};
 use crate::ffi::kvs_result::{self, *};
 use std::ffi::c_char;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -126,14 +127,28 @@ fn config_tags(config: &kvs_client_config) -> Result<Vec<(String, String)>, kvs_
 /// Credentials from the application's callback, called on the dispatcher thread.
 struct CallbackCredentials {
     lane: Weak<Lane>,
+    /// Requests posted and not run yet (bounded).
+    pending: PendingRequests,
 }
 
 impl CredentialsProvider for CallbackCredentials {
     fn fetch(&self) -> Result<Credentials, AwsError> {
         let gone = || AwsError::Credentials("the client is being freed".into());
         let lane = self.lane.upgrade().ok_or_else(gone)?;
+        let slot = self.pending.reserve().ok_or_else(|| {
+            AwsError::Credentials(format!(
+                "the credentials callback has not started on the {MAX_PENDING_REQUESTS} requests before this one"
+            ))
+        })?;
         let (reply, wait) = std::sync::mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let given_up = Arc::clone(&abandoned);
         let job = Box::new(move |callbacks: &super::client::Callbacks| {
+            let _slot = slot;
+            // The library stopped waiting (after 10 s): not asked at all.
+            if abandoned.load(Ordering::Acquire) {
+                return;
+            }
             let mut sink = kvs_credentials_sink { credentials: None };
             let outcome = match callbacks.credentials {
                 // SAFETY: the application's callback; `sink` lives for the call.
@@ -162,7 +177,10 @@ impl CredentialsProvider for CallbackCredentials {
                 "the credentials callback returned {}",
                 code.text().trim_end_matches('\0')
             ))),
-            Err(_) => Err(AwsError::Credentials("the credentials callback did not answer within 10 s".into())),
+            Err(_) => {
+                given_up.store(true, Ordering::Release);
+                Err(AwsError::Credentials("the credentials callback did not answer within 10 s".into()))
+            }
         }
     }
 }
@@ -195,7 +213,7 @@ pub(super) fn aws_config(
         // Signing by a backend: the signer signs everything, credentials are never asked.
         Arc::new(NoCredentials)
     } else if config.credentials_callback.is_some() {
-        Arc::new(CallbackCredentials { lane: Arc::downgrade(lane) })
+        Arc::new(CallbackCredentials { lane: Arc::downgrade(lane), pending: PendingRequests::default() })
     } else if let Some(endpoint) = iot_endpoint {
         Arc::new(iot_credentials(config, &endpoint)?)
     } else if let (Some(key), Some(secret)) = (&key, &secret) {

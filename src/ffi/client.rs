@@ -151,7 +151,10 @@ pub type kvs_state_callback = Option<unsafe extern "C" fn(userdata: *mut c_void,
 pub type kvs_ice_servers_callback = Option<unsafe extern "C" fn(userdata: *mut c_void, count: usize)>;
 /// Asked for fresh credentials: call `kvs_credentials_sink_set` on `sink` (valid
 /// during this call only) and return KVS_OK, or return an error code. Runs on
-/// the dispatcher thread, before the current credentials expire.
+/// the dispatcher thread, before the current credentials expire. The library
+/// waits 10 s for an answer; a request it stopped waiting for is dropped
+/// without calling, and at most 4 requests wait for the callback at once
+/// (more fail at once with KVS_ERR_CREDENTIALS).
 ///
 /// The return value is a `kvs_result` value (a `uint32_t`); a value that is
 /// not a known code counts as a failure.
@@ -905,7 +908,8 @@ fn client_config(config: &kvs_client_config, lane: &Arc<Lane>) -> Result<ClientC
     out.ca_bundle = config_str(config.ca_bundle_path, "ca_bundle_path", 4096)?.map(std::path::PathBuf::from);
     out.presigned_url = presigned_url;
     if config.signer_callback.is_some() {
-        out.signer = Some(Arc::new(super::signer::CallbackSigner { lane: Arc::downgrade(lane) }));
+        out.signer =
+            Some(Arc::new(super::signer::CallbackSigner { lane: Arc::downgrade(lane), pending: Default::default() }));
     }
     if config.signer_timeout_ms > 0 {
         out.signer_timeout = Duration::from_millis(u64::from(config.signer_timeout_ms));

@@ -13,7 +13,7 @@ use crate::client::Backlog;
 use crate::runtime::mark_library_thread;
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -21,6 +21,35 @@ use std::time::{Duration, Instant};
 
 /// One callback invocation, run with the client's callbacks.
 pub(super) type Job = Box<dyn FnOnce(&Callbacks) + Send>;
+
+/// At most this many requests of one kind (signing, credentials) wait for the
+/// application's callback at once, per client (4): a callback slower than
+/// the library's wait for it cannot make the lane grow with every retry.
+pub(super) const MAX_PENDING_REQUESTS: usize = 4;
+
+/// The requests of one kind a client has posted to its lane and that have not
+/// run (or been discarded) yet. Shared by the client's threads.
+#[derive(Debug, Default)]
+pub(super) struct PendingRequests(Arc<AtomicUsize>);
+
+/// One request counted in its [`PendingRequests`] until dropped: moved into
+/// the job, so that running or discarding the job frees it.
+pub(super) struct PendingSlot(Arc<AtomicUsize>);
+
+impl PendingRequests {
+    /// A slot for one more request; `None` while [`MAX_PENDING_REQUESTS`] wait.
+    pub fn reserve(&self) -> Option<PendingSlot> {
+        let taken =
+            self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_PENDING_REQUESTS).then_some(n + 1));
+        taken.ok().map(|_| PendingSlot(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 struct Dispatcher {
     /// Lanes that have just received work.

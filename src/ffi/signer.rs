@@ -4,7 +4,7 @@
 //! `kvs_sign_sink` (the library copies what it is given).
 
 use super::client::Callbacks;
-use super::dispatch::{Kind, Lane};
+use super::dispatch::{Kind, Lane, MAX_PENDING_REQUESTS, PendingRequests};
 use super::result::fail;
 use super::sink::LiveSinks;
 use super::{arg_str, boundary, require_non_null};
@@ -97,7 +97,9 @@ pub struct kvs_sign_sink {
 /// backoff). Runs on the dispatcher thread, like every callback of the
 /// client; it may block (e.g. an HTTPS call to the application's backend),
 /// but other callbacks wait meanwhile, and the library gives up on it after
-/// `signer_timeout_ms`.
+/// `signer_timeout_ms`. A request the library gave up on before the callback
+/// started is dropped without calling it, and at most 4 requests wait for
+/// the callback at once (more fail at once with KVS_ERR_SIGNER_FAILED).
 ///
 /// The return value is a `kvs_result` value (a `uint32_t`); a value that is
 /// not a known code counts as a failure.
@@ -215,6 +217,8 @@ pub extern "C" fn kvs_sign_sink_add_header(
 /// without blocking a runtime thread (the caller bounds the wait).
 pub(super) struct CallbackSigner {
     pub(super) lane: Weak<Lane>,
+    /// Requests posted and not run yet (bounded).
+    pub(super) pending: PendingRequests,
 }
 
 impl fmt::Debug for CallbackSigner {
@@ -285,9 +289,18 @@ impl CallbackSigner {
     async fn ask(&self, request: OwnedRequest) -> Result<kvs_sign_sink, SignerError> {
         let gone = || SignerError::Failed("the client is being freed".into());
         let lane = self.lane.upgrade().ok_or_else(gone)?;
+        let slot = self.pending.reserve().ok_or_else(|| {
+            SignerError::Failed(format!(
+                "the signer callback has not started on the {MAX_PENDING_REQUESTS} requests before this one"
+            ))
+        })?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Box::new(move |callbacks: &Callbacks| {
-            let _ = reply.send(request.run(callbacks));
+            let _slot = slot;
+            // The library stopped waiting (signer timeout): not asked at all.
+            if !reply.is_closed() {
+                let _ = reply.send(request.run(callbacks));
+            }
         });
         let posted = lane.post(Kind::Inbound, SIGN_JOB_BYTES, job);
         drop(lane);
