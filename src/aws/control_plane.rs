@@ -10,7 +10,7 @@ use super::cache::EndpointCache;
 use super::clock::{ClockSkew, TimeSource, system_time};
 use super::credentials::{CachingCredentials, Credentials, CredentialsProvider};
 use super::endpoints::{EndpointVariant, resolve_control_plane};
-use super::error::{classify, is_clock_skew_message, service_error, truncate};
+use super::error::{classify, cut_for_display, is_clock_skew_message, service_error};
 use super::http::{HttpClient, HttpResponse};
 use super::ice::{IceServer, parse_ice_server_list};
 use super::proxy::{Dialer, ProxyConfig};
@@ -962,7 +962,7 @@ pub(super) fn error_from_response(response: &HttpResponse, redactor: &Redactor) 
     );
     // JSON escapes (`\/`, `\u0041`) hide a secret from the first pass: scrub
     // what they decode to, and only then cut (a cut secret would escape the scrub).
-    error.message = truncate(&redactor.scrub(&error.message));
+    error.message = cut_for_display(&redactor.scrub(&error.message));
     error.code = error.code.map(|code| redactor.scrub(&code));
     classify(error)
 }

@@ -179,6 +179,10 @@ struct Cached {
 
 /// Retry bounds of a failed background refresh.
 const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
+/// The least time between two background refreshes (250 ms): credentials
+/// that expire at once (a hostile endpoint, a clock far behind) cannot make
+/// the refresh loop spin; at most four fetches a second.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 const REFRESH_RETRY_MAX: Duration = Duration::from_secs(60);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -308,6 +312,7 @@ impl CachingCredentials {
         let this = self.clone();
         tokio::spawn(async move {
             let mut retry = REFRESH_RETRY_MIN;
+            let mut earliest = tokio::time::Instant::now();
             loop {
                 let changed = this.changed.notified();
                 let Some(due) = this.refresh_at() else {
@@ -319,6 +324,8 @@ impl CachingCredentials {
                     () = changed => continue,
                     () = tokio::time::sleep(wait) => {}
                 }
+                tokio::time::sleep_until(earliest).await;
+                earliest = tokio::time::Instant::now() + MIN_REFRESH_INTERVAL;
                 match this.get().await {
                     Ok(_) if this.refresh_at().is_some_and(|at| at > SystemTime::now()) => retry = REFRESH_RETRY_MIN,
                     Ok(_) | Err(_) => {
@@ -445,6 +452,20 @@ mod tests {
         assert!(calls >= 3, "{calls} fetches in 1.8 s of one-second credentials");
         assert!(cache.cached(SystemTime::now()).is_some(), "fresh credentials are cached");
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn credentials_that_expire_at_once_do_not_make_the_refresh_spin() {
+        let provider =
+            Arc::new(Counting { calls: AtomicUsize::new(0), lifetime: Duration::from_millis(20), fail_after: 999 });
+        let cache = Arc::new(CachingCredentials::new(provider.clone()));
+        let task = cache.refresh_in_background();
+        cache.get().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        task.abort();
+        // Due every 10 ms; one fetch per MIN_REFRESH_INTERVAL at most.
+        let calls = provider.calls.load(Ordering::SeqCst);
+        assert!((2..=6).contains(&calls), "{calls} fetches in 1 s of 20 ms credentials");
     }
 
     #[test]

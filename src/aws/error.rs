@@ -190,19 +190,23 @@ fn xml_element<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     Some(body[start..end].trim())
 }
 
-/// `text` cut to its first 512 characters (marked with `...`); a message
-/// must be scrubbed of secrets before it is cut, or a cut secret escapes the scrub.
-pub(crate) fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
+/// A text from the network made fit for an error text or a log line: control
+/// characters (CR, LF, escape sequences) become spaces, so that it cannot
+/// forge log lines or drive a terminal, and it is cut to its first 512
+/// characters (marked with `...`). A message must be scrubbed of secrets
+/// before it is cut, or a cut secret escapes the scrub.
+pub(crate) fn cut_for_display(text: &str) -> String {
+    let cut = match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
         None => text.to_owned(),
-    }
+    };
+    cut.replace(char::is_control, " ")
 }
 
 /// Reads the code and message of an error reply: the `x-amzn-ErrorType`
 /// header wins for the code, then the body's `__type` / `code` / `Code`; the
 /// message is the body's `message` / `Message`, an XML `<Message>`, or the
-/// body, not yet cut: the caller scrubs it of secrets, then [`truncate`]s it.
+/// body, not yet cut: the caller scrubs it of secrets, then cuts it ([`cut_for_display`]).
 pub(crate) fn service_error(
     status: u16,
     error_type_header: Option<&str>,
@@ -333,7 +337,12 @@ mod tests {
         // then cuts them (control_plane::error_from_response).
         let long = "x".repeat(2000);
         assert_eq!(map(500, None, &long).message().len(), 2000);
-        assert_eq!(truncate(map(500, None, &long).message()).len(), MAX_MESSAGE_CHARS + 3);
+        assert_eq!(cut_for_display(map(500, None, &long).message()).len(), MAX_MESSAGE_CHARS + 3);
+        // A message cannot forge a log line or send escape sequences.
+        let forged = r"denied\r\nkvs-signaling info client: connected\u001b[2J";
+        let e = map(403, None, &format!(r#"{{"message":"{forged}"}}"#));
+        assert_eq!(e.message(), "denied\r\nkvs-signaling info client: connected\u{1b}[2J");
+        assert_eq!(cut_for_display(e.message()), "denied  kvs-signaling info client: connected [2J");
     }
 
     #[test]

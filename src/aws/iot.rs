@@ -49,13 +49,14 @@
 //! ([`AwsError::Tls`]), the transport ([`AwsError::Network`],
 //! [`AwsError::Timeout`]) and local settings ([`AwsError::Config`]). A reply
 //! body longer than [`MAX_RESPONSE_LEN`] is refused unread. No key, token or
-//! reply body ever appears in an error or a log line.
+//! reply body ever appears in an error or a log line; the service's message
+//! does, cut and without control characters.
 
 use super::credentials::{Credentials, CredentialsProvider};
 use super::http::HttpClient;
 use super::proxy::ProxyConfig;
 use super::tls::{ClientIdentity, TlsClient};
-use super::{AwsError, truncate};
+use super::{AwsError, cut_for_display};
 use crate::log::{Level, log};
 use serde::Deserialize;
 use std::fmt;
@@ -302,8 +303,7 @@ impl IotCredentials {
             log!(
                 Level::Info,
                 TARGET,
-                "IoT credentials provider: access key {} until {}",
-                credentials.access_key_id,
+                "IoT credentials provider: new keys until {}",
                 credentials.expiry.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
             );
             return Ok(credentials);
@@ -383,8 +383,8 @@ fn service_message(body: &[u8]) -> String {
         message: Option<String>,
     }
     match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody { message: Some(message) }) => truncate(&message),
-        _ => truncate(String::from_utf8_lossy(body).trim()),
+        Ok(ErrorBody { message: Some(message) }) => cut_for_display(&message),
+        _ => cut_for_display(String::from_utf8_lossy(body).trim()),
     }
 }
 
@@ -416,7 +416,7 @@ fn parse_credentials(body: &[u8]) -> Result<Credentials, AwsError> {
     let token = field(fields.session_token, "sessionToken")?;
     let expiration = field(fields.expiration, "expiration")?;
     let expiry = parse_expiration(&expiration)
-        .ok_or_else(|| bad(&format!("`expiration` {:?} is not an ISO-8601 time", truncate(&expiration))))?;
+        .ok_or_else(|| bad(&format!("`expiration` {:?} is not an ISO-8601 time", cut_for_display(&expiration))))?;
     if expiry <= SystemTime::now() {
         return Err(bad(&format!("`expiration` {expiration} is in the past (check the device clock)")));
     }

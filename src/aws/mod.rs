@@ -40,7 +40,7 @@ pub use control_plane::{
 };
 pub use credentials::{CachingCredentials, Credentials, CredentialsProvider, EnvCredentials, StaticCredentials};
 pub use endpoints::{EndpointVariant, control_plane_url, resolve_control_plane, stun_url};
-pub(crate) use error::truncate;
+pub(crate) use error::cut_for_display;
 pub use error::{AwsError, ServiceError, is_clock_skew_message};
 pub use http::{HttpClient, HttpResponse};
 pub use ice::IceServer;

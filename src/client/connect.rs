@@ -4,7 +4,7 @@
 use super::ClientError;
 use super::config::DEFAULT_MAX_INBOUND_FRAME_LEN;
 use super::metrics::{Counters, bump};
-use crate::aws::{AwsError, Dialer, Redactor, TlsClient, TlsStream, truncate};
+use crate::aws::{AwsError, Dialer, Redactor, TlsClient, TlsStream, cut_for_display};
 use crate::tcp::{DEAD_LINK_TEXT, is_dead_link_io};
 use std::io;
 use std::path::Path;
@@ -284,7 +284,7 @@ fn refusal_text(body: &str, redactor: &Redactor) -> String {
     let text = redactor.scrub(&message.unwrap_or_else(|| body.to_owned()));
     // Not JSON (e.g. cut short by the server): stop at a raw or an escaped line break.
     let end = [text.find('\n'), text.find("\\n")].into_iter().flatten().min().unwrap_or(text.len());
-    truncate(&text[..end])
+    cut_for_display(&text[..end])
 }
 
 /// Opens the WebSocket at `url` (the full URL, query included): TCP through
