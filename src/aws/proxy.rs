@@ -184,15 +184,17 @@ fn host_port(host: &str, port: u16) -> String {
 }
 
 /// `url` with the password of its user info replaced by `***`, for messages.
+/// Everything up to the last `@` counts as user info, so that a password
+/// holding an unencoded `/`, `?` or `#` (a URL that then does not parse) is
+/// hidden too; a path holding `@` is hidden in part, which is harmless.
 fn without_password(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
             let hidden = if userinfo.contains(':') { ":***" } else { "" };
             let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
-            format!("{scheme}{user}{hidden}@{host}{}", &rest[authority_end..])
+            format!("{scheme}{user}{hidden}@{host}")
         }
         None => url.to_owned(),
     }
@@ -664,6 +666,10 @@ mod tests {
             ("http://u:hunter22@:3128", "host"),
             ("http://u:hunter22@pro xy:3128", "does not parse"),
             ("http://u:hunter22%ff@proxy:3128", "not UTF-8"),
+            // Unencoded `/`, `?`, `#` in the password: the URL does not parse as meant.
+            ("http://u:hunter22/x@proxy:3128", ""),
+            ("http://u:hu?nter22@proxy:3128", ""),
+            ("http://u:hunter22#@proxy:3128", ""),
         ] {
             let error = Proxy::parse(bad, "").unwrap_err();
             let text = error.to_string();
@@ -671,8 +677,10 @@ mod tests {
             assert!(text.contains(why), "{bad}: {text}");
             assert!(!text.contains("hunter22"), "{text}");
         }
-        let config = ProxyConfig::with_url("http://u:hunter22@proxy:3128");
-        assert!(!format!("{config:?}").contains("hunter22"));
+        for url in ["http://u:hunter22@proxy:3128", "http://u:hunter22/x@proxy:3128"] {
+            let config = ProxyConfig::with_url(url);
+            assert!(!format!("{config:?}").contains("hunter22"), "{config:?}");
+        }
     }
 
     #[test]
