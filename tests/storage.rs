@@ -12,7 +12,7 @@ use kvs_signaling::aws::{
 use kvs_signaling::client::{
     AwsConfig, Client, ClientConfig, ClientEvent, EventReceiver, MediaStorageMode, ReceivedMessage, StorageEvent,
 };
-use kvs_signaling::emulator::{Emulator, EmulatorConfig, Limits, Operation, Target};
+use kvs_signaling::emulator::{ConnectRefusal, Emulator, EmulatorConfig, Limits, Operation, Target};
 use kvs_signaling::protocol::{IceCandidate, MessageType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,6 +196,30 @@ async fn the_join_is_retried_when_no_offer_comes_within_the_rate_limit() {
     assert_eq!(joins(&emulator), 4);
     assert_eq!(master.metrics().storage_joins, 4);
     assert!(elapsed >= Duration::from_secs(3), "joins at least a second apart: {elapsed:?}");
+    master.disconnect(Duration::from_secs(1)).await;
+}
+
+/// Joins belong to a socket: while the master has none (an outage), it does
+/// not join (the session's offer could not reach it), and it joins again
+/// once a socket is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_join_is_made_while_the_socket_is_down() {
+    let emulator = emulator().await;
+    assert!(emulator.set_media_storage("cam-1", Some(STREAM)));
+    emulator.drop_storage_offers(1000);
+    let (master, _events) = Client::new(config(&emulator, None, MediaStorageMode::On, Duration::from_secs(1))).unwrap();
+    master.connect().await.unwrap();
+    wait_until("a join", || joins(&emulator) >= 1).await;
+
+    let outage = Duration::from_secs(3);
+    emulator.refuse_connections(outage, ConnectRefusal::Status(503));
+    assert_eq!(emulator.drop_connections(&Target::master("cam-1")), 1);
+    wait_until("the master to notice", || master.metrics().connect_failures >= 1).await;
+    let during = joins(&emulator);
+    tokio::time::sleep(outage - Duration::from_millis(500)).await;
+    assert_eq!(joins(&emulator), during, "joins (one a second while no offer comes) went on without a socket");
+    wait_until("the master reconnects", || master.metrics().reconnects == 1).await;
+    wait_until("a join on the new socket", || joins(&emulator) > during).await;
     master.disconnect(Duration::from_secs(1)).await;
 }
 

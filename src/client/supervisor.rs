@@ -878,6 +878,7 @@ impl Supervisor {
             Ended::Lost(text) => StateReason::ConnectionLost(text),
         };
         log!(Level::Warn, TARGET, "connection to {} ended: {reason:?}; reconnecting", self.target.describe());
+        self.target.on_connection_lost();
         let (mut link, attempt) = match self.take_phase() {
             Phase::Up { link, .. } | Phase::Fencing { link, .. } | Phase::Draining { link, .. } => (link, None),
             Phase::HandingOver { link, attempt } => (link, Some(attempt)),

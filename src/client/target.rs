@@ -274,6 +274,15 @@ impl Target {
         }
     }
 
+    /// The socket the storage session was joined for is gone: no more joins
+    /// until the next socket opens (a join is not idempotent, and the
+    /// session's offer could not reach this client meanwhile).
+    pub fn on_connection_lost(&self) {
+        if let Inner::Aws(aws) = &*self.inner {
+            aws.storage.stop();
+        }
+    }
+
     /// An SDP offer arrived: the storage session's, when a join awaits one.
     pub fn on_offer(&self) {
         if let Inner::Aws(aws) = &*self.inner {
