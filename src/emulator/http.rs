@@ -539,6 +539,11 @@ fn accept_websocket(
             "ClientLimitExceededException",
             format!("the channel already has {} viewers", shared.config.max_viewers),
         ),
+        Refusal::StoragePeerId => HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "ResourceInUseException",
+            "X-Amz-ClientId is the client id of the channel's storage session; a viewer must use another",
+        ),
         Refusal::ConnectRate => HttpError::new(
             StatusCode::BAD_REQUEST,
             "ClientLimitExceededException",

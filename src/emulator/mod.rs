@@ -156,6 +156,9 @@
 //! is not connected gets them when it connects within the message TTL. It
 //! records the answers and candidates sent to it ([`Emulator::storage_sessions`],
 //! `GET /admin/storage-sessions`). It takes no viewer slot and no fault targets it.
+//! Its id is its own: a viewer connecting with the id of a live built-in peer
+//! is refused (400 `ResourceInUseException`), and a new session skips an id
+//! a viewer of the channel is connected with (it never replaces a viewer).
 //!
 //! An external peer (for instance a WebRTC stack that really receives the
 //! media) replaces it with [`Emulator::attach_storage_peer`] or `POST
