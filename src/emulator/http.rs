@@ -196,7 +196,7 @@ async fn route(
         match admin::authorize(&shared, peer, &request) {
             Ok(()) => admin::handle(&shared, request).await,
             Err(refusal) => {
-                shared.log(format_args!("refused an admin request from {peer}"));
+                shared.log(format_args!("refused an admin request from {peer}: {}", refusal.message));
                 refusal.into_response()
             }
         }
