@@ -423,3 +423,68 @@ async fn dropped_offers_leave_the_join_unanswered() {
     let report = &emulator.storage_sessions()[0];
     assert_eq!((report.joins, report.offers_sent, report.offers_dropped), (2, 1, 1));
 }
+
+/// A viewer connecting with the id of the live built-in peer would replace
+/// it: get the master's answer and candidates meant for the session, stop the
+/// peer, and take no viewer slot. Refused at the upgrade; the peer goes on.
+#[tokio::test]
+async fn a_viewer_cannot_take_the_built_in_peers_id() {
+    let (emulator, arn, path) = with_storage(EmulatorConfig { max_viewers: 1, ..EmulatorConfig::default() }).await;
+    let mut master = connect(&emulator, &arn, None).await;
+    assert_eq!(join(&emulator, &path, &arn).await.status, 200);
+    let offer = recv_json(&mut master).await;
+    let session_id = offer["senderClientId"].as_str().expect("the session's id").to_owned();
+    for _ in 0..3 {
+        assert_eq!(recv_json(&mut master).await["messageType"], "ICE_CANDIDATE");
+    }
+
+    let query = format!("/{}", connect_query(&arn, Some(&session_id)));
+    let refused = raw_upgrade(emulator.local_addr(), &query, "").await;
+    assert_aws_error(&refused, 400, "ResourceInUseException");
+    assert!(refused.message().contains("storage session"), "{}", refused.message());
+    assert_eq!(emulator.stats().upgrades_refused, 1);
+
+    // The built-in peer still gets what the master sends it.
+    let answer = encoded(json!({"type": "answer", "sdp": "v=0\r\nmaster answer\r\n"}));
+    send(&mut master, request("SDP_ANSWER", Some(&session_id), &answer, None)).await;
+    wait_until("the answer is recorded", || {
+        emulator.storage_sessions().first().is_some_and(|s| s.answer.as_deref() == Some("v=0\r\nmaster answer\r\n"))
+    })
+    .await;
+    assert!(emulator.storage_sessions()[0].active);
+    // The built-in peer takes no viewer slot: the one slot is still free.
+    let _viewer = connect(&emulator, &arn, Some("v1")).await;
+}
+
+/// The other order: a viewer already connected with the id the next session
+/// would get keeps its connection; the session takes the next free id.
+#[tokio::test]
+async fn the_built_in_peer_never_replaces_a_viewer() {
+    let (emulator, arn, path) = with_storage(EmulatorConfig::default()).await;
+    // Sessions are numbered from 1 per emulator: the first would be storage-1.
+    let mut squatter = connect(&emulator, &arn, Some("storage-1")).await;
+    let mut master = connect(&emulator, &arn, None).await;
+    assert_eq!(join(&emulator, &path, &arn).await.status, 200);
+    let offer = recv_json(&mut master).await;
+    assert_eq!(
+        (offer["messageType"].as_str(), offer["senderClientId"].as_str()),
+        (Some("SDP_OFFER"), Some("storage-2"))
+    );
+    assert_eq!(emulator.storage_sessions()[0].session_id, "storage-2");
+    for _ in 0..3 {
+        assert_eq!(recv_json(&mut master).await["senderClientId"], "storage-2");
+    }
+
+    // The master's answer goes to the session, not to the viewer.
+    let answer = encoded(json!({"type": "answer", "sdp": "v=0\r\nfor the session\r\n"}));
+    send(&mut master, request("SDP_ANSWER", Some("storage-2"), &answer, None)).await;
+    wait_until("the answer is recorded", || emulator.storage_sessions().first().is_some_and(|s| s.answer.is_some()))
+        .await;
+    expect_quiet(&mut squatter).await;
+    assert_eq!(emulator.stats().open_connections, 2, "the viewer storage-1 is still connected");
+    // It is still a working connection: its messages are its own (blocked
+    // while storage is on, as any viewer's that did not join).
+    send(&mut squatter, request("SDP_OFFER", None, OFFER_PAYLOAD, None)).await;
+    wait_until("the viewer's offer is blocked", || emulator.stats().messages_blocked_by_storage == 1).await;
+    expect_quiet(&mut master).await;
+}

@@ -3,7 +3,9 @@
 //! (presigned with its own key when SigV4 is on; a tampered one is refused), the
 //! connection it opens is a viewer with the page's client id, and bad requests
 //! get AWS-style errors; with SigV4 on, a peer off loopback gets no presigned
-//! URL (checked in a private network namespace, see tests/blackhole_support).
+//! URL (checked in a private network namespace, see tests/blackhole_support),
+//! nor does a loopback request naming another host (DNS rebinding) or sent
+//! from a page of another site.
 //! The page itself runs in Chromium in scripts/media-tests.sh.
 
 mod blackhole_support;
@@ -71,6 +73,49 @@ async fn presigned_url_is_accepted_and_a_tampered_one_refused() {
     let error = connect_async(tampered.as_str()).await.expect_err("a tampered URL is refused");
     assert!(error.to_string().contains("403"), "{error}");
     assert_eq!(emulator.stats().auth_failures, 1);
+}
+
+/// `GET /viewer/connect` as a page reached by DNS rebinding sends it: the
+/// attacker's host name in `Host` (the URL would be built from it), or the
+/// attacker's page as `Origin`.
+async fn get_as(emulator: &Emulator, host: &str, extra: &str) -> RawResponse {
+    let stream = TcpStream::connect(emulator.local_addr()).await.expect("TCP connect");
+    let head = format!(
+        "GET /viewer/connect?channel=demo&clientId=page-1 HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    );
+    exchange(stream, &head, b"").await
+}
+
+#[tokio::test]
+async fn no_presigned_url_for_a_rebinding_page() {
+    let keys = vec![(ACCESS_KEY.to_owned(), SECRET_KEY.to_owned())];
+    let (emulator, _) = start_with(EmulatorConfig { auth: Some(keys), ..EmulatorConfig::default() }).await;
+    let port = emulator.local_addr().port();
+    let evil = format!("evil.example:{port}");
+    for (host, extra) in [
+        (evil.as_str(), ""),
+        (evil.as_str(), "Origin: http://evil.example\r\n"),
+        (&emulator.local_addr().to_string(), "Origin: http://evil.example\r\n"),
+        (&emulator.local_addr().to_string(), "Sec-Fetch-Site: cross-site\r\n"),
+    ] {
+        let refused = get_as(&emulator, host, extra).await;
+        assert_aws_error(&refused, 403, "AccessDeniedException");
+        assert!(!refused.body.contains("X-Amz-Signature"), "{}", refused.body);
+    }
+    // A loopback name is fine, and the URL names it.
+    let served = get_as(&emulator, &format!("localhost:{port}"), "Sec-Fetch-Site: same-origin\r\n").await;
+    assert_eq!(served.status, 200, "{}", served.body);
+    let url = served.json()["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("ws://localhost:{port}/v-")) && url.contains("X-Amz-Signature="), "{url}");
+}
+
+#[tokio::test]
+async fn without_auth_the_url_is_no_key_and_any_host_gets_it() {
+    let (emulator, _) = start_with(EmulatorConfig::default()).await;
+    let served = get_as(&emulator, "camera.lan:8080", "").await;
+    assert_eq!(served.status, 200, "{}", served.body);
+    let url = served.json()["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("ws://camera.lan:8080/v-") && !url.contains("X-Amz-Signature"), "{url}");
 }
 
 #[tokio::test]

@@ -11,9 +11,11 @@ use super::http::{
 use super::{EmulatorStats, Shared, lock, storage};
 use crate::protocol::{Role, validate_client_id};
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::uri::Authority;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,27 +23,127 @@ use std::time::Duration;
 /// that the answer reaches the caller before its connection is cut.
 const RESTART_DELAY: Duration = Duration::from_millis(50);
 
-/// Whether `peer` may use the admin endpoint: a loopback peer may; another one
-/// only with `Authorization: Bearer TOKEN` matching the configured token
-/// (compared in constant time). Otherwise 403 `AccessDeniedException`.
+/// Whether a request may use the admin endpoint. With `Authorization: Bearer
+/// TOKEN` matching the configured token (compared in constant time), any
+/// peer may, unless a browser sent it from another site
+/// ([`refuse_cross_site`]). Without it, a loopback peer may when the request
+/// passes [`refuse_unless_loopback_addressed`]: a loopback peer can be a web
+/// page in the developer's browser. Otherwise 403 `AccessDeniedException`.
 pub(super) fn authorize<B>(shared: &Shared, peer: SocketAddr, request: &Request<B>) -> Result<(), HttpError> {
-    if peer.ip().to_canonical().is_loopback() {
-        return Ok(());
-    }
-    let presented = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
+    let headers = request.headers();
+    let presented = headers
+        .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    match (&shared.config.admin_token, presented) {
-        (Some(token), Some(presented)) if same_bytes(token.as_bytes(), presented.as_bytes()) => Ok(()),
-        (None, _) => Err(HttpError::access_denied(
+    if let (Some(token), Some(presented)) = (&shared.config.admin_token, presented)
+        && same_bytes(token.as_bytes(), presented.as_bytes())
+    {
+        return refuse_cross_site(headers);
+    }
+    if peer.ip().to_canonical().is_loopback() {
+        return refuse_unless_loopback_addressed(headers);
+    }
+    match shared.config.admin_token {
+        None => Err(HttpError::access_denied(
             "the admin endpoint answers loopback peers only; start the emulator with --admin-token to allow others",
         )),
-        (Some(_), _) => Err(HttpError::access_denied(
+        Some(_) => Err(HttpError::access_denied(
             "the admin endpoint needs `Authorization: Bearer TOKEN` (the --admin-token) from a peer off loopback",
         )),
     }
+}
+
+/// The checks that make trusting a loopback peer safe against web pages open
+/// in a browser on the same machine: the `Host` header must name a loopback
+/// address literal (127.0.0.0/8, `[::1]`) or `localhost`, any port (a DNS
+/// rebinding attack sends its own host name); an `Origin` header must be an
+/// http(s) origin on such a host (a cross-origin "simple" POST needs no
+/// preflight); and `Sec-Fetch-Site` must not be `cross-site`. Each refusal is
+/// a 403 `AccessDeniedException` naming the rule (not the header's value).
+pub(super) fn refuse_unless_loopback_addressed(headers: &HeaderMap) -> Result<(), HttpError> {
+    refuse_cross_site_fetch(headers)?;
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().ok().and_then(|host| host.parse::<Authority>().ok()),
+        _ => None,
+    };
+    if !host.is_some_and(|host| is_loopback_authority(&host)) {
+        return Err(HttpError::access_denied(
+            "a request trusted for coming from loopback must name a loopback host (127.0.0.1, [::1] or localhost, \
+             any port) in its Host header; this one names another host (DNS rebinding?) or none",
+        ));
+    }
+    for origin in headers.get_all(header::ORIGIN) {
+        if !origin_authority(origin).is_some_and(|origin| is_loopback_authority(&origin)) {
+            return Err(HttpError::access_denied(
+                "a request trusted for coming from loopback may only carry an http(s) Origin on a loopback host \
+                 (127.0.0.1, [::1] or localhost); this one comes from a page of another site",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The browser checks of a request authorized by the admin token: refused
+/// with `Sec-Fetch-Site: cross-site`, or an `Origin` whose host is not the
+/// host the request was sent to (`Host`).
+fn refuse_cross_site(headers: &HeaderMap) -> Result<(), HttpError> {
+    refuse_cross_site_fetch(headers)?;
+    let host = headers.get(header::HOST).and_then(|host| host.to_str().ok()?.parse::<Authority>().ok());
+    for origin in headers.get_all(header::ORIGIN) {
+        let same_host = match (origin_authority(origin), &host) {
+            (Some(origin), Some(host)) => origin.host().eq_ignore_ascii_case(host.host()),
+            _ => false,
+        };
+        if !same_host {
+            return Err(HttpError::access_denied(
+                "the admin endpoint refuses a request whose Origin is not the host it was sent to (a page of \
+                 another site)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn refuse_cross_site_fetch(headers: &HeaderMap) -> Result<(), HttpError> {
+    let cross_site = headers
+        .get_all("sec-fetch-site")
+        .iter()
+        .any(|value| value.to_str().map_or(true, |value| value.trim().eq_ignore_ascii_case("cross-site")));
+    if cross_site {
+        return Err(HttpError::access_denied(
+            "the admin endpoint refuses requests a browser marks `Sec-Fetch-Site: cross-site` (a page of another site)",
+        ));
+    }
+    Ok(())
+}
+
+/// The authority of an `Origin` header value `http(s)://HOST[:PORT]`; `None`
+/// for `null`, another scheme, a path or user information.
+fn origin_authority(origin: &HeaderValue) -> Option<Authority> {
+    let origin = origin.to_str().ok()?;
+    let (scheme, rest) = origin.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    rest.parse::<Authority>().ok()
+}
+
+/// Whether an authority (as in `Host` or an origin) is `localhost` or a
+/// loopback address literal, with any port and no user information.
+fn is_loopback_authority(authority: &Authority) -> bool {
+    if authority.as_str().contains('@') {
+        return false;
+    }
+    let host = authority.host();
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let address = match host.strip_prefix('[').and_then(|inner| inner.strip_suffix(']')) {
+        Some(inner) => inner.parse::<Ipv6Addr>().map(IpAddr::V6),
+        None => host.parse::<Ipv4Addr>().map(IpAddr::V4),
+    };
+    address.is_ok_and(|address| address.to_canonical().is_loopback())
 }
 
 /// Equality that takes the same time wherever the first difference is.
@@ -297,4 +399,71 @@ fn stats_json(stats: &EmulatorStats) -> Value {
         "iot_handshakes_refused": stats.iot_handshakes_refused,
         "expired_tokens_refused": stats.expired_tokens_refused,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn loopback_hosts_and_origins() {
+        for host in ["127.0.0.1:8080", "127.9.8.7", "localhost:1", "LocalHost", "[::1]:443", "[::ffff:127.0.0.1]:9"] {
+            assert!(refuse_unless_loopback_addressed(&headers(&[("host", host)])).is_ok(), "{host}");
+        }
+        for host in [
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "0x7f.0.0.1",
+            "2130706433",
+            "user@127.0.0.1",
+            "[::2]",
+            "10.0.0.1:80",
+            "",
+        ] {
+            let refused = refuse_unless_loopback_addressed(&headers(&[("host", host)])).unwrap_err();
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{host}");
+            assert!(refused.message.contains("Host header"), "{}", refused.message);
+        }
+        assert!(refuse_unless_loopback_addressed(&HeaderMap::new()).is_err(), "no Host");
+        let two_hosts = headers(&[("host", "127.0.0.1"), ("host", "evil.example")]);
+        assert!(refuse_unless_loopback_addressed(&two_hosts).is_err(), "two Hosts");
+
+        for origin in ["http://127.0.0.1:8080", "https://localhost", "HTTP://[::1]:3000"] {
+            let request = headers(&[("host", "127.0.0.1:8080"), ("origin", origin)]);
+            assert!(refuse_unless_loopback_addressed(&request).is_ok(), "{origin}");
+        }
+        for origin in
+            ["http://evil.example", "null", "file://", "ws://127.0.0.1", "http://127.0.0.1/x", "http://a@[::1]"]
+        {
+            let request = headers(&[("host", "127.0.0.1:8080"), ("origin", origin)]);
+            let refused = refuse_unless_loopback_addressed(&request).unwrap_err();
+            assert!(refused.message.contains("Origin"), "{origin}: {}", refused.message);
+        }
+        let cross = headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")]);
+        assert!(refuse_unless_loopback_addressed(&cross).unwrap_err().message.contains("Sec-Fetch-Site"));
+        let same = headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "same-origin")]);
+        assert!(refuse_unless_loopback_addressed(&same).is_ok());
+    }
+
+    #[test]
+    fn token_requests_refuse_other_sites_only() {
+        assert!(refuse_cross_site(&headers(&[("host", "emulator.lan:8080")])).is_ok());
+        let same = headers(&[("host", "emulator.lan:8080"), ("origin", "https://Emulator.lan:8080")]);
+        assert!(refuse_cross_site(&same).is_ok());
+        for origin in ["https://evil.example", "null"] {
+            let request = headers(&[("host", "emulator.lan:8080"), ("origin", origin)]);
+            assert!(refuse_cross_site(&request).is_err(), "{origin}");
+        }
+        let cross = headers(&[("host", "emulator.lan"), ("sec-fetch-site", "cross-site")]);
+        assert!(refuse_cross_site(&cross).is_err());
+    }
 }

@@ -207,6 +207,9 @@ pub(super) struct Registry {
 pub(super) enum Refusal {
     UnknownChannel,
     ViewerLimit,
+    /// A viewer asked for the client id of the channel's built-in storage
+    /// peer, which would take over its messages.
+    StoragePeerId,
     /// More than [`CONNECTS_PER_SECOND`] connects for the role (quotas on).
     ConnectRate,
 }
@@ -331,6 +334,8 @@ impl Registry {
 
     /// Registers connection `key`, replacing an earlier connection with the same
     /// endpoint, and queues the endpoint's stored messages on `outbox`.
+    /// The built-in storage peer's client id is not for a connection
+    /// ([`Refusal::StoragePeerId`]) while that peer is live.
     /// With `quotas`, at most [`CONNECTS_PER_SECOND`] connects per channel and
     /// role are admitted; refused ones do not count.
     pub(super) fn admit(
@@ -343,6 +348,9 @@ impl Registry {
     ) -> Result<Admission, Refusal> {
         let endpoint = &key.endpoint;
         let channel = self.channels.get_mut(&key.channel_arn).ok_or(Refusal::UnknownChannel)?;
+        if channel.is_virtual(endpoint) {
+            return Err(Refusal::StoragePeerId);
+        }
         let is_new_viewer = matches!(endpoint, Endpoint::Viewer(_)) && !channel.peers.contains_key(endpoint);
         if is_new_viewer && channel.viewer_count() >= max_viewers {
             return Err(Refusal::ViewerLimit);
@@ -445,13 +453,23 @@ impl Registry {
         }
     }
 
+    /// Whether a connection is registered for `endpoint` on channel `arn`.
+    pub(super) fn is_connected(&self, arn: &str, endpoint: &Endpoint) -> bool {
+        self.channels.get(arn).is_some_and(|channel| channel.peers.contains_key(endpoint))
+    }
+
     /// Registers the built-in storage peer of `key` (a viewer endpoint, the
     /// channel's [`StoragePeer`] with `built_in`) with `handle`, outside the
-    /// viewer limit and the connect quota; false when there is no such channel.
+    /// viewer limit and the connect quota; false when there is no such channel
+    /// or a connection holds that endpoint (it is never replaced: the caller
+    /// picks an id no viewer uses, [`Registry::is_connected`]).
     pub(super) fn register_virtual(&mut self, key: &ConnectionKey, handle: PeerHandle) -> bool {
         let Some(channel) = self.channels.get_mut(&key.channel_arn) else {
             return false;
         };
+        if channel.peers.contains_key(&key.endpoint) {
+            return false;
+        }
         channel.peers.insert(key.endpoint.clone(), Peer { connection_id: key.connection_id, handle });
         true
     }

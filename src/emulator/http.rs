@@ -196,7 +196,7 @@ async fn route(
         match admin::authorize(&shared, peer, &request) {
             Ok(()) => admin::handle(&shared, request).await,
             Err(refusal) => {
-                shared.log(format_args!("refused an admin request from {peer}"));
+                shared.log(format_args!("refused an admin request from {peer}: {}", refusal.message));
                 refusal.into_response()
             }
         }
@@ -538,6 +538,11 @@ fn accept_websocket(
             StatusCode::BAD_REQUEST,
             "ClientLimitExceededException",
             format!("the channel already has {} viewers", shared.config.max_viewers),
+        ),
+        Refusal::StoragePeerId => HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "ResourceInUseException",
+            "X-Amz-ClientId is the client id of the channel's storage session; a viewer must use another",
         ),
         Refusal::ConnectRate => HttpError::new(
             StatusCode::BAD_REQUEST,

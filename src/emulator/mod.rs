@@ -108,6 +108,9 @@
 //! | `POST /admin/storage-peer` | `"channel"` (name or ARN, required), `"client_id"` (an id, or `null` for the built-in peer) | attach an external storage peer; the current session ends | `{}` |
 //! | `POST /admin/storage-drop-offers` | `"count"` (required) | the built-in peers send no offer for the next `count` joins | `{}` |
 //!
+//! Who may call it: [`AdminAccess`] (loopback peers, with a loopback `Host` and
+//! no `Origin` of another site; others with the admin token).
+//!
 //! A bad admin request gets 400 (`InvalidArgumentException`, or
 //! `SerializationException` for a member of the wrong JSON type); an unknown
 //! admin path 404 `UnknownOperationException`.
@@ -156,6 +159,9 @@
 //! is not connected gets them when it connects within the message TTL. It
 //! records the answers and candidates sent to it ([`Emulator::storage_sessions`],
 //! `GET /admin/storage-sessions`). It takes no viewer slot and no fault targets it.
+//! Its id is its own: a viewer connecting with the id of a live built-in peer
+//! is refused (400 `ResourceInUseException`), and a new session skips an id
+//! a viewer of the channel is connected with (it never replaces a viewer).
 //!
 //! An external peer (for instance a WebRTC stack that really receives the
 //! media) replaces it with [`Emulator::attach_storage_peer`] or `POST
@@ -333,6 +339,12 @@ pub struct EmulatorConfig {
 /// Who the admin endpoint answers. It has no other protection (it can drop
 /// connections, change limits, shift the clock), so a peer that is not on
 /// loopback gets 403 `AccessDeniedException` unless it presents the token.
+/// A loopback peer may be a web page in a local browser: without the token,
+/// its request must also name a loopback host (`Host`: a 127/8 or `[::1]`
+/// literal, or `localhost`), carry no `Origin` but an http(s) one on such a
+/// host, and no `Sec-Fetch-Site: cross-site` (DNS rebinding, cross-origin
+/// POSTs). With the token, an `Origin` of another host than `Host`, or
+/// `cross-site`, is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AdminAccess {

@@ -190,8 +190,8 @@ pub(super) fn join(shared: &Arc<Shared>, join: Join) {
     }
     if storage.session.as_ref().is_none_or(|session| !session.report.active) {
         sessions.next_id += 1;
-        let id = storage.external_peer.clone().unwrap_or_else(|| format!("storage-{}", sessions.next_id));
-        storage.session = Some(start(shared, &join, id, storage.external_peer.is_some(), now));
+        let external = storage.external_peer.clone();
+        storage.session = Some(start(shared, &join, external, &mut sessions.next_id, now));
     }
     let Some(session) = storage.session.as_mut() else { return };
     session.last_activity = now;
@@ -264,9 +264,24 @@ fn count_routing(shared: &Shared, routing: &Routing) {
     }
 }
 
-/// A new session with client id `id`: registers the storage peer in the
-/// channel and, for the built-in one, spawns the task that reads its messages.
-fn start(shared: &Arc<Shared>, join: &Join, id: String, external: bool, now: Instant) -> Session {
+/// A new session: registers the storage peer in the channel and, for the
+/// built-in one, spawns the task that reads its messages. The session's
+/// client id is the `external` peer's, or `storage-<next_id>`, counting
+/// `next_id` up past ids a viewer of the channel is connected with (the
+/// built-in peer never replaces a viewer).
+fn start(shared: &Arc<Shared>, join: &Join, external: Option<String>, next_id: &mut u64, now: Instant) -> Session {
+    let mut registry = lock(&shared.registry);
+    let (id, external) = match external {
+        Some(id) => (id, true),
+        None => {
+            let taken = |id: u64| registry.is_connected(&join.arn, &Endpoint::Viewer(format!("storage-{id}")));
+            while taken(*next_id) {
+                shared.log(format_args!("storage session id storage-{next_id} is a viewer's; skipped"));
+                *next_id += 1;
+            }
+            (format!("storage-{next_id}"), false)
+        }
+    };
     let started_unix_ms = unix_ms();
     let report = StorageSessionReport {
         channel: join.name.clone(),
@@ -286,7 +301,6 @@ fn start(shared: &Arc<Shared>, join: &Join, id: String, external: bool, now: Ins
     };
     let peer = StoragePeer { client_id: id.clone(), built_in: !external, viewers: Default::default() };
     let mut session = Session { report, started: now, last_activity: now, stop: None, key: None };
-    let mut registry = lock(&shared.registry);
     registry.set_storage_peer(&join.arn, Some(peer));
     if !external {
         let (outbox, inbox) = mpsc::unbounded_channel();
@@ -296,10 +310,12 @@ fn start(shared: &Arc<Shared>, join: &Join, id: String, external: bool, now: Ins
             connection_id: shared.next_connection_id.fetch_add(1, Ordering::Relaxed),
         };
         let stop = Arc::new(Notify::new());
-        registry.register_virtual(&key, PeerHandle { outbox, kill: stop.clone() });
-        shared.spawn_tracked(read_messages(shared.clone(), join.arn.clone(), id.clone(), inbox, stop.clone()));
-        session.stop = Some(stop);
-        session.key = Some(key);
+        // Fails only when the channel was deleted meanwhile: no peer then.
+        if registry.register_virtual(&key, PeerHandle { outbox, kill: stop.clone() }) {
+            shared.spawn_tracked(read_messages(shared.clone(), join.arn.clone(), id.clone(), inbox, stop.clone()));
+            session.stop = Some(stop);
+            session.key = Some(key);
+        }
     }
     shared.log(format_args!("storage session {id} started on {}", join.arn));
     session

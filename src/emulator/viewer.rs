@@ -5,8 +5,11 @@
 //! timings. The page asks `GET /viewer/connect?channel=NAME&clientId=ID` for
 //! the WebSocket URL; with authentication on the emulator presigns it with its
 //! first configured key (the page holds no key), and then only for loopback
-//! peers: a presigned URL is a key to the channel, and a browser cannot send
-//! the admin token. The page and its script are static and served to anyone.
+//! peers that pass the admin endpoint's loopback checks (a loopback `Host`,
+//! no `Origin` of another site, see
+//! [`super::admin::refuse_unless_loopback_addressed`]): a presigned URL is a
+//! key to the channel, and a browser cannot send the admin token. The page
+//! and its script are static and served to anyone.
 
 use super::http::{HttpError, HttpResponse, json_response, percent_decode, request_host};
 use super::{Shared, lock};
@@ -71,8 +74,13 @@ fn query_value(query: &str, name: &str) -> Result<Option<String>, HttpError> {
 /// `{"url": ws(s)://HOST/v-LABEL?X-Amz-ChannelARN=..&X-Amz-ClientId=..[SigV4],
 /// "channelArn": ARN, "presigned": bool}` for a channel name and a client id.
 fn connect_url(shared: &Shared, peer: SocketAddr, request: &Request<Incoming>) -> Result<serde_json::Value, HttpError> {
-    if shared.config.auth.is_some() && !peer.ip().to_canonical().is_loopback() {
-        return Err(HttpError::access_denied("the viewer page's URLs are presigned for loopback peers only"));
+    if shared.config.auth.is_some() {
+        if !peer.ip().to_canonical().is_loopback() {
+            return Err(HttpError::access_denied("the viewer page's URLs are presigned for loopback peers only"));
+        }
+        // The URL is built from the Host header and is a key to the channel:
+        // not for a page that reached loopback by DNS rebinding.
+        super::admin::refuse_unless_loopback_addressed(request.headers())?;
     }
     let query = request.uri().query().unwrap_or("");
     let channel = query_value(query, "channel")?
