@@ -249,8 +249,9 @@ enum kvs_result
    */
   KVS_ERR_CREDENTIALS = 34,
   /**
-   * The client is being freed: `kvs_client_free` was called (seen by a
-   * callback of that client still running, or a second free).
+   * The client is being freed or was freed: `kvs_client_free` was called
+   * (seen by a callback of that client still running, another thread, or
+   * a second free), or the pointer never named a client.
    */
   KVS_ERR_CLOSED = 35,
   /**
@@ -1401,11 +1402,14 @@ uint32_t kvs_client_state(const struct kvs_client *client);
  * callback's remaining time, about 3 seconds at most for the close, and the
  * time of those reports (at most one per queued send), whatever the inbound
  * backlog. Do not hold a lock that your callbacks take while calling it.
- * NULL is a no-op. Must not be called twice for the same client.
+ * NULL is a no-op.
  *
- * A callback of this client that runs while it is freed may still use
- * `client` (it stays valid until that callback returns); every call on it
- * then returns KVS_ERR_CLOSED.
+ * A `kvs_client *` names the client, it is not its address: a callback of
+ * this client that runs while it is freed, or another thread, may still
+ * pass `client` (every call then returns KVS_ERR_CLOSED, as after the free
+ * and for a second free); a call already running on another thread when
+ * the free begins keeps the client until it returns (the client is closed
+ * under it). No call reads freed memory.
  *
  * Ownership: consumes `client` on KVS_OK. On KVS_ERR_IN_CALLBACK or
  * KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid. In a
@@ -1414,7 +1418,7 @@ uint32_t kvs_client_state(const struct kvs_client *client);
  * Threading: blocks; call it from an application thread, not from a callback.
  *
  * Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED, KVS_ERR_CLOSED (freed
- * already, while that free still runs).
+ * already, or not a client).
  */
 kvs_result kvs_client_free(struct kvs_client *client);
 

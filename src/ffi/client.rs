@@ -13,8 +13,9 @@ use crate::protocol::{Action, IceCandidate, MAX_ARN_LEN, MAX_ID_LEN, MAX_PAYLOAD
 use crate::runtime;
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// `sdp_per_second` / `ice_per_second` value that turns pacing off.
@@ -565,19 +566,39 @@ enum Unusable {
     Closed,
 }
 
+/// The live clients, by the id their C pointer carries. A `kvs_client *` is
+/// an id, never an address: the library never reads through it, so a pointer
+/// used while or after its client is freed (or one that never was a client)
+/// is refused, not dereferenced, and ids are not reused. Each call on a
+/// client holds its own reference, so a call that runs on while another
+/// thread frees the client still has it (closed) until it returns.
+static CLIENTS: Mutex<BTreeMap<usize, Arc<ClientHandle>>> = Mutex::new(BTreeMap::new());
+/// The next client id; steps of 16 keep the pointers aligned like addresses.
+static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(16);
+
+/// Registers `handle`; returns the pointer that names it to C.
+fn register(handle: Arc<ClientHandle>) -> *mut kvs_client {
+    let mut clients = dispatch::lock(&CLIENTS);
+    let id = loop {
+        let id = NEXT_CLIENT_ID.fetch_add(16, Ordering::Relaxed);
+        // After a wrap (2^28 clients on a 32-bit target) ids in use are skipped.
+        if id != 0 && !clients.contains_key(&id) {
+            break id;
+        }
+    };
+    clients.insert(id, handle);
+    ptr::without_provenance_mut(id)
+}
+
 /// The client behind a C pointer, without recording an error.
-fn peek_handle<'a>(client: *const kvs_client) -> Result<&'a ClientHandle, Unusable> {
+fn peek_handle(client: *const kvs_client) -> Result<Arc<ClientHandle>, Unusable> {
     if client.is_null() {
         return Err(Unusable::Null);
     }
     if runtime::is_forked() {
         return Err(Unusable::Forked);
     }
-    // SAFETY: a non-NULL kvs_client pointer comes from kvs_client_new (an
-    // Arc<ClientHandle>) and, as the header requires, is not used after
-    // kvs_client_free returned; while that runs, the handle stays alive until
-    // the client's running callback (its only other legitimate user) returned.
-    let handle = unsafe { &*client.cast::<ClientHandle>() };
+    let handle = dispatch::lock(&CLIENTS).get(&client.addr()).cloned().ok_or(Unusable::Closed)?;
     if handle.closed.load(Ordering::Acquire) {
         return Err(Unusable::Closed);
     }
@@ -586,12 +607,15 @@ fn peek_handle<'a>(client: *const kvs_client) -> Result<&'a ClientHandle, Unusab
 
 /// The client behind a C pointer, for a call on it. Checks, in order: NULL
 /// (KVS_ERR_NULL_PARAMETER), a forked child (KVS_ERR_FORKED), a client being
-/// freed (KVS_ERR_CLOSED); each with last-error text.
-pub(super) fn open_handle<'a>(client: *const kvs_client) -> Result<&'a ClientHandle, kvs_result> {
+/// freed, freed, or never made by `kvs_client_new` (KVS_ERR_CLOSED); each
+/// with last-error text.
+pub(super) fn open_handle(client: *const kvs_client) -> Result<Arc<ClientHandle>, kvs_result> {
     peek_handle(client).map_err(|why| match why {
         Unusable::Null => fail(KVS_ERR_NULL_PARAMETER, "client must not be NULL"),
         Unusable::Forked => fail_runtime(runtime::RuntimeError::Forked),
-        Unusable::Closed => fail(KVS_ERR_CLOSED, "the client is being freed (kvs_client_free was called)"),
+        Unusable::Closed => {
+            fail(KVS_ERR_CLOSED, "client is not a live client (kvs_client_free was called, or it is no client)")
+        }
     })
 }
 
@@ -996,7 +1020,7 @@ pub extern "C" fn kvs_client_new(config: *const kvs_client_config, out_client: *
         };
         let handle = Arc::new(ClientHandle { client, lane, closed: AtomicBool::new(false) });
         // SAFETY: checked non-NULL; the caller provides a writable pointer.
-        unsafe { *out_client = Arc::into_raw(handle).cast_mut().cast() };
+        unsafe { *out_client = register(handle) };
         KVS_OK
     })
 }
@@ -1252,11 +1276,14 @@ pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
 /// callback's remaining time, about 3 seconds at most for the close, and the
 /// time of those reports (at most one per queued send), whatever the inbound
 /// backlog. Do not hold a lock that your callbacks take while calling it.
-/// NULL is a no-op. Must not be called twice for the same client.
+/// NULL is a no-op.
 ///
-/// A callback of this client that runs while it is freed may still use
-/// `client` (it stays valid until that callback returns); every call on it
-/// then returns KVS_ERR_CLOSED.
+/// A `kvs_client *` names the client, it is not its address: a callback of
+/// this client that runs while it is freed, or another thread, may still
+/// pass `client` (every call then returns KVS_ERR_CLOSED, as after the free
+/// and for a second free); a call already running on another thread when
+/// the free begins keeps the client until it returns (the client is closed
+/// under it). No call reads freed memory.
 ///
 /// Ownership: consumes `client` on KVS_OK. On KVS_ERR_IN_CALLBACK or
 /// KVS_ERR_WOULD_DEADLOCK nothing is released and the client stays valid. In a
@@ -1265,7 +1292,7 @@ pub extern "C" fn kvs_client_state(client: *const kvs_client) -> u32 {
 /// Threading: blocks; call it from an application thread, not from a callback.
 ///
 /// Errors: KVS_ERR_IN_CALLBACK, KVS_ERR_WOULD_DEADLOCK, KVS_ERR_FORKED, KVS_ERR_CLOSED (freed
-/// already, while that free still runs).
+/// already, or not a client).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
     boundary(|| {
@@ -1296,9 +1323,8 @@ pub extern "C" fn kvs_client_free(client: *mut kvs_client) -> kvs_result {
         let _ = runtime::block_on(handle.client.disconnect(Duration::from_secs(1)));
         handle.lane.close();
         handle.lane.callbacks().release();
-        // SAFETY: made by Arc::into_raw in kvs_client_new; the caller gives its
-        // reference up here, and nothing of the library kept a pointer to it.
-        drop(unsafe { Arc::from_raw(client.cast_const().cast::<ClientHandle>()) });
+        // Calls still running on other threads keep their references.
+        dispatch::lock(&CLIENTS).remove(&client.addr());
         KVS_OK
     })
 }
@@ -1389,7 +1415,7 @@ fn send_sdp(
     let sdp_type =
         if action == Action::SdpOffer { crate::protocol::SdpType::Offer } else { crate::protocol::SdpType::Answer };
     let json = crate::protocol::SessionDescription { sdp_type, sdp: sdp.to_owned() }.to_json();
-    send_common(handle, action, recipient, json.as_bytes(), correlation_id, out_correlation_id, out_capacity, out_len)
+    send_common(&handle, action, recipient, json.as_bytes(), correlation_id, out_correlation_id, out_capacity, out_len)
 }
 
 /// Sends an SDP offer. The library wraps `sdp` as `{"type":"offer","sdp":...}`,
@@ -1531,7 +1557,7 @@ pub extern "C" fn kvs_send_ice_candidate(
         };
         let json = ice.to_json();
         send_common(
-            handle,
+            &handle,
             Action::IceCandidate,
             recipient_client_id,
             json.as_bytes(),
@@ -1591,7 +1617,7 @@ pub extern "C" fn kvs_send_message(
         // SAFETY: non-NULL and, as the header requires, readable for payload_len bytes.
         let bytes = unsafe { std::slice::from_raw_parts(payload, payload_len) };
         send_common(
-            handle,
+            &handle,
             action,
             recipient_client_id,
             bytes,

@@ -85,8 +85,9 @@ pub enum kvs_result {
     KVS_ERR_BAD_RESPONSE = 33,
     /// No credentials: none configured, or the credentials callback failed.
     KVS_ERR_CREDENTIALS = 34,
-    /// The client is being freed: `kvs_client_free` was called (seen by a
-    /// callback of that client still running, or a second free).
+    /// The client is being freed or was freed: `kvs_client_free` was called
+    /// (seen by a callback of that client still running, another thread, or
+    /// a second free), or the pointer never named a client.
     KVS_ERR_CLOSED = 35,
     /// `kvs_client_connect` was abandoned because `kvs_client_disconnect`
     /// stopped the client meanwhile.

@@ -17,6 +17,10 @@
  *                     callback (a process of its own: shutdown is final)
  *   shutdown-timeout  kvs_shutdown(200) while a 2 s callback runs:
  *                     KVS_ERR_TIMEOUT (a process of its own)
+ *   free-during-calls kvs_client_free while another thread is blocked in
+ *                     kvs_client_connect on the same client; then the freed
+ *                     pointer, a second free and a made-up pointer: all
+ *                     KVS_ERR_CLOSED, nothing reads freed memory
  *
  *   lifecycle --endpoint ws://127.0.0.1:PORT --channel-arn ARN [--rounds N]
  *             [--case NAME] [--valgrind]
@@ -52,6 +56,7 @@
 #include <unistd.h>
 
 #include "kvs_signaling.h"
+#include "silent_listener.h"
 
 extern char **environ;
 
@@ -1266,12 +1271,82 @@ static void run_case_process(const char *name) {
 
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* free-during-calls                                                         */
+
+struct blocked_connect {
+    kvs_client *client;
+    uint32_t rc;
+};
+
+static void *blocked_connect_run(void *arg) {
+    struct blocked_connect *b = (struct blocked_connect *)arg;
+    b->rc = (uint32_t)kvs_client_connect(b->client);
+    return NULL;
+}
+
+/* A kvs_client * names a client, it is not its address: a call already
+ * running when the client is freed keeps it until it returns, and the
+ * pointer used after the free is refused. Under ASan and valgrind a read of
+ * freed memory on either path is reported. */
+static void test_free_during_calls(int rounds) {
+    section("free-during-calls: kvs_client_free while kvs_client_connect blocks on another thread");
+    char silent[64];
+    int fd = silent_listener(silent, sizeof silent);
+    if (fd < 0) {
+        expect_true(__LINE__, 0, "silent_listener", "could not listen on 127.0.0.1");
+        return;
+    }
+    int sane = 0;
+    for (int round = 0; round < rounds; round++) {
+        kvs_client_config c = lc_config(KVS_ROLE_MASTER, NULL, NULL, NULL);
+        c.endpoint = silent; /* the WebSocket handshake never gets an answer */
+        struct blocked_connect b;
+        b.client = NULL;
+        b.rc = KVS_OK;
+        if (kvs_client_new(&c, &b.client) != KVS_OK) {
+            expect_true(__LINE__, 0, "kvs_client_new", "%s", kvs_last_error_message());
+            break;
+        }
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, blocked_connect_run, &b) != 0) {
+            expect_true(__LINE__, 0, "pthread_create", "failed");
+            (void)kvs_client_free(b.client);
+            break;
+        }
+        sleep_ms(round % 4 == 0 ? 1 : 30);
+        uint32_t freed = (uint32_t)kvs_client_free(b.client);
+        pthread_join(thread, NULL);
+        /* The connect was cut short by the free (cancelled), found the client
+         * closed, or (a free before the attempt began) was refused. */
+        int ok = freed == KVS_OK && (b.rc == KVS_ERR_CANCELLED || b.rc == KVS_ERR_CLOSED);
+        /* The freed pointer, used again: refused, never dereferenced. */
+        ok = ok && kvs_client_connect(b.client) == KVS_ERR_CLOSED &&
+             kvs_client_state(b.client) == KVS_STATE_DISCONNECTED &&
+             kvs_client_free(b.client) == KVS_ERR_CLOSED;
+        if (!ok) {
+            expect_true(__LINE__, 0, "round", "round %d: free %s, connect %s", round,
+                        rc_name(freed), rc_name(b.rc));
+            break;
+        }
+        sane++;
+    }
+    close(fd);
+    EXPECT_TRUE(sane == rounds, "%d of %d rounds: the blocked connect returned "
+                                "KVS_ERR_CANCELLED or KVS_ERR_CLOSED, the freed pointer was refused",
+                sane, rounds);
+    kvs_client *made_up = (kvs_client *)(uintptr_t)0x1000;
+    EXPECT_RC(KVS_ERR_CLOSED, kvs_client_connect(made_up));
+    EXPECT_RC(KVS_ERR_CLOSED, kvs_client_free(made_up));
+}
+
 static void usage(FILE *out) {
     fprintf(out, "usage: lifecycle --endpoint URL --channel-arn ARN [--rounds N] [--case NAME]\n"
                  "                 [--valgrind]\n"
                  "  (or set KVS_ENDPOINT and KVS_CHANNEL_ARN); the emulator should run with\n"
-                 "  --no-quotas. NAME: free-flood, fork, free-backlog, backpressure, shutdown,\n"
-                 "  shutdown-timeout; default: all (the shutdown cases in child processes).\n"
+                 "  --no-quotas. NAME: free-flood, fork, free-backlog, backpressure,\n"
+                 "  free-during-calls, shutdown, shutdown-timeout; default: all (the shutdown\n"
+                 "  cases in child processes).\n"
                  "  --valgrind: the fork child's exit status is valgrind's; read its result\n"
                  "  from a pipe only.\n");
 }
@@ -1322,6 +1397,8 @@ int main(int argc, char **argv) {
             test_free_backlog();
         } else if (strcmp(only, "backpressure") == 0) {
             test_backpressure();
+        } else if (strcmp(only, "free-during-calls") == 0) {
+            test_free_during_calls(rounds < 20 ? rounds : 20);
         } else if (strcmp(only, "shutdown") == 0) {
             test_shutdown_backlog();
         } else if (strcmp(only, "shutdown-timeout") == 0) {
@@ -1343,6 +1420,7 @@ int main(int argc, char **argv) {
     test_fork();
     test_free_backlog();
     test_backpressure();
+    test_free_during_calls(rounds < 20 ? rounds : 20);
     section("shutdown cases, each in a process of its own");
     run_case_process("shutdown");
     run_case_process("shutdown-timeout");
