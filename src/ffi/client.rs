@@ -11,9 +11,9 @@ use crate::client::{
 use crate::ffi::kvs_result::{self, *};
 use crate::protocol::{Action, IceCandidate, MAX_ARN_LEN, MAX_ID_LEN, MAX_PAYLOAD_LEN, MessageType, Role};
 use crate::runtime;
+use std::collections::BTreeMap;
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -358,23 +358,11 @@ static void fill_test_data(void) {
 
 /* Endpoint of a 127.0.0.1 port nobody listens on (bound, then closed). */
 static int closed_port_endpoint(char *out, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = loopback_socket(0, out, cap);
     if (fd < 0) {
         return -1;
     }
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof addr;
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
-        getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
-        close(fd);
-        return -1;
-    }
     close(fd);
-    snprintf(out, cap, "ws://127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
     return 0;
 }
 
