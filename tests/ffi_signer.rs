@@ -57,6 +57,8 @@ struct Backend {
     sink_code: Mutex<Option<kvs_result>>,
     /// The sink of the last URL request, kept (wrongly) past its callback.
     kept_sink: AtomicUsize,
+    /// What using the previous request's sink inside a later callback returned.
+    stale_in_callback: Mutex<Vec<kvs_result>>,
 }
 
 fn text(ptr: *const c_char) -> Option<String> {
@@ -116,7 +118,13 @@ unsafe extern "C" fn backend_sign(
         _ => signed,
     };
     let url = CString::new(url).unwrap();
-    backend.kept_sink.store(sink as usize, Ordering::SeqCst);
+    // The previous request's sink, used while this request's callback runs:
+    // it must not reach this request.
+    let previous = backend.kept_sink.swap(sink as usize, Ordering::SeqCst);
+    if previous != 0 {
+        let code = kvs_sign_sink_set_url(previous as *mut kvs_sign_sink, c"wss://elsewhere/?a=b".as_ptr());
+        backend.stale_in_callback.lock().unwrap().push(code);
+    }
     let code = if mode == Mode::FromAnotherThread {
         let sink = sink as usize;
         std::thread::spawn(move || kvs_sign_sink_set_url(sink as *mut kvs_sign_sink, url.as_ptr())).join().unwrap()
@@ -135,6 +143,7 @@ fn backend() -> &'static Backend {
         threads: Mutex::new(Vec::new()),
         sink_code: Mutex::new(None),
         kept_sink: AtomicUsize::new(0),
+        stale_in_callback: Mutex::new(Vec::new()),
     }))
 }
 
@@ -277,6 +286,9 @@ fn a_signer_callback_answer_that_cannot_be_used_is_a_named_code() {
         }
         kvs_client_free(client);
     }
+    // A sink kept from an earlier request was refused inside later callbacks.
+    let stale = backend.stale_in_callback.lock().unwrap().clone();
+    assert!(stale.len() >= 4 && stale.iter().all(|&code| code == KVS_ERR_INVALID_ARGUMENT), "{stale:?}");
     // A sink kept after its callback returned, or a pointer that never was a
     // sink, is refused without being read.
     let url = c"wss://h/?a=b";
