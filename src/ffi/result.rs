@@ -363,7 +363,9 @@ pub fn fail(code: kvs_result, text: impl Into<String>) -> kvs_result {
     let mut text = text.into();
     text.retain(|c| c != '\0');
     let text = CString::new(text).unwrap_or_default();
-    LAST_ERROR.with(|last| *last.borrow_mut() = text);
+    // Not recorded from a thread's last destructors (a pthread key's, run
+    // after the thread-local storage is gone): the call still returns its code.
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = text);
     code
 }
 
@@ -378,13 +380,14 @@ pub fn fail_runtime(e: RuntimeError) -> kvs_result {
     fail(code, code.text().trim_end_matches('\0'))
 }
 
-/// Runs `f` with this thread's last-error text.
+/// Runs `f` with this thread's last-error text (empty once the thread's
+/// storage is gone).
 pub fn with_last_error<R>(f: impl FnOnce(&CString) -> R) -> R {
-    LAST_ERROR.with(|last| f(&last.borrow()))
+    f(&LAST_ERROR.try_with(|last| last.borrow().clone()).unwrap_or_default())
 }
 
 /// Pointer to this thread's last-error text; valid until the next failing call
-/// on this thread.
+/// on this thread ("" once the thread's storage is gone).
 pub fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|last| last.borrow().as_ptr())
+    LAST_ERROR.try_with(|last| last.borrow().as_ptr()).unwrap_or(c"".as_ptr())
 }

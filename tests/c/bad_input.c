@@ -463,6 +463,40 @@ static void plant_known_error(char *out, size_t cap) {
     snprintf(out, cap, "%s", kvs_last_error_message());
 }
 
+/* A pthread key's destructor runs after the thread's other storage (the
+ * library's last-error text included) is gone: calls there still return
+ * their codes, and the last-error text is "" rather than an abort. */
+static pthread_key_t g_late_key;
+static uint32_t g_late_rc = KVS_OK;
+static int g_late_message = -1; /* 1: a string, 0: NULL */
+
+static void late_destructor(void *value) {
+    (void)value;
+    g_late_rc = (uint32_t)kvs_client_connect(NULL);
+    g_late_message = kvs_last_error_message() != NULL;
+}
+
+static void *late_thread(void *arg) {
+    (void)arg;
+    (void)kvs_client_connect(NULL); /* the library's thread storage exists now */
+    (void)pthread_setspecific(g_late_key, &g_late_key);
+    return NULL;
+}
+
+static void test_last_error_in_a_key_destructor(void) {
+    pthread_t thread;
+    if (pthread_key_create(&g_late_key, late_destructor) != 0 ||
+        pthread_create(&thread, NULL, late_thread, NULL) != 0) {
+        fail(__LINE__, "pthread", "could not start the thread");
+        return;
+    }
+    pthread_join(thread, NULL);
+    (void)pthread_key_delete(g_late_key);
+    EXPECT_TRUE(g_late_rc == KVS_ERR_NULL_PARAMETER && g_late_message == 1,
+                "in a key destructor after the thread's storage is gone: %s, message %s",
+                rc_name(g_late_rc), g_late_message == 1 ? "a string" : "NULL or not called");
+}
+
 static void test_last_error(void) {
     section("kvs_last_error, kvs_last_error_message");
     EXPECT_TRUE(kvs_last_error_message() != NULL, "never NULL");
@@ -541,6 +575,7 @@ static void test_last_error(void) {
                     rc_name(rc), rc == KVS_OK ? exact : kvs_last_error_message(), known);
         free(exact);
     }
+    test_last_error_in_a_key_destructor();
 }
 
 static struct probe g_log_probe_a;
