@@ -81,7 +81,9 @@ fn media_storage_is_read_and_changed_through_the_client() {
     assert_eq!(kvs_client_set_media_storage(client, true, stream.as_ptr()), KVS_OK, "{}", last_error());
     // Size query, a buffer too small, then the whole ARN.
     assert_eq!(get(client, 0), (KVS_OK, true, String::new(), STREAM.len()));
-    assert_eq!(get(client, STREAM.len()).0, KVS_ERR_BUFFER_TOO_SMALL);
+    // Too small: only the length is written (`enabled` stays as it was).
+    let (code, enabled, _, len) = get(client, STREAM.len());
+    assert_eq!((code, enabled, len), (KVS_ERR_BUFFER_TOO_SMALL, false, STREAM.len()));
     assert_eq!(get(client, STREAM.len() + 1), (KVS_OK, true, STREAM.to_owned(), STREAM.len()));
     emulator.with(|e| assert!(e.storage_sessions().is_empty(), "no session before a join"));
 

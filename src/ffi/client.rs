@@ -1364,6 +1364,11 @@ fn send_common(
         return fail_runtime(runtime::RuntimeError::ShutDown);
     }
     if !out_correlation_id.is_null() && out_capacity < KVS_CORRELATION_ID_CAPACITY {
+        if !out_len.is_null() {
+            // SAFETY: checked non-NULL; the caller guarantees it is writable.
+            // The needed length: the longest id (the buffer's NUL excluded).
+            unsafe { *out_len = KVS_CORRELATION_ID_CAPACITY - 1 };
+        }
         return fail(
             KVS_ERR_BUFFER_TOO_SMALL,
             format!(
@@ -1667,11 +1672,14 @@ pub extern "C" fn kvs_client_get_media_storage(
         };
         match runtime::block_on(handle.client.media_storage()) {
             Ok(Ok(configuration)) => {
-                // SAFETY: checked non-NULL; the caller guarantees it is writable.
-                unsafe { *out_enabled = configuration.enabled };
                 let arn = configuration.stream_arn.unwrap_or_default();
                 // SAFETY: `stream_arn` is NULL or has `capacity` bytes; `out_len` NULL or writable.
-                unsafe { write_out_str(&arn, stream_arn, capacity, out_len) }
+                let written = unsafe { write_out_str(&arn, stream_arn, capacity, out_len) };
+                if written == KVS_OK {
+                    // SAFETY: checked non-NULL; the caller guarantees it is writable.
+                    unsafe { *out_enabled = configuration.enabled };
+                }
+                written
             }
             Ok(Err(e)) => fail_client(&e),
             Err(e) => fail_runtime(e),

@@ -846,10 +846,12 @@ static void test_sdp_send(const char *name, sdp_send_fn send, kvs_client *master
     out_len = 12345;
     EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
               send(master, "v1", SDP, NULL, out, KVS_CORRELATION_ID_CAPACITY - 1, &out_len));
-    EXPECT_TRUE(out[0] == 'Z' && out_len == 12345, "outputs untouched on failure");
+    EXPECT_TRUE(out[0] == 'Z' && out_len == KVS_CORRELATION_ID_CAPACITY - 1,
+                "the buffer untouched, out_len the length needed (%zu)", out_len);
     EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL, send(viewer, NULL, SDP, "c1", out, 1, &out_len));
 
     /* Valid calls: refused only because nothing is connected. */
+    out_len = 12345;
     EXPECT_RC(KVS_ERR_NOT_CONNECTED, send(master, "v1", SDP, NULL, out, sizeof out, &out_len));
     EXPECT_TRUE(out[0] == 'Z' && out_len == 12345, "outputs untouched on failure");
     EXPECT_RC(KVS_ERR_NOT_CONNECTED, send(master, g_id256, SDP, g_id256, NULL, 0, NULL));
@@ -921,7 +923,8 @@ static void test_ice_send(kvs_client *master, kvs_client *viewer) {
     out_len = 12345;
     EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL,
               kvs_send_ice_candidate(viewer, NULL, &c, NULL, out, sizeof out - 1, &out_len));
-    EXPECT_TRUE(out[0] == 'Z' && out_len == 12345, "outputs untouched on failure");
+    EXPECT_TRUE(out[0] == 'Z' && out_len == KVS_CORRELATION_ID_CAPACITY - 1,
+                "the buffer untouched, out_len the length needed (%zu)", out_len);
 
     EXPECT_RC(KVS_ERR_NOT_CONNECTED,
               kvs_send_ice_candidate(viewer, NULL, &c, NULL, out, sizeof out, &out_len));
@@ -991,7 +994,8 @@ static void test_message_send(kvs_client *master, kvs_client *viewer) {
     out_len = 12345;
     EXPECT_RC(KVS_ERR_BUFFER_TOO_SMALL, kvs_send_message(viewer, offer, NULL, json, json_len, NULL,
                                                          out, 16, &out_len));
-    EXPECT_TRUE(out[0] == 'Z' && out_len == 12345, "outputs untouched on failure");
+    EXPECT_TRUE(out[0] == 'Z' && out_len == KVS_CORRELATION_ID_CAPACITY - 1,
+                "the buffer untouched, out_len the length needed (%zu)", out_len);
     /* The payload is raw bytes: not UTF-8 is fine. */
     EXPECT_RC(KVS_ERR_NOT_CONNECTED,
               kvs_send_message(viewer, KVS_MESSAGE_TYPE_ICE_CANDIDATE, NULL,
