@@ -174,16 +174,16 @@ pub extern "C" fn kvs_set_log_callback(
 ) -> kvs_result {
     boundary(|| {
         let registration = callback.map(|callback| Arc::new(LogCallback { callback, userdata, free_userdata }));
-        if runtime::is_forked() {
-            // The parent's logger lock may be held by a thread that does not
-            // exist here; the registration (and so userdata) is released.
-            return fail_runtime(runtime::RuntimeError::Forked);
-        }
         if callback.is_none()
             && let Some(free) = free_userdata
         {
             // SAFETY: nothing will use userdata; release it now, once.
             unsafe { free(userdata) };
+        }
+        if runtime::is_forked() {
+            // The parent's logger lock may be held by a thread that does not
+            // exist here; the registration (and so userdata) is released.
+            return fail_runtime(runtime::RuntimeError::Forked);
         }
         if min_level > kvs_log_level::Trace as u32 {
             return fail(KVS_ERR_INVALID_ARGUMENT, format!("min_level {min_level} is not a kvs_log_level"));

@@ -775,6 +775,13 @@ static int fork_child(kvs_client *master, kvs_client *viewer, const char *viewer
          * runs when the call fails, the fork rule says nothing is touched. */
         child_say("note  fork child: kvs_set_log_callback's free_userdata ran %d times",
                   g_child_free_calls);
+        /* Restoring the default keeps nothing: userdata is released even here. */
+        g_child_free_calls = 0;
+        CHILD_RC(KVS_ERR_FORKED, kvs_set_log_callback(KVS_LOG_LEVEL_WARN, NULL,
+                                                      &g_child_free_calls, child_count_free));
+        snprintf(d, sizeof d, "free_userdata ran %d times", g_child_free_calls);
+        child_check(g_child_free_calls == 1,
+                    "kvs_set_log_callback(NULL callback): userdata released once", d);
     }
     {
         /* The last error of this thread (pure, thread-local) tells why. */
