@@ -1653,7 +1653,8 @@ kvs_result kvs_set_log_callback(uint32_t min_level,
  * Shuts the library down, for good: new calls return KVS_ERR_SHUTDOWN, no
  * callback starts any more (callbacks queued and not started are discarded),
  * connections are dropped without a close handshake, the runtime thread
- * stops, and a callback running now is waited for. The whole call takes at
+ * stops, the log callback is not called any more (by any thread), and a
+ * callback running now is waited for. The whole call takes at
  * most `timeout_ms`; if the running callback (or a runtime task) has not
  * finished by then it returns KVS_ERR_TIMEOUT, and that callback is the only
  * library code that may still be running. Otherwise, once it returns, the

@@ -211,7 +211,18 @@ fn log_callback_fork_detection_and_shutdown() {
     let (slow_master, slow_viewer) = slow_backlog(&emulator, 50);
 
     let started = std::time::Instant::now();
+    // A log callback again: library code still running after the shutdown
+    // (e.g. a blocking credentials fetch on a thread of the old runtime)
+    // must not reach it.
+    assert_eq!(kvs_set_log_callback(kvs_log_level::Warn as u32, Some(on_log), ptr::null_mut(), None), KVS_OK);
+    let logged = |text: &str| LOG_LINES.lock().unwrap().iter().any(|(_, _, line)| line == text);
+    kvs_signaling::log::write(kvs_signaling::log::Level::Warn, "test", "before kvs_shutdown");
+    assert!(logged("before kvs_shutdown"));
     assert_eq!(kvs_shutdown(1000), KVS_OK, "a 300 ms callback finishes within the 1 s timeout");
+    std::thread::spawn(|| kvs_signaling::log::write(kvs_signaling::log::Level::Warn, "test", "after kvs_shutdown"))
+        .join()
+        .unwrap();
+    assert!(!logged("after kvs_shutdown"), "the log callback ran after kvs_shutdown returned");
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1500), "kvs_shutdown(1000) took {took:?}");
     let ran = SLOW_CALLBACKS.load(Ordering::SeqCst);

@@ -9,6 +9,7 @@ use crate::runtime;
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Log levels for `kvs_set_log_callback`.
@@ -194,6 +195,10 @@ pub extern "C" fn kvs_set_log_callback(
         };
         let sink: Option<log::Sink> = registration.map(|registration| {
             Arc::new(move |level: Level, target: &str, message: &str| {
+                let _call = LogCall::enter();
+                if !LOG_CALLBACKS_OPEN.load(Ordering::SeqCst) {
+                    return;
+                }
                 let target = CString::new(target).unwrap_or_default();
                 let message = CString::new(message.replace('\0', "")).unwrap_or_default();
                 let len = message.as_bytes().len();
@@ -208,10 +213,48 @@ pub extern "C" fn kvs_set_log_callback(
     })
 }
 
+/// Cleared by `kvs_shutdown`: the C log callback is not called any more,
+/// whatever thread of the library (one still running after the runtime was
+/// shut down) logs.
+static LOG_CALLBACKS_OPEN: AtomicBool = AtomicBool::new(true);
+/// Log lines on their way to the C log callback now (entered before the gate
+/// is read, so that `kvs_shutdown` can wait for them: sequentially consistent).
+static LOG_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// One log line on its way to the C callback, counted in [`LOG_CALLS`].
+struct LogCall;
+
+impl LogCall {
+    fn enter() -> LogCall {
+        LOG_CALLS.fetch_add(1, Ordering::SeqCst);
+        LogCall
+    }
+}
+
+impl Drop for LogCall {
+    fn drop(&mut self) {
+        LOG_CALLS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Stops the C log callback: no call starts after this, and the ones running
+/// are waited for until `deadline`; false if one still runs then.
+fn close_log_callbacks(deadline: Instant) -> bool {
+    LOG_CALLBACKS_OPEN.store(false, Ordering::SeqCst);
+    while LOG_CALLS.load(Ordering::SeqCst) > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 /// Shuts the library down, for good: new calls return KVS_ERR_SHUTDOWN, no
 /// callback starts any more (callbacks queued and not started are discarded),
 /// connections are dropped without a close handshake, the runtime thread
-/// stops, and a callback running now is waited for. The whole call takes at
+/// stops, the log callback is not called any more (by any thread), and a
+/// callback running now is waited for. The whole call takes at
 /// most `timeout_ms`; if the running callback (or a runtime task) has not
 /// finished by then it returns KVS_ERR_TIMEOUT, and that callback is the only
 /// library code that may still be running. Otherwise, once it returns, the
@@ -242,9 +285,13 @@ pub extern "C" fn kvs_shutdown(timeout_ms: u32) -> kvs_result {
         if let Err(e) = runtime::shutdown(timeout) {
             return fail_runtime(e);
         }
-        match dispatch::shutdown(deadline) {
-            Ok(()) => KVS_OK,
-            Err(()) => fail(
+        let callbacks = dispatch::shutdown(deadline);
+        // Threads of the runtime still busy after its shutdown (a blocking
+        // credentials fetch) may log: the C log callback is closed too.
+        let logs = close_log_callbacks(deadline);
+        match (callbacks, logs) {
+            (Ok(()), true) => KVS_OK,
+            _ => fail(
                 KVS_ERR_TIMEOUT,
                 format!("a callback was still running after {timeout_ms} ms; it is the last one to run"),
             ),
