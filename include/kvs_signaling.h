@@ -1058,6 +1058,12 @@ typedef struct kvs_client_config {
    * KVS_SOCKET_BUFFER_SYSTEM leaves the system's autotuning.
    */
   uint32_t socket_buffer_bytes;
+  /**
+   * Zero (set by `kvs_client_config_default`). Names the struct's tail
+   * padding, so that a field added here later is zero, its default, in
+   * binaries built against this header.
+   */
+  uint32_t reserved;
 } kvs_client_config;
 
 /**

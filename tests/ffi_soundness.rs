@@ -408,6 +408,24 @@ fn structs_from_an_older_header_are_read_and_written_only_as_far_as_their_size()
     assert_eq!(kvs_client_new(&zeroed, &mut other), KVS_ERR_INVALID_CONFIG);
     assert!(last_error().contains("struct_size"), "{}", last_error());
     assert!(other.is_null());
+    // A size that ends inside a field (half a function pointer) is refused.
+    let mut torn = kvs_client_config_default();
+    torn.channel_arn = arn.as_ptr();
+    torn.endpoint = endpoint.as_ptr();
+    torn.struct_size = std::mem::offset_of!(kvs_client_config, signer_callback) + 4;
+    assert_eq!(kvs_client_new(&torn, &mut other), KVS_ERR_INVALID_CONFIG);
+    assert!(last_error().contains("struct_size"), "{}", last_error());
+    // A bool byte other than 0 or 1 reads as C reads it: non-zero is true
+    // (use_control_plane true needs no endpoint; false would refuse the config).
+    let mut odd = kvs_client_config_default();
+    odd.channel_name = c"cam-1".as_ptr();
+    odd.control_plane_url = c"http://127.0.0.1:9".as_ptr();
+    odd.access_key_id = c"AKIDEXAMPLE".as_ptr();
+    odd.secret_access_key = c"secret".as_ptr();
+    let flag = std::mem::offset_of!(kvs_client_config, use_control_plane);
+    unsafe { (&mut odd as *mut kvs_client_config).cast::<u8>().add(flag).write(2) };
+    assert_eq!(kvs_client_new(&odd, &mut other), KVS_OK, "{}", last_error());
+    assert_eq!(kvs_client_free(other), KVS_OK);
     assert_eq!(kvs_client_free(client), KVS_OK);
     assert_eq!(kvs_version_number() >> 16, env!("CARGO_PKG_VERSION_MAJOR").parse::<u32>().unwrap());
 }

@@ -311,6 +311,7 @@ class kvs_client_config(Structure):
         ("media_storage", c_uint32),
         ("storage_offer_timeout_ms", c_uint32),
         ("socket_buffer_bytes", c_uint32),
+        ("reserved", c_uint32),
     ]
 
 

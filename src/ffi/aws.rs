@@ -357,6 +357,9 @@ pub extern "C" fn kvs_client_get_ice_servers_sized(
         if servers.is_empty() || (out_servers.is_null() && buf.is_null()) {
             return KVS_OK;
         }
+        if servers.len().checked_mul(entry_size).is_none() {
+            return fail(KVS_ERR_INVALID_ARGUMENT, format!("entry_size {entry_size} is not the size of an entry"));
+        }
         if out_servers.is_null() || buf.is_null() || capacity < servers.len() || buf_capacity < needed {
             return fail(
                 KVS_ERR_BUFFER_TOO_SMALL,

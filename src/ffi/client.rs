@@ -383,6 +383,11 @@ pub struct kvs_client_config {
     /// KVS_DEFAULT_SOCKET_BUFFER_BYTES (256 KiB); 4096 to 16 MiB;
     /// KVS_SOCKET_BUFFER_SYSTEM leaves the system's autotuning.
     pub socket_buffer_bytes: u32,
+    // (A bool field added here also goes into CONFIG_BOOL_OFFSETS.)
+    /// Zero (set by `kvs_client_config_default`). Names the struct's tail
+    /// padding, so that a field added here later is zero, its default, in
+    /// binaries built against this header.
+    pub reserved: u32,
 }
 
 /// `kvs_client_config.media_storage`.
@@ -489,6 +494,7 @@ pub(crate) fn config_defaults() -> kvs_client_config {
         media_storage: kvs_media_storage::Off as u32,
         storage_offer_timeout_ms: 0,
         socket_buffer_bytes: 0,
+        reserved: 0,
     }
 }
 
@@ -815,19 +821,44 @@ unsafe fn read_config(config: *const kvs_client_config) -> Result<kvs_client_con
             ),
         ));
     }
+    // Every struct a header ever had ends on the struct's alignment, so such a
+    // size never ends inside a field (half a function pointer).
+    if size % align_of::<kvs_client_config>() != 0 {
+        return Err(fail(
+            KVS_ERR_INVALID_CONFIG,
+            format!("config.struct_size is {size}, not the size of a kvs_client_config of any header"),
+        ));
+    }
     let mut local = config_defaults();
+    let local_bytes = (&mut local as *mut kvs_client_config).cast::<u8>();
     // SAFETY: the caller's struct has `size` readable bytes; at most
     // size_of::<kvs_client_config>() of them are copied into a complete struct.
-    unsafe {
-        ptr::copy_nonoverlapping(
-            config.cast::<u8>(),
-            (&mut local as *mut kvs_client_config).cast::<u8>(),
-            size.min(size_of::<kvs_client_config>()),
-        )
-    };
+    unsafe { ptr::copy_nonoverlapping(config.cast::<u8>(), local_bytes, size.min(size_of::<kvs_client_config>())) };
+    // A `bool` byte other than 0 or 1 (memset, a binding) is read as C reads
+    // it, non-zero is true, before any Rust code sees the field.
+    for offset in CONFIG_BOOL_OFFSETS {
+        // SAFETY: `offset` is that of a bool field of `local` (one byte).
+        unsafe {
+            let byte = local_bytes.add(offset);
+            byte.write(u8::from(byte.read() != 0));
+        }
+    }
     local.struct_size = size;
     Ok(local)
 }
+
+/// The offsets of the `bool` fields of `kvs_client_config`.
+const CONFIG_BOOL_OFFSETS: [usize; 9] = [
+    std::mem::offset_of!(kvs_client_config, buffer_early_candidates),
+    std::mem::offset_of!(kvs_client_config, use_control_plane),
+    std::mem::offset_of!(kvs_client_config, use_fips),
+    std::mem::offset_of!(kvs_client_config, use_dual_stack),
+    std::mem::offset_of!(kvs_client_config, credentials_from_env),
+    std::mem::offset_of!(kvs_client_config, create_channel),
+    std::mem::offset_of!(kvs_client_config, skip_ice_servers),
+    std::mem::offset_of!(kvs_client_config, report_unconfirmed_sdp),
+    std::mem::offset_of!(kvs_client_config, proxy_from_env),
+];
 
 /// Reads a required or optional config string, or returns the failing code.
 /// The proxy setting of a C config (`proxy_url`, `no_proxy`, `proxy_from_env`),
