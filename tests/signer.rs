@@ -14,7 +14,7 @@ use kvs_signaling::client::EventReceiver;
 use kvs_signaling::client::{
     AwsConfig, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, PresignedUrl, StateReason,
 };
-use kvs_signaling::emulator::{Emulator, EmulatorConfig, TlsSetting};
+use kvs_signaling::emulator::{Emulator, EmulatorConfig, Target, TlsSetting};
 use kvs_signaling::protocol::Role;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -227,7 +227,9 @@ async fn what_a_signer_may_not_return_is_a_named_error() {
         assert_eq!(client.state(), ConnectionState::Disconnected, "{name}");
     }
     // None of them reached the emulator's data plane.
-    assert_eq!(emulator.stats().open_connections, 0);
+    let stats = emulator.stats();
+    assert_eq!((stats.open_connections, stats.upgrades_refused, stats.auth_failures), (0, 0, 0), "{stats:?}");
+    assert!(emulator.user_agents().websocket.is_empty(), "an upgrade was tried");
     emulator.shutdown().await;
 }
 
@@ -301,6 +303,42 @@ async fn ready_presigned_urls_connect_until_they_expire() {
     assert_eq!(stale.state(), ConnectionState::Disconnected);
     assert_eq!(stale.metrics().connect_failures, 1, "retried a dead URL");
     assert_eq!(emulator.stats().upgrades_refused, refused_before + 1);
+    emulator.shutdown().await;
+}
+
+/// A presigned URL that expires while its socket is up: the handover it
+/// cannot make keeps the socket; when that socket ends, the client stops
+/// with the named error instead of trying the endpoint unsigned forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presigned_url_that_expires_during_a_connection_stops_the_client_when_its_socket_ends() {
+    let emulator = secure_emulator().await;
+    let now = SystemTime::now();
+    let url = presign(&emulator, Role::Master, now);
+    let mut config = with_url(&emulator, Role::Master, url, now + Duration::from_secs(2));
+    config.max_connection_age = Duration::from_millis(800);
+    let (master, mut events) = Client::new(config).unwrap();
+    master.connect().await.unwrap();
+    // Handovers renew the socket with the URL until it expires (by 2 s), then
+    // the socket is kept without one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(master.state(), ConnectionState::Connected);
+    let refused = emulator.stats().upgrades_refused;
+    assert_eq!(emulator.drop_connections(&Target::all()), 1);
+    let reason = tokio::time::timeout(WAIT, async {
+        loop {
+            if let ClientEvent::State(change) = events.recv().await.unwrap()
+                && change.state == ConnectionState::Disconnected
+            {
+                return change.reason;
+            }
+        }
+    })
+    .await
+    .expect("the client stops");
+    assert!(matches!(&reason, StateReason::ConnectFailed(m) if m.contains("presigned URL")), "{reason:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(master.state(), ConnectionState::Disconnected);
+    assert_eq!(emulator.stats().upgrades_refused, refused, "an unsigned or dead URL was tried");
     emulator.shutdown().await;
 }
 

@@ -306,7 +306,6 @@ impl DirectTarget {
         let presigned = lock(&self.presigned).clone();
         if let Some(presigned) = presigned {
             if presigned.expired_at(SystemTime::now()) {
-                *lock(&self.presigned) = None;
                 let why = format!("it expired {} s ago", expired_for(&presigned).as_secs());
                 return self.without_presigned(options, why).await;
             }
@@ -314,7 +313,6 @@ impl DirectTarget {
             return match open_socket(&presigned.url, &self.tls, &self.dialer, &redactor, options).await {
                 Ok((socket, phases)) => Ok((socket, phases, Duration::ZERO)),
                 Err(ClientError::Refused { status: status @ (401 | 403), error_type, body, .. }) => {
-                    *lock(&self.presigned) = None;
                     let error_type = error_type.map(|t| format!(" {t}")).unwrap_or_default();
                     let why = format!("the service refused it with HTTP {status}{error_type}: {body}");
                     self.without_presigned(options, why).await
@@ -332,9 +330,13 @@ impl DirectTarget {
         options: &SocketOptions,
         why: String,
     ) -> Result<(Socket, Phases, Duration), ClientError> {
+        // Without a signer the dead URL stays: every later attempt (after a
+        // socket kept through a failed handover ends) fails the same way
+        // instead of trying the endpoint unsigned.
         if self.signer.is_none() {
             return Err(ClientError::PresignedUrlExpired(why));
         }
+        *lock(&self.presigned) = None;
         log!(Level::Info, TARGET, "the presigned URL is no longer usable ({why}); asking the signer for a new one");
         self.open_signed(options).await
     }
