@@ -19,6 +19,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const KEY: &str = "AKIDEXAMPLESIGNERBUSY";
 const SECRET: &str = "ffi/signer/busy/EXAMPLE";
 
+/// Log lines of the library (warnings), from any thread.
+static LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" fn on_log(_: *mut c_void, _: u32, _: *const c_char, message: *const c_char, _: usize) {
+    LOG.lock().unwrap().push(text(message));
+}
+
 /// Calls of the callback, and whether it hangs (until cleared).
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 static HANG: AtomicBool = AtomicBool::new(true);
@@ -65,6 +72,7 @@ fn a_hung_signer_callback_holds_a_bounded_number_of_requests() {
     config.signer_timeout_ms = 100;
     config.backoff_initial_ms = 10;
     config.backoff_max_ms = 40;
+    assert_eq!(kvs_set_log_callback(kvs_log_level::Warn as u32, Some(on_log), ptr::null_mut(), None), KVS_OK);
     let mut client = ptr::null_mut();
     assert_eq!(kvs_client_new(&config, &mut client), KVS_OK);
     assert_eq!(kvs_client_start(client), KVS_OK);
@@ -77,6 +85,10 @@ fn a_hung_signer_callback_holds_a_bounded_number_of_requests() {
     assert_eq!(kvs_client_get_metrics(client, &mut metrics), KVS_OK);
     assert!(metrics.connect_failures >= 8, "{} attempts failed", metrics.connect_failures);
     assert_eq!(CALLS.load(Ordering::SeqCst), 1, "only the hung call started");
+    // The hung request and three queued ones hold the four places: later
+    // attempts fail at once instead of queueing.
+    let busy = LOG.lock().unwrap().iter().filter(|line| line.contains("has not started on the 4 requests")).count();
+    assert!(busy >= 1, "no attempt was refused for want of a place: {:?}", LOG.lock().unwrap());
 
     // Released: the requests queued behind it were all given up on, so the
     // callback is asked again only for attempts still waiting; the client connects.
