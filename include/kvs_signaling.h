@@ -480,6 +480,34 @@ typedef uint32_t kvs_media_storage;
 #endif // __cplusplus
 
 /**
+ * What a `kvs_sign_request` asks for (`kind`).
+ */
+enum kvs_sign_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The presigned WebSocket URL of a connect attempt: answer with
+   * `kvs_sign_sink_set_url`.
+   */
+  KVS_SIGN_KIND_WSS_URL = 1,
+  /**
+   * The signature of a control-plane HTTPS call: answer with
+   * `kvs_sign_sink_add_header` for each header to add (`authorization`,
+   * `x-amz-date`, `x-amz-security-token`).
+   */
+  KVS_SIGN_KIND_HTTP_REQUEST = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kvs_sign_kind kvs_sign_kind;
+#else
+typedef uint32_t kvs_sign_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An opaque signaling client, made by `kvs_client_new`, released by `kvs_client_free`.
  */
 typedef struct kvs_client kvs_client;

@@ -327,9 +327,19 @@ impl CachingCredentials {
                 tokio::time::sleep_until(earliest).await;
                 earliest = tokio::time::Instant::now() + MIN_REFRESH_INTERVAL;
                 match this.get().await {
-                    Ok(_) if this.refresh_at().is_some_and(|at| at > SystemTime::now()) => retry = REFRESH_RETRY_MIN,
-                    Ok(_) | Err(_) => {
-                        log!(Level::Warn, TARGET, "background credentials refresh failed; retrying in {retry:?}");
+                    // Fresh ones, due later (or credentials that do not expire).
+                    Ok(_) if this.refresh_at().is_none_or(|at| at > SystemTime::now()) => retry = REFRESH_RETRY_MIN,
+                    // The provider failed; `fetch_at` logged why and kept the current ones.
+                    Ok(_) => {
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(REFRESH_RETRY_MAX);
+                    }
+                    Err(error) => {
+                        log!(
+                            Level::Warn,
+                            TARGET,
+                            "background credentials refresh failed ({error}); retrying in {retry:?}"
+                        );
                         tokio::time::sleep(retry).await;
                         retry = (retry * 2).min(REFRESH_RETRY_MAX);
                     }

@@ -218,14 +218,13 @@ impl Link {
     fn confirm_acknowledged(&mut self) -> usize {
         self.confirm_read = Instant::now();
         let Some(progress) = self.progress else { return 0 };
-        // Checked first: the frames were all flushed before this read.
-        if progress.unacknowledged() == Some(0) {
-            return self.in_flight.confirm_flushed();
+        let mut confirmed = progress.acknowledged().map_or(0, |acknowledged| self.in_flight.confirm(acknowledged));
+        // Frames whose recorded end is too large wait while the kernel holds
+        // nothing unacknowledged: read only then (one system call otherwise).
+        if !self.in_flight.is_empty() && progress.unacknowledged() == Some(0) {
+            confirmed += self.in_flight.confirm_flushed();
         }
-        match progress.acknowledged() {
-            Some(acknowledged) => self.in_flight.confirm(acknowledged),
-            None => 0,
-        }
+        confirmed
     }
 }
 

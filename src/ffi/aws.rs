@@ -72,7 +72,10 @@ pub extern "C" fn kvs_credentials_sink_set(
         };
         let mut credentials = Credentials::new(key, secret, token);
         if expiry_unix_s > 0 {
-            credentials = credentials.with_expiry(UNIX_EPOCH + Duration::from_secs(expiry_unix_s));
+            let Some(expiry) = UNIX_EPOCH.checked_add(Duration::from_secs(expiry_unix_s)) else {
+                return fail(KVS_ERR_CREDENTIALS, format!("expiry_unix_s {expiry_unix_s} is not a time"));
+            };
+            credentials = credentials.with_expiry(expiry);
         }
         if let Err(e) = credentials.check() {
             return fail(KVS_ERR_CREDENTIALS, e.to_string());

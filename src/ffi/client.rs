@@ -860,7 +860,6 @@ const CONFIG_BOOL_OFFSETS: [usize; 9] = [
     std::mem::offset_of!(kvs_client_config, proxy_from_env),
 ];
 
-/// Reads a required or optional config string, or returns the failing code.
 /// The proxy setting of a C config (`proxy_url`, `no_proxy`, `proxy_from_env`),
 /// for every connection of the client, the IoT credentials fetch included.
 pub(super) fn proxy_config(config: &kvs_client_config) -> Result<ProxyConfig, kvs_result> {
@@ -871,6 +870,7 @@ pub(super) fn proxy_config(config: &kvs_client_config) -> Result<ProxyConfig, kv
     })
 }
 
+/// Reads a required or optional config string, or returns the failing code.
 fn config_str(ptr: *const c_char, name: &str, max: usize) -> Result<Option<String>, kvs_result> {
     // SAFETY: the header requires config strings to be NUL-terminated.
     unsafe { arg_str(ptr, name, max, KVS_ERR_INVALID_CONFIG) }.map(|s| s.map(str::to_owned))

@@ -1269,7 +1269,7 @@ struct cred_probe {
     enum cred_mode mode;
     int calls;
     int on_main_thread;
-    struct recorded_rc null_sink, null_key, null_secret, empty_key, empty_secret, bad_utf8, good;
+    struct recorded_rc null_sink, null_key, null_secret, empty_key, empty_secret, bad_utf8, huge_expiry, good;
     kvs_credentials_sink *kept; /* the sink, wrongly kept past the callback */
 };
 static struct cred_probe g_cred;
@@ -1302,6 +1302,7 @@ static uint32_t cred_callback(void *userdata, kvs_credentials_sink *sink) {
     record_rc(&r.empty_key, kvs_credentials_sink_set(sink, "", "secret", NULL, 0));
     record_rc(&r.empty_secret, kvs_credentials_sink_set(sink, "AKIDX", "", NULL, 0));
     record_rc(&r.bad_utf8, kvs_credentials_sink_set(sink, NON_UTF8, "secret", NULL, 0));
+    record_rc(&r.huge_expiry, kvs_credentials_sink_set(sink, "AKIDX", "secret", NULL, UINT64_MAX));
     record_rc(&r.good, kvs_credentials_sink_set(sink, "AKIDX", "secret", "token", 4102444800u));
     pthread_mutex_lock(&g_lock);
     c->null_sink = r.null_sink;
@@ -1310,6 +1311,7 @@ static uint32_t cred_callback(void *userdata, kvs_credentials_sink *sink) {
     c->empty_key = r.empty_key;
     c->empty_secret = r.empty_secret;
     c->bad_utf8 = r.bad_utf8;
+    c->huge_expiry = r.huge_expiry;
     c->good = r.good;
     c->kept = sink;
     pthread_mutex_unlock(&g_lock);
@@ -1573,6 +1575,8 @@ static void test_control_plane_offline(void) {
                      &seen.empty_secret, KVS_ERR_CREDENTIALS);
             judge_rc(__LINE__, "kvs_credentials_sink_set(access_key_id not UTF-8)",
                      &seen.bad_utf8, KVS_ERR_INVALID_UTF8);
+            judge_rc(__LINE__, "kvs_credentials_sink_set(expiry UINT64_MAX)", &seen.huge_expiry,
+                     KVS_ERR_CREDENTIALS);
             judge_rc(__LINE__, "kvs_credentials_sink_set(valid, with token and expiry)",
                      &seen.good, KVS_OK);
             /* The callback has returned: its sink is refused, never written. */
